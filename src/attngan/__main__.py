@@ -1,0 +1,5 @@
+import sys
+
+from attngan.cli import main
+
+sys.exit(main())

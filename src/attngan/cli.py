@@ -1,0 +1,71 @@
+"""`attngan ...`: a thin shell; each subcommand lives in attngan/commands/<name>.py.
+
+A command module defines NAME, HELP, add_arguments(parser) and run(args) -> int, and keeps
+heavy imports (torch) inside run() so `attngan --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from attngan.errors import AttnGANError
+
+# Order is the order of `attngan --help`.
+COMMAND_MODULES = [
+    "demo", "synth_birds", "train_damsm", "eval_damsm", "train", "generate", "eval",
+    "train_oracle", "import_original", "export_original", "serve",
+]
+
+
+def _configure_allocator() -> None:
+    # Set before torch is imported: see attngan.training.perf for why (page faults on CPU).
+    try:
+        from attngan.training.perf import configure_allocator_env
+    except ImportError:
+        return
+    configure_allocator_env()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attngan",
+        description="AttnGAN: attentional text-to-image generation (Xu et al., CVPR 2018).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"attngan.commands.{mod_name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"attngan.commands.{mod_name}":
+                continue  # not built yet
+            raise
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _configure_allocator()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except AttnGANError as e:
+        print(f"attngan {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"attngan {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Typed configuration: dataclasses, named presets, YAML overrides.
+
+One `Config` holds every section; `train-damsm` reads `data`, `text` and `damsm`, `train` reads
+`data`, `text`, `gan` and `train`. Presets mirror the original release's yml files
+(shared/reference/original-attngan-facts.md, section 1); `tiny` is ours, sized for 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attngan.errors import AttnGANError
+
+
+class ConfigError(AttnGANError, ValueError):
+    """A config file or override that cannot be applied (unknown key, wrong type)."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "birds"           # birds (CUB / SynthBirds: bbox crop) | coco (no bbox)
+    base_size: int = 64              # first stage resolution
+    branch_num: int = 3              # number of stages: 64, 128, 256
+    captions_per_image: int = 10     # CUB 10, COCO 5
+    words_num: int = 18              # longer captions keep a random ordered subset
+    workers: int = 2                 # DataLoader workers
+    cache: bool = False              # pre-resized bbox crops instead of full JPEG decoding
+    short_captions: str = "skip"     # caption files with too few lines: skip | pad
+    max_bad_fraction: float = 0.01   # abort when more images than this are unreadable
+
+    @property
+    def image_size(self) -> int:     # the last stage's resolution
+        return self.base_size * 2 ** (self.branch_num - 1)
+
+
+@dataclass
+class TextConfig:
+    embedding_dim: int = 256         # nef: word and sentence feature size (both directions)
+    word_dim: int = 300              # token embedding size
+    rnn_type: str = "LSTM"           # LSTM | GRU
+    dropout: float = 0.5             # on the token embeddings, train mode only
+
+
+@dataclass
+class DAMSMConfig:
+    backbone: str = "inception"      # inception (paper, 17x17 regions) | small (CPU presets)
+    image_size: int = 299            # encoder input; data is cropped to this for pretraining
+    small_width: int = 64            # channels of the small CNN's first block
+    inception_weights: str = ""      # local torchvision inception_v3_google-*.pth; never downloaded
+    align_corners: bool = False      # True reproduces the published encoders' resize
+    gamma1: float = 4.0              # attention sharpness over regions (Eq. 9)
+    gamma2: float = 5.0              # word-score aggregation (Eq. 10)
+    gamma3: float = 10.0             # similarity scale in the posterior (Eq. 11)
+    words_num: int = 18
+    batch_size: int = 48
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_decay: float = 0.98           # per epoch, while lr > min_lr
+    min_lr: float = 2e-4
+    rnn_grad_clip: float = 0.25
+    epochs: int = 600
+    snapshot_epochs: int = 50
+    max_bad_steps: int = 20          # NaN/inf steps tolerated before aborting
+
+
+@dataclass
+class GANConfig:
+    gf_dim: int = 32                 # ngf; stage 1 starts at 16*ngf x 4 x 4
+    df_dim: int = 64                 # ndf
+    z_dim: int = 100
+    condition_dim: int = 100         # conditioning-augmentation output size
+    r_num: int = 2                   # residual blocks per refinement stage
+    dcgan: bool = False              # AttnDCGAN: one image head, one conditional D
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 20
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    damsm_lambda: float = 5.0        # lambda in L = L_GAN + lambda L_DAMSM
+    kl_weight: float = 1.0
+    ema_decay: float = 0.999
+    total_kimg: float = 5313.0       # 600 epochs of 8,855 images
+    snapshot_kimg: float = 100.0
+    sample_kimg: float = 20.0
+    log_kimg: float = 2.0
+    minutes: float = 0.0             # wall-clock budget; 0 = none
+    max_bad_steps: int = 20
+
+
+@dataclass
+class Config:
+    name: str = "bird"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    damsm: DAMSMConfig = field(default_factory=DAMSMConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        return apply_overrides(cls(), d)
+
+
+def _bird() -> Config:
+    return Config(name="bird")
+
+
+def _bird_attn1() -> Config:
+    c = _bird()
+    c.name = "bird-attn1"
+    c.data.branch_num = 2            # AttnGAN1: 64 -> 128, one attention model
+    return c
+
+
+def _bird_dcgan() -> Config:
+    c = _bird()
+    c.name = "bird-dcgan"
+    c.gan.r_num = 0
+    c.gan.dcgan = True
+    c.train.batch_size = 30
+    c.train.damsm_lambda = 1.0
+    c.train.total_kimg = 400 * 8855 / 1000
+    return c
+
+
+def _coco() -> Config:
+    c = Config(name="coco")
+    c.data.dataset = "coco"
+    c.data.captions_per_image = 5
+    c.data.words_num = 12
+    c.damsm.words_num = 15
+    c.damsm.snapshot_epochs = 5
+    c.gan.gf_dim = 48
+    c.gan.df_dim = 96
+    c.gan.r_num = 3
+    c.train.batch_size = 14
+    c.train.damsm_lambda = 50.0
+    c.train.total_kimg = 120 * 82783 / 1000
+    return c
+
+
+def _tiny() -> Config:
+    # CPU-sized: 32 -> 64 px, small DAMSM CNN with 8x8 regions, narrow G and D.
+    c = Config(name="tiny")
+    c.data.base_size = 32
+    c.data.branch_num = 2
+    c.data.words_num = 18
+    c.text.embedding_dim = 128
+    c.text.word_dim = 64
+    c.text.dropout = 0.2
+    c.damsm.backbone = "small"
+    c.damsm.image_size = 64
+    c.damsm.small_width = 32
+    c.damsm.batch_size = 32
+    c.damsm.epochs = 40
+    c.damsm.snapshot_epochs = 5
+    c.gan.gf_dim = 16
+    c.gan.df_dim = 16
+    c.gan.z_dim = 32
+    c.gan.condition_dim = 32
+    c.gan.r_num = 1
+    c.train.batch_size = 32
+    c.train.total_kimg = 60.0
+    c.train.snapshot_kimg = 10.0
+    c.train.sample_kimg = 5.0
+    c.train.log_kimg = 0.5
+    c.train.ema_decay = 0.99
+    return c
+
+
+PRESETS = {
+    "bird": _bird,
+    "bird-attn1": _bird_attn1,
+    "bird-dcgan": _bird_dcgan,
+    "coco": _coco,
+    "tiny": _tiny,
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any], _path: str = "") -> Config:
+    """Return a copy of `cfg` with nested `overrides` applied; unknown keys and wrong types fail."""
+    cfg = copy.deepcopy(cfg)
+    _apply(cfg, overrides, _path)
+    return cfg
+
+
+def _apply(obj: Any, overrides: dict[str, Any], path: str) -> None:
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"'{path or 'config'}' must be a mapping, got {type(overrides).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in overrides.items():
+        name = f"{path}.{key}" if path else key
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{name}'")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, name)
+            continue
+        setattr(obj, key, _coerce(current, value, name))
+
+
+def _coerce(current: Any, value: Any, name: str) -> Any:
+    # Ints are accepted where floats are expected (YAML writes 5 for 5.0); nothing else converts.
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{name}' must be true or false, got {value!r}")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{name}' must be a number, got {value!r}")
+        return float(value)
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{name}' must be an integer, got {value!r}")
+        return value
+    if isinstance(current, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(current):
+            raise ConfigError(f"'{name}' must be a list of {len(current)} numbers, got {value!r}")
+        return tuple(float(v) for v in value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"'{name}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def load_config(spec: str, overrides: dict[str, Any] | None = None) -> Config:
+    """A preset name, a YAML/JSON file of our keys (may set `preset:`), or an original .yml."""
+    if spec in PRESETS:
+        cfg = preset(spec)
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"'{spec}' is neither a preset ({', '.join(PRESETS)}) nor a config file")
+        cfg = _load_file(path)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return cfg
+
+
+def _load_file(path: Path) -> Config:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot parse config {path}: {e}".splitlines()[0]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    # The original release's yml files use upper-case keys (TREE.BRANCH_NUM, GAN.GF_DIM, ...).
+    if raw and all(isinstance(k, str) and k.isupper() for k in raw):
+        from attngan.legacy import config_from_original_yml
+
+        return config_from_original_yml(raw)
+    raw = dict(raw)
+    base = preset(raw.pop("preset", "bird"))
+    return apply_overrides(base, raw)
