@@ -93,6 +93,13 @@ class TrainConfig:
     log_kimg: float = 2.0
     minutes: float = 0.0             # wall-clock budget; 0 = none
     max_bad_steps: int = 20
+    # Speed switches (issue 10); each is benchmarked against all-off in the same run.
+    amp: str = "off"                 # off | bf16 | fp16 (CUDA; losses and softmaxes stay fp32)
+    channels_last: bool = False
+    compile: bool = False            # torch.compile G and the Ds
+    sync_bn: bool = False            # SyncBatchNorm under DDP
+    freeze_d_in_g_step: bool = True  # no D weight gradients during the G update
+    reuse_real_features: bool = True  # mismatched-pair term reuses D(real)'s image code
 
 
 @dataclass

@@ -1,0 +1,196 @@
+"""AttnGANPipeline: captions in, every stage's image and every attention map out.
+
+One `__call__` that the CLI (`attngan generate`), the demo report and the web app all wrap
+(GUIDE.md, example 10). Runs in eval mode under `torch.inference_mode`, batched, CPU or GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from attngan.config import Config
+from attngan.errors import AttnGANError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineOutput:
+    images: list[torch.Tensor]          # per stage: B x 3 x H x W in [-1, 1], on the CPU
+    attention: list[torch.Tensor]       # per attentional stage: B x T x h x w (pre-upsample maps)
+    tokens: list[list[str]]             # the words each caption was generated from
+    dropped: list[list[str]] = field(default_factory=list)  # out-of-vocabulary words, per caption
+    seed: int | None = None
+
+    def to_pil(self, stage: int = -1) -> list:
+        """The images of one stage (default: the last, largest) as PIL images."""
+        from attngan.viz import to_pil
+
+        return [to_pil(img) for img in self.images[stage]]
+
+
+class AttnGANPipeline:
+    def __init__(self, config: Config, vocab, text_encoder: torch.nn.Module,
+                 generator: torch.nn.Module, image_encoder: torch.nn.Module | None = None,
+                 device: str | torch.device = "cpu"):
+        self.config = config
+        self.vocab = vocab
+        self.device = torch.device(device)
+        self.text_encoder = text_encoder.to(self.device).eval()
+        self.generator = generator.to(self.device).eval()
+        self.image_encoder = image_encoder.to(self.device).eval() if image_encoder is not None else None
+        self.words_num = config.data.words_num
+
+    # Loading.
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "auto",
+                        fuse: bool = False) -> "AttnGANPipeline":
+        """Load a model folder (see training/checkpoint.py); None means the bundled model."""
+        from attngan.networks import build_generator, build_image_encoder, build_text_encoder
+        from attngan.text import Vocabulary
+        from attngan.training.checkpoint import load_safetensors, load_state, read_model_config
+        from attngan.training.distributed import resolve_device
+
+        if model_dir is None:
+            model_dir = bundled_model_dir()
+        model_dir = Path(model_dir)
+        cfg, meta = read_model_config(model_dir)
+        vocab = Vocabulary.load(model_dir / "vocab.json")
+        if len(vocab) != meta.get("n_words", len(vocab)):
+            raise AttnGANError(f"{model_dir}: vocab.json has {len(vocab)} words, "
+                               f"the model was built for {meta['n_words']}")
+        text_encoder = build_text_encoder(cfg, len(vocab))
+        generator = build_generator(cfg, cfg.text.embedding_dim)
+        image_encoder = build_image_encoder(cfg)
+        load_state(text_encoder, load_safetensors(model_dir / "text_encoder.safetensors"), "text encoder")
+        load_state(generator, load_safetensors(model_dir / "generator.safetensors"), "generator")
+        load_state(image_encoder, load_safetensors(model_dir / "image_encoder.safetensors"), "image encoder")
+        pipe = cls(cfg, vocab, text_encoder, generator, image_encoder, resolve_device(device))
+        if fuse:
+            pipe.fuse()
+        return pipe
+
+    def fuse(self) -> "AttnGANPipeline":
+        """Fold BatchNorm into the preceding convolutions (eval-mode outputs unchanged)."""
+        from attngan.training.perf import fuse_generator
+
+        self.generator = fuse_generator(self.generator)
+        return self
+
+    # Text.
+
+    def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[list[str]], list[list[str]]]:
+        """Word ids (B x T, 0-padded), lengths, the kept tokens and the dropped OOV words."""
+        if isinstance(captions, str):
+            captions = [captions]
+        if not captions:
+            raise AttnGANError("no captions given")
+        ids, tokens, dropped = [], [], []
+        for text in captions:
+            if not isinstance(text, str) or not text.strip():
+                raise AttnGANError("a caption is empty")
+            try:
+                word_ids, oov = self.vocab.encode(text, warn=False)
+            except AttnGANError as e:
+                raise AttnGANError(f"caption {text[:60]!r}: {e}") from None
+            if oov:
+                log.warning("out-of-vocabulary words dropped from %r: %s", text[:60], ", ".join(oov))
+            if not word_ids:
+                raise AttnGANError(f"caption {text[:60]!r} has no word the model knows")
+            if len(word_ids) > self.words_num:
+                log.warning("caption %r has %d known words; keeping the first %d",
+                            text[:60], len(word_ids), self.words_num)
+                word_ids = word_ids[: self.words_num]
+            ids.append(word_ids)
+            tokens.append([self.vocab.id_to_word[i] for i in word_ids])
+            dropped.append(list(oov))
+        lens = torch.tensor([len(x) for x in ids], dtype=torch.long)
+        out = torch.zeros(len(ids), int(lens.max()), dtype=torch.long)
+        for i, x in enumerate(ids):
+            out[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        return out, lens, tokens, dropped
+
+    @torch.inference_mode()
+    def encode_text(self, captions: torch.Tensor, cap_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.text_encoder(captions.to(self.device), cap_lens.to(self.device))
+
+    # Generation.
+
+    def sample_noise(self, batch: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z and the conditioning-augmentation epsilon, drawn on the CPU so seeds agree across devices."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(batch, self.config.gan.z_dim, generator=gen)
+        eps = torch.randn(batch, self.config.gan.condition_dim, generator=gen)
+        return z, eps
+
+    @torch.inference_mode()
+    def generate_from_ids(self, captions: torch.Tensor, cap_lens: torch.Tensor,
+                          noise: torch.Tensor | None = None, ca_noise: torch.Tensor | None = None,
+                          seed: int | None = None) -> PipelineOutput:
+        B = captions.shape[0]
+        z, eps = self.sample_noise(B, seed)
+        noise = z if noise is None else noise
+        ca_noise = eps if ca_noise is None else ca_noise
+        if noise.shape != (B, self.config.gan.z_dim):
+            raise AttnGANError(f"noise must be {B} x {self.config.gan.z_dim}, got {tuple(noise.shape)}")
+        if ca_noise.shape != (B, self.config.gan.condition_dim):
+            raise AttnGANError(f"ca_noise must be {B} x {self.config.gan.condition_dim}, "
+                               f"got {tuple(ca_noise.shape)}")
+        T = int(cap_lens.max())
+        captions = captions[:, :T].to(self.device)
+        words, sent = self.text_encoder(captions, cap_lens.to(self.device))
+        mask = captions == 0
+        images, attention, _, _ = self.generator(noise.to(self.device), sent, words, mask,
+                                                 ca_noise=ca_noise.to(self.device))
+        return PipelineOutput(images=[x.float().cpu() for x in images],
+                              attention=[a.float().cpu() for a in attention],
+                              tokens=[[self.vocab.id_to_word[int(i)] for i in row[: int(n)]]
+                                      for row, n in zip(captions.cpu(), cap_lens)],
+                              seed=seed)
+
+    def __call__(self, captions: list[str] | str, seed: int | None = None,
+                 noise: torch.Tensor | None = None, ca_noise: torch.Tensor | None = None,
+                 batch_size: int = 16) -> PipelineOutput:
+        ids, lens, tokens, dropped = self.tokenize(captions)
+        B = ids.shape[0]
+        z, eps = self.sample_noise(B, seed)
+        noise = z if noise is None else torch.as_tensor(noise, dtype=torch.float32)
+        ca_noise = eps if ca_noise is None else torch.as_tensor(ca_noise, dtype=torch.float32)
+        parts = []
+        for s in range(0, B, batch_size):
+            sl = slice(s, s + batch_size)
+            parts.append(self.generate_from_ids(ids[sl], lens[sl], noise[sl], ca_noise[sl]))
+        out = _concat(parts)
+        out.tokens, out.dropped, out.seed = tokens, dropped, seed
+        return out
+
+
+def _concat(parts: list[PipelineOutput]) -> PipelineOutput:
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat_padded(maps: list[torch.Tensor]) -> torch.Tensor:
+        # Attention maps of different chunks can have different T: pad words with zeros.
+        T = max(m.shape[1] for m in maps)
+        return torch.cat([torch.nn.functional.pad(m, (0, 0, 0, 0, 0, T - m.shape[1])) for m in maps])
+
+    n_img = len(parts[0].images)
+    n_att = len(parts[0].attention)
+    return PipelineOutput(
+        images=[torch.cat([p.images[i] for p in parts]) for i in range(n_img)],
+        attention=[cat_padded([p.attention[i] for p in parts]) for i in range(n_att)],
+        tokens=sum((p.tokens for p in parts), []),
+    )
+
+
+def bundled_model_dir() -> Path:
+    """The `synthbirds-tiny` model shipped inside the package."""
+    path = Path(__file__).parent / "assets" / "synthbirds-tiny"
+    if not (path / "config.json").is_file():
+        raise AttnGANError("no bundled model in this installation; pass --model MODEL_DIR")
+    return path

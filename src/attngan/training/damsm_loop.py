@@ -1,0 +1,290 @@
+"""DAMSM pretraining (paper Sec. 3.3): text and image encoders trained with the word and sentence
+matching losses, then frozen for the generator.
+
+Schedule as the original pretrain_DAMSM.py (facts file, section 7): Adam lr 2e-3 (0.5, 0.999),
+re-created every epoch, lr x0.98 per epoch while above 2e-4, RNN gradient norm clipped at 0.25.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from attngan.config import Config
+from attngan.errors import AttnGANError
+from attngan.training import distributed as dist
+from attngan.training.checkpoint import (atomic_save_safetensors, atomic_torch_save, atomic_write_json,
+                                         load_safetensors, load_state, load_training_state, replace_dir,
+                                         rng_state, set_rng_state, state_dict_for_save)
+
+DAMSM_FILES = ("config.json", "vocab.json", "text_encoder.safetensors", "image_encoder.safetensors")
+
+
+# Saved encoders.
+
+def save_damsm_folder(folder: Path, cfg: Config, vocab, text_encoder, image_encoder,
+                      metrics: dict[str, Any] | None = None) -> None:
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    atomic_write_json(tmp / "config.json", {"config": cfg.to_dict(), "n_words": len(vocab),
+                                            "metrics": metrics or {}})
+    vocab.save(tmp / "vocab.json")
+    atomic_save_safetensors(state_dict_for_save(text_encoder), tmp / "text_encoder.safetensors")
+    atomic_save_safetensors(state_dict_for_save(image_encoder), tmp / "image_encoder.safetensors")
+    replace_dir(tmp, folder)
+
+
+def load_damsm(path: str | Path, device: torch.device | str = "cpu"):
+    """A DAMSM run folder (uses its best/ snapshot) or a snapshot folder -> (cfg, vocab, text, image)."""
+    from attngan.networks import build_image_encoder, build_text_encoder
+    from attngan.text import Vocabulary
+
+    path = Path(path)
+    if (path / "best" / "config.json").is_file():
+        path = path / "best"
+    if not path.is_dir():
+        raise AttnGANError(f"DAMSM folder {path} does not exist")
+    missing = [f for f in DAMSM_FILES if not (path / f).is_file()]
+    if missing:
+        raise AttnGANError(f"DAMSM folder {path} is incomplete: missing {', '.join(missing)}")
+    meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    cfg = Config.from_dict(meta["config"])
+    vocab = Vocabulary.load(path / "vocab.json")
+    text_encoder = build_text_encoder(cfg, len(vocab))
+    image_encoder = build_image_encoder(cfg)
+    load_state(text_encoder, load_safetensors(path / "text_encoder.safetensors"), "DAMSM text encoder")
+    load_state(image_encoder, load_safetensors(path / "image_encoder.safetensors"), "DAMSM image encoder")
+    return cfg, vocab, text_encoder.to(device), image_encoder.to(device)
+
+
+# Evaluation on real images.
+
+@torch.no_grad()
+def encode_split(text_encoder, image_encoder, loader, device, max_items: int | None = None):
+    """Global image codes, sentence codes and class ids of a split (one caption per image)."""
+    text_encoder.eval()
+    image_encoder.eval()
+    imgs, sents, classes = [], [], []
+    n = 0
+    for batch in loader:
+        captions, cap_lens = batch["captions"].to(device), batch["cap_lens"].to(device)
+        _, sent = text_encoder(captions, cap_lens)
+        _, code = image_encoder(batch["images"][-1].to(device))
+        imgs.append(code.float().cpu())
+        sents.append(sent.float().cpu())
+        classes.append(batch["class_ids"].cpu())
+        n += captions.shape[0]
+        if max_items and n >= max_items:
+            break
+    return torch.cat(imgs), torch.cat(sents), torch.cat(classes)
+
+
+def retrieval_metrics(img: torch.Tensor, sent: torch.Tensor, class_ids: torch.Tensor,
+                      seed: int = 0) -> dict[str, float]:
+    """Image-to-text R-precision (1 true vs 99 other-class captions) and text-to-image recall@1/5."""
+    from attngan.metrics.r_precision import r_precision
+
+    mean, std = r_precision(img, sent, class_ids, n_neg=99, splits=10, seed=seed)
+    sim = torch.nn.functional.normalize(sent, dim=1) @ torch.nn.functional.normalize(img, dim=1).T
+    # A text retrieves its own image; other images of the same class count as misses (strict).
+    ranks = (sim > sim.diagonal()[:, None]).sum(1)
+    return {"r_precision": float(mean), "r_precision_std": float(std),
+            "t2i_recall@1": float((ranks < 1).float().mean()),
+            "t2i_recall@5": float((ranks < 5).float().mean())}
+
+
+# Training.
+
+def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device):
+    from attngan.losses import sent_loss, words_loss
+
+    captions, cap_lens = batch["captions"].to(device), batch["cap_lens"].to(device)
+    class_ids = batch["class_ids"].to(device)
+    words, sent = text_encoder(captions, cap_lens)
+    regions, code = image_encoder(batch["images"][-1].to(device))
+    d = cfg.damsm
+    w0, w1, attn = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
+    s0, s1 = sent_loss(code, sent, class_ids, d.gamma3)
+    return {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}, attn
+
+
+def _datasets(cfg: Config, data_dir: Path):
+    from attngan.data.dataset import TextImageDataset
+    from attngan.text import load_vocab
+
+    vocab = load_vocab(data_dir)
+    data_cfg = replace(cfg.data, words_num=cfg.damsm.words_num)
+    sizes = [cfg.damsm.image_size]
+    train_ds = TextImageDataset(data_dir, "train", data_cfg, vocab, image_sizes=sizes, train=True)
+    test_ds = TextImageDataset(data_dir, "test", data_cfg, vocab, image_sizes=sizes, train=False)
+    return vocab, train_ds, test_ds
+
+
+def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, device: str = "auto",
+                minutes: float = 0.0, max_epochs: int | None = None, progress: bool = True,
+                eval_items: int = 1000) -> dict[str, Any]:
+    """Pretrain the DAMSM encoders. Re-running with the same out_dir resumes from the last epoch."""
+    from attngan.data.dataset import make_loader
+    from attngan.networks import build_image_encoder, build_text_encoder
+    from attngan.viz import attention_grid, save_png
+
+    # Setup.
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    dist.init()
+    dev = dist.resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    vocab, train_ds, test_ds = _datasets(cfg, data_dir)
+    if len(train_ds) < 2:
+        raise AttnGANError(f"{data_dir}: the train split needs at least 2 images for DAMSM")
+    batch_size = min(cfg.damsm.batch_size, len(train_ds))
+    text_encoder = build_text_encoder(cfg, len(vocab)).to(dev)
+    image_encoder = build_image_encoder(cfg).to(dev)
+    if cfg.damsm.backbone == "inception":
+        if not cfg.damsm.inception_weights:
+            raise AttnGANError("the inception backbone needs ImageNet weights: set damsm.inception_weights "
+                               "to a local inception_v3_google-*.pth (see README)")
+        image_encoder.load_inception_weights(cfg.damsm.inception_weights)
+    params = list(text_encoder.parameters()) + list(image_encoder.projection_parameters())
+    epochs = max_epochs if max_epochs is not None else cfg.damsm.epochs
+
+    # Resume.
+    state_path = out_dir / "state.pt"
+    start_epoch, lr, history, best, bad_steps = 0, cfg.damsm.lr, [], -1.0, 0
+    if state_path.is_file():
+        st = load_training_state(state_path)
+        text_encoder.load_state_dict(st["text_encoder"])
+        image_encoder.load_state_dict(st["image_encoder"])
+        start_epoch, lr, history, best = st["epoch"], st["lr"], st["history"], st["best"]
+        bad_steps = st.get("bad_steps", 0)
+        set_rng_state(st["rng"])
+        if dist.is_main():
+            print(f"resuming DAMSM from {state_path} at epoch {start_epoch}")
+    elif dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
+    sampler = None
+    if dist.get_world_size() > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(train_ds, shuffle=True, seed=cfg.seed,
+                                                                  drop_last=True)
+    train_loader = make_loader(train_ds, batch_size, shuffle=sampler is None, workers=cfg.data.workers,
+                               drop_last=True, seed=cfg.seed, sampler=sampler)
+    test_loader = make_loader(test_ds, min(batch_size, len(test_ds)), shuffle=False,
+                              workers=cfg.data.workers, drop_last=False, seed=cfg.seed)
+    trainable = [text_encoder, image_encoder]
+    if dist.get_world_size() > 1:
+        trainable = [torch.nn.parallel.DistributedDataParallel(m) for m in trainable]
+    te, ie = trainable
+    fixed_batch = next(iter(test_loader))
+    t_start = time.time()
+
+    # Epochs.
+    epoch = start_epoch
+    for epoch in range(start_epoch, epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        # The original re-creates Adam each epoch, which resets its moments; kept for fidelity.
+        opt = torch.optim.Adam(params, lr=lr, betas=cfg.damsm.betas)
+        text_encoder.train()
+        image_encoder.train()
+        sums: dict[str, float] = {}
+        n_steps = 0
+        bar = tqdm(train_loader, desc=f"DAMSM epoch {epoch + 1}/{epochs}", leave=False,
+                   disable=not (progress and dist.is_main()))
+        for batch in bar:
+            terms, _ = _damsm_losses(cfg, te, ie, batch, dev)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                bad_steps += 1
+                if bad_steps > cfg.damsm.max_bad_steps:
+                    raise AttnGANError(f"DAMSM loss was NaN/inf in {bad_steps} steps; aborting "
+                                       f"(lower damsm.lr or check the data)")
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), cfg.damsm.rnn_grad_clip)
+            opt.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_steps += 1
+            bar.set_postfix(w=f"{(terms['w_loss0'] + terms['w_loss1']).item():.2f}",
+                            s=f"{(terms['s_loss0'] + terms['s_loss1']).item():.2f}")
+            if minutes and time.time() - t_start > minutes * 60:
+                break
+        if lr > cfg.damsm.min_lr:
+            lr *= cfg.damsm.lr_decay
+
+        # Validation.
+        val = validate(cfg, text_encoder, image_encoder, test_loader, dev, eval_items)
+        record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.time() - t_start, 1),
+                  "bad_steps": bad_steps, **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()},
+                  **val}
+        history.append(record)
+        if dist.is_main():
+            tqdm.write(f"DAMSM epoch {epoch + 1}: " + "  ".join(
+                f"{k}={v:.3f}" for k, v in record.items() if isinstance(v, float) and k != "lr"))
+            with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            # Snapshots: last every epoch, best by R-precision.
+            save_damsm_folder(out_dir / "last", cfg, vocab, text_encoder, image_encoder, record)
+            if record["r_precision"] >= best:
+                best = record["r_precision"]
+                save_damsm_folder(out_dir / "best", cfg, vocab, text_encoder, image_encoder, record)
+            atomic_torch_save({"text_encoder": text_encoder.state_dict(),
+                               "image_encoder": image_encoder.state_dict(), "epoch": epoch + 1,
+                               "lr": lr, "history": history, "best": best, "bad_steps": bad_steps,
+                               "rng": rng_state()}, state_path)
+            if (epoch + 1) % cfg.damsm.snapshot_epochs == 0 or epoch + 1 == epochs:
+                save_attention_preview(cfg, text_encoder, image_encoder, fixed_batch, vocab, dev,
+                                       out_dir / "attention" / f"epoch_{epoch + 1:04d}.png")
+        dist.barrier()
+        if minutes and time.time() - t_start > minutes * 60:
+            break
+    if dist.is_main() and history and not (out_dir / "attention").is_dir():
+        save_attention_preview(cfg, text_encoder, image_encoder, fixed_batch, vocab, dev,
+                               out_dir / "attention" / f"epoch_{epoch + 1:04d}.png")
+    return history[-1] if history else {}
+
+
+@torch.no_grad()
+def validate(cfg: Config, text_encoder, image_encoder, loader, device, max_items: int) -> dict[str, float]:
+    text_encoder.eval()
+    image_encoder.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    for batch in loader:
+        if batch["captions"].shape[0] < 2:
+            continue
+        terms, _ = _damsm_losses(cfg, text_encoder, image_encoder, batch, device)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+        if n * loader.batch_size >= max_items:
+            break
+    img, sent, classes = encode_split(text_encoder, image_encoder, loader, device, max_items)
+    out = {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
+    out.update(retrieval_metrics(img, sent, classes, seed=cfg.seed))
+    return out
+
+
+@torch.no_grad()
+def save_attention_preview(cfg: Config, text_encoder, image_encoder, batch, vocab, device, path: Path) -> None:
+    """Word-region attention maps of a fixed test batch, one overlay per word (paper Fig. 5 style)."""
+    from attngan.viz import attention_grid, save_png
+
+    text_encoder.eval()
+    image_encoder.eval()
+    _, attn = _damsm_losses(cfg, text_encoder, image_encoder, batch, device)
+    tokens = [[vocab.id_to_word[int(i)] for i in row[: int(n)]]
+              for row, n in zip(batch["captions"], batch["cap_lens"])]
+    save_png(attention_grid(batch["images"][-1], [a.cpu() for a in attn], tokens, rows=6), path)

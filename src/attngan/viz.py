@@ -1,0 +1,132 @@
+"""Pictures: image grids and per-word attention overlays (the paper's Fig. 1 and Fig. 5 style)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_pil(img: torch.Tensor) -> Image.Image:
+    """3 x H x W in [-1, 1] -> RGB PIL image (clamped: the original wrapped around instead)."""
+    arr = ((img.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
+
+
+def png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(im: Image.Image, path: str | Path) -> Path:
+    from attngan.training.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, png_bytes(im))
+    return Path(path)
+
+
+def image_grid(images: list[Image.Image], ncol: int, pad: int = 2, bg=(255, 255, 255)) -> Image.Image:
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    w = max(im.width for im in images)
+    h = max(im.height for im in images)
+    nrow = (len(images) + ncol - 1) // ncol
+    grid = Image.new("RGB", (ncol * (w + pad) + pad, nrow * (h + pad) + pad), bg)
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncol)
+        grid.paste(im, (pad + c * (w + pad), pad + r * (h + pad)))
+    return grid
+
+
+def _font(size: int = 12):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def _colormap(x: np.ndarray) -> np.ndarray:
+    """A perceptually ordered dark-blue -> red -> yellow map without matplotlib (fast, offline)."""
+    stops = np.array([[0, 0, 64], [0, 64, 255], [0, 200, 200], [255, 200, 0], [255, 0, 0]], np.float32)
+    pos = np.clip(x, 0, 1) * (len(stops) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
+    t = (pos - lo)[..., None]
+    return stops[lo] * (1 - t) + stops[lo + 1] * t
+
+
+def upsample_map(att: torch.Tensor, size: int) -> np.ndarray:
+    """h x w attention -> size x size, smooth (bilinear) and normalised to [0, 1] per map."""
+    a = F.interpolate(att[None, None].float(), size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    a = a - a.min()
+    return (a / a.max().clamp_min(1e-12)).numpy()
+
+
+def attention_overlay(image: Image.Image, att: torch.Tensor, alpha: float = 0.55) -> Image.Image:
+    m = upsample_map(att, image.width)
+    heat = _colormap(m)
+    base = np.asarray(image.convert("RGB"), np.float32)
+    # Weight the blend by the map itself so unattended regions keep the image visible.
+    w = (alpha * m)[..., None]
+    out = base * (1 - w) + heat * w
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8), "RGB")
+
+
+def word_confidence(att: torch.Tensor, cap_len: int) -> torch.Tensor:
+    """Per word, the attention mass above twice the uniform level (the original's ranking)."""
+    t = 2.0 / max(cap_len, 1)
+    flat = att.flatten(1)
+    return (flat * (flat > 2 * t)).sum(1) + 1e-6 * flat.sum(1)  # ties broken by total mass
+
+
+def _label(im: Image.Image, text: str, height: int = 16) -> Image.Image:
+    out = Image.new("RGB", (im.width, im.height + height), (255, 255, 255))
+    out.paste(im, (0, height))
+    ImageDraw.Draw(out).text((2, 1), text, fill=(0, 0, 0), font=_font(12))
+    return out
+
+
+def word_attention_figure(image: torch.Tensor, attention: torch.Tensor, tokens: list[str],
+                          top_k: int | None = None, size: int = 128) -> Image.Image:
+    """One row: the image, then one labelled overlay per word (top_k by attention mass if given).
+
+    `attention` is T x h x w for one caption; padding rows beyond len(tokens) are ignored.
+    """
+    T = len(tokens)
+    att = attention[:T]
+    order = list(range(T))
+    if top_k is not None and top_k < T:
+        conf = word_confidence(att, T)
+        order = sorted(torch.topk(conf, top_k).indices.tolist())
+    base = to_pil(image).resize((size, size), Image.BICUBIC)
+    tiles = [_label(base, "image")]
+    for i in order:
+        tiles.append(_label(attention_overlay(base, att[i]), f"{i}:{tokens[i][:10]}"))
+    return image_grid(tiles, ncol=len(tiles))
+
+
+def caption_strip(text: str, width: int, height: int = 18) -> Image.Image:
+    im = Image.new("RGB", (width, height), (255, 255, 255))
+    ImageDraw.Draw(im).text((3, 2), text, fill=(0, 0, 0), font=_font(13))
+    return im
+
+
+def attention_grid(images: torch.Tensor, attention: list[torch.Tensor], tokens: list[list[str]],
+                   rows: int = 8, size: int = 96) -> Image.Image:
+    """Several captions, one row each with its caption written above (DAMSM / training previews)."""
+    parts = []
+    for b in range(min(rows, images.shape[0])):
+        row = word_attention_figure(images[b], attention[b], tokens[b], size=size)
+        parts.append(caption_strip(" ".join(tokens[b]), row.width))
+        parts.append(row)
+    width = max(p.width for p in parts)
+    out = Image.new("RGB", (width, sum(p.height for p in parts)), (255, 255, 255))
+    y = 0
+    for p in parts:
+        out.paste(p, (0, y))
+        y += p.height
+    return out
