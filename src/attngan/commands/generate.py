@@ -1,0 +1,62 @@
+"""`attngan generate`: images and attention figures from free text."""
+
+from __future__ import annotations
+
+NAME = "generate"
+HELP = "generate images (every stage) and per-word attention figures from captions"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("captions", nargs="*", help="one or more captions (quote each)")
+    p.add_argument("--model", default=None, help="model folder (default: the bundled synthbirds-tiny)")
+    p.add_argument("--captions-file", default=None, help="a text file, one caption per line")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=1, help="samples per caption")
+    p.add_argument("--out", default="generated", help="output folder")
+    p.add_argument("--top-words", type=int, default=5, help="words shown in the attention figure")
+    p.add_argument("--device", default="auto")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from attngan.errors import AttnGANError
+
+    captions = list(args.captions)
+    if args.captions_file:
+        path = Path(args.captions_file)
+        if not path.is_file():
+            raise AttnGANError(f"captions file {path} does not exist")
+        captions += [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                     if line.strip()]
+    if not captions:
+        raise AttnGANError("give at least one caption (or --captions-file)")
+    if args.n < 1:
+        raise AttnGANError("--n must be at least 1")
+    from attngan.pipeline import AttnGANPipeline
+    from attngan.viz import save_png, word_attention_figure
+
+    pipe = AttnGANPipeline.from_pretrained(args.model, device=args.device)
+    expanded = [c for c in captions for _ in range(args.n)]
+    out = pipe(expanded, seed=args.seed)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for j, caption in enumerate(expanded):
+        c, k = divmod(j, args.n)
+        stem = f"{c:03d}_s{k}"
+        for s, stage in enumerate(out.images):
+            save_png(_pil(stage[j]), out_dir / f"{stem}_stage{s}_{stage.shape[-1]}px.png")
+        if out.attention:
+            fig = word_attention_figure(out.images[-1][j], out.attention[-1][j], out.tokens[j],
+                                        top_k=args.top_words, size=min(out.images[-1].shape[-1] * 2, 256))
+            save_png(fig, out_dir / f"{stem}_attention.png")
+        dropped = f" (dropped: {', '.join(out.dropped[j])})" if out.dropped[j] else ""
+        print(f"{stem}: {caption}{dropped}")
+    print(f"wrote {len(expanded)} samples to {out_dir}")
+    return 0
+
+
+def _pil(t):
+    from attngan.viz import to_pil
+
+    return to_pil(t)

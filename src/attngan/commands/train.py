@@ -1,0 +1,51 @@
+"""`attngan train`: train AttnGAN against frozen, pretrained DAMSM encoders."""
+
+from __future__ import annotations
+
+NAME = "train"
+HELP = "train the attentional generator and discriminators (run again, or --resume, to continue)"
+
+
+def add_arguments(p) -> None:
+    from attngan.commands._common import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--data", required=True, help="data folder in the AttnGAN CUB/COCO layout")
+    p.add_argument("--damsm", required=True, help="DAMSM run folder (best/ is used) or snapshot folder")
+    p.add_argument("--out", required=True, help="run folder: model/ (inference), state.pt, log.jsonl, samples/")
+    p.add_argument("--resume", action="store_true",
+                   help="require an existing training state in --out (a run folder with one always resumes)")
+    p.add_argument("--init", default=None, help="start G from this model folder (fine-tuning)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (overrides train.minutes)")
+    p.add_argument("--kimg", type=float, default=None, help="train this many thousand images in total")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=None)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from attngan.commands._common import print_config, resolve_config
+    from attngan.errors import AttnGANError
+
+    cfg = resolve_config(args)
+    if args.minutes is not None:
+        cfg.train.minutes = args.minutes
+    if args.kimg is not None:
+        cfg.train.total_kimg = args.kimg
+    if args.resume and not (Path(args.out) / "state.pt").is_file():
+        raise AttnGANError(f"--resume: no training state in {args.out}")
+    from attngan.training import distributed as dist
+
+    if dist.is_main():
+        print_config(cfg)
+    if args.dry_run:
+        return 0
+    from attngan.training.gan_loop import train_gan
+
+    res = train_gan(cfg, args.data, args.damsm, args.out, device=args.device, init_generator=args.init)
+    if dist.is_main():
+        print(f"trained {res['images_seen'] / 1000:.1f} kimg in {res['seconds'] / 60:.1f} min; "
+              f"model folder: {Path(args.out) / 'model'}")
+    dist.shutdown()
+    return 0
