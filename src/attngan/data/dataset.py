@@ -1,0 +1,352 @@
+"""TextImageDataset: (multi-scale image, caption) pairs from the original AttnGAN layout.
+
+Per item, as the original `TextDataset` (shared/reference/original-attngan-facts.md, section 8):
+one caption of the image's `captions_per_image`, the bird bbox crop, shorter side resized to
+int(S * 76 / 64), one random S x S crop + horizontal flip, and every smaller stage image downscaled
+from that same crop; [-1, 1] tensors. Decoding happens in DataLoader workers; `cfg.cache` reads
+pre-resized crops from a memmap instead (attngan.data.cache).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from attngan.config import DataConfig
+from attngan.data.cache import IMAGE_ERRORS, ImageCache, open_or_build, stored_size
+from attngan.data.layout import (
+    DataWarning, _list_some, check_dataset, check_split, load_cropped, read_class_ids,
+    read_image_list, read_split_captions,
+)
+from attngan.errors import AttnGANError
+from attngan.text import Vocabulary, load_vocab, tokenize
+
+__all__ = ["DataWarning", "TextImageDataset", "collate_sorted", "load_vocab", "make_loader"]
+
+
+class TextImageDataset(Dataset):
+    """Items: {"images": [3 x S x S per size], "caption": LongTensor(words_num), "cap_len": int,
+    "class_id": int, "key": str, "skipped": [keys of unreadable images replaced by this one]}."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        cfg: DataConfig,
+        vocab: Vocabulary,
+        image_sizes: list[int] | None = None,
+        train: bool = True,
+        *,
+        caption_index: int = 0,                        # the caption of each item when train=False
+        cache_dir: str | os.PathLike | None = None,    # where cfg.cache keeps its files
+    ):
+        self.root = Path(root)
+        self.split = check_split(split)
+        self.dataset = check_dataset(cfg.dataset)
+        self.cfg = cfg
+        self.vocab = vocab
+        self.train = train
+        if cfg.short_captions not in ("skip", "pad"):
+            raise AttnGANError(f"data.short_captions must be 'skip' or 'pad', got {cfg.short_captions!r}")
+        if cfg.captions_per_image < 1 or cfg.words_num < 1:
+            raise AttnGANError("data.captions_per_image and data.words_num must be at least 1")
+        sizes = image_sizes or [cfg.base_size * 2 ** i for i in range(cfg.branch_num)]
+        if not all(isinstance(s, int) and s > 0 for s in sizes):
+            raise AttnGANError(f"image sizes must be positive integers, got {sizes}")
+        self.image_sizes = list(sizes)
+        self.load_size = stored_size(max(sizes))     # shorter side before the random crop
+        if not 0 <= caption_index < cfg.captions_per_image:
+            raise AttnGANError(f"caption_index {caption_index} is outside "
+                               f"0..{cfg.captions_per_image - 1}")
+        self.caption_index = caption_index
+
+        images = read_image_list(self.root, split, self.dataset)
+        class_ids = read_class_ids(self.root, split, self.dataset, images.keys)
+        per_item = self._read_captions(images.keys)
+        keep = [i for i, caps in enumerate(per_item) if caps is not None]
+        if not keep:
+            raise AttnGANError(f"no {split} image under {self.root} has a usable caption")
+        self.keys: list[str] = [images.keys[i] for i in keep]
+        self.class_ids: np.ndarray = class_ids[keep]
+        self._paths = [images.paths[i] for i in keep]
+        self._bboxes = [images.bboxes[i] for i in keep]
+        # All captions in one flat array: cheap to share with forked workers.
+        flat = [np.asarray(c, dtype=np.int32) for i in keep for c in per_item[i]]
+        self._offsets = np.cumsum([0] + [len(c) for c in flat]).astype(np.int64)
+        self._tokens = np.concatenate(flat)
+
+        self._bad: dict[int, str] = {}     # item -> reason; per process
+        self.bad_keys: set[str] = set()    # what this process knows to be unreadable
+        self._rng: torch.Generator | None = None
+        self._rng_pid = -1
+        self._cache: ImageCache | None = None
+        self._cache_rows: np.ndarray | None = None
+        if cfg.cache:
+            self._cache = open_or_build(images, self.root, split, max(sizes), cache_dir, cfg.workers)
+            self._cache_rows = np.asarray([self._cache.row(k) for k in self.keys], dtype=np.int64)
+            bad = [k for k in self.keys if k in self._cache.bad]
+            if bad:
+                for i, k in enumerate(self.keys):
+                    if k in self._cache.bad:
+                        self._bad[i] = self._cache.bad[k]
+                warnings.warn(f"{len(bad)} of {len(self.keys)} {split} images are unreadable and "
+                              f"will be skipped: {_list_some(bad)}", DataWarning, stacklevel=2)
+                self.note_bad(bad)
+
+    # Captions.
+
+    def _read_captions(self, keys: list[str]) -> list[list[list[int]] | None]:
+        """Exactly captions_per_image id lists per key, or None for an image that is dropped."""
+        n = self.cfg.captions_per_image
+        source = read_split_captions(self.root, self.split, keys, self.dataset, n)
+        if source.ids is not None:
+            if load_vocab(self.root) != self.vocab:
+                raise AttnGANError(f"{self.root} has no text/ folder, and the word ids in its "
+                                   "captions.pickle need that file's own vocabulary")
+            candidates: list[list[list[int]]] = [[c for c in caps if c] for caps in source.ids]
+        else:
+            candidates, oov = [], set()
+            for lines in source.lines or []:
+                caps = []
+                for line in lines:
+                    ids, dropped = self.vocab.encode_tokens(tokenize(line))
+                    oov.update(dropped)
+                    if ids:  # empty or word-less lines are skipped, as the original
+                        caps.append(ids)
+                    if len(caps) == n:
+                        break
+                candidates.append(caps)
+            if oov:
+                warnings.warn(f"{len(oov)} words of the {self.split} captions are not in the "
+                              f"vocabulary and were dropped: {_list_some(sorted(oov), 10)}",
+                              DataWarning, stacklevel=3)
+        out: list[list[list[int]] | None] = []
+        short = []
+        self.short_caption_keys: list[str] = []
+        for key, caps in zip(keys, candidates):
+            caps = caps[:n]
+            if len(caps) < n:
+                short.append(f"text/{key}.txt has {len(caps)}")
+                self.short_caption_keys.append(key)
+                if self.cfg.short_captions == "pad" and caps:
+                    caps = [caps[k % len(caps)] for k in range(n)]  # repeat what is there
+                else:
+                    caps = None
+            out.append(caps)
+        if short:
+            dropped = sum(c is None for c in out)
+            action = (f"dropped those {dropped} images" if self.cfg.short_captions == "skip" else
+                      f"repeated their captions ({dropped} with none at all were dropped)")
+            warnings.warn(f"{len(short)} {self.split} caption files under {self.root} have fewer "
+                          f"than {n} captions ({_list_some(short)}): {action} "
+                          f"(data.short_captions='{self.cfg.short_captions}')",
+                          DataWarning, stacklevel=3)
+        return out
+
+    def _ids(self, i: int, k: int) -> np.ndarray:
+        n = self.cfg.captions_per_image
+        if not 0 <= k < n:
+            raise IndexError(f"caption {k} of an item with {n} captions")
+        j = i * n + k
+        return self._tokens[self._offsets[j]:self._offsets[j + 1]]
+
+    def caption(self, i: int, k: int) -> list[int]:
+        """Every word id of caption k of item i (no padding, no subsampling)."""
+        return self._ids(i, k).tolist()
+
+    def caption_text(self, i: int, k: int) -> str:
+        return self.vocab.decode(self._ids(i, k))
+
+    def padded_caption(self, i: int, k: int) -> tuple[torch.Tensor, int]:
+        """Caption k of item i as the model sees it: (LongTensor words_num zero-padded, cap_len).
+
+        Longer captions keep words_num words at sorted random positions (the original): redrawn
+        on every call when training, fixed per (i, k) otherwise so evaluation repeats.
+        """
+        ids = self._ids(i, k)
+        t = self.cfg.words_num
+        if len(ids) > t:
+            if self.train:
+                pos = torch.randperm(len(ids), generator=self._generator())[:t].sort().values.numpy()
+            else:
+                pos = np.sort(np.random.default_rng([i, k]).choice(len(ids), t, replace=False))
+            ids = ids[pos]
+        out = torch.zeros(t, dtype=torch.long)
+        out[:len(ids)] = torch.from_numpy(ids.astype(np.int64))
+        return out, len(ids)
+
+    def all_captions(self, split: str | None = None) -> Iterator[tuple[int, int, list[int]]]:
+        """(item, k, word ids) for every caption of this dataset's split (R-precision, retrieval)."""
+        if split is not None and split != self.split:
+            raise AttnGANError(f"this dataset holds the '{self.split}' split, not '{split}'")
+        for i in range(len(self)):
+            for k in range(self.cfg.captions_per_image):
+                yield i, k, self.caption(i, k)
+
+    # Images.
+
+    def reseed(self, seed: int) -> None:
+        """Seed this process's crops, flips and caption choices."""
+        self._rng = torch.Generator().manual_seed(int(seed) % 2 ** 63)
+        self._rng_pid = os.getpid()
+
+    def _generator(self) -> torch.Generator:
+        # A forked worker must not replay its parent's stream: reseed from the worker's own seed.
+        if self._rng is None or self._rng_pid != os.getpid():
+            self.reseed(torch.initial_seed())
+        return self._rng
+
+    def _load(self, i: int) -> np.ndarray:
+        if self._cache is not None:
+            arr = self._cache.get(int(self._cache_rows[i]))
+            if arr is None:
+                raise OSError(self._cache.bad.get(self.keys[i], "unreadable"))
+            return arr
+        return load_cropped(self._paths[i], self._bboxes[i], self.load_size)
+
+    def _crops(self, full: np.ndarray) -> list[torch.Tensor]:
+        size = max(self.image_sizes)
+        h, w = full.shape[:2]
+        if self.train:
+            g = self._generator()
+            top = int(torch.randint(0, h - size + 1, (), generator=g))
+            left = int(torch.randint(0, w - size + 1, (), generator=g))
+            flip = bool(torch.rand((), generator=g) < 0.5)
+        else:  # center crop, as torchvision's CenterCrop
+            top, left, flip = int(round((h - size) / 2)), int(round((w - size) / 2)), False
+        crop = full[top:top + size, left:left + size]
+        if flip:
+            crop = crop[:, ::-1]
+        crop = np.ascontiguousarray(crop)
+        out = []
+        for s in self.image_sizes:
+            arr = crop if s == size else np.array(Image.fromarray(crop).resize((s, s), Image.BILINEAR))
+            if not arr.flags.writeable:  # a view of the read-only cache
+                arr = arr.copy()
+            # ToTensor then Normalize(0.5, 0.5): x / 127.5 - 1.
+            out.append(torch.from_numpy(arr).permute(2, 0, 1).float().contiguous().div_(127.5).sub_(1.0))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self)
+        skipped = []
+        for attempt in range(n):
+            i = (index + attempt) % n  # an unreadable image is replaced by the next readable one
+            if i in self._bad:
+                continue
+            try:
+                full = self._load(i)
+                break
+            except IMAGE_ERRORS as e:
+                self._bad[i] = f"{type(e).__name__}: {e}"
+                skipped.append(self.keys[i])
+        else:
+            raise AttnGANError(f"none of the {n} {self.split} images under {self.root} is readable")
+        if skipped:
+            self.note_bad(skipped)
+        k = (int(torch.randint(0, self.cfg.captions_per_image, (), generator=self._generator()))
+             if self.train else self.caption_index)
+        caption, cap_len = self.padded_caption(i, k)
+        return {"images": self._crops(full), "caption": caption, "cap_len": cap_len,
+                "class_id": int(self.class_ids[i]), "key": self.keys[i], "skipped": skipped}
+
+    def note_bad(self, keys: list[str] | set[str]) -> None:
+        """Record unreadable images; abort once more than cfg.max_bad_fraction are."""
+        self.bad_keys.update(keys)
+        if len(self.bad_keys) > self.cfg.max_bad_fraction * len(self):
+            raise AttnGANError(
+                f"{len(self.bad_keys)} of {len(self)} {self.split} images under {self.root} are "
+                f"unreadable (more than data.max_bad_fraction={self.cfg.max_bad_fraction}), e.g. "
+                f"{_list_some(sorted(self.bad_keys))}")
+
+
+def collate_sorted(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items into a batch sorted by caption length, descending (the text encoder packs)."""
+    cap_lens = torch.tensor([it["cap_len"] for it in items], dtype=torch.long)
+    order = torch.argsort(cap_lens, descending=True, stable=True).tolist()
+    n_sizes = len(items[0]["images"])
+    return {
+        "images": [torch.stack([items[j]["images"][s] for j in order]) for s in range(n_sizes)],
+        "captions": torch.stack([items[j]["caption"] for j in order]),
+        "cap_lens": cap_lens[order],
+        "class_ids": torch.tensor([items[j]["class_id"] for j in order], dtype=torch.long),
+        "keys": [items[j]["key"] for j in order],
+        "skipped": [k for it in items for k in it.get("skipped", ())],
+    }
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; numpy and random follow it.
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(info.seed)
+
+
+def _worker_message(e: AttnGANError) -> str:
+    # A worker's error comes back as "Caught AttnGANError in DataLoader worker ... Traceback ...";
+    # keep only the original one-line message.
+    text = str(e)
+    if not text.startswith("Caught "):
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split("AttnGANError: ", 1)[-1]
+
+
+class CheckedLoader(DataLoader):
+    """A DataLoader that counts the unreadable images its workers skipped, aborts above
+    cfg.max_bad_fraction, and warns with a summary at the end of each epoch."""
+
+    seed: int = 0
+    epoch: int = 0
+
+    def __iter__(self):
+        dataset = self.dataset
+        if self.num_workers == 0 and hasattr(dataset, "reseed"):
+            dataset.reseed(self.seed * 1_000_003 + self.epoch)  # workers are seeded by torch
+        self.epoch += 1
+        before = set(getattr(dataset, "bad_keys", ()))
+        it = super().__iter__()
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            except AttnGANError as e:
+                raise AttnGANError(_worker_message(e)) from None
+            if batch.get("skipped") and hasattr(dataset, "note_bad"):
+                dataset.note_bad(batch["skipped"])
+            yield batch
+        new = set(getattr(dataset, "bad_keys", ())) - before
+        if new:
+            warnings.warn(f"skipped {len(new)} unreadable images this epoch "
+                          f"({len(dataset.bad_keys)} in all): {_list_some(sorted(new))}",
+                          DataWarning, stacklevel=2)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, drop_last: bool,
+                seed: int, sampler: Sampler | None = None) -> CheckedLoader:
+    """A reproducible loader: same seed, same order, crops, flips and captions."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = CheckedLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
+        sampler=sampler, num_workers=workers, drop_last=drop_last, collate_fn=collate_sorted,
+        worker_init_fn=_seed_worker if workers > 0 else None, generator=generator,
+        persistent_workers=workers > 0,
+    )
+    loader.seed = seed
+    return loader

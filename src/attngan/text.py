@@ -1,0 +1,327 @@
+"""Captions as word ids: the original tokenizer, a vocabulary, and safe loading of its pickles.
+
+The original release ships `captions.pickle` (Python 2, protocol 2) whose word ids are in Python-2
+hash order, so the published encoders only work with that exact mapping
+(shared/reference/original-attngan-facts.md, section 8). We read it with an unpickler that admits
+plain data only: no pickle can run code here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from attngan.errors import AttnGANError
+
+END_TOKEN = "<end>"  # id 0: padding only; the original never appends it to a caption
+VOCAB_FORMAT = "attngan-vocab"
+VOCAB_VERSION = 1
+
+_WORD = re.compile(r"\w+")
+
+
+def tokenize(text: str) -> list[str]:
+    """The original tokenizer: lower-case, `\\w+` tokens, ASCII characters only, no empty tokens."""
+    # CUB's caption files contain U+FFFD pairs where a non-ASCII character was mangled.
+    text = text.replace("\ufffd\ufffd", " ").lower()
+    tokens = []
+    for token in _WORD.findall(text):
+        token = token.encode("ascii", "ignore").decode("ascii")
+        if token:
+            tokens.append(token)
+    return tokens
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class Vocabulary:
+    """Word <-> id mapping; id 0 is `<end>`, used only to pad captions."""
+
+    def __init__(self, words: Sequence[str]):
+        words = list(words)
+        if not words or words[0] != END_TOKEN:
+            raise AttnGANError(f"a vocabulary must start with '{END_TOKEN}' (id 0)")
+        word_to_id: dict[str, int] = {}
+        for i, w in enumerate(words):
+            if not isinstance(w, str) or not w:
+                raise AttnGANError(f"vocabulary entry {i} is not a word: {w!r}")
+            if w in word_to_id:
+                raise AttnGANError(f"vocabulary lists '{w}' twice (ids {word_to_id[w]} and {i})")
+            word_to_id[w] = i
+        self.id_to_word: list[str] = words
+        self.word_to_id: dict[str, int] = word_to_id
+
+    @classmethod
+    def build(cls, captions: Iterable[Sequence[str]]) -> "Vocabulary":
+        """Every word of the token lists (no frequency threshold, as the original), sorted.
+
+        The original numbers words in Python-2 dict order, which cannot be reproduced; sorted order
+        makes our vocabularies deterministic instead.
+        """
+        words = set()
+        for tokens in captions:
+            words.update(tokens)
+        words.discard(END_TOKEN)
+        return cls([END_TOKEN, *sorted(words)])
+
+    def __len__(self) -> int:
+        return len(self.id_to_word)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.word_to_id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.id_to_word == other.id_to_word
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} words)"
+
+    def encode_tokens(self, tokens: Sequence[str]) -> tuple[list[int], list[str]]:
+        """Ids of the known tokens, and the unknown tokens that were dropped."""
+        ids, dropped = [], []
+        for t in tokens:
+            i = self.word_to_id.get(t)
+            if i is None or i == 0:
+                dropped.append(t)
+            else:
+                ids.append(i)
+        return ids, dropped
+
+    def encode(self, text: str, warn: bool = True) -> tuple[list[int], list[str]]:
+        """Tokenize and map to ids; unknown words are dropped (with a warning when `warn`)."""
+        tokens = tokenize(text)
+        ids, dropped = self.encode_tokens(tokens)
+        if not ids:
+            if not tokens:
+                raise AttnGANError(f"caption {text!r} has no words")
+            raise AttnGANError(
+                f"caption {text!r} has no word in the vocabulary ({len(self)} words); "
+                f"unknown: {', '.join(dropped)}"
+            )
+        if dropped and warn:
+            warnings.warn(f"words not in the vocabulary were dropped: {', '.join(dropped)}",
+                          stacklevel=2)
+        return ids, dropped
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Words joined by spaces; padding (0) is skipped."""
+        words = []
+        for i in ids:
+            i = int(i)
+            if i == 0:
+                continue
+            if not 0 < i < len(self.id_to_word):
+                raise AttnGANError(f"word id {i} is outside the vocabulary (0..{len(self) - 1})")
+            words.append(self.id_to_word[i])
+        return " ".join(words)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": VOCAB_FORMAT, "version": VOCAB_VERSION,
+                           "words": self.id_to_word}, ensure_ascii=True)
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write(path, self.to_json().encode("utf-8"))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "vocabulary") -> "Vocabulary":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AttnGANError(f"{source} is not valid JSON: {e}") from None
+        if not isinstance(raw, dict) or raw.get("format") != VOCAB_FORMAT:
+            raise AttnGANError(f"{source} is not an attngan vocabulary (no format '{VOCAB_FORMAT}')")
+        if raw.get("version") != VOCAB_VERSION:
+            raise AttnGANError(f"{source} has vocabulary version {raw.get('version')!r}; "
+                               f"this attngan reads version {VOCAB_VERSION}")
+        words = raw.get("words")
+        if not isinstance(words, list):
+            raise AttnGANError(f"{source} has no word list")
+        return cls(words)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocabulary":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise AttnGANError(f"vocabulary file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise AttnGANError(f"cannot read vocabulary {path}: {e}") from None
+        return cls.from_json(text, source=str(path))
+
+
+# Restricted unpickling.
+
+def _codecs_encode(text: Any, encoding: Any = "latin1", errors: Any = "strict") -> bytes:
+    # Python 3 writes bytes at protocol 2 as _codecs.encode(str, 'latin1'); nothing else is allowed.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError("_codecs.encode is only accepted for latin1 byte strings")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    # Python 3 writes b"" at protocol 2 as bytes(); an argument could allocate a huge buffer.
+    if args:
+        raise pickle.UnpicklingError("bytes() is only accepted without arguments")
+    return b""
+
+
+_SAFE_GLOBALS = {
+    ("_codecs", "encode"): _codecs_encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+}
+_PLAIN_TYPES = (list, tuple, dict, str, bytes, int, float, bool, type(None))
+
+
+class _RefusedGlobal(Exception):
+    pass
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Admits lists, dicts, tuples, strings, bytes and numbers; every other global is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        fn = _SAFE_GLOBALS.get((module, name))
+        if fn is None:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return fn
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _RefusedGlobal("a persistent id")
+
+
+def _to_text(b: bytes) -> str:
+    # Python 2 `str` objects arrive as bytes; the original wrote UTF-8 (or plain ASCII).
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b.decode("latin-1")
+
+
+def _plain(obj: Any, path: str, depth: int = 0) -> Any:
+    """Check the loaded object holds plain data only, turning Python-2 byte strings into str."""
+    if depth > 50:
+        raise AttnGANError(f"{path} is nested too deeply to be AttnGAN metadata")
+    if isinstance(obj, bytes):
+        return _to_text(obj)
+    if isinstance(obj, (str, int, float, type(None))):  # bool is an int
+        return obj
+    if isinstance(obj, list):
+        return [_plain(x, path, depth + 1) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_plain(x, path, depth + 1) for x in obj)
+    if isinstance(obj, dict):
+        return {_plain(k, path, depth + 1): _plain(v, path, depth + 1) for k, v in obj.items()}
+    raise AttnGANError(f"{path} holds a {type(obj).__name__}; only plain data is accepted")
+
+
+def load_plain_pickle(path: str | os.PathLike) -> Any:
+    """Load a pickle that holds plain data (lists, dicts, tuples, strings, ints), never objects.
+
+    Any other global (a class, os.system, ...) is refused before it is called, so no code runs.
+    Python-2 byte strings are decoded as UTF-8 (latin-1 if that fails).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AttnGANError(f"file not found: {path}") from None
+    except OSError as e:
+        raise AttnGANError(f"cannot read {path}: {e}") from None
+    try:
+        obj = _PlainDataUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except _RefusedGlobal as e:
+        raise AttnGANError(
+            f"refusing to load {path}: it references {e}, and only plain data "
+            "(lists, dicts, strings, ints) is accepted; nothing was executed"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
+            AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as e:
+        raise AttnGANError(f"cannot read {path} as a pickle: {type(e).__name__}: {e}") from None
+    return _plain(obj, str(path))
+
+
+class CaptionsPickle(NamedTuple):
+    train: list[list[int]]
+    test: list[list[int]]
+    vocab: Vocabulary
+
+
+def load_captions_pickle(path: str | os.PathLike) -> CaptionsPickle:
+    """The original `captions.pickle`: [train captions, test captions, ixtoword, wordtoix]."""
+    obj = load_plain_pickle(path)
+    if not isinstance(obj, (list, tuple)) or len(obj) != 4:
+        raise AttnGANError(f"{path} is not an AttnGAN captions.pickle "
+                           "(expected [train_captions, test_captions, ixtoword, wordtoix])")
+    train, test, ixtoword, wordtoix = obj
+    if not isinstance(ixtoword, dict) or not isinstance(wordtoix, dict):
+        raise AttnGANError(f"{path}: ixtoword and wordtoix must be dicts")
+    n = len(ixtoword)
+    if sorted(ixtoword) != list(range(n)):
+        raise AttnGANError(f"{path}: ixtoword ids are not 0..{n - 1}")
+    words = [ixtoword[i] for i in range(n)]
+    if any(wordtoix.get(w) != i for i, w in enumerate(words)) or len(wordtoix) != n:
+        raise AttnGANError(f"{path}: ixtoword and wordtoix disagree")
+    vocab = Vocabulary(words)
+    out = []
+    for name, caps in (("train", train), ("test", test)):
+        if not isinstance(caps, (list, tuple)):
+            raise AttnGANError(f"{path}: {name} captions must be a list")
+        for c in caps:
+            if not isinstance(c, (list, tuple)) or not all(
+                    isinstance(i, int) and 0 < i < n for i in c):
+                raise AttnGANError(f"{path}: a {name} caption is not a list of word ids 1..{n - 1}")
+        out.append([list(c) for c in caps])
+    return CaptionsPickle(out[0], out[1], vocab)
+
+
+def load_vocab(root: str | os.PathLike) -> Vocabulary:
+    """The vocabulary of a dataset folder.
+
+    `captions.pickle` (the original; its word ids are kept) wins over our `vocab.json`. Without
+    either, one is built from the train and test captions and saved as `vocab.json` (kept in
+    memory only when the folder is read-only).
+    """
+    root = Path(root)
+    if (root / "captions.pickle").is_file():
+        return load_captions_pickle(root / "captions.pickle").vocab
+    if (root / "vocab.json").is_file():
+        return Vocabulary.load(root / "vocab.json")
+    from attngan.data.layout import read_all_caption_lines  # the layout imports this module
+
+    if not root.is_dir():
+        raise AttnGANError(f"dataset folder not found: {root}")
+    token_lists = []
+    for split in ("train", "test"):
+        for lines in read_all_caption_lines(root, split):
+            token_lists.extend(tokenize(line) for line in lines)
+    vocab = Vocabulary.build(token_lists)
+    try:
+        vocab.save(root / "vocab.json")
+    except OSError as e:
+        warnings.warn(f"cannot save {root / 'vocab.json'} ({e.strerror}); "
+                      "the vocabulary is kept in memory only", stacklevel=2)
+    return vocab
