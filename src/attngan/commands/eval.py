@@ -1,0 +1,64 @@
+"""`attngan eval`: IS, FID (two protocols), KID, R-precision, attribute binding -> report.json + .md."""
+
+from __future__ import annotations
+
+NAME = "eval"
+HELP = "score a model's samples (or a folder of images): IS, FID, KID, R-precision, binding"
+
+METRIC_HELP = "is,fid,fid_legacy,kid,r_precision,binding,localisation"
+
+
+def add_arguments(p) -> None:
+    src = p.add_argument_group("what to score")
+    src.add_argument("--model", default=None, help="model folder: generate from the test split's captions")
+    src.add_argument("--images", default=None,
+                     help="score this folder of images instead (captions.json {file: caption} in it "
+                          "enables r_precision and binding)")
+    src.add_argument("--data", required=True, help="dataset folder (test split: captions and real images)")
+    p.add_argument("--metrics", default=None,
+                   help=f"comma-separated subset of {METRIC_HELP} (default: every metric whose "
+                        "weights are given; a requested one without them is an error)")
+    p.add_argument("--num-images", type=int, default=30000,
+                   help="samples to generate (the paper: 30000); with --images, a cap")
+    p.add_argument("--splits", type=int, default=10, help="splits for IS and R-precision mean/std")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test", help="dataset split of the captions and real images")
+    p.add_argument("--real-images", type=int, default=None, help="cap on real images for FID/KID statistics")
+    w = p.add_argument_group("weights (local files; nothing is downloaded)")
+    w.add_argument("--inception", default=None,
+                   help="torchvision inception_v3_google-*.pth: fid_legacy, and IS unless --is-classifier")
+    w.add_argument("--fid-inception", default=None, help="pytorch-fid pt_inception-2015-12-05-6726825d.pth: fid, kid")
+    w.add_argument("--is-classifier", default=None,
+                   help="IS classifier: an Inception-v3 state dict with N classes (e.g. a 50-class "
+                        "CUB model), a pt_inception file, or an oracle folder (its species head)")
+    w.add_argument("--eval-damsm", default=None, help="DAMSM run folder for r_precision/localisation "
+                                                      "(default: the model's own encoders)")
+    w.add_argument("--oracle", default=None, help="SynthBirds oracle folder (attngan train-oracle): binding")
+    p.add_argument("--cache", default=None, help="folder for cached real-image features (default: DATA/cache/metrics)")
+    p.add_argument("--log", default=None, help="append the results as one JSON line to this file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--out", default="report.json", help="report path; the Markdown table goes beside it (.md)")
+
+
+def run(args) -> int:
+    from attngan.errors import AttnGANError
+    from attngan.metrics.evaluate import EvalOptions, evaluate, format_markdown, write_report
+
+    if args.model is None and args.images is None:
+        raise AttnGANError("give --model MODEL_DIR (generate and score) or --images DIR (score a folder)")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    options = EvalOptions(
+        metrics=metrics, num_images=args.num_images, splits=args.splits, batch=args.batch, seed=args.seed,
+        device=args.device, inception=args.inception, fid_inception=args.fid_inception,
+        is_classifier=args.is_classifier, eval_damsm=args.eval_damsm, oracle=args.oracle,
+        cache_dir=args.cache, split=args.split, real_images=args.real_images,
+        progress=not args.no_progress,
+    )
+    report = evaluate(args.data, options, model_dir=args.model,
+                      images_dir=args.images)
+    json_path, md_path = write_report(report, args.out, args.log)
+    print(format_markdown(report), end="")
+    print(f"wrote {json_path} and {md_path}")
+    return 0

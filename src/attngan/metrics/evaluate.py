@@ -1,0 +1,568 @@
+"""`attngan eval` as a library: score a model's samples (or a folder of images) with the
+registered metrics, in one pass over the images.
+
+Generation follows the paper's protocol: captions of the test split are cycled (image i, caption
+k for k = 0..captions_per_image-1, so 30,000 samples cover CUB's 2,933 test images x 10 captions
+about once), one fixed noise draw per sample from `seed`. Real-image features are computed once
+per (data folder, split, image size, extractor weights) and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from attngan.errors import AttnGANError
+from attngan.metrics.extractors import (
+    DamsmStream,
+    OracleStream,
+    classifier_stream,
+    fid_stream,
+    legacy_fid_stream,
+    quantize,
+)
+from attngan.metrics.registry import REGISTRY, MetricSpec
+
+REPORT_FORMAT = "attngan-eval"
+REPORT_VERSION = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+DEFAULT_METRICS = ("is", "fid", "fid_legacy", "kid", "r_precision", "binding", "localisation")
+
+
+@dataclass
+class EvalOptions:
+    metrics: list[str] | None = None     # None: every metric whose inputs are available
+    num_images: int = 30000
+    splits: int = 10
+    batch: int = 32
+    seed: int = 0
+    device: str = "auto"
+    inception: str | None = None         # torchvision inception_v3_google-*.pth
+    fid_inception: str | None = None     # pytorch-fid pt_inception-2015-12-05-6726825d.pth
+    is_classifier: str | None = None     # an Inception-v3 state dict (N classes) or an oracle folder
+    eval_damsm: str | None = None        # a DAMSM run folder for R-precision / localisation
+    oracle: str | None = None            # an oracle folder (attngan train-oracle)
+    cache_dir: str | None = None         # real-image features; default <data>/cache/metrics
+    split: str = "test"
+    real_images: int | None = None       # cap on the real images behind the statistics
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    progress: bool = True
+
+
+# Scored images.
+
+@dataclass
+class ScoredBatch:
+    images: torch.Tensor                  # B x 3 x H x W in [-1, 1], quantised to 8 bits
+    captions: list[str] | None            # the text each image was generated from
+    full_captions: list[str] | None       # the whole caption (before words_num subsampling)
+    class_ids: np.ndarray | None
+
+
+class GeneratedImages:
+    """Samples of a pipeline for the test split's captions, cycled as the paper's protocol."""
+
+    def __init__(self, pipe, dataset, num_images: int, batch: int, seed: int):
+        self.pipe, self.ds, self.num_images, self.batch = pipe, dataset, num_images, batch
+        n, cpi = len(dataset), dataset.cfg.captions_per_image
+        idx = np.arange(num_images)
+        self.items, self.caption_k = idx % n, (idx // n) % cpi
+        # One draw for the whole run, so a sample's noise does not depend on the batch size.
+        g = torch.Generator().manual_seed(seed)
+        self.z = torch.randn(num_images, pipe.config.gan.z_dim, generator=g)
+        self.eps = torch.randn(num_images, pipe.config.gan.condition_dim, generator=g)
+        self.image_size = pipe.config.data.image_size
+        self.description = (f"{num_images} samples of {len(dataset)} {dataset.split} images x "
+                            f"{cpi} captions (cycled), seed {seed}")
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def __iter__(self) -> Iterator[ScoredBatch]:
+        vocab = self.pipe.vocab
+        for s in range(0, self.num_images, self.batch):
+            e = min(s + self.batch, self.num_images)
+            caps, lens, texts, full = [], [], [], []
+            for i, k in zip(self.items[s:e], self.caption_k[s:e]):
+                ids, n = self.ds.caption(int(i), int(k))
+                caps.append(ids)
+                lens.append(n)
+                texts.append(vocab.decode(ids[:n].tolist()))
+                full.append(vocab.decode(self.ds.caption_ids(int(i), int(k)).tolist()))
+            out = self.pipe.generate_from_ids(torch.stack(caps), torch.tensor(lens), noise=self.z[s:e],
+                                              ca_noise=self.eps[s:e])
+            yield ScoredBatch(quantize(out.images[-1]), texts, full, self.ds.class_ids[self.items[s:e]])
+
+
+class FolderImages:
+    """Images of a folder (other systems' samples), sorted by name; captions from captions.json.
+
+    captions.json maps file name -> caption, or -> {"caption": str, "class_id": int}; class ids
+    let R-precision draw negatives from other classes (without them: from other captions).
+    """
+
+    def __init__(self, folder: str | Path, batch: int, num_images: int | None):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise AttnGANError(f"image folder not found: {self.folder}")
+        files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise AttnGANError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
+        self.files = files[:num_images] if num_images else files
+        self.batch = batch
+        self.captions, self.class_ids = self._read_captions()
+        from PIL import Image
+
+        with Image.open(self.files[0]) as im:
+            if im.width != im.height:
+                raise AttnGANError(f"{self.files[0]} is {im.width}x{im.height}; square images are expected")
+            self.image_size = im.width
+        self.description = f"{len(self.files)} images of {self.folder}"
+
+    def _read_captions(self) -> tuple[list[str] | None, np.ndarray | None]:
+        path = self.folder / "captions.json"
+        if not path.is_file():
+            return None, None
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise AttnGANError(f"cannot parse {path}: {e}") from None
+        if not isinstance(raw, dict):
+            raise AttnGANError(f"{path} must map file names to captions")
+        captions, classes = [], []
+        for f in self.files:
+            entry = raw.get(f.name)
+            if entry is None:
+                raise AttnGANError(f"{path} has no caption for {f.name}")
+            if isinstance(entry, dict):
+                captions.append(str(entry.get("caption", "")))
+                classes.append(entry.get("class_id"))
+            else:
+                captions.append(str(entry))
+                classes.append(None)
+        if any(not c.strip() for c in captions):
+            raise AttnGANError(f"{path} has an empty caption")
+        if all(c is not None for c in classes):
+            return captions, np.asarray(classes, dtype=np.int64)
+        # No classes: captions with the same text stand for one class, so a duplicate caption is
+        # never taken as a negative for its twin.
+        ids: dict[str, int] = {}
+        return captions, np.asarray([ids.setdefault(c, len(ids)) for c in captions], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self) -> Iterator[ScoredBatch]:
+        from PIL import Image
+
+        s = self.image_size
+        for b in range(0, len(self.files), self.batch):
+            arrs = []
+            for f in self.files[b:b + self.batch]:
+                try:
+                    with Image.open(f) as im:
+                        im = im.convert("RGB")
+                        if im.size != (s, s):
+                            im = im.resize((s, s), Image.BICUBIC)
+                        arrs.append(np.asarray(im, dtype=np.uint8))
+                except OSError as e:
+                    raise AttnGANError(f"cannot read image {f}: {e}") from None
+            x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 127.5 - 1
+            caps = self.captions[b:b + self.batch] if self.captions else None
+            cls = self.class_ids[b:b + self.batch] if self.class_ids is not None else None
+            yield ScoredBatch(x, caps, caps, cls)
+
+
+# Context passed to the metric functions.
+
+@dataclass
+class EvalContext:
+    options: EvalOptions
+    device: torch.device
+    data_root: Path
+    data_cfg: Any                              # DataConfig of the real images
+    vocab: Any                                 # vocabulary of the data folder's captions
+    image_size: int
+    streams: dict[str, Any] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    generated: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    captions: list[str] = field(default_factory=list)          # as the images were generated from
+    full_captions: list[str] = field(default_factory=list)
+    class_ids: np.ndarray | None = None
+    oracle: Any = None
+    damsm: DamsmStream | None = None
+    damsm_gamma1: float = 4.0
+    timings: dict[str, float] = field(default_factory=dict)
+    _real: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    # Real images.
+
+    def cache_dir(self) -> Path:
+        if self.options.cache_dir:
+            path = Path(self.options.cache_dir)
+        else:
+            from attngan.data.cache import resolve_cache_dir
+
+            path = resolve_cache_dir(self.data_root, None) / "metrics"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def real_dataset(self, size: int):
+        from attngan.data.dataset import TextImageDataset
+
+        return TextImageDataset(self.data_root, self.options.split, self.data_cfg, self.vocab,
+                                image_sizes=[size], train=False)
+
+    def real_features(self, stream_name: str) -> dict[str, np.ndarray]:
+        """Features of the real split images at the scored image size, cached on disk."""
+        if stream_name in self._real:
+            return self._real[stream_name]
+        stream = self.streams[stream_name]
+        key = {
+            "format": 1, "data": str(self.data_root.resolve()), "split": self.options.split,
+            "image_size": self.image_size, "stream": stream_name, "weights": stream.digest,
+            "dataset": self.data_cfg.dataset, "max_images": self.options.real_images,
+        }
+        tag = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = self.cache_dir() / f"real-{stream_name}-{self.options.split}-{self.image_size}px-{tag}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                feats = {k: z[k] for k in z.files}
+        else:
+            t0 = time.perf_counter()
+            feats = self._compute_real(stream)
+            _atomic_savez(path, feats)
+            self.timings[f"real_{stream_name}_s"] = time.perf_counter() - t0
+        self._real[stream_name] = feats
+        return feats
+
+    def _compute_real(self, stream) -> dict[str, np.ndarray]:
+        from attngan.data.dataset import make_loader
+
+        ds = self.real_dataset(self.image_size)
+        if self.options.real_images:
+            ds = torch.utils.data.Subset(ds, range(min(self.options.real_images, len(ds))))
+        loader = make_loader(ds, self.options.batch, shuffle=False, workers=0, drop_last=False, seed=0)
+        parts: dict[str, list[np.ndarray]] = {}
+        for batch in tqdm(loader, desc=f"real {self.options.split} images ({stream.name})",
+                          disable=not self.options.progress, leave=False):
+            for k, v in stream(quantize(batch["images"][0]), None).items():
+                parts.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def real_localisation(self) -> tuple[dict[str, dict[str, float]], int]:
+        """DAMSM part-word attention vs SynthBirds part masks on real split images."""
+        from attngan.losses import damsm_attention
+        from attngan.metrics.binding import attention_localisation
+        from attngan.metrics.masks import load_part_masks
+
+        damsm = self.damsm
+        size = damsm.image_encoder.image_size
+        ds = self.real_dataset(size)
+        n = min(self.options.num_images, len(ds))
+        masks_for = load_part_masks(self.data_root, self.options.split, size)
+        sums: dict[str, list[float]] = {}
+        for s in tqdm(range(0, n, self.options.batch), desc="attention localisation",
+                      disable=not self.options.progress, leave=False):
+            items = [ds[i] for i in range(s, min(s + self.options.batch, n))]
+            images = torch.stack([it["images"][0] for it in items])
+            texts = [self.vocab.decode(ds.caption_ids(i, 0).tolist()) for i in range(s, s + len(items))]
+            ids, lens = damsm.encode_captions(texts)
+            with torch.inference_mode():
+                words, _ = damsm.text_encoder(ids.to(self.device), lens.to(self.device))
+                regions, _ = damsm.image_encoder(images.to(self.device))
+                _, attn = damsm_attention(words, regions, self.damsm_gamma1, ids.to(self.device) == 0)
+            tokens = [[damsm.vocab.id_to_word[int(t)] for t in row[: int(m)]] for row, m in zip(ids, lens)]
+            masks = [masks_for(it["key"]) for it in items]
+            for part, v in attention_localisation(attn.float().cpu(), tokens, masks).items():
+                acc = sums.setdefault(part, [0.0, 0.0, 0])
+                acc[0] += v["share"] * v["n"]
+                acc[1] += v["chance"] * v["n"]
+                acc[2] += v["n"]
+        return {p: {"share": a[0] / a[2], "chance": a[1] / a[2], "n": a[2]} for p, a in sums.items()}, n
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# Which metrics can run.
+
+def _missing_input(name: str, o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool) -> str | None:
+    """Why metric `name` cannot run with these inputs, or None."""
+    if name == "is" and not (o.is_classifier or o.inception):
+        return "needs --is-classifier FILE|ORACLE_DIR or --inception FILE (torchvision inception_v3_google-*.pth)"
+    if name in ("fid", "kid") and not o.fid_inception:
+        return "needs --fid-inception FILE (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)"
+    if name == "fid_legacy" and not o.inception:
+        return "needs --inception FILE (torchvision's inception_v3_google-*.pth)"
+    if name in ("r_precision", "localisation") and not has_damsm:
+        return "needs a DAMSM: --model MODEL_DIR or --eval-damsm DIR"
+    if name in ("r_precision", "binding") and not has_captions:
+        return "needs the images' captions: a captions.json {file name: caption} in the --images folder"
+    if name == "binding" and not o.oracle:
+        return "needs --oracle DIR (train one with `attngan train-oracle`)"
+    if name == "localisation" and not synth:
+        return "needs SynthBirds data with part masks (synth_birds.json in --data)"
+    return None
+
+
+def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool
+                   ) -> tuple[list[MetricSpec], dict[str, str]]:
+    """The metrics to run and a note for each one skipped; a requested one that cannot run fails."""
+    if o.metrics:
+        unknown = [m for m in o.metrics if m not in REGISTRY]
+        if unknown:
+            raise AttnGANError(f"unknown metric '{unknown[0]}'; choose from {', '.join(REGISTRY)}")
+        for m in o.metrics:
+            why = _missing_input(m, o, has_damsm, has_captions, synth)
+            if why:
+                raise AttnGANError(f"metric '{m}' {why}")
+        return [REGISTRY[m] for m in dict.fromkeys(o.metrics)], {}
+    chosen, skipped = [], {}
+    for m in DEFAULT_METRICS:
+        why = _missing_input(m, o, has_damsm, has_captions, synth)
+        if why:
+            skipped[m] = f"skipped: {why}"
+        else:
+            chosen.append(REGISTRY[m])
+    return chosen, skipped
+
+
+# The run.
+
+def evaluate(data_dir: str | Path, options: EvalOptions, model_dir: str | Path | None = None,
+             images_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score a model's samples (model_dir) or a folder of images (images_dir); returns the report."""
+    from attngan.config import DataConfig
+    from attngan.text import load_vocab
+    from attngan.training.distributed import resolve_device
+
+    o = options
+    t_start = time.perf_counter()
+    if model_dir is None and images_dir is None:
+        raise AttnGANError("give --model MODEL_DIR (to generate) or --images DIR (to score a folder)")
+    if o.num_images < 1 or o.batch < 1 or o.splits < 1:
+        raise AttnGANError("--num-images, --batch and --splits must be at least 1")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise AttnGANError(f"data folder not found: {root}")
+    device = resolve_device(o.device)
+    torch.manual_seed(o.seed)
+
+    pipe = None
+    if model_dir is not None:
+        from attngan.pipeline import AttnGANPipeline
+
+        pipe = AttnGANPipeline.from_pretrained(model_dir, device=str(device))
+    data_cfg = pipe.config.data if pipe is not None else DataConfig(dataset=_detect_dataset(root))
+    # Every test image counts for the real statistics, even one with too few captions.
+    data_cfg = replace(data_cfg, short_captions="pad", cache=False)
+    vocab = pipe.vocab if pipe is not None else load_vocab(root)
+
+    if images_dir is not None:
+        source = FolderImages(images_dir, o.batch, o.num_images)
+        has_captions = source.captions is not None
+    else:
+        from attngan.data.dataset import TextImageDataset
+
+        test = TextImageDataset(root, o.split, data_cfg, vocab, image_sizes=[data_cfg.image_size], train=False)
+        source = GeneratedImages(pipe, test, o.num_images, o.batch, o.seed)
+        has_captions = True
+    if len(source) < o.splits:
+        raise AttnGANError(f"{len(source)} images cannot be cut into {o.splits} splits; raise --num-images or lower --splits")
+    synth = (root / "synth_birds.json").is_file()
+    metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, synth)
+    if not metrics:
+        raise AttnGANError("no metric can run: " + "; ".join(f"{k} {v.removeprefix('skipped: ')}" for k, v in skipped.items()))
+
+    ctx = EvalContext(options=o, device=device, data_root=root, data_cfg=data_cfg, vocab=vocab,
+                      image_size=source.image_size, class_ids=None)
+    _build_streams(ctx, metrics, pipe)
+
+    # One pass over the images feeds every stream.
+    t0 = time.perf_counter()
+    gen_streams = [ctx.streams[s] for s in dict.fromkeys(s for m in metrics for s in m.streams)]
+    parts: dict[str, dict[str, list[np.ndarray]]] = {s.name: {} for s in gen_streams}
+    classes = []
+    n_done = 0
+    with tqdm(total=len(source), desc="generating + scoring" if pipe and images_dir is None else "scoring",
+              unit="img", disable=not o.progress) as bar:
+        for batch in source:
+            for s in gen_streams:
+                for k, v in s(batch.images, batch.captions).items():
+                    parts[s.name].setdefault(k, []).append(v)
+            if batch.captions is not None:
+                ctx.captions.extend(batch.captions)
+                ctx.full_captions.extend(batch.full_captions or batch.captions)
+            if batch.class_ids is not None:
+                classes.append(np.asarray(batch.class_ids))
+            n_done += batch.images.shape[0]
+            bar.update(batch.images.shape[0])
+    ctx.timings["images_s"] = time.perf_counter() - t0
+    ctx.generated = {name: {k: np.concatenate(v) for k, v in d.items()} for name, d in parts.items()}
+    ctx.class_ids = np.concatenate(classes) if classes else None
+
+    results: dict[str, dict[str, Any]] = {}
+    for spec in metrics:
+        t0 = time.perf_counter()
+        out = spec.fn(ctx)
+        out = {"value": out.pop("value"), "std": out.pop("std"), "n": out.pop("n", n_done), **out,
+               "protocol": spec.protocol, "reference": spec.reference, "unit": spec.unit,
+               "higher_is_better": spec.higher_is_better}
+        results[spec.name] = _clean(out)
+        ctx.timings[f"{spec.name}_s"] = time.perf_counter() - t0
+    ctx.timings["total_s"] = time.perf_counter() - t_start
+    return {
+        "format": REPORT_FORMAT, "version": REPORT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": str(model_dir) if model_dir is not None else None,
+        "images": str(images_dir) if images_dir is not None else None,
+        "data": str(root), "split": o.split, "source": source.description,
+        "num_images": n_done, "image_size": source.image_size, "splits": o.splits, "seed": o.seed,
+        "device": str(device), "streams": ctx.descriptions,
+        "results": results, "skipped": skipped,
+        "timings": {k: round(v, 3) for k, v in ctx.timings.items()},
+    }
+
+
+def _detect_dataset(root: Path) -> str:
+    return "birds" if (root / "CUB_200_2011").is_dir() else "coco"
+
+
+def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe) -> None:
+    o, device = ctx.options, ctx.device
+    needed = {s for m in metrics for s in m.streams}
+    if "fid_inception" in needed:
+        ctx.streams["fid_inception"] = fid_stream(o.fid_inception, device)
+        ctx.descriptions["fid_inception"] = f"FID Inception {Path(o.fid_inception).name}"
+    if "tv_inception_ac" in needed:
+        ctx.streams["tv_inception_ac"] = legacy_fid_stream(o.inception, device)
+        ctx.descriptions["tv_inception_ac"] = f"torchvision Inception-v3 {Path(o.inception).name}, align_corners=True"
+    if "is_probs" in needed:
+        path = o.is_classifier or o.inception
+        stream, what = classifier_stream(path, device)
+        ctx.streams["is_probs"] = stream
+        ctx.descriptions["is_probs"] = f"{what}: {Path(path).name}"
+    if "oracle" in needed:
+        from attngan.metrics.oracle import load_oracle
+
+        ctx.oracle = load_oracle(o.oracle, device)
+        ctx.streams["oracle"] = OracleStream(ctx.oracle, device)
+        ctx.descriptions["oracle"] = f"SynthBirds oracle {Path(o.oracle).name} (valid={ctx.oracle.cfg.valid})"
+    if "damsm" in needed or any(m.name == "localisation" for m in metrics):
+        if o.eval_damsm:
+            from attngan.training.damsm_loop import load_damsm
+
+            cfg, vocab, text_enc, img_enc = load_damsm(o.eval_damsm, device)
+            what = f"evaluation DAMSM {o.eval_damsm}"
+            digest = f"damsm:{Path(o.eval_damsm).resolve()}"
+        else:
+            cfg, vocab, text_enc, img_enc = pipe.config, pipe.vocab, pipe.text_encoder, pipe.image_encoder
+            what = "the model's own DAMSM (the encoders G was trained against: optimistic)"
+            digest = "model"
+        ctx.damsm = DamsmStream(text_enc, img_enc, vocab, cfg.damsm.words_num, device, digest)
+        ctx.damsm_gamma1 = cfg.damsm.gamma1
+        ctx.streams["damsm"] = ctx.damsm
+        ctx.descriptions["damsm"] = what
+
+
+def _clean(x: Any) -> Any:
+    """NaN -> None (JSON has no NaN); numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if math.isnan(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+# Writing.
+
+def format_markdown(report: dict[str, Any]) -> str:
+    """The paper's table layout: metric, mean +/- std, protocol, number of images."""
+    lines = [
+        f"# Evaluation: {report.get('model') or report.get('images')}",
+        "",
+        f"{report['source']}; data `{report['data']}` ({report['split']} split), seed {report['seed']}, "
+        f"{report['splits']} splits.",
+        "",
+        "| Metric | Value | Protocol | n images |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, r in report["results"].items():
+        spec = REGISTRY[name]
+        arrow = "higher is better" if r["higher_is_better"] else "lower is better"
+        lines.append(f"| {spec.title} (`{name}`, {arrow}) | {_value(r)} | {r['protocol']} | {r['n']} |")
+    for name, note in report["skipped"].items():
+        lines.append(f"| {REGISTRY[name].title} (`{name}`) | n/a | {note} | 0 |")
+    details = []
+    for name, r in report["results"].items():
+        if "per_attribute" in r:
+            per = ", ".join(f"{p} {_num(v)}%" for p, v in r["per_attribute"].items())
+            details.append(f"- `{name}`: per attribute {per}; swap rate {_num(r.get('swap_rate'))}% "
+                           f"of {r.get('swap_pairs')} pairs" + (" — **void**: oracle below 97%" if r.get("void") else ""))
+        if "per_part" in r:
+            per = ", ".join(f"{p} {_num(v['share'])}% (chance {_num(v['chance'])}%)" for p, v in r["per_part"].items())
+            details.append(f"- `{name}`: {per}")
+    if details:
+        lines += ["", *details]
+    if report.get("streams"):
+        lines += ["", "Extractors: " + "; ".join(f"{k}: {v}" for k, v in report["streams"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _value(r: dict[str, Any]) -> str:
+    if r["value"] is None:
+        return "n/a"
+    unit = r.get("unit", "")
+    v = f"{r['value']:.2f}" if abs(r["value"]) >= 0.1 or r["value"] == 0 else f"{r['value']:.4g}"
+    if r.get("std") is not None:
+        s = f"{r['std']:.2f}" if abs(r["std"]) >= 0.01 or r["std"] == 0 else f"{r['std']:.2g}"
+        v = f"{v} ± {s}"
+    return f"{v}{unit}" + (" (void)" if r.get("void") else "")
+
+
+def write_report(report: dict[str, Any], out: str | Path, log: str | Path | None = None) -> tuple[Path, Path]:
+    """report.json and report.md beside it (atomic); one JSON line appended to `log` if given."""
+    from attngan.text import atomic_write
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    md = out.with_suffix(".md")
+    atomic_write(md, format_markdown(report).encode("utf-8"))
+    if log:
+        line = {k: report[k] for k in ("created", "model", "images", "data", "num_images", "seed")}
+        line["results"] = {k: {"value": v["value"], "std": v["std"]} for k, v in report["results"].items()}
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line, allow_nan=False) + "\n")
+    return out, md
