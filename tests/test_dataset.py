@@ -340,6 +340,10 @@ def test_unreadable_images_are_skipped_counted_and_reported(cub, workers):
     loader = make_loader(ds, 2, shuffle=False, workers=workers, drop_last=False, seed=0)
     with pytest.raises(AttnGANError, match=r"^2 of 6 train images .* unreadable .*max_bad_fraction=0.2"):
         list(loader)
+    # Raised inside a worker: still the one-line message, not a traceback.
+    loader = make_loader(dataset(cub), 2, shuffle=False, workers=workers, drop_last=False, seed=0)
+    with pytest.raises(AttnGANError, match=r"^1 of 6 train images .* unreadable [^\n]*$"):
+        list(loader)
 
 
 def test_bbox_outside_the_image_is_clipped_or_ignored(cub):
@@ -425,6 +429,19 @@ def test_cache_gives_the_same_items_and_is_rebuilt_when_images_change(cub):
     again = dataset(cub, cfg=replace(CFG, cache=True), train=False)
     assert to_uint8(again[0]["images"][-1])[32, 32, 1] > 200
     assert len(list((cub / "cache").glob("train_76.*.u8"))) == 1  # the stale one is gone
+
+
+def test_read_only_root_puts_the_cache_in_the_user_folder(cub, tmp_path, monkeypatch):
+    import attngan.data.cache as cache_mod
+
+    real_access = os.access
+    monkeypatch.setattr(cache_mod.os, "access",
+                        lambda p, mode: False if Path(p) == cub / "cache" else real_access(p, mode))
+    monkeypatch.setenv("ATTNGAN_CACHE", str(tmp_path / "user"))
+    with pytest.warns(DataWarning, match="read-only"):
+        ds = dataset(cub, "test", cfg=replace(CFG, cache=True), image_sizes=[299], train=False)
+    assert len(list((tmp_path / "user").glob("birds-*/test_355.json"))) == 1  # int(299 * 76 / 64)
+    assert ds[0]["images"][0].shape == (3, 299, 299)
 
 
 def test_cache_skips_unreadable_images_and_honours_cache_dir(cub, tmp_path):

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from attngan.config import DataConfig
 from attngan.data.cache import IMAGE_ERRORS, ImageCache, open_or_build, stored_size
 from attngan.data.layout import (
-    DataWarning, _list_some, check_dataset, check_split, load_cropped, read_class_ids,
+    DataWarning, preview_list, check_dataset, check_split, load_cropped, read_class_ids,
     read_image_list, read_split_captions,
 )
 from attngan.errors import AttnGANError
@@ -99,7 +99,7 @@ class TextImageDataset(Dataset):
                     if k in self._cache.bad:
                         self._bad[i] = self._cache.bad[k]
                 warnings.warn(f"{len(bad)} of {len(self.keys)} {split} images are unreadable and "
-                              f"will be skipped: {_list_some(bad)}", DataWarning, stacklevel=2)
+                              f"will be skipped: {preview_list(bad)}", DataWarning, stacklevel=2)
                 self.note_bad(bad)
 
     # Captions.
@@ -127,7 +127,7 @@ class TextImageDataset(Dataset):
                 candidates.append(caps)
             if oov:
                 warnings.warn(f"{len(oov)} words of the {self.split} captions are not in the "
-                              f"vocabulary and were dropped: {_list_some(sorted(oov), 10)}",
+                              f"vocabulary and were dropped: {preview_list(sorted(oov), 10)}",
                               DataWarning, stacklevel=3)
         out: list[list[list[int]] | None] = []
         short = []
@@ -147,7 +147,7 @@ class TextImageDataset(Dataset):
             action = (f"dropped those {dropped} images" if self.cfg.short_captions == "skip" else
                       f"repeated their captions ({dropped} with none at all were dropped)")
             warnings.warn(f"{len(short)} {self.split} caption files under {self.root} have fewer "
-                          f"than {n} captions ({_list_some(short)}): {action} "
+                          f"than {n} captions ({preview_list(short)}): {action} "
                           f"(data.short_captions='{self.cfg.short_captions}')",
                           DataWarning, stacklevel=3)
         return out
@@ -269,7 +269,7 @@ class TextImageDataset(Dataset):
             raise AttnGANError(
                 f"{len(self.bad_keys)} of {len(self)} {self.split} images under {self.root} are "
                 f"unreadable (more than data.max_bad_fraction={self.cfg.max_bad_fraction}), e.g. "
-                f"{_list_some(sorted(self.bad_keys))}")
+                f"{preview_list(sorted(self.bad_keys))}")
 
 
 def collate_sorted(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -321,20 +321,29 @@ class CheckedLoader(DataLoader):
         self.epoch += 1
         before = set(getattr(dataset, "bad_keys", ()))
         it = super().__iter__()
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            except AttnGANError as e:
-                raise AttnGANError(_worker_message(e)) from None
-            if batch.get("skipped") and hasattr(dataset, "note_bad"):
-                dataset.note_bad(batch["skipped"])
-            yield batch
+        try:
+            while True:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                except AttnGANError as e:
+                    raise AttnGANError(_worker_message(e)) from None
+                if batch.get("skipped") and hasattr(dataset, "note_bad"):
+                    dataset.note_bad(batch["skipped"])
+                yield batch
+        except AttnGANError:
+            # Stop the workers now: left to the garbage collector, their shutdown stalls
+            # for seconds (the iterator sits in a reference cycle with the traceback).
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+                self._iterator = None  # a persistent loader starts fresh workers next time
+            raise
         new = set(getattr(dataset, "bad_keys", ())) - before
         if new:
             warnings.warn(f"skipped {len(new)} unreadable images this epoch "
-                          f"({len(dataset.bad_keys)} in all): {_list_some(sorted(new))}",
+                          f"({len(dataset.bad_keys)} in all): {preview_list(sorted(new))}",
                           DataWarning, stacklevel=2)
 
 

@@ -47,7 +47,7 @@ def check_split(split: str) -> str:
     return split
 
 
-def _list_some(items: list, n: int = 3) -> str:
+def preview_list(items: list, n: int = 3) -> str:
     shown = ", ".join(str(x) for x in items[:n])
     return shown + (f" (and {len(items) - n} more)" if len(items) > n else "")
 
@@ -118,7 +118,7 @@ def read_class_ids(root: Path, split: str, dataset: str, keys: list[str]) -> np.
             return np.asarray([int(m.group(1)) for m in matches], dtype=np.int64)
         bad = [k for k, m in zip(keys, matches) if not m]
         warnings.warn(f"{len(bad)} keys of the {split} split do not start with a class folder like "
-                      f"'002.Name/' ({_list_some(bad)}) and there is no {path}: every image is its "
+                      f"'002.Name/' ({preview_list(bad)}) and there is no {path}: every image is its "
                       "own class", DataWarning, stacklevel=3)
     return np.arange(len(keys), dtype=np.int64)
 
@@ -160,14 +160,14 @@ def read_image_list(root: Path, split: str, dataset: str) -> ImageList:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise AttnGANError(f"{len(missing)} of {len(keys)} {split} images are missing, e.g. "
-                           f"{_list_some(missing)}")
+                           f"{preview_list(missing)}")
     if dataset == "birds":
         boxes = read_bboxes(root)
         no_box = [k for k in keys if k not in boxes]
         if no_box:
             raise AttnGANError(f"{len(no_box)} {split} images have no bounding box in "
                                f"{root / 'CUB_200_2011'}/images.txt + bounding_boxes.txt, e.g. "
-                               f"{_list_some(no_box)}")
+                               f"{preview_list(no_box)}")
         bboxes: list = [boxes[k] for k in keys]
     else:
         bboxes = [None] * len(keys)
@@ -272,7 +272,7 @@ def read_split_captions(root: Path, split: str, keys: list[str], dataset: str,
                 non_utf8.append(f"text/{key}.txt")
         if non_utf8:
             warnings.warn(f"{len(non_utf8)} caption files under {root} are not valid UTF-8 "
-                          f"({_list_some(non_utf8)}): undecodable bytes were dropped",
+                          f"({preview_list(non_utf8)}): undecodable bytes were dropped",
                           DataWarning, stacklevel=2)
         return SplitCaptions(lines, None)
     if dataset == "coco" and (root / "annotations" / COCO_JSON[split]).is_file():
@@ -280,7 +280,7 @@ def read_split_captions(root: Path, split: str, keys: list[str], dataset: str,
         missing = [k for k in keys if k not in by_key]
         if missing:
             raise AttnGANError(f"{len(missing)} {split} keys have no caption in "
-                               f"{root / 'annotations' / COCO_JSON[split]}: {_list_some(missing)}")
+                               f"{root / 'annotations' / COCO_JSON[split]}: {preview_list(missing)}")
         return SplitCaptions([by_key[k] for k in keys], None)
     if (root / "captions.pickle").is_file() and captions_per_image:
         # The preprocessed metadata alone: captions are id lists in filenames order x n.
