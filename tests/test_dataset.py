@@ -480,3 +480,24 @@ def test_captions_pickle_is_used_when_there_is_no_text_folder(cub):
     assert [again.caption(i, k) for i in range(len(again)) for k in range(10)] == caps["train"]
     with pytest.raises(AttnGANError, match="own vocabulary"):
         TextImageDataset(cub, "train", CFG, Vocabulary.build([WORDS + ["zebra"]]))
+
+
+# SynthBirds: written in the CUB layout, read through the same birds path.
+
+def test_synth_birds_load_through_the_birds_layout(tmp_path):
+    synth = pytest.importorskip("attngan.data.synth_birds")
+    root = synth.generate_synth_birds(tmp_path / "synth", images=20, classes=4, size=64, seed=0,
+                                      progress=False)
+    manifest = json.loads((root / "synth_birds.json").read_text())
+    vocab = load_vocab(root)
+    cfg = replace(CFG, base_size=32, branch_num=2)
+    train = TextImageDataset(root, "train", cfg, vocab)
+    test = TextImageDataset(root, "test", cfg, vocab, train=False)
+    assert len(train) + len(test) == 20
+    assert not set(train.class_ids.tolist()) & set(test.class_ids.tolist())  # disjoint classes
+    for ds in (train, test):
+        for i in range(len(ds)):
+            assert ds.class_ids[i] == manifest["images"][ds.keys[i]]["class_id"]
+    batch = collate_sorted([test[i] for i in range(len(test))])
+    assert [tuple(x.shape[1:]) for x in batch["images"]] == [(3, 32, 32), (3, 64, 64)]
+    assert batch["images"][1].std() > 0.05 and batch["cap_lens"].min() > 0
