@@ -173,11 +173,10 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     elif dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
-    sampler = None
-    if dist.get_world_size() > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(train_ds, shuffle=True, seed=cfg.seed,
-                                                                  drop_last=True)
-    train_loader = make_loader(train_ds, batch_size, shuffle=sampler is None, workers=cfg.data.workers,
+    # A seeded permutation per epoch (sharded under torchrun), so a resumed run sees the same order.
+    sampler = dist.EpochSampler(len(train_ds), batch_size, cfg.seed, dist.get_rank(), dist.get_world_size(),
+                                dataset=train_ds if cfg.data.workers == 0 else None)
+    train_loader = make_loader(train_ds, batch_size, shuffle=False, workers=cfg.data.workers,
                                drop_last=True, seed=cfg.seed, sampler=sampler)
     test_loader = make_loader(test_ds, min(batch_size, len(test_ds)), shuffle=False,
                               workers=cfg.data.workers, drop_last=False, seed=cfg.seed)
@@ -191,8 +190,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     # Epochs.
     epoch = start_epoch
     for epoch in range(start_epoch, epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_position(epoch, 0)
         # The original re-creates Adam each epoch, which resets its moments; kept for fidelity.
         opt = torch.optim.Adam(params, lr=lr, betas=cfg.damsm.betas)
         text_encoder.train()
@@ -215,7 +213,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
             torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), cfg.damsm.rnn_grad_clip)
             opt.step()
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
             n_steps += 1
             bar.set_postfix(w=f"{(terms['w_loss0'] + terms['w_loss1']).item():.2f}",
                             s=f"{(terms['s_loss0'] + terms['s_loss1']).item():.2f}")
@@ -287,4 +285,4 @@ def save_attention_preview(cfg: Config, text_encoder, image_encoder, batch, voca
     _, attn = _damsm_losses(cfg, text_encoder, image_encoder, batch, device)
     tokens = [[vocab.id_to_word[int(i)] for i in row[: int(n)]]
               for row, n in zip(batch["captions"], batch["cap_lens"])]
-    save_png(attention_grid(batch["images"][-1], [a.cpu() for a in attn], tokens, rows=6), path)
+    save_png(attention_grid(batch["images"][-1], [a[0].cpu() for a in attn], tokens, rows=6), path)

@@ -26,30 +26,6 @@ from attngan.training.checkpoint import (atomic_torch_save, atomic_write_json, l
                                          rng_state, save_model_folder, set_rng_state)
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """A seeded permutation per epoch, sharded by rank, that can start mid-epoch (exact resume)."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch, self.start_batch = 0, 0
-        self.per_rank = (n // world // batch_size) * batch_size  # drop_last, equal on every rank
-
-    def set_position(self, epoch: int, start_batch: int) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)[self.rank::self.world][: self.per_rank]
-        return iter(perm[self.start_batch * self.batch_size:].tolist())
-
-    def __len__(self) -> int:
-        return self.per_rank - self.start_batch * self.batch_size
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.per_rank // self.batch_size
-
-
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
     # Parameters are averaged; BN buffers are copied live (the original's saved netG does the same).
@@ -74,7 +50,7 @@ class GANLoss:
     def d_phase(self, D, real, fake, sent) -> dict[str, torch.Tensor]:
         from attngan.losses import discriminator_loss
 
-        return discriminator_loss(D, real, fake, sent, reuse_real=self.cfg.train.reuse_real_features)
+        return discriminator_loss(D, real, fake, sent, reuse_real_code=self.cfg.train.reuse_real_features)
 
     def g_phase(self, Ds, fakes, words, sent, cap_lens, class_ids, mu, logvar) -> dict[str, torch.Tensor]:
         from attngan.losses import generator_adv_loss, kl_loss, sent_loss, words_loss
@@ -83,7 +59,7 @@ class GANLoss:
         terms: dict[str, torch.Tensor] = {}
         stages = fakes[-len(Ds):]  # DCGAN: one D on the last image
         for i, (D, fake) in enumerate(zip(Ds, stages)):
-            terms[f"g_adv{i}"] = generator_adv_loss(D, fake, sent)
+            terms[f"g_adv{i}"] = generator_adv_loss(D, fake, sent)["loss"]
         regions, code = self.image_encoder(fakes[-1].float())
         w0, w1, _ = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
         s0, s1 = sent_loss(code, sent, class_ids, d.gamma3)
@@ -105,7 +81,7 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
               init_generator: str | Path | None = None) -> dict[str, Any]:
     """Train AttnGAN; re-running with the same out_dir resumes from its last training state."""
     from attngan.data.dataset import TextImageDataset, make_loader
-    from attngan.networks import build_discriminators, build_generator, init_weights
+    from attngan.networks import build_discriminators, build_generator
     from attngan.training.damsm_loop import load_damsm
     from attngan.viz import save_png
 
@@ -132,9 +108,6 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
 
     G = build_generator(cfg, nef).to(dev)
     Ds = build_discriminators(cfg).to(dev)
-    init_weights(G)
-    for D in Ds:
-        init_weights(D)
     if init_generator is not None:
         from attngan.training.checkpoint import load_safetensors, load_state
 
@@ -183,7 +156,8 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    sampler = EpochSampler(len(train_ds), B, cfg.seed, rank, world)
+    sampler = dist.EpochSampler(len(train_ds), B, cfg.seed, rank, world,
+                           dataset=train_ds if cfg.data.workers == 0 else None)
     loader = make_loader(train_ds, B, shuffle=False, workers=cfg.data.workers, drop_last=True,
                          seed=cfg.seed + rank, sampler=sampler)
     fixed = _fixed_batch(test_ds, cfg, dev)
@@ -239,6 +213,8 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
                     terms = loss.d_phase(D, real, fakes[i - len(Ds_train)].detach(), sent)
                 errD = terms["loss"].float()
                 d_terms[f"d_loss{i}"] = errD.detach()
+                d_terms[f"d_prob_real{i}"] = terms["prob_real"]
+                d_terms[f"d_prob_fake{i}"] = terms["prob_fake"]
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(errD).backward()
                 scaler.step(opt)
