@@ -56,8 +56,8 @@ _SIZE_GEOMETRY = {  # body half-axes, head radius, tail length, leg length (bird
     "medium": (1.10, 0.72, 0.50, 1.15, 0.52),
     "large": (1.25, 0.70, 0.46, 1.45, 0.66),
 }
-_BILL_LENGTH = {"short": 0.55, "medium": 0.95, "long": 1.45}   # x head diameter (CUB's terms)
-_BILL_DEPTH = {"pointed": 0.15, "cone": 0.27, "hooked": 0.19, "curved": 0.12}  # half-height / (2r)
+_BILL_LENGTH = {"short": 0.6, "medium": 0.95, "long": 1.45}   # x head diameter (CUB's terms)
+_BILL_DEPTH = {"pointed": 0.17, "cone": 0.27, "hooked": 0.19, "curved": 0.13}  # half-height / (2r)
 
 
 @dataclass
