@@ -281,7 +281,7 @@ def generate_synth_birds(out: str | os.PathLike, images: int = CUB_IMAGES, class
     SynthBirds folder; any other non-empty folder is refused.
     """
     _check_args(images, classes, size, seed, workers)
-    out = Path(out).expanduser()
+    out = Path(os.path.abspath(Path(out).expanduser()))  # "." and "a/.." get a real name
     if out.exists() and not out.is_dir():
         raise AttnGANError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):

@@ -344,6 +344,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Rendering.
 
+_COVERAGE_LUT = [0] + [255] * 255   # label canvas -> opaque wherever anything was drawn
+
+
 def supersampling(size: int) -> int:
     """Sub-samples per output pixel side: more for small images, whose edges matter most."""
     return 4 if size <= 128 else 3 if size <= 320 else 2
@@ -430,8 +433,8 @@ def render_bird(sp: Species, rng: np.random.Generator, size: int) -> Rendered:
     lab_ss = np.asarray(canvas.lab)
     labels = np.ascontiguousarray(lab_ss[ss // 2::ss, ss // 2::ss])
     fg = np.asarray(canvas.rgb.reduce(ss), dtype=np.float32)
-    alpha = (np.asarray(Image.fromarray(((lab_ss > 0) * 255).astype(np.uint8)).reduce(ss),
-                        dtype=np.float32) / 255.0)[..., None]
+    alpha = (np.asarray(canvas.lab.point(_COVERAGE_LUT).reduce(ss), dtype=np.float32)
+             / 255.0)[..., None]
     for part, name in sp.parts.items():
         if name in SHEEN_COLOURS:
             fg = _sheen(fg, lab_ss, LABEL[part], ss, colours[part], rng)
@@ -442,7 +445,7 @@ def render_bird(sp: Species, rng: np.random.Generator, size: int) -> Rendered:
     yc, yh = (ys.mean(), max(1.0, (ys.max() - ys.min()) / 2)) if len(ys) else (size / 2, size / 2)
     light = 1.0 + 0.05 * np.clip((yc - np.arange(size, dtype=np.float32)) / yh, -1, 1)
     out = fg * light[:, None, None] + _background(rng, size) * (1.0 - alpha)
-    out += rng.standard_normal((size, size, 3), dtype=np.float32) * 2.5
+    out += (rng.random((size, size, 3), dtype=np.float32) - 0.5) * 8.0  # uniform, sd ~2.3
     image = np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     bbox = _bbox(lab_ss, ss)
