@@ -348,8 +348,9 @@ _COVERAGE_LUT = [0] + [255] * 255   # label canvas -> opaque wherever anything w
 
 
 def supersampling(size: int) -> int:
-    """Sub-samples per output pixel side: more for small images, whose edges matter most."""
-    return 4 if size <= 128 else 3 if size <= 320 else 2
+    """Sub-samples per output pixel side: 4x4 for small images, whose edges matter most;
+    2x2 above 128 px (9 would cost a third more time for edges one pixel wide)."""
+    return 4 if size <= 128 else 2
 
 
 def render_bird(sp: Species, rng: np.random.Generator, size: int) -> Rendered:
