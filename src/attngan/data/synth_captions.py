@@ -54,7 +54,7 @@ _SHAPE_PHRASES = {
 }
 _LENGTH_PHRASES = {
     "short": "short", "stubby": "short", "long": "long",
-    "medium length": "medium", "medium sized": "medium", "average length": "medium",
+    "medium length": "medium", "average length": "medium",
     "shorter than its head": "short", "shorter than the head": "short",
     "longer than its head": "long", "longer than the head": "long",
     "as long as its head": "medium", "about as long as its head": "medium",
@@ -81,9 +81,8 @@ def _build_lexicon() -> dict[tuple[str, ...], tuple[str, str]]:
     for phrase, v in _LENGTH_PHRASES.items():
         lex[tuple(phrase.split())] = ("length", v)
     for phrase, v in _SIZE_PHRASES.items():
-        # "medium sized" is a length before "bill" and a size before "bird": resolved by the noun.
+        # "medium sized" is a length before "bill" and a size before "bird": the noun decides.
         lex[tuple(phrase.split())] = ("adj", v) if phrase == "medium sized" else ("size", v)
-    lex[("small",)] = ("size", "small")
     for part, phrases in _PART_PHRASES.items():
         for phrase in phrases:
             lex[tuple(phrase.split())] = ("part", part)

@@ -175,7 +175,6 @@ class _Shapes:
     keypoints: dict[str, np.ndarray]           # CUB-ish key points
     leg_tops: np.ndarray                       # 2 x 2, where the legs leave the body
     leg_length: float
-    head: tuple[float, float, float]           # centre x, y, radius
     eye: tuple[float, float, float, float]     # centre x, y, eye radius, ring radius
 
 
@@ -192,7 +191,7 @@ def _bird_shapes(sp: Species, rng: np.random.Generator) -> _Shapes:
     # Tail, behind the body: from the rump, backwards and a little down.
     b1, b2 = np.array([-0.80 * rx, 0.30 * ry]), np.array([-0.90 * rx, -0.22 * ry])
     d = np.array([-math.cos(math.radians(14)), -math.sin(math.radians(14))])
-    n = np.array([d[1], -d[0]]) * -1.0
+    n = np.array([-d[1], d[0]])                    # across the tail
     c = (b1 + b2) / 2 + d * tail_len
     wt = 0.30 * (1.15 if sp.tail_shape in ("square", "notched") else 1.0)
     if sp.tail_shape == "square":
@@ -289,8 +288,7 @@ def _bird_shapes(sp: Species, rng: np.random.Generator) -> _Shapes:
         texture.append(("bill", np.array([base + u * 0.05 * L, base + u * 0.55 * L - v * 0.05 * hb]),
                         0.025, 0.85))
     kp["beak"] = base + u * 0.45 * L
-    return _Shapes(polys, texture, kp, leg_tops, leg_len, (hx, hy, hr),
-                   (ex, ey, 0.10 * hr / 0.5, 0.17 * hr / 0.5))
+    return _Shapes(polys, texture, kp, leg_tops, leg_len, (ex, ey, 0.10 * hr / 0.5, 0.17 * hr / 0.5))
 
 
 # ---------------------------------------------------------------------------------------------
