@@ -10,6 +10,7 @@ sections 2, 4, 5), in functional form over the original-keyed state dicts.
 import json
 import math
 import pickle
+import shutil
 import types
 from collections import OrderedDict
 from pathlib import Path
@@ -134,7 +135,8 @@ def bird(tmp_path_factory, layouts):
                str(f["netD1"]), str(f["netD2"]), "-o", str(root / "model")])
     assert rc == 0
     rel["model"] = root / "model"
-    return rel
+    yield rel
+    shutil.rmtree(root, ignore_errors=True)  # ~1 GB of weights: do not leave it in /tmp
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +146,8 @@ def coco(tmp_path_factory, layouts):
     f = rel["files"]
     rel["model"] = import_original("coco", f["netG"], f["text_encoder"], f["captions"], root / "model",
                                    image_encoder=f["image_encoder"])
-    return rel
+    yield rel
+    shutil.rmtree(root, ignore_errors=True)
 
 
 # --- Layouts ---------------------------------------------------------------------------------
@@ -253,6 +256,7 @@ def test_export_gives_back_the_original_files(bird, tmp_path):
                             tmp_path / "again")
     a, b = _model_tensors(bird["model"]), _model_tensors(again)
     assert all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_import_coco(coco):
