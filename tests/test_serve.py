@@ -1,0 +1,479 @@
+"""The web app and JSON API (attngan.serve) against a tiny random-initialised model."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+
+with warnings.catch_warnings():  # starlette nudges towards httpx2; httpx is what is installed
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from attngan import cli  # noqa: E402
+from attngan.errors import AttnGANError  # noqa: E402
+from attngan.pipeline import AttnGANPipeline, PipelineOutput  # noqa: E402
+from attngan.serve.app import EXAMPLES, MAX_BODY_BYTES, create_app  # noqa: E402
+from attngan.serve.batching import Job, MicroBatcher  # noqa: E402
+from attngan.serve.random_model import save_random_tiny_model  # noqa: E402
+
+CAPTION = "a bird with wings that are black and a white belly"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return save_random_tiny_model(tmp_path_factory.mktemp("serve") / "tiny-random")
+
+
+@pytest.fixture(scope="session")
+def pipe(model_dir) -> AttnGANPipeline:
+    return AttnGANPipeline.from_pretrained(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(pipe):
+    with TestClient(create_app(pipe), raise_server_exceptions=False) as c:
+        yield c
+
+
+def decode_png(b64: str) -> np.ndarray:
+    raw = base64.b64decode(b64, validate=True)
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    im = Image.open(io.BytesIO(raw))
+    im.load()
+    return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+
+def assert_clean_error(r: httpx.Response, status: int, model_dir: Path) -> str:
+    """A JSON body {"error": message}, and nothing internal in it."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    message = r.json()["error"]
+    assert isinstance(message, str) and message
+    for leak in ("Traceback", 'File "', str(model_dir), "site-packages", ".py"):
+        assert leak not in r.text
+    return message
+
+
+# The page.
+
+def test_index_page_is_self_contained(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    for example in EXAMPLES:
+        assert example in page
+    # Only our own files are referenced, and the browser is told to load nothing else.
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert refs and all(ref.startswith("/") and not ref.startswith("//") for ref in refs), refs
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    for ref in ("/static/app.js", "/static/style.css"):
+        s = client.get(ref)
+        assert s.status_code == 200 and s.content
+        assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", s.text), ref
+    assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+    assert client.get("/static/style.css").headers["content-type"].startswith("text/css")
+
+
+@pytest.mark.parametrize("path", ["/static/index.html.bak", "/static/..%2Fapp.py", "/static/%2Fetc%2Fpasswd",
+                                  "/static/../app.py", "/nowhere"])
+def test_unknown_paths_are_json_404(client, model_dir, path):
+    assert_clean_error(client.get(path), 404, model_dir)
+
+
+# Health, model summary, schema.
+
+def test_health(client):
+    r = client.get("/api/v1/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["model"] == "tiny" and body["device"] == "cpu"
+    assert body["queue"]["capacity"] == 64 and body["queue"]["max_batch"] == 8
+    assert body["queue"]["pending"] == 0
+
+
+def test_model_summary_matches_the_pipeline(client, pipe):
+    m = client.get("/api/v1/model").json()
+    out = pipe([CAPTION], seed=0)
+    assert m["vocabulary_size"] == len(pipe.vocab)
+    assert [s["width"] for s in m["stages"]] == [x.shape[-1] for x in out.images] == [32, 64]
+    assert [s["label"] for s in m["stages"]] == ["32x32", "64x64"]
+    assert [a["map_resolution"] for a in m["attention_stages"]] == [a.shape[-1] for a in out.attention]
+    assert m["attention_stages"][0]["stage"] == 1
+    assert m["limits"]["caption_chars"] == 300 and m["limits"]["n"] == 8
+    assert m["examples"] == EXAMPLES
+
+
+def test_openapi_schema(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/api/v1/generate", "/api/v1/health", "/api/v1/model"} <= set(schema["paths"])
+    props = schema["components"]["schemas"]["GenerateRequest"]["properties"]
+    assert set(props) == {"caption", "seed", "n", "attention"}
+    assert props["caption"]["maxLength"] == 300
+
+
+# Generation.
+
+def test_generate_images_stages_and_attention(client, pipe):
+    r = client.post("/api/v1/generate", json={"caption": CAPTION + " in a purple zzyzx", "seed": 7, "n": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["seed"] == 7 and body["n"] == 2
+    assert body["tokens"] == CAPTION.split() + ["a"]  # 'in' is not in the vocabulary
+    assert body["dropped"] == ["in", "purple", "zzyzx"]
+    assert body["truncated"] == []
+    assert set(body["timing"]) == {"total_ms", "queue_ms", "inference_ms", "render_ms", "batch_images"}
+    assert body["timing"]["batch_images"] == 2 and body["timing"]["total_ms"] > 0
+    assert len(body["samples"]) == 2
+    for sample in body["samples"]:
+        # Each stage is labelled by the resolution its PNG really has (the original mislabelled them).
+        for st in sample["stages"]:
+            img = decode_png(st["png"])
+            assert img.shape == (st["height"], st["width"], 3)
+            assert st["label"] == f"{img.shape[1]}x{img.shape[0]}"
+        assert [st["width"] for st in sample["stages"]] == [32, 64]
+        (att,) = sample["attention"]
+        assert att["stage"] == 1 and att["map_resolution"] == 32
+        assert [w["word"] for w in att["words"]] == body["tokens"]
+        assert [w["index"] for w in att["words"]] == list(range(len(body["tokens"])))
+        for w in att["words"]:
+            assert decode_png(w["png"]).shape == (att["overlay_resolution"],) * 2 + (3,)
+    # Two samples of one caption differ (their noise does).
+    a, b = (decode_png(s["stages"][-1]["png"]) for s in body["samples"])
+    assert np.abs(a - b).max() > 0
+
+
+def test_generate_matches_the_pipeline_and_seeds_reproduce(client, pipe):
+    body = client.post("/api/v1/generate", json={"caption": CAPTION, "seed": 11, "n": 3}).json()
+    again = client.post("/api/v1/generate", json={"caption": CAPTION, "seed": 11, "n": 3}).json()
+    other = client.post("/api/v1/generate", json={"caption": CAPTION, "seed": 12, "n": 3}).json()
+    # The same request as `attngan generate CAPTION --seed 11 --n 3` would make.
+    ref = pipe([CAPTION] * 3, seed=11)
+    for k in range(3):
+        for s, stage in enumerate(ref.images):
+            expected = np.asarray(ref.to_pil(s)[k], dtype=np.int16)
+            got = decode_png(body["samples"][k]["stages"][s]["png"])
+            assert np.abs(got - expected).max() <= 1
+        assert body["samples"][k]["stages"][-1]["png"] == again["samples"][k]["stages"][-1]["png"]
+        assert body["samples"][k]["stages"][-1]["png"] != other["samples"][k]["stages"][-1]["png"]
+
+
+def test_random_seed_is_returned_and_reproduces(client):
+    first = client.post("/api/v1/generate", json={"caption": "a red bird", "attention": False}).json()
+    seed = first["seed"]
+    assert isinstance(seed, int) and seed >= 0
+    assert first["samples"][0]["attention"] == []
+    again = client.post("/api/v1/generate", json={"caption": "a red bird", "seed": seed, "attention": False}).json()
+    assert again["samples"][0]["stages"][-1]["png"] == first["samples"][0]["stages"][-1]["png"]
+
+
+def test_long_caption_keeps_the_first_words(client, pipe):
+    words = (CAPTION + " and a blue crown and a short yellow bill and a long brown tail").split()
+    assert len(words) > pipe.words_num
+    body = client.post("/api/v1/generate", json={"caption": " ".join(words), "seed": 0}).json()
+    assert body["tokens"] == words[: pipe.words_num]
+    assert body["truncated"] == words[pipe.words_num:]
+    assert len(body["samples"][0]["attention"][0]["words"]) == pipe.words_num
+
+
+# Bad input: a 4xx with a clear message, nothing internal.
+
+BAD_BODIES = [
+    ("{not json", 400, "not valid JSON"),
+    ("", 422, "JSON object"),
+    ("[1, 2]", 422, "JSON object"),
+    ('"a bird"', 422, "JSON object"),
+    ("{}", 422, "'caption' is required"),
+    ('{"caption": 5}', 422, "'caption'"),
+    ('{"caption": null}', 422, "'caption'"),
+    ('{"caption": ["a", "bird"]}', 422, "'caption'"),
+    ('{"caption": "a bird", "n": "2"}', 422, "'n'"),
+    ('{"caption": "a bird", "n": 2.5}', 422, "'n'"),
+    ('{"caption": "a bird", "n": true}', 422, "'n'"),
+    ('{"caption": "a bird", "n": 0}', 422, "'n'"),
+    ('{"caption": "a bird", "n": 9}', 422, "'n'"),
+    ('{"caption": "a bird", "seed": "7"}', 422, "'seed'"),
+    ('{"caption": "a bird", "seed": -1}', 422, "'seed'"),
+    ('{"caption": "a bird", "seed": 1e30}', 422, "'seed'"),
+    ('{"caption": "a bird", "attention": "yes"}', 422, "'attention'"),
+    ('{"caption": "a bird", "attention": 1}', 422, "'attention'"),
+    ('{"caption": "a bird", "path": "/etc/passwd"}', 422, "unknown field 'path'"),
+    ('{"caption": ""}', 422, "empty"),
+    ('{"caption": "   \\n\\t "}', 422, "empty"),
+    ('{"caption": "!!! ??? ..."}', 422, "no words"),
+    ('{"caption": "' + "a bird " * 43 + '"}', 422, "at most 300 characters"),
+]
+
+
+@pytest.mark.parametrize("body,status,fragment", BAD_BODIES)
+def test_bad_requests(client, model_dir, body, status, fragment):
+    r = client.post("/api/v1/generate", content=body.encode(), headers={"content-type": "application/json"})
+    message = assert_clean_error(r, status, model_dir)
+    assert fragment in message
+
+
+@pytest.mark.parametrize("headers", [{}, {"content-type": "text/plain"},
+                                     {"content-type": "application/x-www-form-urlencoded"}])
+def test_body_must_be_sent_as_json(client, model_dir, headers):
+    r = client.post("/api/v1/generate", content=b'{"caption": "a red bird"}', headers=headers)
+    assert "Content-Type: application/json" in assert_clean_error(r, 415, model_dir)
+
+
+def test_body_that_is_not_utf8(client, model_dir):
+    r = client.post("/api/v1/generate", content=b'{"caption": "a red bird\xff"}',
+                    headers={"content-type": "application/json"})
+    assert "not valid JSON" in assert_clean_error(r, 400, model_dir)
+
+
+def test_caption_of_exactly_300_characters_is_accepted(client):
+    caption = ("a bird with wings " * 20)[:300]
+    assert len(caption) == 300
+    assert client.post("/api/v1/generate", json={"caption": caption, "seed": 1, "attention": False}).status_code == 200
+
+
+def test_all_out_of_vocabulary_caption(client, model_dir):
+    r = client.post("/api/v1/generate", json={"caption": "Purple zzyzx gleeps!"})
+    message = assert_clean_error(r, 422, model_dir)
+    assert "vocabulary" in message
+    assert r.json()["dropped"] == ["purple", "zzyzx", "gleeps"]
+
+
+def test_body_size_is_bounded(client, model_dir):
+    big = b'{"caption": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    assert_clean_error(client.post("/api/v1/generate", content=big), 413, model_dir)
+    # Without Content-Length (chunked upload) too.
+    chunks = iter([b'{"caption": "', b"a" * MAX_BODY_BYTES, b'"}'])
+    assert_clean_error(client.post("/api/v1/generate", content=chunks), 413, model_dir)
+    r = client.post("/api/v1/generate", content=b"x", headers={"content-length": "nonsense"})
+    assert r.status_code in (400, 413)
+
+
+def test_wrong_method(client, model_dir):
+    r = client.get("/api/v1/generate")
+    assert_clean_error(r, 405, model_dir)
+    assert "POST" in r.headers["allow"]
+
+
+class FailingPipeline:
+    """The real pipeline, whose generator call fails once armed."""
+
+    def __init__(self, pipe, exc: Exception):
+        self._pipe, self.exc, self.armed = pipe, exc, False
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+    def generate_from_ids(self, *args, **kwargs):
+        if self.armed:
+            raise self.exc
+        return self._pipe.generate_from_ids(*args, **kwargs)
+
+
+def test_internal_errors_are_generic_500(pipe, model_dir):
+    failing = FailingPipeline(pipe, RuntimeError(f"CUDA exploded in {model_dir}/secret.py line 3"))
+    with TestClient(create_app(failing), raise_server_exceptions=False) as c:
+        failing.armed = True
+        r = c.post("/api/v1/generate", json={"caption": CAPTION})
+        message = assert_clean_error(r, 500, model_dir)
+        assert "exploded" not in message and "secret" not in r.text
+        # The worker survives the failure.
+        failing.armed = False
+        assert c.post("/api/v1/generate", json={"caption": CAPTION, "attention": False}).status_code == 200
+
+
+def test_user_fixable_pipeline_errors_are_422(pipe, model_dir):
+    failing = FailingPipeline(pipe, AttnGANError("Generator: a caption has no words"))
+    with TestClient(create_app(failing), raise_server_exceptions=False) as c:
+        failing.armed = True
+        message = assert_clean_error(c.post("/api/v1/generate", json={"caption": CAPTION}), 422, model_dir)
+        assert "no words" in message
+
+
+# Micro-batching and the queue bound.
+
+REQUESTS = [  # different lengths (padding), seeds and sample counts, some out-of-vocabulary words
+    {"caption": EXAMPLES[0], "seed": 1, "n": 1},
+    {"caption": "a red bird", "seed": 2, "n": 2},
+    {"caption": EXAMPLES[1], "seed": 3, "n": 1},
+    {"caption": "bird", "seed": 4, "n": 3},
+    {"caption": "this small bird has a blue crown and a short pointed bill", "seed": 5, "n": 1},
+    {"caption": EXAMPLES[2] + " and an xyzzy tail", "seed": 6, "n": 2},
+]
+
+
+async def _post_all(app, bodies: list[dict]) -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as c:
+        return await asyncio.gather(*(c.post("/api/v1/generate", json=b) for b in bodies))
+
+
+def _images(body: dict) -> list[list[np.ndarray]]:
+    return [[decode_png(st["png"]) for st in s["stages"]] for s in body["samples"]]
+
+
+def test_concurrent_requests_are_batched_without_changing_images(pipe):
+    sequential_app = create_app(pipe, max_batch=1)
+    sequential = [asyncio.run(_post_all(sequential_app, [b]))[0] for b in REQUESTS]
+    batched_app = create_app(pipe, max_batch=8, batch_wait_ms=300)
+    batched = asyncio.run(_post_all(batched_app, REQUESTS))
+    for app in (sequential_app, batched_app):
+        app.state.shutdown()
+    sizes = []
+    for seq, bat in zip(sequential, batched):
+        assert seq.status_code == bat.status_code == 200
+        s, b = seq.json(), bat.json()
+        assert s["timing"]["batch_images"] == s["n"]  # ran alone
+        sizes.append(b["timing"]["batch_images"])
+        assert b["tokens"] == s["tokens"] and b["dropped"] == s["dropped"]
+        # Same seeds -> same images; only float rounding of batched matmuls may move a pixel by 1/255.
+        for ims_s, ims_b in zip(_images(s), _images(b)):
+            for a, c in zip(ims_s, ims_b):
+                assert np.abs(a - c).max() <= 1
+        for ws, wb in zip(s["samples"][0]["attention"][0]["words"], b["samples"][0]["attention"][0]["words"]):
+            assert ws["word"] == wb["word"]
+            assert np.abs(decode_png(ws["png"]) - decode_png(wb["png"])).max() <= 2
+    # 10 images at max-batch 8: at least one batch held several requests, none went over 8.
+    assert max(sizes) > 3 and max(sizes) <= 8
+    stats = batched_app.state.batcher.stats()
+    assert stats["images_generated"] == sum(b["n"] for b in REQUESTS)
+    assert stats["batches_run"] < len(REQUESTS)
+
+
+class SlowPipeline(FailingPipeline):
+    def __init__(self, pipe, delay: float):
+        super().__init__(pipe, RuntimeError("unused"))
+        self.delay = delay
+
+    def generate_from_ids(self, *args, **kwargs):
+        time.sleep(self.delay)
+        return self._pipe.generate_from_ids(*args, **kwargs)
+
+
+def test_full_queue_answers_503_with_retry_after(pipe, model_dir):
+    app = create_app(SlowPipeline(pipe, 0.3), max_batch=1, queue_size=1, batch_wait_ms=0)
+    bodies = [{"caption": "a red bird", "seed": i, "attention": False} for i in range(6)]
+    responses = asyncio.run(_post_all(app, bodies))
+    codes = [r.status_code for r in responses]
+    # At most one running, one waiting (and one set aside by the batcher): the rest are refused.
+    assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 3, codes
+    for r in responses:
+        if r.status_code == 503:
+            assert int(r.headers["retry-after"]) >= 1
+            assert "queue is full" in assert_clean_error(r, 503, model_dir)
+    # It recovers once the queue drains.
+    assert asyncio.run(_post_all(app, bodies[:1]))[0].status_code == 200
+    app.state.shutdown()
+
+
+class RecordingPipeline:
+    """Stands in for the pipeline in batcher unit tests: records the batch sizes it was given."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+        self.release = threading.Event()
+
+    def generate_from_ids(self, ids, lens, noise, ca_noise):
+        self.calls.append(ids.shape[0])
+        # Row r's image is filled with the first word id of row r: lets the test see who got what.
+        images = [ids[:, :1, None, None].float().expand(-1, 3, 4, 4).clone()]
+        attention = [torch.ones(ids.shape[0], ids.shape[1], 2, 2) * lens[:, None, None, None]]
+        return PipelineOutput(images=images, attention=attention, tokens=[])
+
+
+def test_batcher_fills_batches_in_order_and_splits_results():
+    fake = RecordingPipeline()
+    batcher = MicroBatcher(fake, max_batch=8, queue_size=8, wait_ms=50)
+    jobs = [Job([w] * length, torch.zeros(n, 2), torch.zeros(n, 2))
+            for w, length, n in ((1, 3, 5), (2, 1, 5), (3, 2, 3))]
+    futures = [batcher.submit(j) for j in jobs]  # queued before the worker starts: deterministic
+    batcher.start()
+    results = [f.result(timeout=10) for f in futures]
+    batcher.stop()
+    # 5 + 5 exceeds 8, so the second job opens the next batch, which the third joins.
+    assert fake.calls == [5, 8]
+    for job, res in zip(jobs, results):
+        assert res.images[0].shape[0] == job.n
+        assert torch.all(res.images[0] == job.ids[0])
+        assert res.attention[0].shape[1] == len(job.ids)  # padding words of the batch are cut off
+        assert torch.all(res.attention[0] == len(job.ids))
+    assert [r.batch_images for r in results] == [5, 8, 8]
+
+
+def test_batcher_refuses_beyond_its_queue():
+    from attngan.serve.batching import QueueFull
+
+    batcher = MicroBatcher(RecordingPipeline(), max_batch=1, queue_size=2)
+    for _ in range(2):
+        batcher.submit(Job([1], torch.zeros(1, 2), torch.zeros(1, 2)))
+    with pytest.raises(QueueFull) as e:
+        batcher.submit(Job([1], torch.zeros(1, 2), torch.zeros(1, 2)))
+    assert e.value.retry_after_s >= 1
+    batcher.stop()
+
+
+# The command.
+
+def test_serve_command_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["serve", "--model", str(tmp_path / "missing"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+    assert cli.main(["serve", "--max-batch", "0"]) == 2
+    assert "--max-batch" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert cli.main(["serve", "--port", str(port)]) == 2
+        assert "cannot listen" in capsys.readouterr().err
+
+
+def test_serve_command_serves_and_stops(model_dir):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attngan", "serve", "--model", str(model_dir), "--port", "0", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"open (http://127\.0\.0\.1:\d+/)", line)
+            url = m.group(1) if m else None
+        assert url, "the server did not print its address"
+        for _ in range(100):  # uvicorn accepts connections shortly after the banner
+            try:
+                r = httpx.get(url + "api/v1/health", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        r = httpx.post(url + "api/v1/generate", json={"caption": "a red bird", "seed": 0}, timeout=30)
+        assert r.status_code == 200 and decode_png(r.json()["samples"][0]["stages"][-1]["png"]).shape == (64, 64, 3)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
