@@ -236,7 +236,9 @@ def test_export_gives_back_the_original_files(bird, tmp_path):
              "netD2": "netD2.pth"}
     for net, fname in names.items():
         raw = (out / fname).read_bytes()
-        assert not raw.startswith(b"PK")  # legacy (pre-zip) serialization, readable by old torch
+        # Legacy (pre-zip) serialization with PyTorch 0.3's tensor encoding: old tooling reads it.
+        assert not raw.startswith(b"PK") and b"_rebuild_tensor_v2" not in raw
+        assert b"_rebuild_tensor" in raw and b"FloatStorage" in raw
         got = torch.load(out / fname, weights_only=True)
         want = bird["states"][net]
         assert list(got) == list(want), net  # original keys and order, no num_batches_tracked

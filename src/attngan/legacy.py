@@ -552,14 +552,35 @@ def save_captions_pickle(path: str | os.PathLike, vocab, train: list[list[int]] 
     atomic_write_bytes(path, data)
 
 
+class _Torch03Pickler(pickle.Pickler):
+    # PyTorch 0.3 has no _rebuild_tensor_v2: pickle each tensor as it did,
+    # _rebuild_tensor(storage, offset, size, stride). Storages go through torch's persistent ids.
+    def reducer_override(self, obj: Any) -> Any:
+        import torch
+
+        if isinstance(obj, torch.Tensor):
+            storage = torch.storage.TypedStorage(wrap_storage=obj.untyped_storage(), dtype=obj.dtype,
+                                                 _internal=True)
+            return torch._utils._rebuild_tensor, (storage, obj.storage_offset(), tuple(obj.size()),
+                                                  obj.stride())
+        return NotImplemented
+
+
 def _legacy_torch_save(obj: Any, path: Path) -> None:
-    # The pre-1.6 (non-zip) format, which old PyTorch versions can read; written atomically.
+    """The pre-1.6 (non-zip) format with tensors encoded as PyTorch 0.3 wrote them and pickle
+    protocol 2, so Python 2 / PyTorch 0.3 tooling can read it (and weights_only loads it);
+    written atomically."""
+    import types
+
     import torch
 
+    module = types.ModuleType("attngan_pickle_torch03")
+    module.Pickler, module.dump = _Torch03Pickler, pickle.dump  # what torch.save uses
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(obj, tmp, _use_new_zipfile_serialization=False)
+        torch.save(obj, tmp, pickle_module=module, pickle_protocol=2,
+                   _use_new_zipfile_serialization=False)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
