@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,8 +86,6 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.05)
         # Drain the log so a chatty server never blocks on a full pipe.
-        import threading
-
         threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
 
     def stop(self) -> None:

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -333,7 +332,7 @@ def _images(body: dict) -> list[list[np.ndarray]]:
 def test_concurrent_requests_are_batched_without_changing_images(pipe):
     sequential_app = create_app(pipe, max_batch=1)
     sequential = [asyncio.run(_post_all(sequential_app, [b]))[0] for b in REQUESTS]
-    batched_app = create_app(pipe, max_batch=8, batch_wait_ms=300)
+    batched_app = create_app(pipe, max_batch=8, batch_wait_ms=500)
     batched = asyncio.run(_post_all(batched_app, REQUESTS))
     for app in (sequential_app, batched_app):
         app.state.shutdown()
@@ -389,7 +388,6 @@ class RecordingPipeline:
 
     def __init__(self):
         self.calls: list[int] = []
-        self.release = threading.Event()
 
     def generate_from_ids(self, ids, lens, noise, ca_noise):
         self.calls.append(ids.shape[0])

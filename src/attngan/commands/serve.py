@@ -13,7 +13,8 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--max-batch", type=int, default=8,
-                   help="most images generated in one call when requests arrive together (1 = no batching)")
+                   help="most images generated in one call when requests arrive together (1 = no batching; "
+                        "one request's own samples always run together)")
     p.add_argument("--queue", type=int, default=64,
                    help="most requests waiting; beyond it the server answers 503 with Retry-After")
     p.add_argument("--batch-wait-ms", type=float, default=5.0,

@@ -42,7 +42,7 @@
     const info = $("model-info");
     info.textContent = "";
     const res = m.stages.map((s) => s.label).join(" → ");
-    info.append(el("b", { text: m.name }), ` · ${res} · ${m.vocabulary_size} words · ${m.device}`);
+    info.append(el("b", { text: m.name }), ` · ${res} · ${m.vocabulary_size}-word vocabulary · ${m.device}`);
   }).catch(() => { $("model-info").textContent = "model information unavailable"; });
 
   // Composer.
