@@ -140,11 +140,13 @@ class InceptionTrunk(nn.Module):
 
 
 def _small_block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    # GroupNorm, not BatchNorm: the encoder's output for an image then never depends on the rest of
-    # the batch, and train/eval give the same numbers (it later scores single generated images).
+    # BatchNorm: trained from scratch with the contrastive DAMSM losses, per-image normalisation
+    # (GroupNorm) left every image's global code nearly identical and training stalled at chance
+    # (loss = log B); batch statistics remove the shared component. In eval mode (R-precision,
+    # GAN training, metrics) the running statistics make each image's features batch-independent.
     return nn.Sequential(
         nn.Conv2d(cin, cout, 4 if stride == 2 else 3, stride, 1, bias=False),
-        nn.GroupNorm(min(8, cout // 4), cout),
+        nn.BatchNorm2d(cout),
         nn.LeakyReLU(0.2, inplace=True),
     )
 
