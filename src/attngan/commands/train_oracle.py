@@ -15,6 +15,7 @@ def add_arguments(p) -> None:
     p.add_argument("--heldout", type=float, default=0.1,
                    help="share of each class held out to measure the oracle's own accuracy")
     p.add_argument("--width", type=int, default=32, help="channels of the first conv block")
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto")
 
 
@@ -24,10 +25,11 @@ def run(args) -> int:
 
     if not 0 < args.heldout < 1:
         raise AttnGANError("--heldout must be between 0 and 1")
-    if args.epochs < 1 or args.minutes < 0:
-        raise AttnGANError("--epochs must be at least 1 and --minutes non-negative")
+    if args.epochs < 1 or args.minutes < 0 or args.batch < 1:
+        raise AttnGANError("--epochs and --batch must be at least 1, --minutes non-negative")
     oracle = train_oracle(args.data, args.out, minutes=args.minutes, max_epochs=args.epochs, seed=args.seed,
-                          heldout=args.heldout, width=args.width, device=args.device)
+                          heldout=args.heldout, width=args.width, batch=args.batch,
+                          device=args.device)
     cfg = oracle.cfg
     accs = ", ".join(f"{h} {100 * v:.1f}%" for h, v in cfg.accuracy.items())
     print(f"held-out accuracy ({cfg.info['heldout_images']} images): {accs}")

@@ -118,3 +118,35 @@ def attention_localisation(
         idx = [i for i, n in enumerate(names) if n == part]
         out[part] = {"share": float(shares[idx].mean()), "chance": float(areas[idx].mean()), "n": len(idx)}
     return out
+
+
+def load_part_masks(root, split: str, size: int, parts: Sequence[str] = ("wing", "belly", "crown", "bill")):
+    """A function key -> {part: size x size bool mask} framed as the data loader frames the image.
+
+    Mirrors TextImageDataset with train=False: bbox crop (attngan.data.layout.bbox_crop_box),
+    shorter side resized to int(size * 76 / 64), centre crop of size x size.
+    """
+    from pathlib import Path
+
+    from attngan.data.cache import stored_size
+    from attngan.data.layout import bbox_crop_box, read_image_list, shorter_side_dims
+    from attngan.data.synth_birds import load_manifest, part_mask
+
+    root = Path(root)
+    manifest = load_manifest(root)
+    images = read_image_list(root, split, "birds")
+    boxes = dict(zip(images.keys, images.bboxes))
+    full = int(manifest["size"])
+    load = stored_size(size)
+
+    def masks_for(key: str) -> dict[str, np.ndarray]:
+        box = bbox_crop_box(boxes[key], full, full) or (0, 0, full, full)
+        w, h = shorter_side_dims(box[2] - box[0], box[3] - box[1], load)
+        top, left = int(round((h - size) / 2)), int(round((w - size) / 2))
+        out = {}
+        for p in parts:
+            m = part_mask(manifest, key, p, size=(h, w), crop=box)
+            out[p] = m[top:top + size, left:left + size]
+        return out
+
+    return masks_for

@@ -1,9 +1,9 @@
 """`attngan eval` as a library: score a model's samples (or a folder of images) with the
 registered metrics, in one pass over the images.
 
-Generation follows the paper's protocol: captions of the test split are cycled (image i, caption
-k for k = 0..captions_per_image-1, so 30,000 samples cover CUB's 2,933 test images x 10 captions
-about once), one fixed noise draw per sample from `seed`. Real-image features are computed once
+Generation follows the paper's protocol: captions of the test split are cycled (every test image
+with caption 0, then every one with caption 1, ..., so 30,000 samples cover CUB's 2,933 test images
+x 10 captions about once; images in a seeded order), one fixed noise draw per sample from `seed`. Real-image features are computed once
 per (data folder, split, image size, extractor weights) and cached.
 """
 
@@ -77,12 +77,16 @@ class GeneratedImages:
         self.pipe, self.ds, self.num_images, self.batch = pipe, dataset, num_images, batch
         n, cpi = len(dataset), dataset.cfg.captions_per_image
         idx = np.arange(num_images)
-        self.items, self.caption_k = idx % n, (idx // n) % cpi
+        # Images in a seeded order, so a run shorter than the test split still spans its classes;
+        # every image gets caption 0 before any gets caption 1.
+        order = np.random.default_rng(seed).permutation(n)
+        self.items, self.caption_k = order[idx % n], (idx // n) % cpi
         # One draw for the whole run, so a sample's noise does not depend on the batch size.
         g = torch.Generator().manual_seed(seed)
         self.z = torch.randn(num_images, pipe.config.gan.z_dim, generator=g)
         self.eps = torch.randn(num_images, pipe.config.gan.condition_dim, generator=g)
         self.image_size = pipe.config.data.image_size
+        self.raw_lines = _raw_caption_lines(dataset)
         self.description = (f"{num_images} samples of {len(dataset)} {dataset.split} images x "
                             f"{cpi} captions (cycled), seed {seed}")
 
@@ -95,14 +99,38 @@ class GeneratedImages:
             e = min(s + self.batch, self.num_images)
             caps, lens, texts, full = [], [], [], []
             for i, k in zip(self.items[s:e], self.caption_k[s:e]):
-                ids, n = self.ds.caption(int(i), int(k))
+                ids, n = self.ds.padded_caption(int(i), int(k))
                 caps.append(ids)
                 lens.append(n)
                 texts.append(vocab.decode(ids[:n].tolist()))
-                full.append(vocab.decode(self.ds.caption_ids(int(i), int(k)).tolist()))
+                raw = self.raw_lines[int(i)] if self.raw_lines is not None else None
+                full.append(raw[int(k) % len(raw)] if raw else self.ds.caption_text(int(i), int(k)))
             out = self.pipe.generate_from_ids(torch.stack(caps), torch.tensor(lens), noise=self.z[s:e],
                                               ca_noise=self.eps[s:e])
             yield ScoredBatch(quantize(out.images[-1]), texts, full, self.ds.class_ids[self.items[s:e]])
+
+
+def _raw_caption_lines(ds) -> list[list[str]] | None:
+    """The caption lines of each dataset item as written (punctuation kept), or None.
+
+    The word ids the model reads have lost the commas, and a comma is what separates
+    "a bill that is short, black wings" from "a bill that is short black wings": the binding
+    metric parses the text as written. Lines are filtered as the dataset filters them.
+    """
+    from attngan.data.layout import read_split_captions
+    from attngan.text import tokenize
+
+    try:
+        source = read_split_captions(ds.root, ds.split, ds.keys, ds.dataset, ds.cfg.captions_per_image)
+    except AttnGANError:
+        return None
+    if source.lines is None:
+        return None
+    out = []
+    for lines in source.lines:
+        kept = [ln.strip() for ln in lines if ds.vocab.encode_tokens(tokenize(ln))[0]]
+        out.append(kept[: ds.cfg.captions_per_image])
+    return out
 
 
 class FolderImages:
@@ -265,7 +293,7 @@ class EvalContext:
         """DAMSM part-word attention vs SynthBirds part masks on real split images."""
         from attngan.losses import damsm_attention
         from attngan.metrics.binding import attention_localisation
-        from attngan.metrics.masks import load_part_masks
+        from attngan.metrics.binding import load_part_masks
 
         damsm = self.damsm
         size = damsm.image_encoder.image_size
@@ -277,7 +305,7 @@ class EvalContext:
                       disable=not self.options.progress, leave=False):
             items = [ds[i] for i in range(s, min(s + self.options.batch, n))]
             images = torch.stack([it["images"][0] for it in items])
-            texts = [self.vocab.decode(ds.caption_ids(i, 0).tolist()) for i in range(s, s + len(items))]
+            texts = [ds.caption_text(i, 0) for i in range(s, s + len(items))]
             ids, lens = damsm.encode_captions(texts)
             with torch.inference_mode():
                 words, _ = damsm.text_encoder(ids.to(self.device), lens.to(self.device))

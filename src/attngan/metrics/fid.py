@@ -10,6 +10,7 @@ unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +75,9 @@ def frechet_distance(
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
+    # Singular products are expected (fewer samples than dimensions) and handled by the caller.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
         return scipy.linalg.sqrtm(a)
 
 

@@ -65,8 +65,8 @@ class AttributeOracle(nn.Module):
         self.cfg = cfg
         w = cfg.width
         self.trunk = nn.Sequential(
-            _block(3, w, 1), _block(w, w, 1),
-            _block(w, 2 * w, 2),            # 32
+            _block(3, w, 2),                # 32
+            _block(w, 2 * w, 1),
             _block(2 * w, 4 * w, 2),        # 16
             _block(4 * w, 4 * w, 2),        # 8
         )
@@ -279,7 +279,7 @@ def train_oracle(
     seed: int = 0,
     heldout: float = 0.1,
     width: int = 32,
-    batch: int = 64,
+    batch: int = 32,
     lr: float = 2e-3,
     device: str = "auto",
     progress: bool = True,
@@ -332,7 +332,7 @@ def train_oracle(
         if best is None or score > best[0]:
             best = (score, {k: v.detach().clone() for k, v in oracle.state_dict().items()}, acc, epochs)
         bar.update(1)
-        bar.set_postfix(worst_part=f"{score[0]:.3f}", species=f"{acc['species']:.3f}", loss=f"{float(loss):.3f}")
+        bar.set_postfix(worst_part=f"{score[0]:.3f}", species=f"{acc['species']:.3f}", loss=f"{loss.item():.3f}")
         if min(acc.values()) >= 1.0 or time.perf_counter() > deadline:
             break
     bar.close()

@@ -49,7 +49,8 @@ def metric_names() -> list[str]:
 
 @register(
     name="is", title="Inception Score",
-    protocol="exp(E KL(p(y|x) || p(y))), 10 splits, float64; classifier per --is-classifier / --inception",
+    protocol="exp(E KL(p(y|x) || p(y))) in float64, mean ± std over splits (paper: 10 of 30,000 "
+             "images); classifier per --is-classifier / --inception",
     reference="openai/improved-gan inception_score (StackGAN-inception-model for CUB)",
     needs="--is-classifier FILE|ORACLE_DIR, or --inception FILE",
     streams=("is_probs",), real=False, unit="", higher_is_better=True,
@@ -113,7 +114,7 @@ def kid_poly3(ctx: "EvalContext") -> dict[str, Any]:
 @register(
     name="r_precision", title="R-precision",
     protocol="top-1 of the true caption vs 99 captions of other classes by DAMSM cosine(image code, "
-             "sentence), 10 splits",
+             "sentence), mean ± std over splits (DM-GAN: 10)",
     reference="DM-GAN (MinfengZhu/DM-GAN) R-precision",
     needs="a DAMSM: the model's own or --eval-damsm DIR; with --images, captions.json in the folder",
     streams=("damsm",), real=False, unit="%", higher_is_better=True,
@@ -142,7 +143,8 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
     oracle = ctx.oracle
     preds = ctx.generated["oracle"]
     predicted = {p: [oracle.cfg.colours[int(i)] for i in preds[p]] for p in oracle.cfg.parts}
-    requested = [caption_attributes(c) for c in ctx.captions]
+    # The caption as written (the ids the model reads have lost its commas).
+    requested = [caption_attributes(c) for c in ctx.full_captions]
     s = binding_scores(requested, predicted, oracle.cfg.parts)
     void = not oracle.cfg.valid
     out = {

@@ -1,0 +1,231 @@
+"""SynthBirds oracle, the binding metric on real images, and `attngan eval` end to end.
+
+One small SynthBirds set and one briefly trained oracle are shared by the module (both are made
+here, nothing is downloaded); the model is a randomly initialised `tiny` model on that data's
+vocabulary, so its scores are meaningless but every code path runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attngan.errors import AttnGANError
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    from attngan.data.synth_birds import generate_synth_birds
+
+    root = tmp_path_factory.mktemp("synth") / "birds"
+    return generate_synth_birds(root, images=320, classes=16, size=96, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def oracle_dir(synth, tmp_path_factory) -> Path:
+    from attngan.metrics.oracle import train_oracle
+
+    out = tmp_path_factory.mktemp("oracle") / "oracle"
+    # No time budget: the result must not depend on how busy the machine is. Training stops
+    # once every head is perfect on the held-out images (about 13 epochs here).
+    train_oracle(synth, out, minutes=0, max_epochs=30, width=16, batch=16, seed=0, progress=False, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="module")
+def test_items(synth):
+    """The test split as the GAN sees it at 64 px (centre crops), with every caption."""
+    from attngan.config import DataConfig
+    from attngan.data.dataset import TextImageDataset
+    from attngan.data.synth_birds import load_manifest
+    from attngan.text import load_vocab
+
+    vocab = load_vocab(synth)
+    ds = TextImageDataset(synth, "test", DataConfig(base_size=32, branch_num=2), vocab, image_sizes=[64], train=False)
+    truth = load_manifest(synth)["images"]
+    items = []
+    for i in range(len(ds)):
+        it = ds[i]
+        lines = (synth / "text" / f"{it['key']}.txt").read_text(encoding="utf-8").splitlines()
+        items.append({"key": it["key"], "image": it["images"][0], "parts": truth[it["key"]]["parts"],
+                      "captions": [ln for ln in lines if ln.strip()]})
+    return items
+
+
+def write_folder(folder: Path, items, captions) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    mapping = {}
+    for j, (it, cap) in enumerate(zip(items, captions)):
+        arr = ((it["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        name = f"{j:04d}.png"
+        Image.fromarray(arr).save(folder / name)
+        mapping[name] = cap
+    (folder / "captions.json").write_text(json.dumps(mapping))
+    return folder
+
+
+# The oracle.
+
+def test_oracle_reaches_97_percent_and_round_trips(oracle_dir, test_items):
+    from attngan.metrics.oracle import MIN_ACCURACY, load_oracle
+
+    oracle = load_oracle(oracle_dir)
+    cfg = json.loads((oracle_dir / "config.json").read_text())
+    assert cfg["valid"] and cfg["info"]["heldout_images"] >= 16
+    assert all(cfg["accuracy"][p] >= MIN_ACCURACY for p in ("wing", "belly", "crown", "bill"))
+    images = torch.stack([it["image"] for it in test_items[:8]])
+    pred = oracle.predict_colours(images)
+    assert pred == load_oracle(oracle_dir).predict_colours(images)
+    # A prediction does not depend on the rest of the batch (GroupNorm, eval mode).
+    assert oracle.predict_colours(images[:1])["wing"][0] == pred["wing"][0]
+
+
+def test_oracle_folder_errors(tmp_path, oracle_dir):
+    from attngan.metrics.oracle import load_oracle
+
+    with pytest.raises(AttnGANError, match="not an oracle folder"):
+        load_oracle(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "something-else"}))
+    (tmp_path / "oracle.safetensors").write_bytes((oracle_dir / "oracle.safetensors").read_bytes())
+    with pytest.raises(AttnGANError, match="not an oracle config"):
+        load_oracle(tmp_path)
+
+
+# Binding on real images: a perfect generator scores >= 97%, swapped colours near 0.
+
+def _binding(folder, synth, oracle_dir, tmp_path):
+    from attngan.metrics.evaluate import EvalOptions, evaluate
+
+    opts = EvalOptions(metrics=["binding"], splits=2, batch=32, progress=False, oracle=str(oracle_dir),
+                       cache_dir=str(tmp_path / "cache"), device="cpu")
+    return evaluate(synth, opts, images_dir=folder)["results"]["binding"]
+
+
+def test_binding_of_real_images_with_their_own_captions(test_items, synth, oracle_dir, tmp_path):
+    # Every caption of every test image: each attribute is then mentioned a few hundred times.
+    pairs = [(it, cap) for it in test_items for cap in it["captions"]]
+    folder = write_folder(tmp_path / "real", [p[0] for p in pairs], [p[1] for p in pairs])
+    r = _binding(folder, synth, oracle_dir, tmp_path)
+    assert not r["void"]
+    assert r["value"] >= 97.0
+    mentioned = {p: n for p, n in r["mentioned"].items() if n}
+    assert set(mentioned) == {"wing", "belly", "crown", "bill"}
+    assert all(r["per_attribute"][p] >= 97.0 for p in mentioned)
+
+
+def test_binding_of_swapped_wing_and_belly_colours_is_near_zero(test_items, synth, oracle_dir, tmp_path):
+    items = [it for it in test_items if it["parts"]["wing"] != it["parts"]["belly"]]
+    captions = [f"a bird with wings that are {it['parts']['belly']} and a {it['parts']['wing']} belly"
+                for it in items]
+    r = _binding(write_folder(tmp_path / "swapped", items, captions), synth, oracle_dir, tmp_path)
+    assert r["mentioned"]["wing"] == len(items) and r["swap_pairs"] == len(items)
+    assert r["value"] <= 3.0
+    assert r["per_attribute"]["wing"] <= 3.0 and r["per_attribute"]["belly"] <= 3.0
+    assert r["swap_rate"] >= 97.0
+
+
+# `attngan eval` end to end.
+
+@pytest.fixture(scope="module")
+def model_dir(synth, tmp_path_factory) -> Path:
+    """A random `tiny` model whose vocabulary is the data's."""
+    from attngan.config import preset
+    from attngan.networks import build_generator, build_image_encoder, build_text_encoder
+    from attngan.text import load_vocab
+    from attngan.training.checkpoint import save_model_folder
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    vocab = load_vocab(synth)
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    save_model_folder(out, cfg, vocab, build_generator(cfg, cfg.text.embedding_dim),
+                      build_text_encoder(cfg, len(vocab)), build_image_encoder(cfg))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fid_weights(tmp_path_factory) -> Path:
+    from attngan.metrics.inception_fid import FIDInception3
+
+    # Random weights scaled to keep activations alive through 94 conv layers, so the features
+    # (and FID/KID) are not all ~0.
+    torch.manual_seed(0)
+    net = FIDInception3()
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("weights") / "pt_inception-random.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir, fid_weights, tmp_path, capsys):
+    from attngan.cli import main
+
+    out = tmp_path / "report.json"
+    cache = tmp_path / "cache"
+    argv = ["eval", "--model", str(model_dir), "--data", str(synth), "--num-images", "12", "--splits", "2",
+            "--batch", "6", "--fid-inception", str(fid_weights), "--is-classifier", str(oracle_dir),
+            "--oracle", str(oracle_dir), "--real-images", "12", "--cache", str(cache),
+            "--log", str(tmp_path / "log.jsonl"), "--device", "cpu", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    res = report["results"]
+    assert set(res) == {"is", "fid", "kid", "r_precision", "binding", "localisation"}
+    assert report["skipped"]["fid_legacy"].startswith("skipped: needs --inception")
+    assert report["num_images"] == 12 and report["image_size"] == 64
+    assert 1.0 <= res["is"]["value"] <= 4  # species head of a 16-class oracle; 2 splits of 6 images
+    assert res["fid"]["value"] >= 0 and res["fid"]["n_real"] == 12
+    assert 0 <= res["r_precision"]["value"] <= 100 and res["r_precision"]["std"] is not None
+    assert "the model's own DAMSM" in res["r_precision"]["encoders"]
+    assert set(res["localisation"]["per_part"]) <= {"wing", "belly", "crown", "bill"}
+    assert all(0 <= v["share"] <= 100 for v in res["localisation"]["per_part"].values())
+    md = out.with_suffix(".md").read_text()
+    assert "| Metric | Value | Protocol | n images |" in md and "| FID (`fid`" in md and "n/a" in md
+    assert len(list(cache.glob("real-fid_inception-test-64px-*.npz"))) == 1
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["results"]["fid"]["value"] == res["fid"]["value"]
+
+    # Same seed: the same numbers; the real features now come from the cache (KID reads the same
+    # features as FID; FID's 2048 x 2048 matrix square root is left out to keep this test short).
+    argv[argv.index("--is-classifier"):argv.index("--is-classifier") + 2] = ["--metrics", "kid,r_precision"]
+    assert main(argv) == 0
+    again = json.loads(out.read_text())
+    assert again["results"]["kid"]["value"] == pytest.approx(res["kid"]["value"], rel=1e-9)
+    assert again["results"]["r_precision"]["value"] == res["r_precision"]["value"]
+    assert not any(k.startswith("real_") for k in again["timings"])
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_eval_requested_metric_without_weights_is_a_one_line_error(synth, model_dir, tmp_path, capsys):
+    from attngan.cli import main
+
+    rc = main(["eval", "--model", str(model_dir), "--data", str(synth), "--metrics", "fid", "--num-images", "10",
+               "--out", str(tmp_path / "r.json"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "--fid-inception" in err
+    assert not (tmp_path / "r.json").exists()
+    rc = main(["eval", "--model", str(model_dir), "--data", str(synth), "--metrics", "nope",
+               "--out", str(tmp_path / "r.json")])
+    assert rc == 2 and "unknown metric 'nope'" in capsys.readouterr().err
+
+
+def test_eval_of_a_folder_without_captions_skips_caption_metrics(test_items, synth, oracle_dir, tmp_path):
+    from attngan.metrics.evaluate import EvalOptions, evaluate
+
+    folder = write_folder(tmp_path / "imgs", test_items[:10], [""] * 10)
+    (folder / "captions.json").unlink()
+    opts = EvalOptions(splits=2, progress=False, is_classifier=str(oracle_dir), oracle=str(oracle_dir),
+                       cache_dir=str(tmp_path / "cache"), device="cpu")
+    report = evaluate(synth, opts, images_dir=folder)
+    assert set(report["results"]) == {"is"}
+    assert "captions.json" in report["skipped"]["binding"]
+    assert "DAMSM" in report["skipped"]["r_precision"]
+    with pytest.raises(AttnGANError, match="captions"):
+        evaluate(synth, EvalOptions(metrics=["binding"], oracle=str(oracle_dir), progress=False), images_dir=folder)
