@@ -145,9 +145,10 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     vocab, train_ds, test_ds = _datasets(cfg, data_dir)
-    if len(train_ds) < 2:
-        raise AttnGANError(f"{data_dir}: the train split needs at least 2 images for DAMSM")
-    batch_size = min(cfg.damsm.batch_size, len(train_ds))
+    world = dist.get_world_size()
+    if len(train_ds) < 2 * world:
+        raise AttnGANError(f"{data_dir}: the train split needs at least 2 images per process for DAMSM")
+    batch_size = min(cfg.damsm.batch_size, len(train_ds) // world)  # per process
     text_encoder = build_text_encoder(cfg, len(vocab)).to(dev)
     image_encoder = build_image_encoder(cfg).to(dev)
     if cfg.damsm.backbone == "inception":
@@ -202,7 +203,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
         for batch in bar:
             terms, _ = _damsm_losses(cfg, te, ie, batch, dev)
             loss = sum(terms.values())
-            if not torch.isfinite(loss):
+            if not dist.all_true(bool(torch.isfinite(loss))):  # all ranks skip together (DDP)
                 bad_steps += 1
                 if bad_steps > cfg.damsm.max_bad_steps:
                     raise AttnGANError(f"DAMSM loss was NaN/inf in {bad_steps} steps; aborting "
@@ -217,7 +218,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
             n_steps += 1
             bar.set_postfix(w=f"{(terms['w_loss0'] + terms['w_loss1']).item():.2f}",
                             s=f"{(terms['s_loss0'] + terms['s_loss1']).item():.2f}")
-            if minutes and time.time() - t_start > minutes * 60:
+            if minutes and not dist.all_true(time.time() - t_start <= minutes * 60):
                 break
         if lr > cfg.damsm.min_lr:
             lr *= cfg.damsm.lr_decay
@@ -246,7 +247,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
                 save_attention_preview(cfg, text_encoder, image_encoder, fixed_batch, vocab, dev,
                                        out_dir / "attention" / f"epoch_{epoch + 1:04d}.png")
         dist.barrier()
-        if minutes and time.time() - t_start > minutes * 60:
+        if minutes and not dist.all_true(time.time() - t_start <= minutes * 60):
             break
     if dist.is_main() and history and not (out_dir / "attention").is_dir():
         save_attention_preview(cfg, text_encoder, image_encoder, fixed_batch, vocab, dev,

@@ -13,8 +13,10 @@ def init(backend: str | None = None) -> None:
     if "RANK" not in os.environ or dist.is_available() and dist.is_initialized():
         return
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
+        # With a GPU, CUDA tensors go through NCCL and CPU tensors (objects, --device cpu) through
+        # gloo; without one, gloo does everything.
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    if "nccl" in backend:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=backend)
 
@@ -24,7 +26,8 @@ def is_initialized() -> bool:
 
 
 def get_rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
+    # Before init() under torchrun, the launcher's RANK (so only rank 0 prints the config).
+    return dist.get_rank() if is_initialized() else int(os.environ.get("RANK", 0))
 
 
 def get_world_size() -> int:
@@ -51,6 +54,16 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_true(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True when `flag` is true on every rank: decisions that change which collectives run next
+    (skip a non-finite step, stop on a time budget) must be the same everywhere, or DDP hangs."""
+    if not is_initialized():
+        return bool(flag)
+    t = torch.tensor([0.0 if flag else 1.0], device=device)
+    dist.all_reduce(t)
+    return bool(t.item() == 0)
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:

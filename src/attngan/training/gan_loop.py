@@ -12,6 +12,7 @@ import copy
 import json
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from attngan.config import Config
 from attngan.errors import AttnGANError
 from attngan.training import distributed as dist
+from attngan.training import perf
 from attngan.training.checkpoint import (atomic_torch_save, atomic_write_json, load_training_state,
                                          rng_state, save_model_folder, set_rng_state)
 
@@ -40,12 +42,33 @@ def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
     return m.module if isinstance(m, torch.nn.parallel.DistributedDataParallel) else m
 
 
-class GANLoss:
-    """The D and G phases of the AttnGAN objective; returns named terms, the loop steps."""
+class Judge:
+    """A discriminator as the losses call it: `judge(x)` runs the training wrapper (DDP /
+    compiled: gradient all-reduce, compiled kernels) and `judge.logits(...)` the plain module's
+    heads, which the wrappers do not expose. Both run under autocast when amp is on and hand the
+    losses float32 (BCE is computed in float32, outside autocast)."""
 
-    def __init__(self, cfg: Config, image_encoder: torch.nn.Module):
+    def __init__(self, wrapped: torch.nn.Module, plain: torch.nn.Module, amp=nullcontext):
+        self.wrapped, self.plain, self.amp = wrapped, plain, amp
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with self.amp():
+            return self.wrapped(x)
+
+    def logits(self, code: torch.Tensor, sent: torch.Tensor | None = None):
+        with self.amp():
+            out = self.plain.logits(code, sent)
+        return tuple(o.float() if o is not None else None for o in out)
+
+
+class GANLoss:
+    """The D and G phases of the AttnGAN objective; returns named terms, the loop steps.
+    Networks run under `amp`; softmaxes, BCE, KL and the DAMSM similarities run in float32."""
+
+    def __init__(self, cfg: Config, image_encoder: torch.nn.Module, amp=nullcontext):
         self.cfg = cfg
         self.image_encoder = image_encoder
+        self.amp = amp
 
     def d_phase(self, D, real, fake, sent) -> dict[str, torch.Tensor]:
         from attngan.losses import discriminator_loss
@@ -60,9 +83,11 @@ class GANLoss:
         stages = fakes[-len(Ds):]  # DCGAN: one D on the last image
         for i, (D, fake) in enumerate(zip(Ds, stages)):
             terms[f"g_adv{i}"] = generator_adv_loss(D, fake, sent)["loss"]
-        regions, code = self.image_encoder(fakes[-1].float())
-        w0, w1, _ = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
-        s0, s1 = sent_loss(code, sent, class_ids, d.gamma3)
+        with self.amp():
+            regions, code = self.image_encoder(fakes[-1])
+        regions, code = regions.float(), code.float()
+        w0, w1, _ = words_loss(regions, words.float(), cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
+        s0, s1 = sent_loss(code, sent.float(), class_ids, d.gamma3)
         lam = self.cfg.train.damsm_lambda
         terms["damsm_words"] = lam * (w0 + w1)
         terms["damsm_sent"] = lam * (s0 + s1)
@@ -70,10 +95,66 @@ class GANLoss:
         return terms
 
 
-def _set_requires_grad(modules, flag: bool) -> None:
-    for m in modules:
-        for p in m.parameters():
-            p.requires_grad_(flag)
+@dataclass
+class GANModels:
+    """What one iteration updates. `*_train` are the wrapped modules that run the forward passes
+    (DDP under torchrun, torch.compile'd when asked); the plain ones own the weights."""
+
+    G: torch.nn.Module
+    Ds: torch.nn.ModuleList
+    G_ema: torch.nn.Module
+    G_train: torch.nn.Module
+    Ds_train: list
+    opt_G: torch.optim.Optimizer
+    opt_Ds: list
+    scaler: Any = None
+    amp: Any = nullcontext
+    Ds_g: list | None = None      # what the G phase calls (compiled plain Ds); default: the plain Ds
+
+
+def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor], words: torch.Tensor,
+             sent: torch.Tensor, mask: torch.Tensor, cap_lens: torch.Tensor, class_ids: torch.Tensor,
+             z: torch.Tensor, ca_noise: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], bool]:
+    """One AttnGAN iteration: G forward, one Adam step per D_i, one G step, EMA update.
+
+    Returns the detached loss terms and whether they were all finite (G is not stepped otherwise).
+    """
+    scaler = m.scaler if m.scaler is not None else perf.grad_scaler("off", "cpu")
+    m.G.train()
+    with m.amp():
+        fakes, _, mu, logvar = m.G_train(z, sent, words, mask, ca_noise)
+    n = len(m.Ds_train)
+
+    # D phase: one step per stage, fakes detached.
+    d_terms: dict[str, torch.Tensor] = {}
+    for i, (D, opt) in enumerate(zip(m.Ds_train, m.opt_Ds)):
+        real = reals[i - n] if cfg.gan.dcgan else reals[i]
+        terms = loss.d_phase(Judge(D, _unwrap(D), m.amp), real, fakes[i - n].detach(), sent)
+        errD = terms["loss"].float()
+        d_terms[f"d_loss{i}"] = errD.detach()
+        d_terms[f"d_prob_real{i}"] = terms["prob_real"]
+        d_terms[f"d_prob_fake{i}"] = terms["prob_fake"]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(errD).backward()
+        scaler.step(opt)
+
+    # G phase: the updated Ds judge the same fakes. They run unwrapped (their weights are not
+    # updated here, so nothing to all-reduce) and, with freeze_d_in_g_step, without weight
+    # gradients: the backward pass then skips the ~98M D weight gradients of the bird preset.
+    Ds_plain = [_unwrap(D) for D in m.Ds_train]
+    judges = [Judge(D, _unwrap(D), m.amp) for D in (m.Ds_g or Ds_plain)]
+    with perf.frozen(Ds_plain) if cfg.train.freeze_d_in_g_step else nullcontext():
+        g_terms = loss.g_phase(judges, fakes, words, sent, cap_lens, class_ids, mu, logvar)
+        errG = sum(v.float() for v in g_terms.values())
+        finite = bool(torch.isfinite(errG)) and all(bool(torch.isfinite(v)) for v in d_terms.values())
+        finite = dist.all_true(finite)  # every rank skips together, or DDP's all-reduce would hang
+        m.opt_G.zero_grad(set_to_none=True)
+        if finite:
+            scaler.scale(errG).backward()
+            scaler.step(m.opt_G)
+    scaler.update()
+    update_ema(m.G_ema, _unwrap(m.G), cfg.train.ema_decay)
+    return {**d_terms, **{k: v.detach() for k, v in g_terms.items()}}, finite
 
 
 def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str | Path, *,
@@ -90,7 +171,8 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     dist.init()
     dev = dist.resolve_device(device)
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(cfg.seed + rank)
+    perf.configure_backends(dev)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (G_ema is not broadcast)
     np.random.seed(cfg.seed + rank)
     dcfg, vocab, text_encoder, image_encoder = load_damsm(damsm, dev)
     # The encoders decide the text features' layout: take their sections over the GAN preset's.
@@ -112,6 +194,9 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
         from attngan.training.checkpoint import load_safetensors, load_state
 
         load_state(G, load_safetensors(Path(init_generator) / "generator.safetensors"), "generator")
+    if cfg.train.sync_bn and world > 1 and dev.type != "cuda":
+        raise AttnGANError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
+                           "implementation); drop --set train.sync_bn=true for CPU processes")
     if cfg.train.sync_bn and world > 1:
         G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
         Ds = torch.nn.SyncBatchNorm.convert_sync_batchnorm(Ds)
@@ -120,6 +205,7 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
         G, Ds = G.to(memory_format=torch.channels_last), Ds.to(memory_format=torch.channels_last)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=cfg.train.betas)
     opt_Ds = [torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=cfg.train.betas) for D in Ds]
+    torch.manual_seed(cfg.seed + rank)  # from here on (noise, dropout) each rank draws its own
 
     # Resume.
     state_path = out_dir / "state.pt"
@@ -147,14 +233,15 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     if world > 1:
         G_train = torch.nn.parallel.DistributedDataParallel(G)
         Ds_train = [torch.nn.parallel.DistributedDataParallel(D) for D in Ds]
-    if cfg.train.compile:
-        G_train = torch.compile(G_train)
-        Ds_train = [torch.compile(D) for D in Ds_train]
-    loss = GANLoss(cfg, image_encoder)
-    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.amp]
-    use_amp = amp_dtype is not None and dev.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else nullcontext
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    G_train = perf.maybe_compile(G_train, cfg.train.compile)
+    Ds_train = [perf.maybe_compile(D, cfg.train.compile) for D in Ds_train]
+    if cfg.train.channels_last:
+        image_encoder = image_encoder.to(memory_format=torch.channels_last)
+    amp = lambda: perf.autocast(cfg.train.amp, dev)  # noqa: E731
+    loss = GANLoss(cfg, image_encoder, amp)
+    models = GANModels(G, Ds, G_ema, G_train, Ds_train, opt_G, opt_Ds,
+                       perf.grad_scaler(cfg.train.amp, dev), amp,
+                       Ds_g=[perf.maybe_compile(D, cfg.train.compile) for D in Ds])
 
     sampler = dist.EpochSampler(len(train_ds), B, cfg.seed, rank, world,
                            dataset=train_ds if cfg.data.workers == 0 else None)
@@ -201,51 +288,18 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
                 words, sent = text_encoder(captions, cap_lens)
             mask = captions == 0
             z = torch.randn(captions.shape[0], cfg.gan.z_dim, device=dev)
-            G.train()
-            with autocast():
-                fakes, _, mu, logvar = G_train(z, sent, words, mask)
-
-            # D phase: one step per stage, fakes detached.
-            d_terms: dict[str, torch.Tensor] = {}
-            for i, (D, opt) in enumerate(zip(Ds_train, opt_Ds)):
-                real = reals[i - len(Ds_train)] if cfg.gan.dcgan else reals[i]
-                with autocast():
-                    terms = loss.d_phase(D, real, fakes[i - len(Ds_train)].detach(), sent)
-                errD = terms["loss"].float()
-                d_terms[f"d_loss{i}"] = errD.detach()
-                d_terms[f"d_prob_real{i}"] = terms["prob_real"]
-                d_terms[f"d_prob_fake{i}"] = terms["prob_fake"]
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(errD).backward()
-                scaler.step(opt)
-
-            # G phase: the updated Ds judge the same fakes; D weights get no gradients.
-            Ds_eval = [_unwrap(D) for D in Ds_train]  # no DDP sync needed for D in this phase
-            if cfg.train.freeze_d_in_g_step:
-                _set_requires_grad(Ds_eval, False)
-            with autocast():
-                g_terms = loss.g_phase(Ds_eval, fakes, words, sent, cap_lens, class_ids, mu, logvar)
-            errG = sum(v.float() for v in g_terms.values())
-            if not torch.isfinite(errG) or not all(torch.isfinite(v) for v in d_terms.values()):
+            terms, finite = gan_step(models, loss, cfg, reals, words, sent, mask, cap_lens, class_ids, z)
+            if not finite:
                 bad_steps += 1
-                opt_G.zero_grad(set_to_none=True)
                 if bad_steps > cfg.train.max_bad_steps:
                     raise AttnGANError(f"losses were NaN/inf in {bad_steps} steps; aborting")
-            else:
-                opt_G.zero_grad(set_to_none=True)
-                scaler.scale(errG).backward()
-                scaler.step(opt_G)
-            scaler.update()
-            if cfg.train.freeze_d_in_g_step:
-                _set_requires_grad(Ds_eval, True)
-            update_ema(G_ema, _unwrap(G), cfg.train.ema_decay)
 
             # Bookkeeping.
             step += 1
             batch_in_epoch += 1
             images_seen += captions.shape[0] * world
             bar.update(captions.shape[0] * world)
-            for k, v in {**d_terms, **g_terms}.items():
+            for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n_sum += 1
             if images_seen >= next_log:

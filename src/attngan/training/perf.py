@@ -1,0 +1,289 @@
+"""Speed switches shared by training, inference and the benchmarks (issue 10).
+
+CPU allocator (what the CLI sets before torch is imported, and why)
+-------------------------------------------------------------------
+glibc's malloc serves every request above its mmap threshold (128 KiB, growing to at most 32 MiB)
+with a fresh `mmap` and hands it back with `munmap` on free; smaller freed memory at the top of the
+heap is returned with `brk` once it exceeds the trim threshold. AttnGAN's activations are far
+larger than 32 MiB (the 256 px stage at batch 16 is ~270 MB per tensor), so on every forward and
+backward pass the kernel maps, zero-fills and unmaps the same few GB again: about 1.1 million minor
+page faults per pass at inference batch 16 or training batch 4, a quarter to 40% of the CPU time,
+which made batch 16 slower per image than batch 1. `configure_allocator_env()` therefore:
+
+* calls `mallopt(M_MMAP_MAX, 0)`: no allocation is served by mmap, all come from the heap;
+* calls `mallopt(M_TRIM_THRESHOLD, -1)` (SIZE_MAX): freed heap memory is never given back, so the
+  next pass reuses pages that are already mapped (0 page faults per pass after warm-up);
+* exports `MALLOC_MMAP_MAX_=0` and `MALLOC_TRIM_THRESHOLD_=...` so processes started from this one
+  (torchrun workers, spawned DataLoader workers) start with the same settings (glibc reads these
+  variables only when a process starts; mallopt is the in-process equivalent, so no re-exec);
+* sets `THP_MEM_ALLOC_ENABLE=1` (read by PyTorch's CPU allocator on first use): tensors of 2 MiB
+  and more are 2 MiB-aligned and advised as transparent huge pages, so the first touch of a
+  buffer faults once per 2 MiB instead of once per 4 KiB.
+
+The price is that the process keeps its peak memory until it exits (the peak itself is unchanged).
+`ATTNGAN_ALLOCATOR=default` in the environment leaves glibc's defaults alone; on a non-glibc
+system (macOS, musl) only the PyTorch variable is set. `ATTNGAN_ALLOCATOR_APPLIED` records what was
+done (tests and benchmarks read it).
+
+Other switches (TrainConfig): mixed precision on CUDA (`amp`), channels_last, torch.compile, TF32
+matmuls on CUDA (`configure_backends`), and BatchNorm folding for inference (`fuse_generator`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import ctypes.util
+import os
+import resource
+import sys
+from typing import Any, Iterator
+
+OPT_OUT_VAR = "ATTNGAN_ALLOCATOR"            # "default": leave the allocator alone
+APPLIED_VAR = "ATTNGAN_ALLOCATOR_APPLIED"    # what configure_allocator_env() did, for children too
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+# SIZE_MAX as glibc's environment parser reads it: never trim.
+_NEVER_TRIM = str(2**64 - 1)
+
+
+# --- CPU allocator --------------------------------------------------------------------------
+
+
+def _glibc():
+    """The process's C library if it is glibc (has mallopt and gnu_get_libc_version), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        version = libc.gnu_get_libc_version
+        version.restype = ctypes.c_char_p
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
+        version()
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def configure_allocator_env() -> dict[str, str]:
+    """Keep large CPU buffers mapped between passes (see the module docstring). Idempotent.
+
+    Call it as early as possible, ideally before torch is imported (the CLI does); later calls
+    still fix malloc but PyTorch may already have read THP_MEM_ALLOC_ENABLE. Returns what was set.
+    """
+    applied: dict[str, str] = {}
+    if os.environ.get(OPT_OUT_VAR, "").lower() in ("default", "off", "0"):
+        os.environ[APPLIED_VAR] = "default"
+        return applied
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    applied["THP_MEM_ALLOC_ENABLE"] = os.environ["THP_MEM_ALLOC_ENABLE"]
+    libc = _glibc()
+    if libc is not None:
+        # Both calls return 1 on success; a failure leaves glibc's defaults, which are only slower.
+        ok_mmap = libc.mallopt(_M_MMAP_MAX, 0) == 1
+        ok_trim = libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
+        if ok_mmap:
+            applied["mallopt"] = "M_MMAP_MAX=0"
+            os.environ["MALLOC_MMAP_MAX_"] = "0"
+        if ok_trim:
+            applied["mallopt"] = (applied.get("mallopt", "") + " M_TRIM_THRESHOLD=max").strip()
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = _NEVER_TRIM
+    os.environ[APPLIED_VAR] = "; ".join(f"{k}={v}" for k, v in applied.items()) or "none"
+    return applied
+
+
+def allocator_applied() -> bool:
+    """True when configure_allocator_env() changed malloc in this process (or its parent's env)."""
+    return "mallopt" in os.environ.get(APPLIED_VAR, "")
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (each one a 4 KiB or 2 MiB page the kernel mapped)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+# --- Backends, precision, memory format -----------------------------------------------------
+
+
+def configure_backends(device: Any) -> None:
+    """TF32 matmuls and convolutions and cuDNN autotuning on CUDA; nothing changes on the CPU
+    (CPU float32 results stay exact, the benchmarks compare images within 1e-3)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return
+    torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
+    torch.backends.cudnn.benchmark = True       # fixed shapes per stage: autotune once
+
+
+def amp_dtype(amp: str, device: Any):
+    """The autocast dtype for TrainConfig.amp on this device, or None (float32)."""
+    import torch
+
+    from attngan.errors import AttnGANError
+
+    table = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in table:
+        raise AttnGANError(f"train.amp must be off, bf16 or fp16, got '{amp}'")
+    # Autocast is a CUDA switch here: CPU bf16 convolutions change the images beyond 1e-3.
+    return table[amp] if torch.device(device).type == "cuda" else None
+
+
+def autocast(amp: str, device: Any):
+    """A context manager: CUDA autocast for amp=bf16/fp16, else a no-op. The losses cast their
+    inputs to float32 (softmaxes, DAMSM cosines, BCE), see GANLoss."""
+    import torch
+
+    dtype = amp_dtype(amp, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def grad_scaler(amp: str, device: Any):
+    """A GradScaler that is active only for fp16 on CUDA (bf16 has float32's exponent range)."""
+    import torch
+
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype(amp, device) == torch.float16)
+
+
+def to_channels_last(x):
+    """4-D tensors to channels_last (NHWC in memory); other tensors unchanged."""
+    import torch
+
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@contextlib.contextmanager
+def frozen(modules) -> Iterator[None]:
+    """No weight gradients for `modules` inside the block (inputs still get theirs): the G step
+    back-propagates through the discriminators without computing their ~98M weight gradients."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def maybe_compile(module, enabled: bool, **kwargs):
+    """torch.compile(module) when enabled (attribute access falls through to the module)."""
+    if not enabled:
+        return module
+    import torch
+
+    # Several discriminators share one forward; each size is its own graph.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+    return torch.compile(module, **kwargs)
+
+
+# --- Inference: BatchNorm folding -----------------------------------------------------------
+
+
+def _fold_bn(layer, bn) -> None:
+    """Fold eval-mode BatchNorm `bn` into the conv / linear `layer` that feeds it, in place:
+    W' = W * g / sqrt(v + eps) per output channel, b' = (b - m) * g / sqrt(v + eps) + beta."""
+    import torch
+
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics")
+    w = layer.weight.detach().double()
+    inv_std = torch.rsqrt(bn.running_var.double() + bn.eps)
+    scale = inv_std * (bn.weight.detach().double() if bn.weight is not None else 1.0)
+    shift = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(scale)
+    b = layer.bias.detach().double() if layer.bias is not None else torch.zeros_like(scale)
+    w = w * scale.view(-1, *([1] * (w.dim() - 1)))
+    b = (b - bn.running_mean.double()) * scale + shift
+    dtype = layer.weight.dtype
+    layer.weight = torch.nn.Parameter(w.to(dtype), requires_grad=False)
+    layer.bias = torch.nn.Parameter(b.to(dtype), requires_grad=False)
+
+
+def _inference_only(module, args) -> None:
+    from attngan.errors import AttnGANError
+
+    if module.training:
+        raise AttnGANError("a fused generator (BatchNorm folded) is for inference only; call .eval()")
+
+
+def fuse_generator(generator):
+    """A copy of `generator` for eval-mode inference with every BatchNorm folded into the bias-free
+    convolution or linear layer before it (conv -> BN -> GLU becomes conv(+bias) -> GLU).
+
+    Outputs match the unfused generator in eval mode within float error; the copy refuses to run in
+    train mode (batch statistics cannot be folded). Handles Generator (InitStage fc+BN, UpBlock,
+    ResBlock); any BatchNorm left unfolded is an error, so a new block type is not silently skipped.
+    """
+    import torch
+    from torch import nn
+
+    from attngan.networks.attngan import InitStage, ResBlock, UpBlock
+
+    fused = copy.deepcopy(generator).eval()
+    pairs = {InitStage: [("fc", "bn")], UpBlock: [("conv", "bn")],
+             ResBlock: [("conv1", "bn1"), ("conv2", "bn2")]}
+    for module in fused.modules():
+        for layer_name, bn_name in pairs.get(type(module), []):
+            bn = getattr(module, bn_name)
+            if isinstance(bn, nn.Identity):
+                continue  # already fused
+            _fold_bn(getattr(module, layer_name), bn)
+            setattr(module, bn_name, nn.Identity())
+    left = [n for n, m in fused.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise ValueError(f"fuse_generator: no folding rule for BatchNorm layers {left[:3]}")
+    fused.requires_grad_(False)
+    fused.register_forward_pre_hook(_inference_only)
+    fused.is_fused = True
+    return fused
+
+
+# --- FLOPs and peak ---------------------------------------------------------------------------
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call of `fn` (matmuls and convolutions, forward and backward), by
+    torch.utils.flop_counter.FlopCounterMode; elementwise ops are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak_gflops(device: Any = "cpu", n: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of an n x n float32 matmul on `device`: the reference peak the benchmarks
+    compare against (best of `repeats`)."""
+    import time
+
+    import torch
+
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev)
+    b = torch.randn(n, n, device=dev)
+    out = torch.empty(n, n, device=dev)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
