@@ -1,0 +1,252 @@
+"""Speed switches change speed, not results: BN folding, the allocator settings, frozen Ds in the
+G step, amp helpers (training.perf and gan_loop.gan_step)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from attngan.config import preset
+from attngan.errors import AttnGANError
+from attngan.networks import build_discriminators, build_generator, build_image_encoder
+from attngan.training import perf
+
+
+def _random_bn_statistics(module: torch.nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 2 + 0.2)
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=g) * 0.2 + 1)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+
+
+def _inputs(cfg, batch: int, T: int = 7, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    nef = cfg.text.embedding_dim
+    lens = torch.randint(1, T + 1, (batch,), generator=g)
+    lens[0] = T
+    return (torch.randn(batch, cfg.gan.z_dim, generator=g), torch.randn(batch, nef, generator=g),
+            torch.randn(batch, nef, T, generator=g), torch.arange(T)[None] >= lens[:, None],
+            torch.randn(batch, cfg.gan.condition_dim, generator=g))
+
+
+# --- BatchNorm folding ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["tiny", "r_num2_three_stages", "dcgan"])
+def test_fused_generator_matches_the_plain_one(variant):
+    cfg = preset("tiny")
+    if variant == "r_num2_three_stages":
+        cfg.gan.r_num, cfg.data.branch_num, cfg.data.base_size = 2, 3, 16
+    if variant == "dcgan":
+        cfg.gan.dcgan, cfg.gan.r_num = True, 0
+    torch.manual_seed(0)
+    G = build_generator(cfg, cfg.text.embedding_dim)
+    _random_bn_statistics(G)
+    G.eval()
+    before = copy.deepcopy(G.state_dict())
+    fused = perf.fuse_generator(G)
+
+    # No BatchNorm left; the folded layers carry a bias now; the original is untouched.
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    assert fused.stage0.fc.bias is not None
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())
+    z, sent, words, mask, eps = _inputs(cfg, batch=5)
+    with torch.inference_mode():
+        ref_imgs, ref_att, ref_mu, _ = G(z, sent, words, mask, ca_noise=eps)
+        imgs, att, mu, _ = fused(z, sent, words, mask, ca_noise=eps)
+    assert len(imgs) == len(ref_imgs)
+    for a, b in zip(imgs, ref_imgs):
+        assert float((a - b).abs().max()) < 1e-5
+        assert float((b - b.mean()).abs().max()) > 0.05  # the check is not on constant images
+    for a, b in zip(att, ref_att):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mu, ref_mu)
+
+
+def test_fused_generator_refuses_train_mode():
+    cfg = preset("tiny")
+    fused = perf.fuse_generator(build_generator(cfg, cfg.text.embedding_dim))
+    z, sent, words, mask, eps = _inputs(cfg, batch=2)
+    fused.train()
+    with pytest.raises(AttnGANError, match="inference only"):
+        fused(z, sent, words, mask, ca_noise=eps)
+
+
+def test_pipeline_fuse_and_channels_last_give_the_same_images(tiny_model_dir):
+    from attngan.pipeline import AttnGANPipeline
+
+    captions = ["a bird with black wings and a white belly", "this bird has a short pointed bill"]
+    plain = AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu")
+    fast = AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu", fuse=True)
+    fast.generator = fast.generator.to(memory_format=torch.channels_last)
+    a, b = plain(captions, seed=3), fast(captions, seed=3)
+    assert getattr(fast.generator, "is_fused", False)
+    for x, y in zip(a.images, b.images):
+        assert float((x - y).abs().max()) < 1e-4
+    for x, y in zip(a.attention, b.attention):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+
+
+# --- Allocator ----------------------------------------------------------------------------------
+
+# A child process reallocates a 64 MiB buffer and reports the page faults of the second round.
+_FAULTS_CHILD = r"""
+import os, sys
+if sys.argv[1] == "cli":
+    from attngan import cli
+    cli._configure_allocator()
+import torch
+from attngan.training.perf import minor_faults
+torch.set_num_threads(1)
+x = torch.ones(16 * 2**20); del x
+f0 = minor_faults()
+for _ in range(3):
+    x = torch.ones(16 * 2**20); del x
+print(minor_faults() - f0, os.environ.get("ATTNGAN_ALLOCATOR_APPLIED"), os.environ.get("MALLOC_MMAP_MAX_"), sep="|")
+"""
+
+
+def _faults(mode: str, **env) -> tuple[int, str, str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("MALLOC_", "ATTNGAN_ALLOCATOR", "THP_MEM"))}
+    out = subprocess.run([sys.executable, "-c", _FAULTS_CHILD, mode], env={**clean, **env},
+                         capture_output=True, text=True, timeout=120, check=True).stdout.strip().split("|")
+    return int(out[0]), out[1], out[2]
+
+
+@pytest.mark.skipif(perf._glibc() is None, reason="mallopt needs glibc")
+def test_cli_allocator_settings_stop_the_page_faults():
+    # glibc default: each 64 MiB buffer is mmapped, zero-filled and unmapped again (16k faults each).
+    faults_default, marker, _ = _faults("plain")
+    assert marker == "None" and faults_default > 3 * 10_000
+    # What the CLI sets before torch loads: the freed buffer stays mapped and is reused.
+    faults_cli, marker, mmap_max = _faults("cli")
+    assert "M_MMAP_MAX=0" in marker and "M_TRIM_THRESHOLD=max" in marker and mmap_max == "0"
+    assert faults_cli < 0.05 * faults_default, (faults_cli, faults_default)
+    # The opt-out leaves glibc alone.
+    faults_opt_out, marker, _ = _faults("cli", ATTNGAN_ALLOCATOR="default")
+    assert marker == "default" and faults_opt_out > 3 * 10_000
+
+
+def test_cli_main_configures_the_allocator():
+    code = ("import os; from attngan import cli; cli.main([]); "
+            "print('APPLIED=' + str(os.environ.get('ATTNGAN_ALLOCATOR_APPLIED')))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ATTNGAN_ALLOCATOR"))}
+    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=120).stdout
+    applied = out.rsplit("APPLIED=", 1)[1].strip()
+    assert "THP_MEM_ALLOC_ENABLE=1" in applied
+    if perf._glibc() is not None:
+        assert "M_MMAP_MAX=0" in applied
+
+
+# --- Training switches ------------------------------------------------------------------------
+
+
+def _tiny_models(cfg, device: str = "cpu"):
+    """G, Ds, EMA and optimisers wired as train_gan wires them for one process."""
+    from attngan.training.gan_loop import GANModels
+
+    torch.manual_seed(0)
+    G = build_generator(cfg, cfg.text.embedding_dim).to(device)
+    Ds = build_discriminators(cfg).to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=cfg.train.betas)
+    opt_Ds = [torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=cfg.train.betas) for D in Ds]
+    amp = lambda: perf.autocast(cfg.train.amp, device)  # noqa: E731
+    return GANModels(G, Ds, G_ema, G, list(Ds), opt_G, opt_Ds, perf.grad_scaler(cfg.train.amp, device), amp)
+
+
+def _tiny_batch(cfg, B: int = 4, T: int = 6):
+    g = torch.Generator().manual_seed(5)
+    lens = torch.tensor([T, T - 1, 3, 2][:B])
+    sizes = [cfg.data.base_size * 2**i for i in range(cfg.data.branch_num)]
+    nef = cfg.text.embedding_dim
+    return {"reals": [torch.rand(B, 3, s, s, generator=g) * 2 - 1 for s in sizes],
+            "words": torch.randn(B, nef, T, generator=g), "sent": torch.randn(B, nef, generator=g),
+            "mask": torch.arange(T)[None] >= lens[:, None], "cap_lens": lens,
+            "class_ids": torch.arange(B), "z": torch.randn(B, cfg.gan.z_dim, generator=g),
+            "ca_noise": torch.randn(B, cfg.gan.condition_dim, generator=g)}
+
+
+def test_frozen_discriminators_give_the_same_step_without_their_gradients():
+    from attngan.training.gan_loop import GANLoss, gan_step
+
+    results = {}
+    for freeze in (False, True):
+        cfg = preset("tiny")
+        cfg.train.freeze_d_in_g_step = freeze
+        m = _tiny_models(cfg)
+        torch.manual_seed(0)
+        image_encoder = build_image_encoder(cfg).eval().requires_grad_(False)
+        seen = []
+        for D in m.Ds:  # D weight gradients computed in the G step (the D step zeroes them after)
+            for p in D.parameters():
+                p.register_hook(lambda g, s=seen: s.append(1) or g)
+        gan_step(m, GANLoss(cfg, image_encoder), cfg, **_tiny_batch(cfg))
+        results[freeze] = (copy.deepcopy(m.G.state_dict()), copy.deepcopy(m.Ds.state_dict()), len(seen))
+        assert all(p.requires_grad for D in m.Ds for p in D.parameters())  # restored afterwards
+    (g0, d0, n0), (g1, d1, n1) = results[False], results[True]
+    n_params = sum(1 for _ in build_discriminators(preset("tiny")).parameters())
+    assert n0 == 2 * n1 and n1 == n_params  # frozen: D weight grads only in the D step
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], atol=1e-7, rtol=0)
+    for k in d0:
+        torch.testing.assert_close(d1[k], d0[k], atol=0, rtol=0)
+
+
+def test_frozen_restores_requires_grad_even_on_error():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    net[1].weight.requires_grad_(False)
+    with pytest.raises(RuntimeError):
+        with perf.frozen([net]):
+            assert not any(p.requires_grad for p in net.parameters())
+            raise RuntimeError("boom")
+    assert [p.requires_grad for p in net.parameters()] == [True, True, False, True]
+
+
+def test_amp_and_backend_switches_on_the_cpu():
+    assert perf.amp_dtype("off", "cuda") is None
+    assert perf.amp_dtype("bf16", "cuda") is torch.bfloat16
+    assert perf.amp_dtype("fp16", "cuda") is torch.float16
+    assert perf.amp_dtype("bf16", "cpu") is None  # CPU images must match float32 within 1e-3
+    with pytest.raises(AttnGANError, match="train.amp"):
+        perf.amp_dtype("fp8", "cpu")
+    with perf.autocast("bf16", "cpu"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    before = torch.get_float32_matmul_precision()
+    perf.configure_backends("cpu")
+    assert torch.get_float32_matmul_precision() == before
+    assert not perf.grad_scaler("fp16", "cpu").is_enabled()
+
+
+def test_flop_counter_counts_a_matmul():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert perf.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_step_on_cuda_is_finite_and_close_to_float32(amp):
+    from attngan.training.gan_loop import GANLoss, gan_step
+
+    out = {}
+    for mode in ("off", amp):
+        cfg = preset("tiny")
+        cfg.train.amp = mode
+        m = _tiny_models(cfg, "cuda")
+        torch.manual_seed(0)
+        image_encoder = build_image_encoder(cfg).cuda().eval().requires_grad_(False)
+        batch = {k: ([x.cuda() for x in v] if k == "reals" else v.cuda()) for k, v in _tiny_batch(cfg).items()}
+        terms, finite = gan_step(m, GANLoss(cfg, image_encoder, m.amp), cfg, **batch)
+        assert finite and all(v.dtype == torch.float32 for v in terms.values())
+        out[mode] = terms
+    for k in out["off"]:
+        torch.testing.assert_close(out[amp][k], out["off"][k], atol=0.1, rtol=0.1)
