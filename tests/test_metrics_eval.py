@@ -229,3 +229,21 @@ def test_eval_of_a_folder_without_captions_skips_caption_metrics(test_items, syn
     assert "DAMSM" in report["skipped"]["r_precision"]
     with pytest.raises(AttnGANError, match="captions"):
         evaluate(synth, EvalOptions(metrics=["binding"], oracle=str(oracle_dir), progress=False), images_dir=folder)
+
+
+def test_train_oracle_cli_writes_a_folder_and_says_when_it_is_void(synth, tmp_path, capsys):
+    from attngan.cli import main
+    from attngan.metrics.oracle import load_oracle
+
+    out = tmp_path / "oracle"
+    assert main(["train-oracle", "--data", str(synth), "--out", str(out), "--epochs", "1", "--minutes", "0",
+                 "--width", "8", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["info"]["epochs"] == 1 and set(cfg["accuracy"]) == {"wing", "belly", "crown", "bill", "species"}
+    # One epoch is not enough: the folder is written but marked invalid, and the CLI says so.
+    assert not cfg["valid"] and "void" in text
+    assert load_oracle(out).cfg.width == 8
+    assert main(["train-oracle", "--data", str(tmp_path), "--out", str(tmp_path / "o2")]) == 2
+    assert "synth_birds.json" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

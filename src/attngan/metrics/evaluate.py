@@ -256,9 +256,14 @@ class EvalContext:
         """Features of the real split images at the scored image size, cached on disk."""
         if stream_name in self._real:
             return self._real[stream_name]
+        from attngan.data.cache import fingerprint
+        from attngan.data.layout import read_image_list
+
         stream = self.streams[stream_name]
+        # The file list with sizes and mtimes: a data set regenerated in place gets new statistics.
+        files = fingerprint(read_image_list(self.data_root, self.options.split, self.data_cfg.dataset), self.image_size)
         key = {
-            "format": 1, "data": str(self.data_root.resolve()), "split": self.options.split,
+            "format": 1, "data": str(self.data_root.resolve()), "files": files, "split": self.options.split,
             "image_size": self.image_size, "stream": stream_name, "weights": stream.digest,
             "dataset": self.data_cfg.dataset, "max_images": self.options.real_images,
         }

@@ -317,6 +317,11 @@ def train_oracle(
         oracle.train()
         order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
         for s in range(0, len(order), batch):
+            # Cosine decay over whichever budget (epochs or minutes) runs out first.
+            done = max((epoch + s / len(order)) / max_epochs,
+                       (time.perf_counter() - t_start) / (deadline - t_start) if math.isfinite(deadline) else 0.0)
+            for group in opt.param_groups:
+                group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0))))
             idx = order[s:s + batch]
             x = _augment(data.images[idx], cfg.image_size, gen).to(dev)
             logits = oracle(x)
