@@ -14,7 +14,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heldout", type=float, default=0.1,
                    help="share of each class held out to measure the oracle's own accuracy")
-    p.add_argument("--width", type=int, default=32, help="channels of the first conv block")
+    p.add_argument("--width", type=int, default=16, help="channels of the first conv block")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto")
 

@@ -1,9 +1,10 @@
 """`attngan eval` as a library: score a model's samples (or a folder of images) with the
 registered metrics, in one pass over the images.
 
-Generation follows the paper's protocol: captions of the test split are cycled (every test image
-with caption 0, then every one with caption 1, ..., so 30,000 samples cover CUB's 2,933 test images
-x 10 captions about once; images in a seeded order), one fixed noise draw per sample from `seed`. Real-image features are computed once
+Generation follows the paper's protocol: captions of the test split are cycled (each pass over the
+test images gives every image its next caption, so 30,000 samples cover CUB's 2,933 test images x
+10 captions about once; image order and first caption seeded), one fixed noise draw per sample
+from `seed`. Real-image features are computed once
 per (data folder, split, image size, extractor weights) and cached.
 """
 
@@ -78,9 +79,12 @@ class GeneratedImages:
         n, cpi = len(dataset), dataset.cfg.captions_per_image
         idx = np.arange(num_images)
         # Images in a seeded order, so a run shorter than the test split still spans its classes;
-        # every image gets caption 0 before any gets caption 1.
-        order = np.random.default_rng(seed).permutation(n)
-        self.items, self.caption_k = order[idx % n], (idx // n) % cpi
+        # each pass over the images gives every image its next caption, starting from a seeded
+        # one (CUB-style caption files put different parts first in different lines).
+        rng = np.random.default_rng(seed)
+        order, first = rng.permutation(n), rng.integers(cpi, size=n)
+        self.items = order[idx % n]
+        self.caption_k = (idx // n + first[self.items]) % cpi
         # One draw for the whole run, so a sample's noise does not depend on the batch size.
         g = torch.Generator().manual_seed(seed)
         self.z = torch.randn(num_images, pipe.config.gan.z_dim, generator=g)

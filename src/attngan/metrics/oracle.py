@@ -38,7 +38,7 @@ class OracleConfig:
     colours: list[str]                # colour names; a head's class i is colours[i]
     class_ids: list[int]              # species head class i is manifest class_ids[i]
     image_size: int = 64              # inputs are resized to this
-    width: int = 32                   # channels of the first conv block
+    width: int = 16                   # channels of the first conv block
     accuracy: dict[str, float] = field(default_factory=dict)   # held-out, per head
     valid: bool = False               # every part head reached MIN_ACCURACY
     info: dict[str, Any] = field(default_factory=dict)          # data, seed, counts, timing
@@ -278,7 +278,7 @@ def train_oracle(
     max_epochs: int = 200,
     seed: int = 0,
     heldout: float = 0.1,
-    width: int = 32,
+    width: int = 16,
     batch: int = 32,
     lr: float = 2e-3,
     device: str = "auto",
