@@ -99,7 +99,7 @@ def test_oracle_folder_errors(tmp_path, oracle_dir):
 # Binding on real images: a perfect generator scores >= 97%, swapped colours near 0.
 
 def _binding(folder, synth, oracle_dir, tmp_path):
-    from attngan.metrics.evaluate import EvalOptions, evaluate
+    from attngan.metrics.evaluation import EvalOptions, evaluate
 
     opts = EvalOptions(metrics=["binding"], splits=2, batch=32, progress=False, oracle=str(oracle_dir),
                        cache_dir=str(tmp_path / "cache"), device="cpu")
@@ -177,11 +177,12 @@ def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir
     assert main(argv) == 0
     report = json.loads(out.read_text())
     res = report["results"]
-    assert set(res) == {"is", "fid", "kid", "r_precision", "binding", "localisation"}
+    assert set(res) == {"is", "fid", "kid", "r_precision", "binding", "localisation", "fid_oracle"}
     assert report["skipped"]["fid_legacy"].startswith("skipped: needs --inception")
     assert report["num_images"] == 12 and report["image_size"] == 64
     assert 1.0 <= res["is"]["value"] <= 4  # species head of a 16-class oracle; 2 splits of 6 images
     assert res["fid"]["value"] >= 0 and res["fid"]["n_real"] == 12
+    assert res["fid_oracle"]["value"] > 0 and res["kid"]["value"] is not None
     assert 0 <= res["r_precision"]["value"] <= 100 and res["r_precision"]["std"] is not None
     assert "the model's own DAMSM" in res["r_precision"]["encoders"]
     assert set(res["localisation"]["per_part"]) <= {"wing", "belly", "crown", "bill"}
@@ -217,14 +218,14 @@ def test_eval_requested_metric_without_weights_is_a_one_line_error(synth, model_
 
 
 def test_eval_of_a_folder_without_captions_skips_caption_metrics(test_items, synth, oracle_dir, tmp_path):
-    from attngan.metrics.evaluate import EvalOptions, evaluate
+    from attngan.metrics.evaluation import EvalOptions, evaluate
 
     folder = write_folder(tmp_path / "imgs", test_items[:10], [""] * 10)
     (folder / "captions.json").unlink()
     opts = EvalOptions(splits=2, progress=False, is_classifier=str(oracle_dir), oracle=str(oracle_dir),
                        cache_dir=str(tmp_path / "cache"), device="cpu")
     report = evaluate(synth, opts, images_dir=folder)
-    assert set(report["results"]) == {"is"}
+    assert set(report["results"]) == {"is", "fid_oracle"}
     assert "captions.json" in report["skipped"]["binding"]
     assert "DAMSM" in report["skipped"]["r_precision"]
     with pytest.raises(AttnGANError, match="captions"):
@@ -247,3 +248,19 @@ def test_train_oracle_cli_writes_a_folder_and_says_when_it_is_void(synth, tmp_pa
     assert main(["train-oracle", "--data", str(tmp_path), "--out", str(tmp_path / "o2")]) == 2
     assert "synth_birds.json" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_library_evaluate_returns_rows_and_notes_instead_of_errors(test_items, synth, oracle_dir, tmp_path):
+    from attngan.metrics import evaluate
+
+    pairs = [(it, it["captions"][0]) for it in test_items[:20]]
+    folder = write_folder(tmp_path / "imgs", [p[0] for p in pairs], [p[1] for p in pairs])
+    rows = evaluate(data_dir=synth, images_dir=folder, metrics=["binding", "is", "fid"], splits=2,
+                    oracle=oracle_dir, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    by_name = {r["name"]: r for r in rows}
+    assert [r["name"] for r in rows] == ["binding", "is", "fid"]
+    assert by_name["binding"]["metric"] == "Attribute binding" and by_name["binding"]["value"] >= 90
+    assert "species head" in by_name["is"]["classifier"] and by_name["is"]["value"] >= 1
+    assert by_name["fid"]["value"] is None and "--fid-inception" in by_name["fid"]["protocol"]
+    with pytest.raises(AttnGANError, match="unknown evaluation option"):
+        evaluate(data_dir=synth, images_dir=folder, not_an_option=1)

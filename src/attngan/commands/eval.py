@@ -5,7 +5,7 @@ from __future__ import annotations
 NAME = "eval"
 HELP = "score a model's samples (or a folder of images): IS, FID, KID, R-precision, binding"
 
-METRIC_HELP = "is,fid,fid_legacy,kid,r_precision,binding,localisation"
+METRIC_HELP = "is,fid,fid_legacy,kid,r_precision,binding,localisation,fid_oracle"
 
 
 def add_arguments(p) -> None:
@@ -34,7 +34,8 @@ def add_arguments(p) -> None:
                         "CUB model), a pt_inception file, or an oracle folder (its species head)")
     w.add_argument("--eval-damsm", default=None, help="DAMSM run folder for r_precision/localisation "
                                                       "(default: the model's own encoders)")
-    w.add_argument("--oracle", default=None, help="SynthBirds oracle folder (attngan train-oracle): binding")
+    w.add_argument("--oracle", default=None, help="SynthBirds oracle folder (attngan train-oracle): binding, fid_oracle, and IS "
+                                                  "when no other classifier is given")
     p.add_argument("--cache", default=None, help="folder for cached real-image features (default: DATA/cache/metrics)")
     p.add_argument("--log", default=None, help="append the results as one JSON line to this file")
     p.add_argument("--device", default="auto")
@@ -44,7 +45,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from attngan.errors import AttnGANError
-    from attngan.metrics.evaluate import EvalOptions, evaluate, format_markdown, write_report
+    from attngan.metrics.evaluation import EvalOptions, evaluate, format_markdown, write_report
 
     if args.model is None and args.images is None:
         raise AttnGANError("give --model MODEL_DIR (generate and score) or --images DIR (score a folder)")

@@ -113,7 +113,8 @@ class OracleSpeciesStream:
 
 
 class OracleStream:
-    """Per-part colour predictions of the SynthBirds oracle (argmax ids per head)."""
+    """Per-part colour predictions of the SynthBirds oracle (argmax ids per head) and its 256-d
+    penultimate features (`hidden`, for the oracle-feature FID)."""
 
     name = "oracle"
     needs_captions = False
@@ -125,8 +126,10 @@ class OracleStream:
 
     @torch.inference_mode()
     def __call__(self, images: Tensor, captions: list[str] | None = None) -> dict[str, np.ndarray]:
-        logits = self.oracle(images.to(self.device, torch.float32))
-        return {head: out.argmax(1).cpu().numpy() for head, out in logits.items()}
+        hidden = self.oracle.features(images.to(self.device, torch.float32))
+        out = {head: layer(hidden).argmax(1).cpu().numpy() for head, layer in self.oracle.heads.items()}
+        out["hidden"] = hidden.double().cpu().numpy()
+        return out
 
 
 class DamsmStream:

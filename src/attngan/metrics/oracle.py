@@ -80,15 +80,19 @@ class AttributeOracle(nn.Module):
         return self.cfg.num_classes
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """images B x 3 x H x W in [-1, 1] (any size; resized to cfg.image_size)."""
+        """images B x 3 x H x W in [-1, 1] (any size; resized to cfg.image_size) -> logits per head."""
+        h = self.features(images)
+        return {name: head(h) for name, head in self.heads.items()}
+
+    def features(self, images: Tensor) -> Tensor:
+        """The 256-d representation every head reads."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise AttnGANError(f"the oracle expects B x 3 x H x W images, got {tuple(images.shape)}")
         s = self.cfg.image_size
         if images.shape[-2:] != (s, s):
             images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False,
                                    antialias=images.shape[-1] > s)
-        h = self.hidden(F.adaptive_avg_pool2d(self.trunk(images), 8))
-        return {name: head(h) for name, head in self.heads.items()}
+        return self.hidden(F.adaptive_avg_pool2d(self.trunk(images), 8))
 
     def predict_colours(self, images: Tensor) -> dict[str, list[str]]:
         """Colour names per part for a batch of images."""

@@ -1,7 +1,7 @@
 """Metric registry: name -> function, each with the protocol it measures and the reference
 implementation its numbers follow (as stylegan2-ada's metric_main.py).
 
-A metric function takes an `EvalContext` (metrics/evaluate.py) whose streams already hold the
+A metric function takes an `EvalContext` (metrics/evaluation.py) whose streams already hold the
 features of the scored images, and returns {"value", "std", ...extras}. `streams` names what it
 reads from the generated images; `real` says it also compares against real test images.
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 if TYPE_CHECKING:
-    from attngan.metrics.evaluate import EvalContext
+    from attngan.metrics.evaluation import EvalContext
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ def metric_names() -> list[str]:
 @register(
     name="is", title="Inception Score",
     protocol="exp(E KL(p(y|x) || p(y))) in float64, mean ± std over splits (paper: 10 of 30,000 "
-             "images); classifier per --is-classifier / --inception",
+             "images); classifier: --is-classifier, else --inception, else the --oracle species head",
     reference="openai/improved-gan inception_score (StackGAN-inception-model for CUB)",
-    needs="--is-classifier FILE|ORACLE_DIR, or --inception FILE",
+    needs="--is-classifier FILE|ORACLE_DIR, or --inception FILE, or (SynthBirds) --oracle DIR",
     streams=("is_probs",), real=False, unit="", higher_is_better=True,
 )
 def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
@@ -91,6 +91,22 @@ def fid_legacy_torchvision(ctx: "EvalContext") -> dict[str, Any]:
 
     real = ctx.real_features("tv_inception_ac")["pool"]
     value = fid_from_stats(feature_stats(ctx.generated["tv_inception_ac"]["pool"]), feature_stats(real))
+    return {"value": value, "std": None, "n_real": int(real.shape[0])}
+
+
+@register(
+    name="fid_oracle", title="FID (oracle features)",
+    protocol="Frechet distance of the SynthBirds oracle's 256-d penultimate features (64 px), vs "
+             "real test images; SynthBirds only, not comparable with Inception FIDs",
+    reference="ours (FID formula of mseitzer/pytorch-fid on a domain classifier's features)",
+    needs="--oracle DIR (attngan train-oracle)",
+    streams=("oracle",), real=True, unit="", higher_is_better=False,
+)
+def fid_oracle_features(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.fid import feature_stats, fid_from_stats
+
+    real = ctx.real_features("oracle")["hidden"]
+    value = fid_from_stats(feature_stats(ctx.generated["oracle"]["hidden"]), feature_stats(real))
     return {"value": value, "std": None, "n_real": int(real.shape[0])}
 
 

@@ -37,7 +37,7 @@ from attngan.metrics.registry import REGISTRY, MetricSpec
 REPORT_FORMAT = "attngan-eval"
 REPORT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-DEFAULT_METRICS = ("is", "fid", "fid_legacy", "kid", "r_precision", "binding", "localisation")
+DEFAULT_METRICS = ("is", "fid", "fid_legacy", "kid", "r_precision", "binding", "localisation", "fid_oracle")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class EvalOptions:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     progress: bool = True
+    strict: bool = True                  # a requested metric without its inputs is an error (else skipped)
 
 
 # Scored images.
@@ -348,8 +349,9 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _missing_input(name: str, o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool) -> str | None:
     """Why metric `name` cannot run with these inputs, or None."""
-    if name == "is" and not (o.is_classifier or o.inception):
-        return "needs --is-classifier FILE|ORACLE_DIR or --inception FILE (torchvision inception_v3_google-*.pth)"
+    if name == "is" and not (o.is_classifier or o.inception or o.oracle):
+        return ("needs --is-classifier FILE|ORACLE_DIR, --inception FILE (torchvision inception_v3_google-*.pth) "
+                "or --oracle DIR (SynthBirds)")
     if name in ("fid", "kid") and not o.fid_inception:
         return "needs --fid-inception FILE (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)"
     if name == "fid_legacy" and not o.inception:
@@ -358,7 +360,7 @@ def _missing_input(name: str, o: EvalOptions, has_damsm: bool, has_captions: boo
         return "needs a DAMSM: --model MODEL_DIR or --eval-damsm DIR"
     if name in ("r_precision", "binding") and not has_captions:
         return "needs the images' captions: a captions.json {file name: caption} in the --images folder"
-    if name == "binding" and not o.oracle:
+    if name in ("binding", "fid_oracle") and not o.oracle:
         return "needs --oracle DIR (train one with `attngan train-oracle`)"
     if name == "localisation" and not synth:
         return "needs SynthBirds data with part masks (synth_birds.json in --data)"
@@ -374,11 +376,10 @@ def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: b
             raise AttnGANError(f"unknown metric '{unknown[0]}'; choose from {', '.join(REGISTRY)}")
         for m in o.metrics:
             why = _missing_input(m, o, has_damsm, has_captions, synth)
-            if why:
+            if why and o.strict:
                 raise AttnGANError(f"metric '{m}' {why}")
-        return [REGISTRY[m] for m in dict.fromkeys(o.metrics)], {}
     chosen, skipped = [], {}
-    for m in DEFAULT_METRICS:
+    for m in dict.fromkeys(o.metrics) if o.metrics else DEFAULT_METRICS:
         why = _missing_input(m, o, has_damsm, has_captions, synth)
         if why:
             skipped[m] = f"skipped: {why}"
@@ -498,7 +499,7 @@ def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe) -> None:
         ctx.streams["tv_inception_ac"] = legacy_fid_stream(o.inception, device)
         ctx.descriptions["tv_inception_ac"] = f"torchvision Inception-v3 {Path(o.inception).name}, align_corners=True"
     if "is_probs" in needed:
-        path = o.is_classifier or o.inception
+        path = o.is_classifier or o.inception or o.oracle
         stream, what = classifier_stream(path, device)
         ctx.streams["is_probs"] = stream
         ctx.descriptions["is_probs"] = f"{what}: {Path(path).name}"
