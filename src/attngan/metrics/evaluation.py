@@ -445,9 +445,10 @@ def evaluate(data_dir: str | Path, options: EvalOptions, model_dir: str | Path |
     parts: dict[str, dict[str, list[np.ndarray]]] = {s.name: {} for s in gen_streams}
     classes = []
     n_done = 0
+    # (Metrics that read no stream, e.g. localisation alone, need no generated images.)
     with tqdm(total=len(source), desc="generating + scoring" if pipe and images_dir is None else "scoring",
-              unit="img", disable=not o.progress) as bar:
-        for batch in source:
+              unit="img", disable=not o.progress or not gen_streams) as bar:
+        for batch in source if gen_streams else ():
             for s in gen_streams:
                 for k, v in s(batch.images, batch.captions).items():
                     parts[s.name].setdefault(k, []).append(v)
