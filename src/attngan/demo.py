@@ -44,6 +44,11 @@ def data_size_for(minutes: float) -> int:
     return int(max(200, min(3000, 300 * minutes)))
 
 
+def classes_for(n_images: int) -> int:
+    # About 10 images per species, as CUB has about 60: enough species for a class-disjoint split.
+    return int(min(200, max(12, n_images // 10)))
+
+
 def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str = "auto",
              seed: int = 0, images: int | None = None, progress: bool = True) -> Path:
     from attngan.data.synth_birds import generate_synth_birds
@@ -60,7 +65,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
     cfg = demo_config(seed)
     n_images = images or data_size_for(minutes)
     data_dir = out / "data"
-    commands = [f"attngan synth-birds --out {data_dir} --images {n_images} --size 128 --seed {seed}"]
+    commands = [f"attngan synth-birds --out {data_dir} --images {n_images} --classes {classes_for(n_images)} "
+                f"--size 128 --seed {seed}"]
 
     def step(name: str):
         timings[name] = round(time.time() - t0 - sum(timings.values()), 1)
@@ -70,7 +76,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
     # Data.
     print(f"[demo] SynthBirds: {n_images} images -> {data_dir}", flush=True)
     if not _data_ready(data_dir, n_images, seed):
-        generate_synth_birds(data_dir, images=n_images, classes=200, size=128, seed=seed,
+        generate_synth_birds(data_dir, images=n_images, classes=classes_for(n_images), size=128, seed=seed,
                              workers=2, overwrite=True, progress=progress)
     step("data")
 
@@ -113,7 +119,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
     # Evaluation and report.
     model_dir = gan_dir / "model"
     n_eval = 400 if minutes >= 5 else 64
-    commands.append(f"attngan eval --model {model_dir} --data {data_dir} --metrics r_precision,binding,is,fid "
+    commands.append(f"attngan eval --model {model_dir} --data {data_dir} --metrics r_precision,binding,localisation,is,fid_oracle "
                     f"--eval-damsm {eval_damsm_dir} --oracle {oracle_dir} --num-images {n_eval} "
                     f"--out {out / 'eval.json'}")
     metrics = _evaluate(model_dir, data_dir, eval_damsm_dir, oracle_dir, n_eval, device, seed)
@@ -149,7 +155,8 @@ def _evaluate(model_dir, data_dir, eval_damsm_dir, oracle_dir, n_eval, device, s
     from attngan.metrics import evaluate
 
     return evaluate(model_dir=model_dir, data_dir=data_dir,
-                    metrics=["r_precision", "binding", "is", "fid"], num_images=n_eval, splits=10,
+                    metrics=["r_precision", "binding", "localisation", "is", "fid_oracle"], num_images=n_eval,
+                    splits=10,
                     eval_damsm=eval_damsm_dir, oracle=oracle_dir, device=device, seed=seed)
 
 
