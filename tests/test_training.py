@@ -142,7 +142,7 @@ def test_tiny_damsm_overfits_32_pairs(synth):
     batch["class_ids"] = torch.arange(32)  # every pair is its own class: all others are negatives
     first = None
     for _ in range(120):
-        terms, _ = _damsm_losses(cfg, te, ie, batch, "cpu")
+        terms, *_ = _damsm_losses(cfg, te, ie, batch, "cpu")
         loss = sum(terms.values())
         first = float(loss) if first is None else first
         opt.zero_grad()

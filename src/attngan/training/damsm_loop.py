@@ -115,7 +115,7 @@ def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device):
     d = cfg.damsm
     w0, w1, attn = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
     s0, s1 = sent_loss(code, sent, class_ids, d.gamma3)
-    return {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}, attn
+    return {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}, attn, code, sent
 
 
 def _datasets(cfg: Config, data_dir: Path):
@@ -201,7 +201,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
         bar = tqdm(train_loader, desc=f"DAMSM epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not (progress and dist.is_main()))
         for batch in bar:
-            terms, _ = _damsm_losses(cfg, te, ie, batch, dev)
+            terms, *_ = _damsm_losses(cfg, te, ie, batch, dev)
             loss = sum(terms.values())
             if not dist.all_true(bool(torch.isfinite(loss))):  # all ranks skip together (DDP)
                 bad_steps += 1
@@ -257,22 +257,26 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
 
 @torch.no_grad()
 def validate(cfg: Config, text_encoder, image_encoder, loader, device, max_items: int) -> dict[str, float]:
+    """Test-split losses and retrieval metrics, in one pass over at most max_items images."""
     text_encoder.eval()
     image_encoder.eval()
     sums: dict[str, float] = {}
-    n = 0
+    imgs, sents, classes = [], [], []
+    n_batches = n_items = 0
     for batch in loader:
-        if batch["captions"].shape[0] < 2:
-            continue
-        terms, _ = _damsm_losses(cfg, text_encoder, image_encoder, batch, device)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        n += 1
-        if n * loader.batch_size >= max_items:
+        terms, _, code, sent = _damsm_losses(cfg, text_encoder, image_encoder, batch, device)
+        if batch["captions"].shape[0] > 1:  # a lone caption has no negatives: no loss to report
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_batches += 1
+        imgs.append(code.float().cpu())
+        sents.append(sent.float().cpu())
+        classes.append(batch["class_ids"].cpu())
+        n_items += code.shape[0]
+        if n_items >= max_items:
             break
-    img, sent, classes = encode_split(text_encoder, image_encoder, loader, device, max_items)
-    out = {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
-    out.update(retrieval_metrics(img, sent, classes, seed=cfg.seed))
+    out = {f"val_{k}": v / max(n_batches, 1) for k, v in sums.items()}
+    out.update(retrieval_metrics(torch.cat(imgs), torch.cat(sents), torch.cat(classes), seed=cfg.seed))
     return out
 
 
@@ -283,7 +287,7 @@ def save_attention_preview(cfg: Config, text_encoder, image_encoder, batch, voca
 
     text_encoder.eval()
     image_encoder.eval()
-    _, attn = _damsm_losses(cfg, text_encoder, image_encoder, batch, device)
+    _, attn, _, _ = _damsm_losses(cfg, text_encoder, image_encoder, batch, device)
     tokens = [[vocab.id_to_word[int(i)] for i in row[: int(n)]]
               for row, n in zip(batch["captions"], batch["cap_lens"])]
     save_png(attention_grid(batch["images"][-1], [a[0].cpu() for a in attn], tokens, rows=6), path)
