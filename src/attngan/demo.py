@@ -50,7 +50,8 @@ def classes_for(n_images: int) -> int:
 
 
 def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str = "auto",
-             seed: int = 0, images: int | None = None, progress: bool = True) -> Path:
+             seed: int = 0, images: int | None = None, progress: bool = True,
+             bundle: str | Path | None = None) -> Path:
     from attngan.data.synth_birds import generate_synth_birds
     from attngan.training.damsm_loop import train_damsm
     from attngan.training.gan_loop import train_gan
@@ -130,7 +131,24 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
     from attngan.report import write_report
 
     path = write_report(report, out)
+    if bundle is not None:
+        export_bundle(model_dir, bundle, metrics, commands, seed, report.timings)
     _print_summary(metrics, path, time.time() - t0)
+    return path
+
+
+def export_bundle(model_dir: Path, bundle: str | Path, metrics, commands, seed: int, timings) -> Path:
+    """Write the model folder in half precision (BN statistics stay fp32) with its measurements."""
+    from attngan.pipeline import AttnGANPipeline
+    from attngan.training.checkpoint import save_model_folder
+
+    pipe = AttnGANPipeline.from_pretrained(model_dir, device="cpu")
+    card = {"name": "synthbirds-tiny", "seed": seed, "commands": commands, "timings_s": timings,
+            "metrics": [{k: m.get(k) for k in ("name", "metric", "value", "std", "protocol", "n",
+                                               "per_attribute", "swap_rate")} for m in metrics]}
+    path = save_model_folder(bundle, pipe.config, pipe.vocab, pipe.generator, pipe.text_encoder,
+                             pipe.image_encoder, half=True, extra={"model_card": card})
+    print(f"[demo] bundled model written to {path}")
     return path
 
 
