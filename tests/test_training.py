@@ -144,7 +144,7 @@ def test_tiny_damsm_overfits_32_pairs(synth):
     for _ in range(120):
         terms, *_ = _damsm_losses(cfg, te, ie, batch, "cpu")
         loss = sum(terms.values())
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(te.parameters(), cfg.damsm.rnn_grad_clip)
