@@ -194,6 +194,9 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
         from attngan.training.checkpoint import load_safetensors, load_state
 
         load_state(G, load_safetensors(Path(init_generator) / "generator.safetensors"), "generator")
+        d_file = Path(init_generator) / "discriminators.safetensors"  # import-original --netD
+        if d_file.is_file():
+            load_state(Ds, load_safetensors(d_file), "discriminators")
     if cfg.train.sync_bn and world > 1 and dev.type != "cuda":
         raise AttnGANError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
                            "implementation); drop --set train.sync_bn=true for CPU processes")
@@ -255,6 +258,7 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     sums: dict[str, float] = {}
     n_sum = 0
     t_start = t_tick = time.time()
+    tb = None  # TensorBoard writer, created at the first log when tensorboard is installed
     bar = tqdm(total=total, initial=min(images_seen, total), unit="img", desc="AttnGAN",
                disable=not (progress and dist.is_main()), smoothing=0.1)
 
@@ -311,6 +315,11 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
                 if dist.is_main():
                     with open(out_dir / "log.jsonl", "a", encoding="utf-8") as f:
                         f.write(json.dumps(record) + "\n")
+                    if tb is None:
+                        tb = _tensorboard(out_dir)
+                    if tb:
+                        for k, v in record.items():
+                            tb.add_scalar(k, v, images_seen)
                     bar.set_postfix(D=f"{sum(v for k, v in record.items() if k.startswith('d_loss')):.2f}",
                                     G=f"{sum(v for k, v in record.items() if k.startswith('g_')):.2f}",
                                     damsm=f"{record.get('damsm_words', 0) + record.get('damsm_sent', 0):.2f}")
@@ -329,10 +338,21 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
         else:
             epoch, batch_in_epoch = epoch + 1, 0
     bar.close()
+    if tb:
+        tb.close()
     if dist.is_main():
         save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / "final.png")
     return {"images_seen": images_seen, "step": step, "bad_steps": bad_steps,
             "seconds": time.time() - t_start}
+
+
+def _tensorboard(out_dir: Path):
+    """A SummaryWriter when tensorboard is installed (pip install 'attngan[log]'), else False."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return False
+    return SummaryWriter(str(out_dir / "tensorboard"))
 
 
 def _next_tick(images_seen: int, every_kimg: float) -> int:
