@@ -29,7 +29,7 @@ MORE_PROMPTS = [
 ]
 
 # Shares of the budget (the rest goes to evaluation and the report).
-SHARES = {"data": 0.07, "damsm": 0.17, "eval_damsm": 0.08, "gan": 0.46, "oracle": 0.08}
+SHARES = {"data": 0.07, "damsm": 0.18, "eval_damsm": 0.08, "gan": 0.43, "oracle": 0.1}
 
 
 def demo_config(seed: int = 0) -> Config:
@@ -41,7 +41,7 @@ def demo_config(seed: int = 0) -> Config:
 
 def data_size_for(minutes: float) -> int:
     # About 2,000 images is enough for the tiny model; fewer for very short budgets (tests).
-    return int(max(200, min(3000, 300 * minutes)))
+    return int(max(200, min(2000, 200 * minutes)))
 
 
 def classes_for(n_images: int) -> int:
