@@ -1,19 +1,22 @@
-"""Training speed (images/s) of the bird and tiny presets: every speed switch off vs on, same run.
+"""Training speed (images/s) of the bird and tiny presets: speed switches off vs on, same run.
 
 Random-weight networks and random inputs (no data set needed): bird is the full AttnGAN (64, 128,
-256 px stages and Ds) with the paper's DAMSM Inception-v3 image encoder (random weights) and a bi-LSTM
-text encoder; tiny is the CPU preset. One iteration is exactly the training loop's
-(`gan_loop.gan_step`, after the text encoder): G forward, one Adam step per D, one G step with the
-DAMSM losses, EMA; data loading is excluded. Each configuration runs in its own subprocess, so the
-allocator settings the CLI applies before torch loads really apply (and "off" runs with glibc's
-defaults). Reported: images/s, minor page faults per iteration, peak memory, achieved GFLOP/s
-(FlopCounterMode) against a 2048x2048 float32 matmul measured in the same process, and ratios.
+256 px stages and Ds) with the paper's DAMSM Inception-v3 image encoder (random weights) and a
+bi-LSTM text encoder; tiny is the CPU preset. One iteration is exactly the training loop's
+(text encoder, then `gan_loop.gan_step`: G forward, one Adam step per D, one G step with the DAMSM
+losses, EMA); data loading is excluded. Each configuration runs in its own long-lived subprocess
+(allocator settings apply only from a process's start, as the CLI applies them), and the "off" and
+the other process take turns, one timed iteration each, so both see the same load from other jobs
+(benchmarks/_paired.py). Reported: images/s, minor page faults per iteration, peak memory, achieved
+GFLOP/s (FlopCounterMode) against a 2048x2048 float32 matmul timed in the same process, and the
+median per-round speed-up.
 
     python benchmarks/bench_train.py [--quick] [--device cpu|cuda] [--threads 2]
-        [--presets bird,tiny] [--configs off,on,alloc,freeze,reuse,channels_last]
+        [--presets bird,tiny] [--configs on,alloc,freeze,reuse,channels_last] [--rounds N]
 
 Switches: alloc (perf.configure_allocator_env), freeze (train.freeze_d_in_g_step), reuse
 (train.reuse_real_features), channels_last, amp (bf16 autocast, CUDA only), compile (opt-in).
+"on" = alloc + freeze + reuse on the CPU, + amp + channels_last on a GPU.
 Batch: bird 4 on the CPU, 20 (the paper's) on a GPU; tiny uses its preset's 32.
 """
 
@@ -23,20 +26,20 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
+from _paired import load_average, paired_speedup, run_paired, serve
+
 SWITCHES = ("alloc", "freeze", "reuse", "channels_last", "amp", "compile")
 CONFIGS = {"off": set(), "on": {"alloc", "freeze", "reuse"}}  # + amp, channels_last on a GPU
-ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_",
-                 "THP_MEM_ALLOC_ENABLE", "ATTNGAN_ALLOCATOR_APPLIED", "ATTNGAN_ALLOCATOR")
 
 
 # --- Child: one preset x configuration --------------------------------------------------------
 
 
-def child(spec: dict) -> dict:
+def setup(spec: dict):
+    """Build one preset's networks for one configuration; return its timed step, info, finish()."""
     switches = set(spec["switches"])
     if "alloc" in switches:
         from attngan.training.perf import configure_allocator_env
@@ -86,7 +89,7 @@ def child(spec: dict) -> dict:
                        Ds_g=[perf.maybe_compile(D, t.compile) for D in Ds])
     loss = GANLoss(cfg, image_encoder, amp)
 
-    # Random batches (a few, cycled), built before timing.
+    # Two random batches, cycled, built before timing.
     gen = torch.Generator().manual_seed(1)
     sizes = [cfg.data.base_size * 2**i for i in range(cfg.data.branch_num)]
     T = cfg.data.words_num
@@ -101,9 +104,12 @@ def child(spec: dict) -> dict:
             reals = [perf.to_channels_last(x) for x in reals]
         batches.append({"captions": captions.to(dev), "cap_lens": lens.to(dev), "reals": reals,
                         "class_ids": torch.randint(0, 150, (B,), generator=gen).to(dev)})
+    count = [0]
 
-    def iteration(b) -> None:
+    def iteration() -> None:
         # What train_gan does per batch once the loader has delivered it.
+        b = batches[count[0] % 2]
+        count[0] += 1
         with torch.no_grad():
             words, sent = text_encoder(b["captions"], b["cap_lens"])
         mask = b["captions"] == 0
@@ -117,42 +123,23 @@ def child(spec: dict) -> dict:
 
     # The first iteration warms up (allocations, compile) and, unless compiling, counts the FLOPs.
     if t.compile:
-        iteration(batches[0])
-    flops = perf.count_flops(lambda: iteration(batches[0]))
-    for i in range(spec["warmup"] - 1):
-        iteration(batches[i % 2])
+        iteration()
+    flops = perf.count_flops(iteration)
+    info = {"switches": sorted(switches), "preset": spec["preset"], "batch": B, "torch": torch.__version__,
+            "gflop_per_iter": flops / 1e9, "allocator": os.environ.get("ATTNGAN_ALLOCATOR_APPLIED", "default"),
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda"
+            else f"cpu, {torch.get_num_threads()} threads"}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    times, faults = [], []
-    for i in range(spec["reps"]):
-        f0, t0 = perf.minor_faults(), time.perf_counter()
-        iteration(batches[i % 2])
-        times.append(time.perf_counter() - t0)
-        faults.append(perf.minor_faults() - f0)
-    sec = statistics.median(times)
-    return {
-        "switches": sorted(switches), "preset": spec["preset"], "batch": B,
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} threads",
-        "torch": torch.__version__, "sec_per_iter": sec, "img_s": B / sec, "times": times,
-        "faults_per_iter": statistics.median(faults), "gflop_per_iter": flops / 1e9,
-        "gflops": flops / sec / 1e9, "matmul_peak_gflops": perf.matmul_peak_gflops(dev),
-        "peak_mem_mb": (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
-                        else perf.peak_rss_mb()),
-        "allocator": os.environ.get("ATTNGAN_ALLOCATOR_APPLIED", "default"),
-    }
+
+    def finish() -> dict:
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else perf.peak_rss_mb()
+        return {"peak_mem_mb": peak, "matmul_peak_gflops": perf.matmul_peak_gflops(dev)}
+
+    return {"iteration": iteration}, info, finish
 
 
 # --- Parent -----------------------------------------------------------------------------------
-
-
-def run_child(spec: dict) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-                          env=env, capture_output=True, text=True)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.exit(f"{spec['preset']} / {spec['name']} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
 
 
 def switches_of(name: str) -> set[str]:
@@ -166,19 +153,22 @@ def switches_of(name: str) -> set[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few iterations, off and on only (< 3 min on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="few rounds, off and on only (< 3 min on 2 CPU cores)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per process")
     parser.add_argument("--presets", default="bird,tiny")
     parser.add_argument("--configs", default=None,
-                        help="comma-separated: off, on, or switches joined by + (default: off,on; without "
-                             "--quick the bird preset also runs each switch alone)")
+                        help="comma-separated: on, or switches joined by + (default: on; without --quick "
+                             "the bird preset also runs each switch alone); each is paired with off")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed iterations per configuration (default: 2 bird / 3 tiny with --quick, "
+                             "else 5 / 10)")
     parser.add_argument("--channels-last", action="store_true", help="add channels_last to 'on'")
     parser.add_argument("--compile", action="store_true", help="add torch.compile to 'on'")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+        serve(lambda: setup(json.loads(args.child)))
         return
     import torch
 
@@ -190,9 +180,10 @@ def main() -> None:
     if args.compile:
         CONFIGS["on"].add("compile")
     t_start = time.time()
+    load_before = load_average()
     results: dict[tuple[str, str], dict] = {}
     for preset_name in args.presets.split(","):
-        names = args.configs.split(",") if args.configs else ["off", "on"]
+        names = args.configs.split(",") if args.configs else ["on"]
         if not args.configs and not args.quick and preset_name == "bird":
             names += ["alloc", "freeze", "reuse", "channels_last"]
         batch = {"bird": 20 if device == "cuda" else 4}.get(preset_name)
@@ -201,35 +192,42 @@ def main() -> None:
 
             batch = preset(preset_name).train.batch_size
         big = preset_name in ("bird", "bird-attn1", "coco")
-        for name in names:
-            spec = {"name": name, "preset": preset_name, "switches": sorted(switches_of(name)),
-                    "device": device, "threads": args.threads, "batch": batch,
-                    "warmup": 1 if args.quick or big else 2,
-                    "reps": (2 if big else 3) if args.quick else (5 if big else 10)}
-            results[(preset_name, name)] = run_child(spec)
-    report(results, args, time.time() - t_start)
+        rounds = args.rounds or ((2 if big else 3) if args.quick else (5 if big else 10))
+        for name in (n for n in names if n != "off"):  # each configuration interleaved with "off"
+            argvs = {n: [sys.executable, os.path.abspath(__file__), "--child", json.dumps(
+                {"preset": preset_name, "switches": sorted(switches_of(n)), "device": device,
+                 "threads": args.threads, "batch": batch})] for n in ("off", name)}
+            results[(preset_name, name)] = run_paired(argvs, {"iteration": (0 if big else 1, rounds)})
+    report(results, args, time.time() - t_start, load_before)
 
 
-def report(results: dict, args, seconds: float) -> None:
-    first = next(iter(results.values()))
+def _summary(r: dict) -> dict:
+    sec = statistics.median(r["steps"]["iteration"]["seconds"])
+    return {"sec": sec, "img_s": r["info"]["batch"] / sec, "gflops": r["info"]["gflop_per_iter"] / sec,
+            "faults": statistics.median(r["steps"]["iteration"]["faults"]), **r["info"], **r["final"]}
+
+
+def report(results: dict, args, seconds: float, load_before: str) -> None:
+    first = next(iter(results.values()))["off"]["info"]
     print(f"training iteration, random data ({first['device']}, torch {first['torch']}); "
-          f"{'quick' if args.quick else 'full'} run, {seconds:.0f} s")
-    print(f"float32 matmul 2048^2 peak in this run: {max(r['matmul_peak_gflops'] for r in results.values()):.1f} GFLOP/s")
+          f"{'quick' if args.quick else 'full'} run, {seconds:.0f} s; load average before {load_before}, "
+          f"after {load_average()}")
+    print("medians over interleaved rounds; GFLOP/it counted by FlopCounterMode (convolutions, matmuls)")
     print(f"{'preset':<7}{'config':<40}{'batch':>6}{'s/iter':>8}{'img/s':>8}{'faults/iter':>13}"
-          f"{'peak MB':>9}{'GFLOP/it':>9}{'GFLOP/s':>9}{'% peak':>8}")
-    for (p, name), r in results.items():
-        label = f"{name} [{','.join(r['switches'])}]"
-        print(f"{p:<7}{label:<40}{r['batch']:>6}{r['sec_per_iter']:>8.2f}{r['img_s']:>8.2f}"
-              f"{r['faults_per_iter']:>13.0f}{r['peak_mem_mb']:>9.0f}{r['gflop_per_iter']:>9.1f}"
-              f"{r['gflops']:>9.1f}{100 * r['gflops'] / r['matmul_peak_gflops']:>7.0f}%")
-    print("ratios vs off (images/s, higher is better):")
-    for (p, name), r in results.items():
-        base = results.get((p, "off"))
-        if name == "off" or base is None:
-            continue
-        print(f"  {p:<6} {name:<16} x{r['img_s'] / base['img_s']:.2f}   faults/iter "
-              f"{base['faults_per_iter']:.0f} -> {r['faults_per_iter']:.0f}   peak MB "
-              f"{base['peak_mem_mb']:.0f} -> {r['peak_mem_mb']:.0f}")
+          f"{'peak MB':>9}{'GFLOP/it':>9}{'GFLOP/s':>9}{'matmul':>8}{'% peak':>8}")
+    for (p, name), pair in results.items():
+        for n in ("off", name):
+            s = _summary(pair[n])
+            label = f"{n} [{','.join(s['switches'])}]" + (f" (vs {name})" if n == "off" else "")
+            print(f"{p:<7}{label:<40}{s['batch']:>6}{s['sec']:>8.2f}{s['img_s']:>8.2f}{s['faults']:>13.0f}"
+                  f"{s['peak_mem_mb']:>9.0f}{s['gflop_per_iter']:>9.1f}{s['gflops']:>9.1f}"
+                  f"{s['matmul_peak_gflops']:>8.0f}{100 * s['gflops'] / s['matmul_peak_gflops']:>7.0f}%")
+    print("ratios vs off, median of per-round ratios (images/s, higher is better):")
+    for (p, name), pair in results.items():
+        off, on = _summary(pair["off"]), _summary(pair[name])
+        speedup = paired_speedup(pair["off"]["steps"]["iteration"]["seconds"], pair[name]["steps"]["iteration"]["seconds"])
+        print(f"  {p:<6} {name:<28} x{speedup:.2f}   faults/iter {off['faults']:.0f} -> {on['faults']:.0f}"
+              f"   peak MB {off['peak_mem_mb']:.0f} -> {on['peak_mem_mb']:.0f}")
 
 
 if __name__ == "__main__":

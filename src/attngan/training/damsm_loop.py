@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from attngan.config import Config
 from attngan.errors import AttnGANError
 from attngan.training import distributed as dist
+from attngan.training import perf
 from attngan.training.checkpoint import (atomic_save_safetensors, atomic_torch_save, atomic_write_json,
                                          load_safetensors, load_state, load_training_state, replace_dir,
                                          rng_state, set_rng_state, state_dict_for_save)
@@ -142,6 +143,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     dist.init()
     dev = dist.resolve_device(device)
+    perf.configure_backends(dev)  # TF32 matmuls on CUDA
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     vocab, train_ds, test_ds = _datasets(cfg, data_dir)

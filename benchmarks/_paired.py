@@ -1,0 +1,125 @@
+"""Paired timing of configurations that must run in separate processes (bench_train, bench_infer).
+
+Allocator settings apply only from a process's start, so "all off" and "all on" cannot share one
+process. On a machine shared with other jobs, timing them one after the other compares different
+loads. Here every configuration gets its own long-lived child process: all are set up first,
+then the parent asks them in turn for one timed step each, round after round (the order flips
+every round), so neighbouring measurements see the same load; ratios are taken per round and the
+median round ratio is reported.
+
+Child side: `serve(setup)` where `setup() -> (steps: dict[name, fn], info: dict, finish: fn)`.
+Protocol (one JSON line each way): parent sends {"cmd": "step", "name": ...} or {"cmd": "done"};
+the child answers {"seconds", "faults"} or finish()'s dict, prefixed with "@@".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PREFIX = "@@"
+# Variables the allocator switch sets; removed from every child so "off" really is off.
+ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_",
+                 "MALLOC_ARENA_MAX", "THP_MEM_ALLOC_ENABLE", "ATTNGAN_ALLOCATOR_APPLIED", "ATTNGAN_ALLOCATOR")
+
+
+# --- Child side ---------------------------------------------------------------------------------
+
+
+def serve(setup) -> None:
+    """Run in the child: set up, say ready, then answer step/done requests on stdin."""
+    from attngan.training.perf import minor_faults
+
+    steps, info, finish = setup()
+    _say(info)
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "done":
+            _say(finish())
+            return
+        fn = steps[msg["name"]]
+        f0, t0 = minor_faults(), time.perf_counter()
+        fn()
+        _say({"seconds": time.perf_counter() - t0, "faults": minor_faults() - f0})
+
+
+def _say(obj: dict) -> None:
+    sys.stdout.write(PREFIX + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+# --- Parent side --------------------------------------------------------------------------------
+
+
+class Child:
+    def __init__(self, name: str, argv: list[str]):
+        self.name = name
+        env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, bufsize=1)
+
+    def read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(PREFIX):
+                return json.loads(line[len(PREFIX):])
+        self.stderr.seek(0)
+        sys.exit(f"benchmark configuration {self.name} failed:\n{self.stderr.read()[-5000:]}")
+
+    def ask(self, msg: dict) -> dict:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> dict:
+        out = self.ask({"cmd": "done"})
+        self.proc.wait()
+        self.stderr.close()
+        return out
+
+
+def run_paired(children: dict[str, list[str]], steps: dict[str, tuple[int, int]]) -> dict[str, dict]:
+    """Start every child (argv per configuration name), then for each step name (warm-up, rounds):
+    warm each child up, then interleave one timed step per child per round.
+
+    Returns per configuration: info (from setup), final (from finish), and per step name the
+    lists `seconds` and `faults`, one entry per round, aligned across configurations.
+    """
+    procs = {name: Child(name, argv) for name, argv in children.items()}
+    out = {name: {"info": p.read(), "steps": {}} for name, p in procs.items()}
+    try:
+        for step, (warmup, rounds) in steps.items():
+            for name, p in procs.items():
+                for _ in range(warmup):
+                    p.ask({"cmd": "step", "name": step})
+                out[name]["steps"][step] = {"seconds": [], "faults": []}
+            order = list(procs)
+            for r in range(rounds):
+                for name in (order if r % 2 == 0 else order[::-1]):
+                    res = procs[name].ask({"cmd": "step", "name": step})
+                    out[name]["steps"][step]["seconds"].append(res["seconds"])
+                    out[name]["steps"][step]["faults"].append(res["faults"])
+        for name, p in procs.items():
+            out[name]["final"] = p.close()
+    finally:
+        for p in procs.values():
+            if p.proc.poll() is None:
+                p.proc.kill()
+    return out
+
+
+def paired_speedup(base: list[float], other: list[float]) -> float:
+    """Median over rounds of base time / other time (> 1: `other` is faster)."""
+    return statistics.median(b / o for b, o in zip(base, other))
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
