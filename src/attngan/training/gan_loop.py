@@ -409,11 +409,12 @@ def save_samples(G_ema, text_encoder, fixed, vocab, path: Path) -> None:
         if att is not None:
             row = word_attention_figure(images[-1][b].cpu(), att, tokens, top_k=5, size=size)
         strip = caption_strip(" ".join(tokens), size * len(stage_tiles) + row.width)
-        canvas = Image.new("RGB", (strip.width, strip.height + size), (255, 255, 255))
+        body = max(size, row.height)  # the attention row carries its own word labels on top
+        canvas = Image.new("RGB", (strip.width, strip.height + body), (255, 255, 255))
         canvas.paste(strip, (0, 0))
         for i, t in enumerate(stage_tiles):
-            canvas.paste(t, (i * size, strip.height))
-        canvas.paste(row, (size * len(stage_tiles), strip.height + size - row.height))
+            canvas.paste(t, (i * size, strip.height + body - size))
+        canvas.paste(row, (size * len(stage_tiles), strip.height))
         rows.append(canvas)
     out = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (255, 255, 255))
     y = 0
