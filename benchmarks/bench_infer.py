@@ -15,9 +15,9 @@ ratios (median of per-round ratios) and the largest pixel difference between the
         [--configs on,alloc,fuse,channels_last] [--rounds N]
 
 Switches: alloc (perf.configure_allocator_env), fuse (BatchNorm folded into the convolutions,
-pipeline.fuse()), channels_last, compile (torch.compile of G; minutes to compile on a CPU, so
-opt-in). "on" = alloc + fuse on the CPU (channels_last measured no faster there), + channels_last
-on a GPU.
+pipeline.fuse()), channels_last, tf32 (perf.configure_backends, CUDA), compile (torch.compile of
+G; minutes to compile on a CPU, so opt-in). "on" = alloc + fuse on the CPU (channels_last measured
+no faster there); + channels_last + tf32 on a GPU (so GPU images may differ by more than 1e-3).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from _paired import load_average, paired_speedup, run_paired, serve
 
-SWITCHES = ("alloc", "fuse", "channels_last", "compile")
+SWITCHES = ("alloc", "fuse", "channels_last", "tf32", "compile")
 PRESETS_ON = {"off": set(), "on": {"alloc", "fuse"}}  # + channels_last on a GPU
 CAPTION_WORDS = 12
 
@@ -59,7 +59,8 @@ def setup(spec: dict):
     dev = torch.device(spec["device"])
     if dev.type == "cpu":
         torch.set_num_threads(spec["threads"])
-    perf.configure_backends(dev)
+    if "tf32" in switches:
+        perf.configure_backends(dev)  # TF32 matmuls/convolutions on CUDA (a no-op on the CPU)
     torch.manual_seed(0)
     cfg = preset("bird")
     vocab = Vocabulary(["<end>"] + [f"w{i}" for i in range(1, 5000)])
@@ -142,7 +143,7 @@ def main() -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
-        PRESETS_ON["on"].add("channels_last")
+        PRESETS_ON["on"].update({"channels_last", "tf32"})
     if args.compile:
         PRESETS_ON["on"].add("compile")
     names = args.configs.split(",") if args.configs else (

@@ -15,8 +15,9 @@ median per-round speed-up.
         [--presets bird,tiny] [--configs on,alloc,freeze,reuse,channels_last] [--rounds N]
 
 Switches: alloc (perf.configure_allocator_env), freeze (train.freeze_d_in_g_step), reuse
-(train.reuse_real_features), channels_last, amp (bf16 autocast, CUDA only), compile (opt-in).
-"on" = alloc + freeze + reuse on the CPU, + amp + channels_last on a GPU.
+(train.reuse_real_features), channels_last, amp (bf16 autocast, CUDA only), tf32
+(perf.configure_backends, CUDA), compile (opt-in).
+"on" = alloc + freeze + reuse on the CPU, + amp + channels_last + tf32 on a GPU.
 Batch: bird 4 on the CPU, 20 (the paper's) on a GPU; tiny uses its preset's 32.
 """
 
@@ -31,7 +32,7 @@ import time
 
 from _paired import load_average, paired_speedup, run_paired, serve
 
-SWITCHES = ("alloc", "freeze", "reuse", "channels_last", "amp", "compile")
+SWITCHES = ("alloc", "freeze", "reuse", "channels_last", "amp", "tf32", "compile")
 CONFIGS = {"off": set(), "on": {"alloc", "freeze", "reuse"}}  # + amp, channels_last on a GPU
 
 
@@ -58,7 +59,8 @@ def setup(spec: dict):
     dev = torch.device(spec["device"])
     if dev.type == "cpu":
         torch.set_num_threads(spec["threads"])
-    perf.configure_backends(dev)
+    if "tf32" in switches:
+        perf.configure_backends(dev)  # TF32 matmuls/convolutions on CUDA (a no-op on the CPU)
     torch.manual_seed(0)
     cfg = preset(spec["preset"])
     B = spec["batch"]
@@ -174,7 +176,7 @@ def main() -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
-        CONFIGS["on"].update({"amp", "channels_last"})
+        CONFIGS["on"].update({"amp", "channels_last", "tf32"})
     if args.channels_last:
         CONFIGS["on"].add("channels_last")
     if args.compile:
