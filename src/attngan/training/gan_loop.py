@@ -172,6 +172,7 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     dev = dist.resolve_device(device)
     rank, world = dist.get_rank(), dist.get_world_size()
     perf.configure_backends(dev)
+    perf.amp_dtype(cfg.train.amp, dev)  # a bad train.amp fails here, before anything is written
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (G_ema is not broadcast)
     np.random.seed(cfg.seed + rank)
     dcfg, vocab, text_encoder, image_encoder = load_damsm(damsm, dev)
