@@ -30,9 +30,17 @@ MODEL_FILES = ("config.json", "vocab.json", "generator.safetensors", "text_encod
 
 # Atomic writes.
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_path(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp makes 0600 files; saved models and reports should be readable like any other file.
+    os.chmod(tmp, 0o666 & ~_umask())
     return Path(tmp)
 
 
