@@ -1,6 +1,8 @@
 """DDP on the CPU: `torchrun --nproc_per_node=2` (gloo) on the tiny preset.
 
-1. `attngan train` under torchrun: both ranks end with bit-identical G, G_ema and Ds, only rank 0
+1. `attngan train-damsm` (1 epoch, the encoders the GAN test uses) and `attngan train` under
+   torchrun: both ranks end with bit-identical parameters (BN running statistics are per rank
+   without SyncBatchNorm; rank 0's are saved), each rank trains on its own shard, only rank 0
    writes into the run folder, and running the same command again resumes from the saved state.
 2. Two processes with batch B each take the same steps as one process with the doubled batch 2B
    (BatchNorm-free networks, since SyncBatchNorm has no CPU implementation; the mismatched-pair
@@ -295,7 +297,7 @@ def test_two_processes_equal_one_process_with_doubled_batch(tmp_path):
         assert torch.equal(ranks[0][k], ranks[1][k]), f"ranks differ at {k}"
         # (Adam divides by sqrt(v): a gradient of ~0 may move its weight by ~1e-6 either way.)
         torch.testing.assert_close(ranks[0][k], v, atol=5e-6, rtol=1e-5, msg=lambda m: f"{k}: {m}")
-    # The check has teeth: Adam moved the weights ~80x the tolerance in these steps.
+    # The check has teeth: Adam moved some weights by 20x the tolerance or more (~4e-4 here).
     moved = max(float((reference[k] - start[k]).abs().max()) for k in reference if k.startswith("G."))
     assert moved > 1e-4
 
