@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
-import ctypes.util
 import os
 import resource
 import sys
