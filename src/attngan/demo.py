@@ -184,11 +184,8 @@ def _evaluate(model_dir, data_dir, eval_damsm_dir, oracle_dir, n_eval, device, s
 def build_report(model_dir, data_dir, eval_damsm_dir, damsm_dir, gan_dir, metrics, timings, commands,
                  device, seed):
     """Images and attention for the prompts, what an independent DAMSM retrieves for each."""
-    import torch
-
     from attngan.pipeline import AttnGANPipeline
-    from attngan.report import PromptResult, Report, line_plot
-    from attngan.training.damsm_loop import load_damsm
+    from attngan.report import PromptResult, Report
     from attngan.viz import png_bytes, to_pil, word_attention_figure
 
     pipe = AttnGANPipeline.from_pretrained(model_dir, device=device)

@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -40,20 +39,7 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+from attngan.fileio import atomic_write_bytes as atomic_write  # noqa: E402 (kept for callers)
 
 
 class Vocabulary:

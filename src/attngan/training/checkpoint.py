@@ -22,45 +22,15 @@ from safetensors.torch import load_file, save_file
 
 from attngan.config import Config
 from attngan.errors import AttnGANError
+from attngan.fileio import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
+from attngan.fileio import tmp_path_beside as _tmp_path
 
 FORMAT_VERSION = 1
 MODEL_FILES = ("config.json", "vocab.json", "generator.safetensors", "text_encoder.safetensors",
                "image_encoder.safetensors")
 
 
-# Atomic writes.
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _tmp_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp makes 0600 files; saved models and reports should be readable like any other file.
-    os.chmod(tmp, 0o666 & ~_umask())
-    return Path(tmp)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
+# Atomic writes (bytes and JSON live in attngan.fileio, which needs no torch).
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     path = Path(path)

@@ -8,7 +8,6 @@ re-created every epoch, lr x0.98 per epoch while above 2e-4, RNN gradient norm c
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -137,8 +136,6 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     """Pretrain the DAMSM encoders. Re-running with the same out_dir resumes from the last epoch."""
     from attngan.data.dataset import make_loader
     from attngan.networks import build_image_encoder, build_text_encoder
-    from attngan.viz import attention_grid, save_png
-
     # Setup.
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     dist.init()

@@ -164,7 +164,6 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     from attngan.data.dataset import TextImageDataset, make_loader
     from attngan.networks import build_discriminators, build_generator
     from attngan.training.damsm_loop import load_damsm
-    from attngan.viz import save_png
 
     # Setup.
     data_dir, out_dir = Path(data_dir), Path(out_dir)
