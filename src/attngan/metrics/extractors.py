@@ -95,16 +95,21 @@ def classifier_stream(path: str | Path, device: torch.device) -> tuple[Inception
     return InceptionStream("is_probs", net, digest, "probs", device), what
 
 
-class OracleSpeciesStream:
-    """IS classifier from the SynthBirds oracle's species head."""
+class _OracleBase:
+    """A stream over the SynthBirds oracle, in eval mode on `device`."""
 
-    name = "is_probs"
     needs_captions = False
 
     def __init__(self, oracle, device: torch.device):
         self.oracle = oracle.to(device).eval()
         self.digest = oracle.digest
         self.device = device
+
+
+class OracleSpeciesStream(_OracleBase):
+    """IS classifier from the SynthBirds oracle's species head."""
+
+    name = "is_probs"
 
     @torch.inference_mode()
     def __call__(self, images: Tensor, captions: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -112,17 +117,11 @@ class OracleSpeciesStream:
         return {"probs": torch.softmax(logits.double(), dim=1).cpu().numpy()}
 
 
-class OracleStream:
+class OracleStream(_OracleBase):
     """Per-part colour predictions of the SynthBirds oracle (argmax ids per head) and its 256-d
     penultimate features (`hidden`, for the oracle-feature FID)."""
 
     name = "oracle"
-    needs_captions = False
-
-    def __init__(self, oracle, device: torch.device):
-        self.oracle = oracle.to(device).eval()
-        self.digest = oracle.digest
-        self.device = device
 
     @torch.inference_mode()
     def __call__(self, images: Tensor, captions: list[str] | None = None) -> dict[str, np.ndarray]:
