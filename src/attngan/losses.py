@@ -93,15 +93,23 @@ def words_loss(
     # Index convention below: image b, region q, caption i, word k.
     r = regions.reshape(b, nef, hw)
     e = words.permute(1, 0, 2).reshape(nef, b * t)                 # nef x (i, k)
-    logits = torch.matmul(r.transpose(1, 2), e).view(b, hw, b, t)  # one matmul for all pairs
+    raw = torch.matmul(r.transpose(1, 2), e).view(b, hw, b, t)     # one matmul for all pairs
     # Padding words get -inf: the same softmax as over only the first cap_len words (Eq. 8).
-    logits = logits.masked_fill(pad[None, None], float("-inf"))
+    logits = raw.masked_fill(pad[None, None], float("-inf"))
     attn = torch.softmax(logits, dim=3)
     attn = torch.softmax(gamma1 * attn, dim=1)                     # Eq. 9: over regions
-    context = torch.bmm(r, attn.reshape(b, hw, b * t))             # b x nef x (i, k)
+    # The region context c = r @ attn (b x nef x (i, k)) is never built: with hw < nef it is
+    # cheaper to get c.e = sum_p attn * (r^T e) from the logits already computed, and |c|^2 =
+    # attn^T (r^T r) attn from the hw x hw Gram matrix. Float32 even under autocast: |c|^2 sums
+    # terms of both signs.
+    a = attn.reshape(b, hw, b * t)
+    with torch.autocast(device_type=r.device.type, enabled=False):
+        a32, r32 = a.float(), r.float()
+        dot = (a32 * raw.reshape(b, hw, b * t).float()).sum(dim=1)              # b x (i, k)
+        gram = torch.bmm(r32.transpose(1, 2), r32)                              # b x hw x hw
+        ctx_sq = (a32 * torch.bmm(gram, a32)).sum(dim=1).clamp(min=0.0)
     # cos(c, e) with the norm product clamped at 1e-8, as the original's cosine_similarity.
-    dot = (context * e[None]).sum(dim=1)
-    norms = context.norm(dim=1) * e.norm(dim=0)[None]
+    norms = ctx_sq.clamp(min=1e-30).sqrt() * e.float().norm(dim=0)[None]
     cos = (dot / norms.clamp(min=_EPS)).view(b, b, t)
     cos = cos.masked_fill(pad[None], float("-inf"))                # padding words drop out of the sum
     scores = torch.logsumexp(gamma2 * cos, dim=2) * gamma3        # Eq. 10-11, b (image) x i (caption)
