@@ -293,11 +293,11 @@ def test_export_refuses_a_model_the_original_cannot_run(tmp_path):
     from attngan.text import Vocabulary
     from attngan.training.checkpoint import save_model_folder
 
-    cfg = preset("tiny")  # small image encoder, 64-d words, 32 px first stage
+    cfg = preset("tiny")  # small image encoder, 128-d words, mean sentence, 32 px first stage
     vocab = Vocabulary(["<end>", "a", "bird"])
     save_model_folder(tmp_path / "tiny", cfg, vocab, build_generator(cfg, cfg.text.embedding_dim),
                       build_text_encoder(cfg, len(vocab)), build_image_encoder(cfg))
-    with pytest.raises(AttnGANError, match="'small' backbone.*word_dim is 64.*32 px"):
+    with pytest.raises(AttnGANError, match="'small' backbone.*word_dim is 128.*sentence is 'mean'.*32 px"):
         export_original(tmp_path / "tiny", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -280,6 +280,24 @@ def test_text_encoder_unsorted_equals_sorted_and_single(rnn_type):
         assert torch.allclose(sent[i, :8], words[i, :8, n - 1]) and torch.allclose(sent[i, 8:], words[i, 8:, 0])
 
 
+def test_text_encoder_mean_sentence_is_the_mean_of_its_own_words():
+    torch.manual_seed(0)
+    enc = TextEncoder(30, word_dim=12, nef=16, sentence="mean").eval()
+    last = TextEncoder(30, word_dim=12, nef=16).eval()
+    last.load_state_dict(enc.state_dict())  # same parameters: the option adds none
+    lens = torch.tensor([6, 3, 1])
+    caps = _captions(lens.tolist(), width=8)
+    words, sent = enc(caps, lens)
+    for i, n in enumerate(lens.tolist()):
+        assert torch.allclose(sent[i], words[i, :, :n].mean(1), atol=1e-6)
+        # padding width and batch-mates do not change a caption's sentence feature
+        assert torch.allclose(enc(caps[i:i + 1, :n], lens[i:i + 1])[1][0], sent[i], atol=1e-6)
+    words_l, sent_l = last(caps, lens)
+    assert torch.allclose(words_l, words) and not torch.allclose(sent_l, sent)
+    with pytest.raises(AttnGANError, match="sentence pooling"):
+        TextEncoder(30, nef=16, sentence="max")
+
+
 def test_text_encoder_dropout_only_in_train_and_errors():
     torch.manual_seed(0)
     enc = TextEncoder(30, word_dim=12, nef=16, dropout=0.5)

@@ -460,6 +460,7 @@ def imported_config(preset_name: str) -> Config:
     d.backbone, d.image_size, d.align_corners = "inception", 299, True
     d.gamma1, d.gamma2, d.gamma3 = 4.0, 5.0, 10.0
     cfg.text.word_dim, cfg.text.embedding_dim, cfg.text.rnn_type = 300, 256, "LSTM"
+    cfg.text.sentence = "last"
     return cfg
 
 
@@ -614,6 +615,8 @@ def export_original(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
         problems.append(f"the image encoder uses the '{cfg.damsm.backbone}' backbone (the original's is Inception-v3)")
     if cfg.text.word_dim != 300:
         problems.append(f"text.word_dim is {cfg.text.word_dim} (the original's is fixed at 300)")
+    if cfg.text.sentence != "last":
+        problems.append(f"text.sentence is '{cfg.text.sentence}' (the original reads the final LSTM states)")
     if cfg.data.base_size != 64 or not 1 <= cfg.data.branch_num <= 3:
         problems.append(f"the generator starts at {cfg.data.base_size} px with {cfg.data.branch_num} "
                         "stages (the original: 64 px, 1 to 3 stages)")
