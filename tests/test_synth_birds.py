@@ -236,6 +236,17 @@ def test_species_cover_motivating_pairs_and_vary_independently():
         assert {s.parts[part] for s in species} <= set(sb.KEY_COLOURS)
 
 
+def test_default_species_count_follows_the_image_count(tmp_path):
+    assert sb.default_classes(11788) == 884 and sb.default_classes(10000) == 750
+    assert sb.default_classes(100_000) == sb.MAX_CLASSES and sb.default_classes(10) == 2
+    out = sb.generate_synth_birds(tmp_path / "d", images=60, size=64, seed=1, progress=False)
+    counts = sb.load_manifest(out)["counts"]
+    assert counts["classes"] == sb.default_classes(60) == 4 and counts["test_classes"] == 1
+    # 999 species get distinct names and folders (CUB's 3-digit ids)
+    species = sb.make_species(sb.MAX_CLASSES, seed=0)
+    assert len({s.name for s in species}) == sb.MAX_CLASSES
+
+
 # --- rendering -------------------------------------------------------------------------------
 
 def test_masks_match_drawn_colours(ds, manifest):

@@ -40,6 +40,8 @@ GENERATOR_VERSION = 1
 MANIFEST = "synth_birds.json"
 CAPTIONS_PER_IMAGE = 10
 CUB_IMAGES = 11788                   # CUB-200-2011's size, the default
+MAX_CLASSES = 999                    # CUB-style 3-digit class folders
+SPECIES_PER_IMAGE = 0.075            # the default species count: 7.5% of the images (884 for 11,788)
 PART_NAMES = MASK_LABELS[2:]         # the bird's parts that have a mask
 MASK_GROUPS = {
     "head": ("nape", "throat", "crown", "eyering", "eye"),
@@ -253,13 +255,27 @@ def _render_job(index: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # The data set.
 
+def default_classes(images: int) -> int:
+    """The species count used when none is given: about 13 images per species, at most 999.
+
+    CUB has 200 species of about 60 images, but a SynthBirds species is a fixed combination of
+    part colours: with 150 training species a model can name the species and look its colours up
+    instead of reading each part, and that does not carry over to unseen species. Measured with
+    the tiny DAMSM (10 minutes, 2 CPU cores, 10,000 images): R-precision on unseen species rose
+    from under 20% with 200 species to 49% with 750; a supervised part-colour probe on 7,500
+    training images of 150 species reached 100% on training birds but 40% (crown) / 25% (breast)
+    on unseen ones, against 68% / 44% with 562 training species and a third of the images.
+    """
+    return int(min(MAX_CLASSES, max(2, round(images * SPECIES_PER_IMAGE))))
+
+
 def _check_args(images: int, classes: int, size: int, seed: int, workers: int) -> None:
     if images < 1:
         raise AttnGANError(f"--images must be at least 1 (got {images})")
     if classes < 2:
         raise AttnGANError(f"--classes must be at least 2 for a train/test split (got {classes})")
-    if classes > 999:
-        raise AttnGANError(f"--classes must be at most 999 (CUB-style 3-digit ids; got {classes})")
+    if classes > MAX_CLASSES:
+        raise AttnGANError(f"--classes must be at most {MAX_CLASSES} (CUB-style 3-digit ids; got {classes})")
     if images < classes:
         raise AttnGANError(f"--images ({images}) must be at least --classes ({classes}): "
                            "every class needs an image")
@@ -271,7 +287,7 @@ def _check_args(images: int, classes: int, size: int, seed: int, workers: int) -
         raise AttnGANError(f"--workers must be at least 1 (got {workers})")
 
 
-def generate_synth_birds(out: str | os.PathLike, images: int = CUB_IMAGES, classes: int = 200,
+def generate_synth_birds(out: str | os.PathLike, images: int = CUB_IMAGES, classes: int | None = None,
                          size: int = 256, seed: int = 0, workers: int = 1, overwrite: bool = False,
                          progress: bool = True) -> Path:
     """Render SynthBirds into `out` (CUB layout + synth_birds.json) and return the folder.
@@ -280,6 +296,8 @@ def generate_synth_birds(out: str | os.PathLike, images: int = CUB_IMAGES, class
     so an error or an interrupt never leaves a partial data set. `overwrite` replaces an earlier
     SynthBirds folder; any other non-empty folder is refused.
     """
+    if classes is None:
+        classes = default_classes(images)
     _check_args(images, classes, size, seed, workers)
     out = Path(os.path.abspath(Path(out).expanduser()))  # "." and "a/.." get a real name
     if out.exists() and not out.is_dir():
