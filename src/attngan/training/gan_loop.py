@@ -259,7 +259,10 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     n_sum = 0
     t_start = t_tick = time.time()
     tb = None  # TensorBoard writer, created at the first log when tensorboard is installed
-    bar = tqdm(total=total, initial=min(images_seen, total), unit="img", desc="AttnGAN",
+    # A minutes budget usually ends the run long before total_kimg: the bar then counts images
+    # without a (meaningless) ETA, and the postfix shows the time left instead.
+    budget_s = cfg.train.minutes * 60 if cfg.train.minutes else None
+    bar = tqdm(total=None if budget_s else total, initial=min(images_seen, total), unit="img", desc="AttnGAN",
                disable=not (progress and dist.is_main()), smoothing=0.1)
 
     def snapshot() -> None:
@@ -322,7 +325,9 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
                             tb.add_scalar(k, v, images_seen)
                     bar.set_postfix(D=f"{sum(v for k, v in record.items() if k.startswith('d_loss')):.2f}",
                                     G=f"{sum(v for k, v in record.items() if k.startswith('g_')):.2f}",
-                                    damsm=f"{record.get('damsm_words', 0) + record.get('damsm_sent', 0):.2f}")
+                                    damsm=f"{record.get('damsm_words', 0) + record.get('damsm_sent', 0):.2f}",
+                                    **({"left": f"{max(0.0, budget_s - (time.time() - t_start)) / 60:.1f}min"}
+                                       if budget_s else {}))
             if images_seen >= next_sample and dist.is_main():
                 next_sample = _next_tick(images_seen, cfg.train.sample_kimg)
                 save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / f"{images_seen // 1000:06d}kimg.png")
