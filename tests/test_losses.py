@@ -85,9 +85,10 @@ def make_batch(b=6, nef=16, t=7, hw=5, seed=0, dtype=torch.float32):
 # --- DAMSM ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("with_classes", [False, True])
-def test_words_loss_matches_reference_values_and_grads(with_classes):
-    regions, words, cap_lens = make_batch()
+@pytest.mark.parametrize("with_classes,nef", [(False, 16), (True, 16), (True, 64)])
+def test_words_loss_matches_reference_values_and_grads(with_classes, nef):
+    # nef 16 < 25 regions builds the region context; nef 64 takes the Gram-matrix path.
+    regions, words, cap_lens = make_batch(nef=nef)
     class_ids = torch.tensor([1, 2, 1, 3, 2, 4]) if with_classes else None
     inputs = [regions.clone().requires_grad_(), words.clone().requires_grad_()]
     refs = [regions.clone().requires_grad_(), words.clone().requires_grad_()]
