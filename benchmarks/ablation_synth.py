@@ -56,7 +56,7 @@ def main() -> None:
     data = out / "data"
     t0 = time.time()
     if not (data / "synth_birds.json").is_file():
-        generate_synth_birds(data, images=args.images, classes=200, size=128, seed=0, workers=2,
+        generate_synth_birds(data, images=args.images, size=128, seed=0, workers=2,
                              overwrite=True)
     damsm, eval_damsm, oracle = out / "damsm", out / "damsm_eval", out / "oracle"
     if not (damsm / "best").is_dir():

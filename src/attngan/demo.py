@@ -37,6 +37,7 @@ def demo_config(seed: int = 0) -> Config:
     cfg = preset("tiny")
     cfg.seed = seed
     cfg.data.workers = 0  # two cores: workers would compete with the training process
+    cfg.data.cache = True  # decode each JPEG once, not once per epoch (same pixels, tested)
     return cfg
 
 
