@@ -295,8 +295,10 @@ def test_two_processes_equal_one_process_with_doubled_batch(tmp_path):
     start = _weights(_equivalence_setup(world=1)[1])
     for k, v in reference.items():
         assert torch.equal(ranks[0][k], ranks[1][k]), f"ranks differ at {k}"
-        # (Adam divides by sqrt(v): a gradient of ~0 may move its weight by ~1e-6 either way.)
-        torch.testing.assert_close(ranks[0][k], v, atol=5e-6, rtol=1e-5, msg=lambda m: f"{k}: {m}")
+        # (Adam divides by sqrt(v): a gradient of ~0 may move a single weight by ~1e-5 either way,
+        # so the per-element bound is loose and the mean difference is held tight.)
+        torch.testing.assert_close(ranks[0][k], v, atol=2e-5, rtol=1e-5, msg=lambda m: f"{k}: {m}")
+        assert float((ranks[0][k] - v).abs().mean()) < 1e-6, k
     # The check has teeth: Adam moved some weights by 20x the tolerance or more (~4e-4 here).
     moved = max(float((reference[k] - start[k]).abs().max()) for k in reference if k.startswith("G."))
     assert moved > 1e-4

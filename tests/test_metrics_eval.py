@@ -118,6 +118,26 @@ def test_binding_of_real_images_with_their_own_captions(test_items, synth, oracl
     assert all(r["per_attribute"][p] >= 97.0 for p in mentioned)
 
 
+def test_binding_keeps_the_parts_a_weak_oracle_can_read(test_items, synth, oracle_dir, tmp_path):
+    import shutil
+
+    from attngan.report import attribute_rows
+
+    weak = tmp_path / "weak_oracle"
+    shutil.copytree(oracle_dir, weak)
+    cfg = json.loads((weak / "config.json").read_text())
+    cfg["accuracy"]["bill"], cfg["valid"] = 0.9, False
+    (weak / "config.json").write_text(json.dumps(cfg))
+    pairs = [(it, cap) for it in test_items for cap in it["captions"]]
+    folder = write_folder(tmp_path / "real", [p[0] for p in pairs], [p[1] for p in pairs])
+    r = _binding(folder, synth, weak, tmp_path)
+    assert r["void"] and "bill" in r["note"]
+    assert r["per_attribute"]["bill"] is None
+    assert all(r["per_attribute"][p] >= 97.0 for p in ("wing", "belly", "crown"))
+    rows = {row["metric"].strip(): row["value"] for row in attribute_rows(r)}
+    assert rows["bill colour accuracy"] == "void" and float(rows["wing colour accuracy"]) >= 97.0
+
+
 def test_binding_of_swapped_wing_and_belly_colours_is_near_zero(test_items, synth, oracle_dir, tmp_path):
     items = [it for it in test_items if it["parts"]["wing"] != it["parts"]["belly"]]
     captions = [f"a bird with wings that are {it['parts']['belly']} and a {it['parts']['wing']} belly"

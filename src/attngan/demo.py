@@ -296,11 +296,15 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def _print_summary(metrics: list[dict[str, Any]], path: Path, seconds: float) -> None:
+    from attngan.report import attribute_rows
+
     print()
     print(f"{'metric':<34} {'value':>16}  protocol")
     for m in metrics:
         v = "void" if m.get("value") is None else (
             f"{m['value']:.3f} ± {m['std']:.3f}" if m.get("std") is not None else f"{m['value']:.3f}")
         print(f"{m['metric']:<34} {v:>16}  {m.get('protocol', '')}")
+        for row in attribute_rows(m):
+            print(f"{row['metric']:<34} {row['value']:>16}  {row['protocol']}")
     print(f"\nreport: {path.resolve()}  ({seconds / 60:.1f} min)")
     print(f"reproduce: {' '.join(shlex.quote(a) for a in sys.argv)}")

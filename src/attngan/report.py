@@ -66,6 +66,19 @@ def metric_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                               else f"{value:.3f}")
         rows.append({"metric": m["metric"], "value": shown, "protocol": m.get("protocol", ""),
                      "images": m.get("n", "")})
+        rows += attribute_rows(m)
+    return rows
+
+
+def attribute_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """Binding's per-part accuracies as rows of their own (a part the oracle cannot read is void)."""
+    rows = []
+    for part, v in (m.get("per_attribute") or {}).items():
+        shown = "void" if v is None else f"{v:.3f}"
+        n = (m.get("mentioned") or {}).get(part, "")
+        rows.append({"metric": f"  {part} colour accuracy", "value": shown,
+                     "protocol": f"oracle-read {part} colour == caption's, captions that mention it",
+                     "images": n})
     return rows
 
 

@@ -163,14 +163,19 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
     requested = [caption_attributes(c) for c in ctx.full_captions]
     s = binding_scores(requested, predicted, oracle.cfg.parts)
     void = not oracle.cfg.valid
+    # A part whose oracle head is below MIN_ACCURACY cannot be scored; the others still can, so
+    # their accuracies are kept while the all-attributes value is void.
+    from attngan.metrics.oracle import MIN_ACCURACY
+    weak = sorted(p for p in s["per_attribute"] if oracle.cfg.accuracy.get(p, 0.0) < MIN_ACCURACY)
     out = {
         "value": _pct(s["all_correct"]), "std": None,
-        "per_attribute": {p: _pct(v) for p, v in s["per_attribute"].items()},
+        "per_attribute": {p: None if p in weak else _pct(v) for p, v in s["per_attribute"].items()},
         "mentioned": s["mentioned"], "swap_rate": _pct(s["swap_rate"]), "swap_pairs": s["swap_pairs"],
         "oracle_accuracy": oracle.cfg.accuracy, "void": void,
     }
     if void:
-        out["note"] = "void: the oracle is below 97% on a held-out attribute"
+        out["note"] = ("void: the oracle is below 97% on a held-out attribute"
+                       + (f" ({', '.join(weak)}; the other parts' accuracies stand)" if weak else ""))
     return out
 
 
