@@ -49,6 +49,22 @@ def test_report_structure(demo_out):
         assert (demo_out / sub).exists(), sub
 
 
+def test_a_second_run_reuses_every_piece_and_says_so(demo_out, tmp_path):
+    from attngan.demo import run_demo
+
+    again = tmp_path / "again"
+    shutil.copytree(demo_out, again)
+    run_demo(again, minutes=0.4, device="cpu", seed=0, images=150, progress=False)
+    report = json.loads((again / "report.json").read_text())
+    commands = report["commands"]
+    manifest = json.loads((again / "data" / "synth_birds.json").read_text())
+    assert f"--classes {manifest['counts']['classes']} --size {manifest['size']}" in commands[0]
+    for sub in ("damsm", "damsm_eval", "attngan", "oracle"):
+        assert any(c.startswith(f"# {again / sub}: already trained, reused") for c in commands), sub
+    assert not any(c.startswith("attngan train") for c in commands)
+    assert all(v >= 0 for v in report["timings"].values())
+
+
 @pytest.mark.browser
 def test_report_renders_in_chromium(demo_out):
     if not shutil.which("chromium") and not shutil.os.path.exists("/usr/bin/chromium"):

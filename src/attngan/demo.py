@@ -76,7 +76,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
                 f"--size 128 --seed {seed}"]
 
     def step(name: str):
-        timings[name] = round(time.time() - t0 - sum(timings.values()), 1)
+        timings[name] = max(0.0, round(time.time() - t0 - sum(timings.values()), 1))
         print(f"[demo] {name} done in {timings[name]:.0f} s (total {time.time() - t0:.0f} s of {budget:.0f} s)",
               flush=True)
 
@@ -85,7 +85,15 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
     if not _data_ready(data_dir, n_images, seed):
         generate_synth_birds(data_dir, images=n_images, classes=classes_for(n_images), size=128, seed=seed,
                              workers=2, overwrite=True, progress=progress)
+    else:  # record what is there, which may have been rendered with other settings
+        meta = json.loads((data_dir / "synth_birds.json").read_text(encoding="utf-8"))
+        commands[0] = (f"attngan synth-birds --out {data_dir} --images {n_images} "
+                       f"--classes {meta['counts']['classes']} --size {meta['size']} --seed {seed}")
     step("data")
+
+    def reused(folder: Path) -> str:
+        # A piece trained before this run: its budget is not the demo's, its folder records it.
+        return f"# {folder}: already trained, reused (its settings: {folder}/resolved_config.json)"
 
     # DAMSM (the generator's) and an independent evaluation DAMSM (other seed).
     damsm_dir, eval_damsm_dir = out / "damsm", out / "damsm_eval"
@@ -94,6 +102,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
                     f"--minutes {damsm_min:.2f} --seed {seed}")
     if not (damsm_dir / "best").is_dir():
         train_damsm(cfg, data_dir, damsm_dir, device=device, minutes=damsm_min, progress=progress)
+    else:
+        commands[-1] = reused(damsm_dir)
     step("damsm")
     eval_cfg = demo_config(seed + 1)
     eval_min = budget * SHARES["eval_damsm"] / 60
@@ -101,6 +111,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
                     f"--minutes {eval_min:.2f} --seed {seed + 1}")
     if not (eval_damsm_dir / "best").is_dir():
         train_damsm(eval_cfg, data_dir, eval_damsm_dir, device=device, minutes=eval_min, progress=progress)
+    else:
+        commands[-1] = reused(eval_damsm_dir)
     step("eval_damsm")
 
     # AttnGAN.
@@ -115,6 +127,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
     if not (gan_dir / "model" / "config.json").is_file() or not (gan_dir / "done").is_file():
         train_gan(cfg, data_dir, damsm_dir, gan_dir, device=device, progress=progress)
         (gan_dir / "done").write_text("finished\n")
+    else:
+        commands[-1] = reused(gan_dir)
     step("attngan")
 
     # Oracle for binding / IS / FID on SynthBirds.
@@ -123,6 +137,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
     commands.append(f"attngan train-oracle --data {data_dir} --out {oracle_dir} --minutes {oracle_min:.2f}")
     if not (oracle_dir / "config.json").is_file():
         _train_oracle(data_dir, oracle_dir, oracle_min, seed)
+    else:
+        commands[-1] = f"# {oracle_dir}: already trained, reused (its accuracy: {oracle_dir}/config.json)"
     step("oracle")
 
     # Evaluation and report.
