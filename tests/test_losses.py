@@ -104,6 +104,22 @@ def test_words_loss_matches_reference_values_and_grads(with_classes, nef):
         assert m.shape == (1, n, 5, 5) and torch.allclose(m, r.detach(), atol=1e-6)
 
 
+@pytest.mark.parametrize("nef", [16, 64])
+def test_words_loss_gram_and_direct_context_agree(nef):
+    # The two ways of computing cos(c, e) on the same inputs, values and gradients.
+    regions, words, cap_lens = make_batch(nef=nef)
+    grads = []
+    for path in ("gram", "direct"):
+        r, w = regions.clone().requires_grad_(), words.clone().requires_grad_()
+        l0, l1, _ = words_loss(r, w, cap_lens, None, 4.0, 5.0, 10.0, context=path)
+        (l0 + 2 * l1).backward()
+        grads.append((l0.detach(), l1.detach(), r.grad, w.grad))
+    for x, y in zip(*grads):
+        assert torch.allclose(x, y, atol=1e-5)
+    with pytest.raises(AttnGANError, match="auto, gram or direct"):
+        words_loss(regions, words, cap_lens, context="fast")
+
+
 def test_damsm_attention_matches_reference_and_masks_padding():
     regions, words, cap_lens = make_batch(b=3)
     mask = torch.arange(7)[None, :] >= cap_lens[:, None]

@@ -77,6 +77,7 @@ def words_loss(
     gamma1: float = 4.0,
     gamma2: float = 5.0,
     gamma3: float = 10.0,
+    context: str = "auto",                  # auto | gram | direct: how |c| and c.e are computed
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """-> (loss0 over captions per image, loss1 over images per caption, attention maps).
 
@@ -99,7 +100,9 @@ def words_loss(
     attn = torch.softmax(logits, dim=3)
     attn = torch.softmax(gamma1 * attn, dim=1)                     # Eq. 9: over regions
     a = attn.reshape(b, hw, b * t)
-    if hw < nef:
+    if context not in ("auto", "gram", "direct"):
+        raise AttnGANError(f"words_loss context must be auto, gram or direct, got '{context}'")
+    if context == "gram" or (context == "auto" and hw < nef):
         # Fewer regions than channels (the small CNN's 8x8 grid): the region context c = r @ attn
         # (b x nef x (i, k)) is never built. c.e = sum_p attn * (r^T e) reuses the logits, and
         # |c|^2 = attn^T (r^T r) attn comes from the hw x hw Gram matrix: 4x fewer multiply-adds
@@ -110,9 +113,9 @@ def words_loss(
             gram = torch.bmm(r32.transpose(1, 2), r32)                          # b x hw x hw
             ctx_norm = (a32 * torch.bmm(gram, a32)).sum(dim=1).clamp(min=1e-30).sqrt()
     else:  # Inception's 17x17 = 289 regions >= nef 256: building c is cheaper
-        context = torch.bmm(r, a)                                   # b x nef x (i, k)
-        dot = (context * e[None]).sum(dim=1)
-        ctx_norm = context.norm(dim=1)
+        c = torch.bmm(r, a)                                         # b x nef x (i, k)
+        dot = (c * e[None]).sum(dim=1)
+        ctx_norm = c.norm(dim=1)
     # cos(c, e) with the norm product clamped at 1e-8, as the original's cosine_similarity.
     norms = ctx_norm * e.norm(dim=0)[None]
     cos = (dot / norms.clamp(min=_EPS)).view(b, b, t)
