@@ -182,7 +182,7 @@ def test_load_vocab_on_a_read_only_folder_keeps_it_in_memory(tmp_path, monkeypat
     def read_only(path, data):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(attngan.text, "atomic_write", read_only)
+    monkeypatch.setattr(attngan.text, "atomic_write_bytes", read_only)
     with pytest.warns(UserWarning, match="kept in memory"):
         v = load_vocab(tmp_path)
     assert "blue" in v and not (tmp_path / "vocab.json").exists()

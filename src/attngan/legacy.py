@@ -545,7 +545,7 @@ def import_original(preset_name: str, net_g: str | os.PathLike, text_encoder: st
 def save_captions_pickle(path: str | os.PathLike, vocab, train: list[list[int]] | None = None,
                          test: list[list[int]] | None = None) -> None:
     """[train_captions, test_captions, ixtoword, wordtoix] with pickle protocol 2 (Python 2 reads it)."""
-    from attngan.training.checkpoint import atomic_write_bytes
+    from attngan.fileio import atomic_write_bytes
 
     ixtoword = {i: w for i, w in enumerate(vocab.id_to_word)}
     wordtoix = {w: i for i, w in enumerate(vocab.id_to_word)}
@@ -605,8 +605,8 @@ def export_original(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     from attngan.networks import (build_discriminators, build_generator, build_image_encoder,
                                   build_text_encoder)
     from attngan.text import Vocabulary, load_captions_pickle
-    from attngan.training.checkpoint import (atomic_write_bytes, load_safetensors, load_state,
-                                             read_model_config)
+    from attngan.fileio import atomic_write_bytes
+    from attngan.training.checkpoint import load_safetensors, load_state, read_model_config
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     cfg, meta = read_model_config(model_dir)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attngan.training.checkpoint import atomic_write_bytes
+from attngan.fileio import atomic_write_bytes
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from attngan.errors import AttnGANError
+from attngan.fileio import atomic_write_bytes
 
 END_TOKEN = "<end>"  # id 0: padding only; the original never appends it to a caption
 VOCAB_FORMAT = "attngan-vocab"
@@ -39,7 +40,6 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
-from attngan.fileio import atomic_write_bytes as atomic_write  # noqa: E402 (kept for callers)
 
 
 class Vocabulary:
@@ -128,7 +128,7 @@ class Vocabulary:
                            "words": self.id_to_word}, ensure_ascii=True)
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write(path, self.to_json().encode("utf-8"))
+        atomic_write_bytes(path, self.to_json().encode("utf-8"))
 
     @classmethod
     def from_json(cls, text: str, source: str = "vocabulary") -> "Vocabulary":

@@ -24,7 +24,7 @@ def png_bytes(im: Image.Image) -> bytes:
 
 
 def save_png(im: Image.Image, path: str | Path) -> Path:
-    from attngan.training.checkpoint import atomic_write_bytes
+    from attngan.fileio import atomic_write_bytes
 
     atomic_write_bytes(path, png_bytes(im))
     return Path(path)

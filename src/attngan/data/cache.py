@@ -24,7 +24,7 @@ from PIL import Image
 
 from attngan.data.layout import DataWarning, ImageList, load_cropped, read_image_list
 from attngan.errors import AttnGANError
-from attngan.text import atomic_write
+from attngan.fileio import atomic_write_bytes as atomic_write
 
 CACHE_VERSION = 1
 # What PIL raises for unreadable, truncated or absurd images.

@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from attngan.errors import AttnGANError
-from attngan.text import atomic_write, load_captions_pickle, load_plain_pickle
+from attngan.fileio import atomic_write_bytes as atomic_write
+from attngan.text import load_captions_pickle, load_plain_pickle
 
 SPLITS = ("train", "test")
 DATASETS = ("birds", "coco")

@@ -592,7 +592,7 @@ def _value(r: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out: str | Path, log: str | Path | None = None) -> tuple[Path, Path]:
     """report.json and report.md beside it (atomic); one JSON line appended to `log` if given."""
-    from attngan.text import atomic_write
+    from attngan.fileio import atomic_write_bytes as atomic_write
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from attngan.config import Config
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
+from attngan.fileio import atomic_write_json
 from attngan.fileio import tmp_path_beside as _tmp_path
 
 FORMAT_VERSION = 1

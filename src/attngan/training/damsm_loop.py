@@ -21,7 +21,8 @@ from attngan.config import Config
 from attngan.errors import AttnGANError
 from attngan.training import distributed as dist
 from attngan.training import perf
-from attngan.training.checkpoint import (atomic_save_safetensors, atomic_torch_save, atomic_write_json,
+from attngan.fileio import atomic_write_json
+from attngan.training.checkpoint import (atomic_save_safetensors, atomic_torch_save,
                                          load_safetensors, load_state, load_training_state, replace_dir,
                                          rng_state, set_rng_state, state_dict_for_save)
 

@@ -24,7 +24,8 @@ from attngan.config import Config
 from attngan.errors import AttnGANError
 from attngan.training import distributed as dist
 from attngan.training import perf
-from attngan.training.checkpoint import (atomic_torch_save, atomic_write_json, load_training_state,
+from attngan.fileio import atomic_write_json
+from attngan.training.checkpoint import (atomic_torch_save, load_training_state,
                                          rng_state, save_model_folder, set_rng_state)
 
 
