@@ -72,8 +72,15 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
     cfg = demo_config(seed)
     n_images = images or data_size_for(minutes)
     data_dir = out / "data"
-    commands = [f"attngan synth-birds --out {data_dir} --images {n_images} --classes {classes_for(n_images)} "
-                f"--size 128 --seed {seed}"]
+    commands: list[str] = []
+
+    def run_step(command: str, folder: Path, trained: bool, train, settings: str = "resolved_config.json"):
+        # A piece trained before this run is recorded as reused, not with the demo's budget.
+        if trained:
+            commands.append(f"# {folder}: already trained, reused (its settings: {folder / settings})")
+        else:
+            commands.append(command)
+            train()
 
     def step(name: str):
         timings[name] = max(0.0, round(time.time() - t0 - sum(timings.values()), 1))
@@ -82,37 +89,29 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
 
     # Data.
     print(f"[demo] SynthBirds: {n_images} images -> {data_dir}", flush=True)
-    if not _data_ready(data_dir, n_images, seed):
+    meta = _existing_data(data_dir, n_images, seed)
+    if meta is None:
         generate_synth_birds(data_dir, images=n_images, classes=classes_for(n_images), size=128, seed=seed,
                              workers=2, overwrite=True, progress=progress)
-    else:  # record what is there, which may have been rendered with other settings
-        meta = json.loads((data_dir / "synth_birds.json").read_text(encoding="utf-8"))
-        commands[0] = (f"attngan synth-birds --out {data_dir} --images {n_images} "
-                       f"--classes {meta['counts']['classes']} --size {meta['size']} --seed {seed}")
+    # What is on disk, which an earlier run may have rendered with other settings.
+    classes, size = (meta["counts"]["classes"], meta["size"]) if meta else (classes_for(n_images), 128)
+    commands.append(f"attngan synth-birds --out {data_dir} --images {n_images} --classes {classes} "
+                    f"--size {size} --seed {seed}")
     step("data")
-
-    def reused(folder: Path) -> str:
-        # A piece trained before this run: its budget is not the demo's, its folder records it.
-        return f"# {folder}: already trained, reused (its settings: {folder}/resolved_config.json)"
 
     # DAMSM (the generator's) and an independent evaluation DAMSM (other seed).
     damsm_dir, eval_damsm_dir = out / "damsm", out / "damsm_eval"
     damsm_min = budget * SHARES["damsm"] / 60
-    commands.append(f"attngan train-damsm --config tiny --data {data_dir} --out {damsm_dir} "
-                    f"--minutes {damsm_min:.2f} --seed {seed}")
-    if not (damsm_dir / "best").is_dir():
-        train_damsm(cfg, data_dir, damsm_dir, device=device, minutes=damsm_min, progress=progress)
-    else:
-        commands[-1] = reused(damsm_dir)
+    run_step(f"attngan train-damsm --config tiny --data {data_dir} --out {damsm_dir} "
+             f"--minutes {damsm_min:.2f} --seed {seed}", damsm_dir, (damsm_dir / "best").is_dir(),
+             lambda: train_damsm(cfg, data_dir, damsm_dir, device=device, minutes=damsm_min, progress=progress))
     step("damsm")
     eval_cfg = demo_config(seed + 1)
     eval_min = budget * SHARES["eval_damsm"] / 60
-    commands.append(f"attngan train-damsm --config tiny --data {data_dir} --out {eval_damsm_dir} "
-                    f"--minutes {eval_min:.2f} --seed {seed + 1}")
-    if not (eval_damsm_dir / "best").is_dir():
-        train_damsm(eval_cfg, data_dir, eval_damsm_dir, device=device, minutes=eval_min, progress=progress)
-    else:
-        commands[-1] = reused(eval_damsm_dir)
+    run_step(f"attngan train-damsm --config tiny --data {data_dir} --out {eval_damsm_dir} "
+             f"--minutes {eval_min:.2f} --seed {seed + 1}", eval_damsm_dir, (eval_damsm_dir / "best").is_dir(),
+             lambda: train_damsm(eval_cfg, data_dir, eval_damsm_dir, device=device, minutes=eval_min,
+                                 progress=progress))
     step("eval_damsm")
 
     # AttnGAN.
@@ -122,23 +121,22 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str =
     gan_min = max(budget * SHARES["gan"], left_s) / 60
     cfg.train.minutes = gan_min
     cfg.train.total_kimg = 10_000  # the time budget decides
-    commands.append(f"attngan train --config tiny --data {data_dir} --damsm {damsm_dir} --out {gan_dir} "
-                    f"--minutes {gan_min:.2f} --kimg 10000 --seed {seed}")
-    if not (gan_dir / "model" / "config.json").is_file() or not (gan_dir / "done").is_file():
+
+    def train_gan_once():
         train_gan(cfg, data_dir, damsm_dir, gan_dir, device=device, progress=progress)
         (gan_dir / "done").write_text("finished\n")
-    else:
-        commands[-1] = reused(gan_dir)
+
+    run_step(f"attngan train --config tiny --data {data_dir} --damsm {damsm_dir} --out {gan_dir} "
+             f"--minutes {gan_min:.2f} --kimg 10000 --seed {seed}", gan_dir,
+             (gan_dir / "model" / "config.json").is_file() and (gan_dir / "done").is_file(), train_gan_once)
     step("attngan")
 
     # Oracle for binding / IS / FID on SynthBirds.
     oracle_dir = out / "oracle"
     oracle_min = budget * SHARES["oracle"] / 60
-    commands.append(f"attngan train-oracle --data {data_dir} --out {oracle_dir} --minutes {oracle_min:.2f}")
-    if not (oracle_dir / "config.json").is_file():
-        _train_oracle(data_dir, oracle_dir, oracle_min, seed)
-    else:
-        commands[-1] = f"# {oracle_dir}: already trained, reused (its accuracy: {oracle_dir}/config.json)"
+    run_step(f"attngan train-oracle --data {data_dir} --out {oracle_dir} --minutes {oracle_min:.2f}",
+             oracle_dir, (oracle_dir / "config.json").is_file(),
+             lambda: _train_oracle(data_dir, oracle_dir, oracle_min, seed), settings="config.json")
     step("oracle")
 
     # Evaluation and report.
@@ -176,15 +174,16 @@ def export_bundle(model_dir: Path, bundle: str | Path, metrics, commands, seed: 
     return path
 
 
-def _data_ready(data_dir: Path, n_images: int, seed: int) -> bool:
+def _existing_data(data_dir: Path, n_images: int, seed: int) -> dict | None:
+    """The manifest of a SynthBirds set already at data_dir with this seed and size, else None."""
     manifest = data_dir / "synth_birds.json"
     if not manifest.is_file():
-        return False
+        return None
     try:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
-        return False
-    return meta.get("seed") == seed and meta.get("counts", {}).get("images") == n_images
+        return None
+    return meta if meta.get("seed") == seed and meta.get("counts", {}).get("images") == n_images else None
 
 
 def _train_oracle(data_dir: Path, oracle_dir: Path, minutes: float, seed: int) -> None:
@@ -312,15 +311,11 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def _print_summary(metrics: list[dict[str, Any]], path: Path, seconds: float) -> None:
-    from attngan.report import attribute_rows
+    from attngan.report import metric_rows
 
     print()
     print(f"{'metric':<34} {'value':>16}  protocol")
-    for m in metrics:
-        v = "void" if m.get("value") is None else (
-            f"{m['value']:.3f} ± {m['std']:.3f}" if m.get("std") is not None else f"{m['value']:.3f}")
-        print(f"{m['metric']:<34} {v:>16}  {m.get('protocol', '')}")
-        for row in attribute_rows(m):
-            print(f"{row['metric']:<34} {row['value']:>16}  {row['protocol']}")
+    for row in metric_rows(metrics):  # the report's table, binding's per-part rows included
+        print(f"{row['metric']:<34} {row['value']:>16}  {row['protocol']}")
     print(f"\nreport: {path.resolve()}  ({seconds / 60:.1f} min)")
     print(f"reproduce: {' '.join(shlex.quote(a) for a in sys.argv)}")
