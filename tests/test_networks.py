@@ -377,3 +377,23 @@ def test_image_encoder_align_corners_option():
         assert not torch.allclose(a(x)[0], b(x)[0])  # the resize differs...
         y = torch.randn(1, 3, 64, 64)
         assert torch.equal(a(y)[0], b(y)[0])  # ...and is skipped at the encoder's own size
+
+
+def test_small_trunk_avgmax_pool_keeps_mean_and_max_halves():
+    from attngan.errors import AttnGANError
+    from attngan.networks.damsm import SmallTrunk
+
+    torch.manual_seed(0)
+    avg, both = SmallTrunk(8, "avg").eval(), SmallTrunk(8, "avgmax").eval()
+    both.load_state_dict(avg.state_dict())  # same convolutions, only the pooling differs
+    x = torch.randn(2, 3, 64, 64)
+    (ra, ga), (rb, gb) = avg(x), both(x)
+    assert both.global_channels == 2 * avg.global_channels == gb.shape[1] == 128
+    torch.testing.assert_close(ra, rb)
+    torch.testing.assert_close(gb[:, :64], ga)          # first half: the mean, as `avg`
+    top = both.down3(rb)
+    torch.testing.assert_close(gb[:, 64:], top.amax((2, 3)))
+    enc = ImageEncoder(nef=16, backbone="small", image_size=64, small_width=8, small_pool="avgmax")
+    assert enc(x)[1].shape == (2, 16)
+    with pytest.raises(AttnGANError, match="avg or avgmax"):
+        SmallTrunk(8, "median")

@@ -44,7 +44,8 @@ def _params(m):
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
-def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path):
+@pytest.mark.parametrize("reset_optimizer", [True, False])
+def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, reset_optimizer):
     from attngan.training.checkpoint import load_training_state
     from attngan.training.damsm_loop import load_damsm, train_damsm
 
@@ -56,14 +57,17 @@ def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path):
     cfg, vocab, te, ie = load_damsm(damsm_run)
     assert cfg.damsm.backbone == "small" and len(vocab) > 10
 
-    # Two epochs in one go == one epoch, stop, resume for the second.
+    # Two epochs in one go == one epoch, stop, resume for the second (with Adam re-created per
+    # epoch as the original, and with one Adam whose moments must travel in state.pt).
     cfg = tiny_cfg()
+    cfg.damsm.reset_optimizer = reset_optimizer
     full, part = tmp_path / "full", tmp_path / "part"
     train_damsm(cfg, synth, full, device="cpu", max_epochs=2, progress=False, eval_items=16)
     train_damsm(cfg, synth, part, device="cpu", max_epochs=1, progress=False, eval_items=16)
     train_damsm(cfg, synth, part, device="cpu", max_epochs=2, progress=False, eval_items=16)
     a, b = load_training_state(full / "state.pt"), load_training_state(part / "state.pt")
     assert a["epoch"] == b["epoch"] == 2
+    assert (a["optimizer"] is None) == reset_optimizer
     for k in a["text_encoder"]:
         torch.testing.assert_close(a["text_encoder"][k], b["text_encoder"][k], atol=1e-6, rtol=0)
     for k in a["image_encoder"]:

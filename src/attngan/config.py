@@ -52,6 +52,7 @@ class DAMSMConfig:
     backbone: str = "inception"      # inception (paper, 17x17 regions) | small (CPU presets)
     image_size: int = 299            # encoder input; data is cropped to this for pretraining
     small_width: int = 64            # channels of the small CNN's first block
+    small_pool: str = "avg"          # small CNN's global code: avg | avgmax (mean and max, concatenated)
     inception_weights: str = ""      # local torchvision inception_v3_google-*.pth; never downloaded
     align_corners: bool = False      # True reproduces the published encoders' resize
     gamma1: float = 4.0              # attention sharpness over regions (Eq. 9)
@@ -63,6 +64,7 @@ class DAMSMConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     lr_decay: float = 0.98           # per epoch, while lr > min_lr
     min_lr: float = 2e-4
+    reset_optimizer: bool = True     # the original re-creates Adam every epoch (moments lost)
     rnn_grad_clip: float = 0.25
     epochs: int = 600
     snapshot_epochs: int = 50

@@ -3,6 +3,7 @@ matching losses, then frozen for the generator.
 
 Schedule as the original pretrain_DAMSM.py (facts file, section 7): Adam lr 2e-3 (0.5, 0.999),
 re-created every epoch, lr x0.98 per epoch while above 2e-4, RNN gradient norm clipped at 0.25.
+`damsm.reset_optimizer=False` (the tiny preset) keeps one Adam for the whole run instead.
 """
 
 from __future__ import annotations
@@ -162,12 +163,15 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     # Resume.
     state_path = out_dir / "state.pt"
     start_epoch, lr, history, best, bad_steps = 0, cfg.damsm.lr, [], -1.0, 0
+    opt = torch.optim.Adam(params, lr=lr, betas=cfg.damsm.betas)
     if state_path.is_file():
         st = load_training_state(state_path)
         text_encoder.load_state_dict(st["text_encoder"])
         image_encoder.load_state_dict(st["image_encoder"])
         start_epoch, lr, history, best = st["epoch"], st["lr"], st["history"], st["best"]
         bad_steps = st.get("bad_steps", 0)
+        if st.get("optimizer") is not None:
+            opt.load_state_dict(st["optimizer"])
         set_rng_state(st["rng"])
         if dist.is_main():
             print(f"resuming DAMSM from {state_path} at epoch {start_epoch}")
@@ -193,7 +197,10 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     for epoch in range(start_epoch, epochs):
         sampler.set_position(epoch, 0)
         # The original re-creates Adam each epoch, which resets its moments; kept for fidelity.
-        opt = torch.optim.Adam(params, lr=lr, betas=cfg.damsm.betas)
+        if cfg.damsm.reset_optimizer:
+            opt = torch.optim.Adam(params, lr=lr, betas=cfg.damsm.betas)
+        for group in opt.param_groups:
+            group["lr"] = lr
         text_encoder.train()
         image_encoder.train()
         sums: dict[str, float] = {}
@@ -242,6 +249,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
             atomic_torch_save({"text_encoder": text_encoder.state_dict(),
                                "image_encoder": image_encoder.state_dict(), "epoch": epoch + 1,
                                "lr": lr, "history": history, "best": best, "bad_steps": bad_steps,
+                               "optimizer": None if cfg.damsm.reset_optimizer else opt.state_dict(),
                                "rng": rng_state()}, state_path)
             if (epoch + 1) % cfg.damsm.snapshot_epochs == 0 or epoch + 1 == epochs:
                 save_attention_preview(cfg, text_encoder, image_encoder, fixed_batch, vocab, dev,
