@@ -3,7 +3,7 @@ matching losses, then frozen for the generator.
 
 Schedule as the original pretrain_DAMSM.py (facts file, section 7): Adam lr 2e-3 (0.5, 0.999),
 re-created every epoch, lr x0.98 per epoch while above 2e-4, RNN gradient norm clipped at 0.25.
-`damsm.reset_optimizer=False` (the tiny preset) keeps one Adam for the whole run instead.
+`damsm.reset_optimizer=False` keeps one Adam for the whole run instead (its state saved for resume).
 """
 
 from __future__ import annotations
