@@ -197,7 +197,8 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     for epoch in range(start_epoch, epochs):
         sampler.set_position(epoch, 0)
         # The original re-creates Adam each epoch, which resets its moments; kept for fidelity.
-        if cfg.damsm.reset_optimizer:
+        # (The first epoch of a run or a resume already has a fresh one, built above.)
+        if cfg.damsm.reset_optimizer and epoch > start_epoch:
             opt = torch.optim.Adam(params, lr=lr, betas=cfg.damsm.betas)
         for group in opt.param_groups:
             group["lr"] = lr
