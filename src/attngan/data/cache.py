@@ -24,7 +24,7 @@ from PIL import Image
 
 from attngan.data.layout import DataWarning, ImageList, load_cropped, read_image_list
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes as atomic_write
+from attngan.fileio import atomic_write_bytes
 
 CACHE_VERSION = 1
 # What PIL raises for unreadable, truncated or absurd images.
@@ -169,11 +169,11 @@ def write_cache(images: ImageList, cache_dir: Path, split: str, stored: int, fp:
     buf = tempfile.SpooledTemporaryFile()
     np.save(buf, index)
     buf.seek(0)
-    atomic_write(cache_dir / index_name, buf.read())
+    atomic_write_bytes(cache_dir / index_name, buf.read())
     meta = {"version": CACHE_VERSION, "split": split, "stored": stored, "fingerprint": fp,
             "data": data_name, "index": index_name, "keys": images.keys, "bad": bad}
     meta_path = cache_dir / f"{split}_{stored}.json"
-    atomic_write(meta_path, json.dumps(meta).encode("utf-8"))  # the commit point
+    atomic_write_bytes(meta_path, json.dumps(meta).encode("utf-8"))  # the commit point
     for old in cache_dir.glob(f"{split}_{stored}.*"):
         if old.name not in (data_name, index_name, meta_path.name) and not old.name.startswith("."):
             old.unlink(missing_ok=True)

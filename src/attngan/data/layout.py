@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes as atomic_write
+from attngan.fileio import atomic_write_bytes
 from attngan.text import load_captions_pickle, load_plain_pickle
 
 SPLITS = ("train", "test")
@@ -325,8 +325,8 @@ def build_coco_text(root: str | os.PathLike) -> dict[str, int]:
             path = root / "text" / f"{key}.txt"
             if path.is_file() and path.read_bytes() == data:
                 continue
-            atomic_write(path, data)
+            atomic_write_bytes(path, data)
         (root / split).mkdir(exist_ok=True)
-        atomic_write(root / split / "filenames.pickle", pickle.dumps(sorted(by_key), protocol=2))
+        atomic_write_bytes(root / split / "filenames.pickle", pickle.dumps(sorted(by_key), protocol=2))
         counts[split] = len(by_key)
     return counts

@@ -592,13 +592,13 @@ def _value(r: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out: str | Path, log: str | Path | None = None) -> tuple[Path, Path]:
     """report.json and report.md beside it (atomic); one JSON line appended to `log` if given."""
-    from attngan.fileio import atomic_write_bytes as atomic_write
+    from attngan.fileio import atomic_write_bytes
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(out, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     md = out.with_suffix(".md")
-    atomic_write(md, format_markdown(report).encode("utf-8"))
+    atomic_write_bytes(md, format_markdown(report).encode("utf-8"))
     if log:
         line = {k: report[k] for k in ("created", "model", "images", "data", "num_images", "seed")}
         line["results"] = {k: {"value": v["value"], "std": v["std"]} for k, v in report["results"].items()}
