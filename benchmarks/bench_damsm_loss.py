@@ -5,6 +5,8 @@ in this one process on the same inputs: batch 48, nef 256, 17x17 regions, 18 wor
 A second table compares the two ways `words_loss` computes cos(c, e), building the region context
 (`direct`) or going through the regions' Gram matrix (`gram`), at both the bird shape and the tiny
 preset's (batch 32, nef 256, 8x8 regions, 24 words); `auto` picks gram when regions < channels.
+A third table times a whole `tiny` DAMSM training step (both encoders, word and sentence losses,
+backward, Adam) with each of the two paths, so the step-level gain is measured, not inferred.
 
     python benchmarks/bench_damsm_loss.py [--quick] [--device cpu|cuda]
 """
@@ -45,8 +47,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 timed repeats instead of 6")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--step-only", action="store_true", help="only the whole tiny-step table")
     args = parser.parse_args()
     device = torch.device(args.device)
+    repeats = 2 if args.quick else 6
+    if args.step_only:
+        return compare_tiny_steps(device, repeats)
     reference = load_reference()
     b, nef, grid, t = args.batch, 256, 17, 18
     inputs = make_inputs(b, nef, grid, t, device)
@@ -54,7 +60,6 @@ def main() -> None:
     def run(loss_fn):
         return run_on(inputs, loss_fn)
 
-    repeats = 2 if args.quick else 6
     fast_step, slow_step = run(words_loss), run(reference)
     fast_step(), slow_step()  # warm-up
     fast, slow = [], []
@@ -82,6 +87,54 @@ def main() -> None:
         diff = abs(direct_step() - gram_step())
         print(f"  batch {b}, {grid}x{grid} regions, {t} words: direct {d * 1e3:7.1f} ms, gram {g * 1e3:7.1f} ms, "
               f"gram speed-up {d / g:.2f}x, |loss difference| {diff:.2e}")
+    compare_tiny_steps(device, repeats)
+
+
+def compare_tiny_steps(device: torch.device, repeats: int) -> None:
+    print("tiny DAMSM training step (encoders + losses + backward + Adam), direct vs gram:")
+    direct_step, gram_step = tiny_step("direct", device), tiny_step("gram", device)
+    direct_step(), gram_step()  # warm-up
+    d_times, g_times = [], []
+    for _ in range(repeats):
+        d_times.append(timed(direct_step, device))
+        g_times.append(timed(gram_step, device))
+    d, g = statistics.median(d_times), statistics.median(g_times)
+    n = 32  # tiny_step's batch
+    print(f"  batch {n}: direct {d * 1e3:7.1f} ms ({n / d:5.0f} img/s), gram {g * 1e3:7.1f} ms "
+          f"({n / g:5.0f} img/s), step speed-up {d / g:.2f}x")
+
+
+def tiny_step(context: str, device: torch.device, batch: int = 32):
+    """One training step of the `tiny` preset's DAMSM on fixed random captions and images."""
+    from attngan.config import preset
+    from attngan.losses import sent_loss
+    from attngan.networks import build_image_encoder, build_text_encoder
+
+    cfg, n_words = preset("tiny"), 80
+    torch.manual_seed(0)  # same weights and data for both paths
+    text_encoder = build_text_encoder(cfg, n_words).to(device).train()
+    image_encoder = build_image_encoder(cfg).to(device).train()
+    params = list(text_encoder.parameters()) + list(image_encoder.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.damsm.lr, betas=cfg.damsm.betas)
+    t = cfg.damsm.words_num
+    cap_lens = torch.randint(8, t + 1, (batch,)).sort(descending=True).values
+    cap_lens[0] = t
+    captions = torch.randint(1, n_words, (batch, t)) * (torch.arange(t) < cap_lens[:, None])
+    images = torch.rand(batch, 3, cfg.damsm.image_size, cfg.damsm.image_size) * 2 - 1
+    captions, cap_lens, images = captions.to(device), cap_lens.to(device), images.to(device)
+    class_ids = torch.arange(batch).to(device)
+    d = cfg.damsm
+
+    def step():
+        words, sent = text_encoder(captions, cap_lens)
+        regions, code = image_encoder(images)
+        w0, w1, _ = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3,
+                               context=context)
+        s0, s1 = sent_loss(code, sent, class_ids, d.gamma3)
+        opt.zero_grad(set_to_none=True)
+        (w0 + w1 + s0 + s1).backward()
+        opt.step()
+    return step
 
 
 def make_inputs(b: int, nef: int, grid: int, t: int, device: torch.device):
