@@ -162,3 +162,30 @@ def test_tiny_damsm_overfits_32_pairs(synth):
     assert float(loss) < 0.2 * first
     assert (sim.argmax(1) == torch.arange(32)).all()  # image -> its caption
     assert (sim.argmax(0) == torch.arange(32)).all()  # caption -> its image
+
+
+def test_saved_weights_and_folders_get_normal_permissions(tiny_model_dir, tmp_path):
+    # torch.save, safetensors and mkdtemp leave 0600/0700 entries; saved models must be readable by
+    # others as any file written under the user's umask would be (shared machines, serving users).
+    import os
+    import stat
+
+    import attngan.training.checkpoint as ckpt
+    from attngan.pipeline import AttnGANPipeline
+
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    pipe = AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu")
+    old = os.umask(0o022)
+    try:
+        ckpt.atomic_torch_save({"a": 1}, tmp_path / "state.pt")
+        ckpt.atomic_save_safetensors({"w": torch.zeros(2)}, tmp_path / "w.safetensors")
+        folder = ckpt.save_model_folder(tmp_path / "model", pipe.config, pipe.vocab, pipe.generator,
+                                        pipe.text_encoder, pipe.image_encoder)
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "state.pt") == 0o644
+    assert mode(tmp_path / "w.safetensors") == 0o644
+    assert mode(folder) == 0o755
+    assert sorted({mode(p) for p in folder.iterdir()}) == [0o644]

@@ -26,6 +26,28 @@ def tmp_path_beside(path: Path) -> Path:
     return Path(tmp)
 
 
+def publish_mode(path: str | os.PathLike) -> None:
+    """Give a file, or a folder and everything in it, the permissions a plain open()/mkdir() would.
+
+    mkstemp/mkdtemp make 0600/0700 entries, and torch.save and safetensors also leave 0600 files
+    behind: without this, a saved model is unreadable to anyone but its writer.
+    """
+    mask = _umask()
+    path = Path(path)
+    if path.is_dir():
+        for p in path.rglob("*"):
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+        os.chmod(path, 0o777 & ~mask)
+    else:
+        os.chmod(path, 0o666 & ~mask)
+
+
+def tmp_dir_beside(path: str | os.PathLike) -> Path:
+    """A fresh staging folder next to `path`, to fill and then rename over it."""
+    path = Path(path)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 from attngan.config import Config, ConfigError, apply_overrides, preset
 from attngan.errors import AttnGANError
+from attngan.fileio import publish_mode, tmp_dir_beside
 
 # --- Original .yml configs -------------------------------------------------------------------
 
@@ -529,7 +530,7 @@ def import_original(preset_name: str, net_g: str | os.PathLike, text_encoder: st
              "import_notes": ("original AttnGAN weights; generator = EMA parameters with live "
                               "BatchNorm statistics, as published")}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.import.", dir=out_dir.parent))
+    staging = tmp_dir_beside(out_dir.with_name(out_dir.name + ".import"))
     try:
         folder = save_model_folder(staging / "model", cfg, vocab, g, te, ie, extra=extra)
         if ds is not None:
@@ -582,6 +583,7 @@ def _legacy_torch_save(obj: Any, path: Path) -> None:
     try:
         torch.save(obj, tmp, pickle_module=module, pickle_protocol=2,
                    _use_new_zipfile_serialization=False)
+        publish_mode(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

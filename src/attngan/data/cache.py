@@ -24,7 +24,7 @@ from PIL import Image
 
 from attngan.data.layout import DataWarning, ImageList, load_cropped, read_image_list
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes
+from attngan.fileio import atomic_write_bytes, publish_mode
 
 CACHE_VERSION = 1
 # What PIL raises for unreadable, truncated or absurd images.
@@ -159,6 +159,7 @@ def write_cache(images: ImageList, cache_dir: Path, split: str, stored: int, fp:
                 f.write(np.ascontiguousarray(arr).tobytes())
                 index[i] = (offset, arr.shape[0], arr.shape[1])
                 offset += arr.size
+        publish_mode(tmp)
         os.replace(tmp, cache_dir / data_name)
     except BaseException:
         try:

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attngan.errors import AttnGANError
+from attngan.fileio import publish_mode
 from attngan.metrics.extractors import (
     DamsmStream,
     OracleStream,
@@ -339,6 +340,7 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.close(fd)
     try:
         np.savez(tmp, **arrays)
+        publish_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attngan.errors import AttnGANError
+from attngan.fileio import publish_mode, tmp_dir_beside
 
 ORACLE_PARTS = ("wing", "belly", "crown", "bill")   # the attributes binding checks
 MIN_ACCURACY = 0.97                                 # per attribute, on held-out real images
@@ -109,10 +109,11 @@ def save_oracle(oracle: AttributeOracle, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = tmp_dir_beside(out)
     meta = {"format": ORACLE_FORMAT, "version": ORACLE_VERSION, **asdict(oracle.cfg)}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     save_file({k: v.detach().cpu().contiguous() for k, v in oracle.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+    publish_mode(tmp)
     if out.exists():
         old = out.with_name(f".{out.name}.old-{int(time.time() * 1e6)}")
         out.rename(old)

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from attngan.config import Config
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_json
+from attngan.fileio import publish_mode, tmp_dir_beside
 from attngan.fileio import tmp_path_beside as _tmp_path
 
 FORMAT_VERSION = 1
@@ -38,6 +38,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     tmp = _tmp_path(path)
     try:
         torch.save(obj, tmp)
+        publish_mode(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -52,6 +53,7 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
         # safetensors refuses shared or non-contiguous storage: give it plain copies.
         save_file({k: v.detach().contiguous().clone().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata=metadata)
+        publish_mode(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -70,6 +72,7 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 def replace_dir(tmp_dir: Path, target: Path) -> None:
     """Move a fully written folder over `target` (which may exist) with a short rename window."""
     target = Path(target)
+    publish_mode(tmp_dir)
     if target.exists():
         old = target.with_name(f".{target.name}.old")
         if old.exists():
@@ -111,7 +114,7 @@ def save_model_folder(out_dir: str | Path, cfg: Config, vocab, generator: torch.
                       half: bool = False, extra: dict[str, Any] | None = None) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = tmp_dir_beside(out_dir)
     try:
         meta = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "n_words": len(vocab)}
         meta.update(extra or {})

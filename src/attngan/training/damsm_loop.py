@@ -22,7 +22,7 @@ from attngan.config import Config
 from attngan.errors import AttnGANError
 from attngan.training import distributed as dist
 from attngan.training import perf
-from attngan.fileio import atomic_write_json
+from attngan.fileio import atomic_write_json, tmp_dir_beside
 from attngan.training.checkpoint import (atomic_save_safetensors, atomic_torch_save,
                                          load_safetensors, load_state, load_training_state, replace_dir,
                                          rng_state, set_rng_state, state_dict_for_save)
@@ -34,10 +34,8 @@ DAMSM_FILES = ("config.json", "vocab.json", "text_encoder.safetensors", "image_e
 
 def save_damsm_folder(folder: Path, cfg: Config, vocab, text_encoder, image_encoder,
                       metrics: dict[str, Any] | None = None) -> None:
-    import tempfile
-
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = tmp_dir_beside(folder)
     atomic_write_json(tmp / "config.json", {"config": cfg.to_dict(), "n_words": len(vocab),
                                             "metrics": metrics or {}})
     vocab.save(tmp / "vocab.json")
