@@ -84,3 +84,34 @@ def test_model_folder_errors(tiny_model_dir, tmp_path):
     (trunc / "generator.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(AttnGANError, match="cannot read weights"):
         AttnGANPipeline.from_pretrained(trunc)
+
+
+def test_bundled_model_loads_generates_and_carries_its_card():
+    # The shipped synthbirds-tiny folder is what `generate` and `serve` use without --model.
+    from attngan.pipeline import bundled_model_dir
+
+    bundle = AttnGANPipeline.from_pretrained(None, device="cpu")
+    out = bundle([PROMPT], seed=0)
+    assert out.images[-1].shape == (1, 3, 64, 64) and torch.isfinite(out.images[-1]).all()
+    assert out.attention[0].shape[1] == len(out.tokens[0])
+    meta = json.loads((bundled_model_dir() / "config.json").read_text(encoding="utf-8"))
+    card = meta["model_card"]
+    assert card["name"] == "synthbirds-tiny" and any("attngan" in c for c in card["commands"])
+    binding = next(m for m in card["metrics"] if m["name"] == "binding")
+    assert {"wing", "belly"} <= set(binding["per_attribute"])
+
+
+def test_export_bundle_writes_half_precision_with_card(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from attngan.demo import export_bundle
+
+    metrics = [{"name": "r_precision", "value": 12.5, "std": 1.0, "n": 8}]
+    folder = export_bundle(tiny_model_dir, tmp_path / "bundle", metrics, ["attngan demo"], 3, {"total": 1.0})
+    weights = load_file(str(folder / "generator.safetensors"))
+    assert any(v.dtype == torch.float16 for v in weights.values())
+    assert all(v.dtype != torch.float16 for k, v in weights.items() if "running_" in k)
+    again = AttnGANPipeline.from_pretrained(folder, device="cpu")
+    assert torch.isfinite(again([PROMPT], seed=0).images[-1]).all()
+    card = json.loads((folder / "config.json").read_text(encoding="utf-8"))["model_card"]
+    assert card["seed"] == 3 and card["metrics"][0]["value"] == 12.5 and card["commands"] == ["attngan demo"]
