@@ -20,14 +20,13 @@ import hashlib
 import os
 import pickle
 import shutil
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
 from attngan.config import Config, ConfigError, apply_overrides, preset
 from attngan.errors import AttnGANError
-from attngan.fileio import publish_mode, tmp_dir_beside
+from attngan.fileio import publish_mode, tmp_dir_beside, tmp_path_beside
 
 # --- Original .yml configs -------------------------------------------------------------------
 
@@ -375,8 +374,6 @@ def from_original(module, state: dict[str, Any], what: str, hint: str = "") -> "
 def to_original(module) -> "OrderedDict[str, Any]":
     """`module`'s weights under the original keys, float32, without `num_batches_tracked`
     (PyTorch <= 0.3 rejects the key; newer versions fill it in)."""
-    import torch
-
     sd = module.state_dict()
     out: OrderedDict[str, Any] = OrderedDict()
     for orig, ours in key_table(module):
@@ -578,8 +575,7 @@ def _legacy_torch_save(obj: Any, path: Path) -> None:
 
     module = types.ModuleType("attngan_pickle_torch03")
     module.Pickler, module.dump = _Torch03Pickler, pickle.dump  # what torch.save uses
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = tmp_path_beside(path)
     try:
         torch.save(obj, tmp, pickle_module=module, pickle_protocol=2,
                    _use_new_zipfile_serialization=False)

@@ -21,9 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from attngan.config import Config
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_json
-from attngan.fileio import publish_mode, tmp_dir_beside
-from attngan.fileio import tmp_path_beside as _tmp_path
+from attngan.fileio import atomic_write_json, publish_mode, tmp_dir_beside, tmp_path_beside
 
 FORMAT_VERSION = 1
 MODEL_FILES = ("config.json", "vocab.json", "generator.safetensors", "text_encoder.safetensors",
@@ -35,7 +33,7 @@ MODEL_FILES = ("config.json", "vocab.json", "generator.safetensors", "text_encod
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    tmp = tmp_path_beside(path)
     try:
         torch.save(obj, tmp)
         publish_mode(tmp)
@@ -48,7 +46,7 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
                             metadata: dict[str, str] | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    tmp = tmp_path_beside(path)
     try:
         # safetensors refuses shared or non-contiguous storage: give it plain copies.
         save_file({k: v.detach().contiguous().clone().cpu() for k, v in tensors.items()}, str(tmp),
