@@ -42,6 +42,17 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def median_times(a, b, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds of a() and b() after one warm-up each, interleaved so that load from other
+    processes hits both alike."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(timed(a, device))
+        tb.append(timed(b, device))
+    return statistics.median(ta), statistics.median(tb)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 timed repeats instead of 6")
@@ -60,30 +71,20 @@ def main() -> None:
     def run(loss_fn):
         return run_on(inputs, loss_fn)
 
-    fast_step, slow_step = run(words_loss), run(reference)
-    fast_step(), slow_step()  # warm-up
-    fast, slow = [], []
-    for _ in range(repeats):  # interleaved, so load from other processes hits both alike
-        fast.append(timed(fast_step, device))
-        slow.append(timed(slow_step, device))
+    fast, slow = median_times(run(words_loss), run(reference), repeats, device)
     diff = abs(run(words_loss)() - run(reference)())
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"words_loss fwd+bwd, batch {b}, nef {nef}, {grid}x{grid} regions, {t} words ({name}, torch {torch.__version__})")
-    print(f"  vectorised : median {statistics.median(fast) * 1e3:8.1f} ms over {repeats} runs")
-    print(f"  per-caption: median {statistics.median(slow) * 1e3:8.1f} ms over {repeats} runs")
-    print(f"  speed-up   : {statistics.median(slow) / statistics.median(fast):.2f}x   |loss difference| {diff:.2e}")
+    print(f"  vectorised : median {fast * 1e3:8.1f} ms over {repeats} runs")
+    print(f"  per-caption: median {slow * 1e3:8.1f} ms over {repeats} runs")
+    print(f"  speed-up   : {slow / fast:.2f}x   |loss difference| {diff:.2e}")
 
     print("words_loss fwd+bwd, cos(c, e) through the context (direct) vs the Gram matrix (gram):")
     for b, grid, t in ((args.batch, 17, 18), (32, 8, 24)):
         inputs = make_inputs(b, nef, grid, t, device)
         direct_step = run_on(inputs, lambda *a: words_loss(*a, context="direct"))
         gram_step = run_on(inputs, lambda *a: words_loss(*a, context="gram"))
-        direct_step(), gram_step()  # warm-up
-        d_times, g_times = [], []
-        for _ in range(repeats):
-            d_times.append(timed(direct_step, device))
-            g_times.append(timed(gram_step, device))
-        d, g = statistics.median(d_times), statistics.median(g_times)
+        d, g = median_times(direct_step, gram_step, repeats, device)
         diff = abs(direct_step() - gram_step())
         print(f"  batch {b}, {grid}x{grid} regions, {t} words: direct {d * 1e3:7.1f} ms, gram {g * 1e3:7.1f} ms, "
               f"gram speed-up {d / g:.2f}x, |loss difference| {diff:.2e}")
@@ -92,14 +93,8 @@ def main() -> None:
 
 def compare_tiny_steps(device: torch.device, repeats: int) -> None:
     print("tiny DAMSM training step (encoders + losses + backward + Adam), direct vs gram:")
-    direct_step, gram_step = tiny_step("direct", device), tiny_step("gram", device)
-    direct_step(), gram_step()  # warm-up
-    d_times, g_times = [], []
-    for _ in range(repeats):
-        d_times.append(timed(direct_step, device))
-        g_times.append(timed(gram_step, device))
-    d, g = statistics.median(d_times), statistics.median(g_times)
-    n = 32  # tiny_step's batch
+    n = 32
+    d, g = median_times(tiny_step("direct", device, n), tiny_step("gram", device, n), repeats, device)
     print(f"  batch {n}: direct {d * 1e3:7.1f} ms ({n / d:5.0f} img/s), gram {g * 1e3:7.1f} ms "
           f"({n / g:5.0f} img/s), step speed-up {d / g:.2f}x")
 
