@@ -36,3 +36,19 @@ def test_yaml_file_on_top_of_preset(tmp_path):
     assert cfg.name == "tiny" and cfg.gan.r_num == 2
     with pytest.raises(ConfigError, match="neither a preset"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_on_off_yes_no_stay_strings_in_config_yaml(tmp_path):
+    # YAML 1.1 reads off/on/yes/no as booleans: `--set train.amp=off` used to fail with
+    # "'train.amp' must be a string, got False"; only true/false are booleans now.
+    from attngan.commands._common import parse_overrides
+    from attngan.config import yaml_load
+
+    assert yaml_load("a: off\nb: yes\nc: true\nd: False\ne: 2\nf: null") == {
+        "a": "off", "b": "yes", "c": True, "d": False, "e": 2, "f": None}
+    over = parse_overrides(["train.amp=off", "train.channels_last=true"])
+    cfg = apply_overrides(preset("tiny"), over)
+    assert cfg.train.amp == "off" and cfg.train.channels_last is True
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: tiny\ntrain:\n  amp: off\n")
+    assert load_config(str(f)).train.amp == "off"

@@ -281,11 +281,29 @@ def load_config(spec: str, overrides: dict[str, Any] | None = None) -> Config:
     return cfg
 
 
+def yaml_load(text: str) -> Any:
+    """yaml.safe_load, except that only true/false are booleans. YAML 1.1 also reads on/off/yes/no
+    as booleans, which turned `amp: off` (a documented value) into False and a type error."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    bool_tag = "tag:yaml.org,2002:bool"
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != bool_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _load_file(path: Path) -> Config:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot parse config {path}: {e}".splitlines()[0]) from None
     if raw is None:

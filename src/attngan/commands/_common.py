@@ -22,13 +22,15 @@ def add_config_arguments(p: argparse.ArgumentParser, default: str = "bird") -> N
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     import yaml
 
+    from attngan.config import yaml_load
+
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise AttnGANError(f"--set expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_load(raw)
         except yaml.YAMLError:
             raise AttnGANError(f"--set {key}: cannot parse value {raw!r}") from None
         node = out
