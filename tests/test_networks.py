@@ -280,6 +280,35 @@ def test_text_encoder_unsorted_equals_sorted_and_single(rnn_type):
         assert torch.allclose(sent[i, :8], words[i, :8, n - 1]) and torch.allclose(sent[i, 8:], words[i, 8:, 0])
 
 
+@pytest.mark.parametrize("rnn_type", ["LSTM", "GRU"])
+@pytest.mark.parametrize("sentence", ["last", "mean"])
+def test_text_encoder_cpu_path_equals_packed_rnn_with_gradients(rnn_type, sentence):
+    # On the CPU the encoder runs each direction over the padded batch instead of packing (faster);
+    # it must give what the packed bi-RNN gives: outputs, final states and every gradient.
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    enc = TextEncoder(30, word_dim=12, nef=16, rnn_type=rnn_type, dropout=0.0, sentence=sentence).train()
+    lens = torch.tensor([5, 9, 1, 7, 7, 3])
+    caps = _captions(lens.tolist(), width=11)
+    words, sent = enc(caps, lens)
+    (words.square().sum() + sent.sum()).backward()
+    grads = {n: p.grad.clone() for n, p in enc.named_parameters()}
+    enc.zero_grad()
+    emb = enc.embedding(caps)
+    out, hidden = enc.rnn(pack_padded_sequence(emb, lens, batch_first=True, enforce_sorted=False))
+    h_n = hidden[0] if rnn_type == "LSTM" else hidden
+    out, _ = pad_packed_sequence(out, batch_first=True)
+    ref_words = out.transpose(1, 2)
+    ref_sent = ref_words.sum(2) / lens[:, None] if sentence == "mean" else torch.cat([h_n[0], h_n[1]], 1)
+    (ref_words.square().sum() + ref_sent.sum()).backward()
+    torch.testing.assert_close(words, ref_words, atol=1e-6, rtol=0)
+    torch.testing.assert_close(sent, ref_sent, atol=1e-6, rtol=0)
+    for n, p in enc.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-5, rtol=0, msg=n)
+    assert sorted(enc.state_dict()) == sorted(n for n, _ in enc.named_parameters())  # no extra weights
+
+
 def test_text_encoder_mean_sentence_is_the_mean_of_its_own_words():
     torch.manual_seed(0)
     enc = TextEncoder(30, word_dim=12, nef=16, sentence="mean").eval()
