@@ -263,3 +263,16 @@ def test_amp_step_on_cuda_is_finite_and_close_to_float32(amp):
         out[mode] = terms
     for k in out["off"]:
         torch.testing.assert_close(out[amp][k], out["off"][k], atol=0.1, rtol=0.1)
+
+
+def test_encoder_autocast_for_damsm_pretraining():
+    assert isinstance(perf.native_bf16("cpu"), bool)
+    with perf.encoder_autocast("off", "cpu"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with perf.encoder_autocast("bf16", "cpu"):  # unlike train.amp, bf16 on the CPU too
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with perf.encoder_autocast("auto", "cpu"):
+        expected = torch.bfloat16 if perf.native_bf16("cpu") else torch.float32
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == expected
+    with pytest.raises(AttnGANError, match="damsm.amp"):
+        perf.encoder_autocast("fp16", "cpu")

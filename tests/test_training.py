@@ -159,9 +159,27 @@ def test_tiny_damsm_overfits_32_pairs(synth):
         _, sent = te(batch["captions"], batch["cap_lens"])
         _, code = ie(batch["images"][-1])
     sim = torch.nn.functional.normalize(code, dim=1) @ torch.nn.functional.normalize(sent, dim=1).T
-    assert float(loss) < 0.2 * first
+    assert float(loss.detach()) < 0.2 * first
     assert (sim.argmax(1) == torch.arange(32)).all()  # image -> its caption
     assert (sim.argmax(0) == torch.arange(32)).all()  # caption -> its image
+
+
+def test_damsm_trains_with_bf16_and_channels_last(synth, tmp_path):
+    from attngan.errors import AttnGANError
+    from attngan.training.damsm_loop import load_damsm, train_damsm
+
+    cfg = tiny_cfg()
+    cfg.damsm.amp, cfg.damsm.channels_last = "bf16", True
+    out = train_damsm(cfg, synth, tmp_path / "run", device="cpu", max_epochs=1, progress=False,
+                      eval_items=64)
+    assert out["bad_steps"] == 0
+    assert all(v == v for v in out.values())  # no NaN
+    _, _, te, ie = load_damsm(tmp_path / "run" / "last")  # channels_last weights saved and loaded
+    assert all(p.dtype == torch.float32 for p in ie.parameters())
+    cfg.damsm.amp = "fp8"
+    with pytest.raises(AttnGANError, match="damsm.amp"):
+        train_damsm(cfg, synth, tmp_path / "bad", device="cpu", max_epochs=1, progress=False)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 
 def test_saved_weights_and_folders_get_normal_permissions(tiny_model_dir, tmp_path):

@@ -65,6 +65,8 @@ class DAMSMConfig:
     lr_decay: float = 0.98           # per epoch, while lr > min_lr
     min_lr: float = 2e-4
     reset_optimizer: bool = True     # the original re-creates Adam every epoch (moments lost)
+    amp: str = "off"                 # image encoder in bf16: off | bf16 | auto (where the device has it natively)
+    channels_last: bool = False      # image encoder in NHWC memory layout (faster oneDNN convs on CPU)
     rnn_grad_clip: float = 0.25
     epochs: int = 600
     snapshot_epochs: int = 50
@@ -188,6 +190,9 @@ def _tiny() -> Config:
     c.text.dropout = 0.0
     c.damsm.small_pool = "avgmax"
     c.damsm.reset_optimizer = False
+    # The image encoder in bf16 where the CPU/GPU has it natively (elsewhere float32) and NHWC.
+    c.damsm.amp = "auto"
+    c.damsm.channels_last = True
     c.damsm.batch_size = 32
     c.damsm.epochs = 40
     c.damsm.snapshot_epochs = 5

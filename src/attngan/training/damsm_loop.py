@@ -8,6 +8,7 @@ re-created every epoch, lr x0.98 per epoch while above 2e-4, RNN gradient norm c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import replace
@@ -105,13 +106,20 @@ def retrieval_metrics(img: torch.Tensor, sent: torch.Tensor, class_ids: torch.Te
 
 # Training.
 
-def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device):
+def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=contextlib.nullcontext):
+    """The four DAMSM terms of a batch; `amp` (a context factory) wraps the image encoder only,
+    whose outputs come back float32, so the attention and matching losses stay float32."""
     from attngan.losses import sent_loss, words_loss
 
     captions, cap_lens = batch["captions"].to(device), batch["cap_lens"].to(device)
     class_ids = batch["class_ids"].to(device)
     words, sent = text_encoder(captions, cap_lens)
-    regions, code = image_encoder(batch["images"][-1].to(device))
+    images = batch["images"][-1].to(device)
+    if cfg.damsm.channels_last:
+        images = perf.to_channels_last(images)
+    with amp():
+        regions, code = image_encoder(images)
+    regions, code = regions.float(), code.float()
     d = cfg.damsm
     w0, w1, attn = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
     s0, s1 = sent_loss(code, sent, class_ids, d.gamma3)
@@ -150,6 +158,11 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     batch_size = min(cfg.damsm.batch_size, len(train_ds) // world)  # per process
     text_encoder = build_text_encoder(cfg, len(vocab)).to(dev)
     image_encoder = build_image_encoder(cfg).to(dev)
+    if cfg.damsm.channels_last:
+        image_encoder = image_encoder.to(memory_format=torch.channels_last)
+    # Mixed precision in training steps only; validation and R-precision run in float32.
+    amp = lambda: perf.encoder_autocast(cfg.damsm.amp, dev)  # noqa: E731
+    amp()  # a bad damsm.amp fails here, before anything is written
     if cfg.damsm.backbone == "inception":
         if not cfg.damsm.inception_weights:
             raise AttnGANError("the inception backbone needs ImageNet weights: set damsm.inception_weights "
@@ -207,7 +220,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
         bar = tqdm(train_loader, desc=f"DAMSM epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not (progress and dist.is_main()))
         for batch in bar:
-            terms, *_ = _damsm_losses(cfg, te, ie, batch, dev)
+            terms, *_ = _damsm_losses(cfg, te, ie, batch, dev, amp)
             loss = sum(terms.values())
             if not dist.all_true(bool(torch.isfinite(loss))):  # all ranks skip together (DDP)
                 bad_steps += 1

@@ -153,6 +153,36 @@ def autocast(amp: str, device: Any):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def native_bf16(device: Any) -> bool:
+    """True where bf16 matmuls and convolutions run on native hardware: CUDA GPUs that support
+    bf16, CPUs with AVX512-BF16 or AMX. Elsewhere PyTorch emulates bf16 and it is slower than fp32."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so probed
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def encoder_autocast(amp: str, device: Any):
+    """Autocast for DAMSM pretraining's image encoder (DAMSMConfig.amp), on CPU as well as CUDA:
+    off | bf16 | auto (bf16 where `native_bf16`, else float32). Unlike the generator's images, the
+    encoder's features only feed the float32 matching losses, so CPU bf16 is safe to use here."""
+    import torch
+
+    from attngan.errors import AttnGANError
+
+    if amp not in ("off", "bf16", "auto"):
+        raise AttnGANError(f"damsm.amp must be off, bf16 or auto, got '{amp}'")
+    device = torch.device(device)
+    if amp == "off" or (amp == "auto" and not native_bf16(device)):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def grad_scaler(amp: str, device: Any):
     """A GradScaler that is active only for fp16 on CUDA (bf16 has float32's exponent range)."""
     import torch
