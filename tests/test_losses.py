@@ -120,6 +120,26 @@ def test_words_loss_gram_and_direct_context_agree(nef):
         words_loss(regions, words, cap_lens, context="fast")
 
 
+@pytest.mark.parametrize("path", ["gram", "direct"])
+def test_words_loss_under_autocast_runs_only_the_big_matmul_in_bf16(path):
+    # damsm.amp: the region-word products in bf16, everything after them float32; the result stays
+    # close to the float32 loss and differs from it (so the matmul did follow autocast).
+    regions, words, cap_lens = make_batch(b=8, nef=32, t=9, hw=4)
+    out = []
+    for amp in (False, True):
+        r, w = regions.clone().requires_grad_(), words.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            l0, l1, maps = words_loss(r, w, cap_lens, None, 4.0, 5.0, 10.0, context=path)
+        (l0 + l1).backward()
+        assert l0.dtype == l1.dtype == maps[0].dtype == r.grad.dtype == torch.float32
+        out.append((l0.detach(), l1.detach(), r.grad, w.grad))
+    (f0, f1, fr, fw), (b0, b1, br, bw) = out
+    assert not torch.equal(f0, b0)
+    torch.testing.assert_close(b0, f0, rtol=2e-2, atol=0)
+    torch.testing.assert_close(b1, f1, rtol=2e-2, atol=0)
+    assert (br - fr).norm() < 0.05 * fr.norm() and (bw - fw).norm() < 0.05 * fw.norm()
+
+
 def test_damsm_attention_matches_reference_and_masks_padding():
     regions, words, cap_lens = make_batch(b=3)
     mask = torch.arange(7)[None, :] >= cap_lens[:, None]

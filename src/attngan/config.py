@@ -65,7 +65,7 @@ class DAMSMConfig:
     lr_decay: float = 0.98           # per epoch, while lr > min_lr
     min_lr: float = 2e-4
     reset_optimizer: bool = True     # the original re-creates Adam every epoch (moments lost)
-    amp: str = "off"                 # image encoder in bf16: off | bf16 | auto (where the device has it natively)
+    amp: str = "off"                 # image encoder + word-loss matmul in bf16: off | bf16 | auto (where native)
     channels_last: bool = False      # image encoder in NHWC memory layout (faster oneDNN convs on CPU)
     rnn_grad_clip: float = 0.25
     epochs: int = 600

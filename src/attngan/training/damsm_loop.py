@@ -107,8 +107,9 @@ def retrieval_metrics(img: torch.Tensor, sent: torch.Tensor, class_ids: torch.Te
 # Training.
 
 def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=contextlib.nullcontext):
-    """The four DAMSM terms of a batch; `amp` (a context factory) wraps the image encoder only,
-    whose outputs come back float32, so the attention and matching losses stay float32."""
+    """The four DAMSM terms of a batch. `amp` (a context factory) wraps the image encoder, whose
+    outputs come back float32, and the word loss's region-word matmul; the softmaxes, cosines and
+    matching losses stay float32."""
     from attngan.losses import sent_loss, words_loss
 
     captions, cap_lens = batch["captions"].to(device), batch["cap_lens"].to(device)
@@ -121,7 +122,8 @@ def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=c
         regions, code = image_encoder(images)
     regions, code = regions.float(), code.float()
     d = cfg.damsm
-    w0, w1, attn = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
+    with amp():  # words_loss lets only its region-word matmul follow autocast
+        w0, w1, attn = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
     s0, s1 = sent_loss(code, sent, class_ids, d.gamma3)
     return {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}, attn, code, sent
 

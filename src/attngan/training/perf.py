@@ -168,9 +168,11 @@ def native_bf16(device: Any) -> bool:
 
 
 def encoder_autocast(amp: str, device: Any):
-    """Autocast for DAMSM pretraining's image encoder (DAMSMConfig.amp), on CPU as well as CUDA:
-    off | bf16 | auto (bf16 where `native_bf16`, else float32). Unlike the generator's images, the
-    encoder's features only feed the float32 matching losses, so CPU bf16 is safe to use here."""
+    """Autocast for DAMSM pretraining (DAMSMConfig.amp), on CPU as well as CUDA: off | bf16 | auto
+    (bf16 where `native_bf16`, else float32). It covers the image encoder and the word loss's
+    region-word matmul; their results are cast back and the softmaxes, cosines and matching losses
+    run in float32. Unlike the generator's images, nothing here is an output people look at, so CPU
+    bf16 is fine to use."""
     import torch
 
     from attngan.errors import AttnGANError
