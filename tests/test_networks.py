@@ -307,6 +307,15 @@ def test_text_encoder_cpu_path_equals_packed_rnn_with_gradients(rnn_type, senten
     for n, p in enc.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, atol=1e-5, rtol=0, msg=n)
     assert sorted(enc.state_dict()) == sorted(n for n, _ in enc.named_parameters())  # no extra weights
+    # The helper draws no random numbers: a seeded encoder is what embedding + bi-RNN alone give.
+    torch.manual_seed(3)
+    TextEncoder(30, word_dim=12, nef=16, rnn_type=rnn_type)
+    after = torch.rand(4)
+    torch.manual_seed(3)
+    torch.nn.Embedding(30, 12)
+    (torch.nn.LSTM if rnn_type == "LSTM" else torch.nn.GRU)(12, 8, batch_first=True, bidirectional=True)
+    torch.nn.init.uniform_(torch.empty(30, 12), -0.1, 0.1)
+    assert torch.equal(after, torch.rand(4))
 
 
 def test_text_encoder_mean_sentence_is_the_mean_of_its_own_words():

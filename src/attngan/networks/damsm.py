@@ -85,7 +85,9 @@ class TextEncoder(nn.Module):
         self.rnn = rnn_cls(word_dim, nef // 2, num_layers=1, batch_first=True, bidirectional=True)
         # A one-direction twin of self.rnn for the CPU path (see _rnn_unpacked). Kept in a tuple so
         # that it is not registered: it has no weights of its own in the state dict or optimizer.
-        self._one_way = (rnn_cls(word_dim, nef // 2, num_layers=1, batch_first=True),)
+        # On the meta device: it draws no random numbers (seeded runs build the same weights as
+        # without it) and holds no memory.
+        self._one_way = (rnn_cls(word_dim, nef // 2, num_layers=1, batch_first=True, device="meta"),)
         # The original initialises only the embedding (U(-0.1, 0.1)); the RNN keeps torch's default.
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
