@@ -112,22 +112,9 @@ def compare_tiny_steps(device: torch.device, repeats: int) -> None:
           f"({n / new:5.0f} img/s), step speed-up {old / new:.2f}x")
 
 
-def packed_rnn(text_encoder, emb: torch.Tensor, lengths: torch.Tensor):
-    """The bi-RNN through a packed sequence, as TextEncoder runs it on CUDA (and did on the CPU)."""
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-    packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
-    out, hidden = text_encoder.rnn(packed)
-    h_n = hidden[0] if isinstance(hidden, tuple) else hidden
-    out, _ = pad_packed_sequence(out, batch_first=True, total_length=int(lengths.max()))
-    return out, h_n
-
-
 def tiny_step(context: str, device: torch.device, batch: int = 32, preset_speedups: bool = True):
     """One training step of the `tiny` preset's DAMSM on fixed random captions and images.
     preset_speedups=False: the packed bi-LSTM and a float32 NCHW image encoder."""
-    import types
-
     from attngan.config import preset
     from attngan.losses import sent_loss
     from attngan.networks import build_image_encoder, build_text_encoder
@@ -141,7 +128,7 @@ def tiny_step(context: str, device: torch.device, batch: int = 32, preset_speedu
     if channels_last:
         image_encoder = image_encoder.to(memory_format=torch.channels_last)
     if not preset_speedups:
-        text_encoder._rnn_unpacked = types.MethodType(packed_rnn, text_encoder)
+        text_encoder._rnn_unpacked = text_encoder._rnn_packed  # the packed bi-LSTM on the CPU too
     amp = cfg.damsm.amp if preset_speedups else "off"
     params = list(text_encoder.parameters()) + list(image_encoder.parameters())
     opt = torch.optim.Adam(params, lr=cfg.damsm.lr, betas=cfg.damsm.betas)

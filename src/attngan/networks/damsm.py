@@ -104,16 +104,8 @@ class TextEncoder(nn.Module):
             )
         emb = self.dropout(self.embedding(captions))
         lengths = cap_lens.detach().to("cpu", torch.int64)
-        if emb.device.type == "cpu":
-            out, h_n = self._rnn_unpacked(emb, lengths)
-        else:
-            # enforce_sorted=False: torch sorts internally and restores the order of both the
-            # outputs and h_n, so unsorted batches give exactly what the sorted original gives.
-            packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
-            out, hidden = self.rnn(packed)  # zero initial state (the original's init_hidden)
-            h_n = hidden[0] if isinstance(hidden, tuple) else hidden  # LSTM returns (h_n, c_n)
-            # Padding positions come back as exact zeros; T_max = the longest caption in the batch.
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=int(lengths.max()))
+        run = self._rnn_unpacked if emb.device.type == "cpu" else self._rnn_packed
+        out, h_n = run(emb, lengths)
         words = out.transpose(1, 2).contiguous()  # B x nef x T, channels [forward | backward]
         if self.sentence == "mean":
             # Padding positions are exact zeros, so a sum over T divided by the length is the
@@ -122,6 +114,17 @@ class TextEncoder(nn.Module):
         else:
             sent = torch.cat([h_n[0], h_n[1]], dim=1)  # [h_n forward, h_n backward]
         return words, sent
+
+    def _rnn_packed(self, emb: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """emb B x T x word_dim, lengths B (CPU) -> outputs B x T_max x nef, final states 2 x B x nef/2."""
+        # enforce_sorted=False: torch sorts internally and restores the order of both the outputs
+        # and h_n, so unsorted batches give exactly what the sorted original gives per caption.
+        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        out, hidden = self.rnn(packed)  # zero initial state (the original's init_hidden)
+        h_n = hidden[0] if isinstance(hidden, tuple) else hidden  # LSTM returns (h_n, c_n)
+        # Padding positions come back as exact zeros; T_max = the longest caption in the batch.
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=int(lengths.max()))
+        return out, h_n
 
     def _rnn_unpacked(self, emb: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The packed bi-RNN's outputs (zeros at padding) and final states, without packing.
@@ -138,10 +141,11 @@ class TextEncoder(nn.Module):
         t_max = int(lengths.max())
         emb = emb[:, :t_max]
         steps = torch.arange(t_max)
-        valid = (steps[None] < lengths[:, None]).to(emb.device)                     # B x T
+        valid = steps[None] < lengths[:, None]                                      # B x T
         # Caption i's position k read backwards is position len_i - 1 - k; padding stays in place.
         # The map is its own inverse, so the same gather reverses and restores.
-        rev = torch.where(valid.cpu(), lengths[:, None] - 1 - steps[None], steps[None]).to(emb.device)
+        rev = torch.where(valid, lengths[:, None] - 1 - steps[None], steps[None])
+        valid, rev = valid.to(emb.device), rev.to(emb.device)
         one_way = self._one_way[0]
         names = [n for n, _ in one_way.named_parameters()]  # weight_ih_l0, weight_hh_l0, (biases)
 
