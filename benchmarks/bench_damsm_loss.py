@@ -113,23 +113,24 @@ def compare_tiny_steps(device: torch.device, repeats: int) -> None:
 
 
 def tiny_step(context: str, device: torch.device, batch: int = 32, preset_speedups: bool = True):
-    """One training step of the `tiny` preset's DAMSM on fixed random captions and images.
-    preset_speedups=False: the packed bi-LSTM and a float32 NCHW image encoder."""
+    """One training step of the `tiny` preset's DAMSM on fixed random captions and images, through
+    the training loop's own `_damsm_losses`. preset_speedups=False: the packed bi-LSTM and a float32
+    NCHW image encoder (the step before damsm.amp, damsm.channels_last and the unpacked CPU path)."""
     from attngan.config import preset
-    from attngan.losses import sent_loss
     from attngan.networks import build_image_encoder, build_text_encoder
-    from attngan.training.perf import encoder_autocast, to_channels_last
+    from attngan.training.damsm_loop import _damsm_losses
+    from attngan.training.perf import encoder_autocast
 
     cfg, n_words = preset("tiny"), 80
+    if not preset_speedups:
+        cfg.damsm.amp, cfg.damsm.channels_last = "off", False
     torch.manual_seed(0)  # same weights and data for every variant
     text_encoder = build_text_encoder(cfg, n_words).to(device).train()
     image_encoder = build_image_encoder(cfg).to(device).train()
-    channels_last = preset_speedups and cfg.damsm.channels_last
-    if channels_last:
+    if cfg.damsm.channels_last:
         image_encoder = image_encoder.to(memory_format=torch.channels_last)
     if not preset_speedups:
         text_encoder._rnn_unpacked = text_encoder._rnn_packed  # the packed bi-LSTM on the CPU too
-    amp = cfg.damsm.amp if preset_speedups else "off"
     params = list(text_encoder.parameters()) + list(image_encoder.parameters())
     opt = torch.optim.Adam(params, lr=cfg.damsm.lr, betas=cfg.damsm.betas)
     t = cfg.damsm.words_num
@@ -138,23 +139,16 @@ def tiny_step(context: str, device: torch.device, batch: int = 32, preset_speedu
     cap_lens[0] = t
     captions = torch.randint(1, n_words, (batch, t)) * (torch.arange(t) < cap_lens[:, None])
     images = torch.rand(batch, 3, cfg.damsm.image_size, cfg.damsm.image_size) * 2 - 1
-    captions, cap_lens, images = captions.to(device), cap_lens.to(device), images.to(device)
-    if channels_last:
-        images = to_channels_last(images)
-    class_ids = torch.arange(batch).to(device)
-    d = cfg.damsm
+    batch_dict = {"captions": captions, "cap_lens": cap_lens, "class_ids": torch.arange(batch),
+                  "images": [images]}
+
+    def amp():
+        return encoder_autocast(cfg.damsm.amp, device)
 
     def step():
-        words, sent = text_encoder(captions, cap_lens)
-        with encoder_autocast(amp, device):
-            regions, code = image_encoder(images)
-        regions, code = regions.float(), code.float()
-        with encoder_autocast(amp, device):  # as damsm_loop: only the region-word matmul follows it
-            w0, w1, _ = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3,
-                                   context=context)
-        s0, s1 = sent_loss(code, sent, class_ids, d.gamma3)
+        terms, *_ = _damsm_losses(cfg, text_encoder, image_encoder, batch_dict, device, amp, context)
         opt.zero_grad(set_to_none=True)
-        (w0 + w1 + s0 + s1).backward()
+        sum(terms.values()).backward()
         opt.step()
     return step
 

@@ -106,10 +106,11 @@ def retrieval_metrics(img: torch.Tensor, sent: torch.Tensor, class_ids: torch.Te
 
 # Training.
 
-def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=contextlib.nullcontext):
+def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=contextlib.nullcontext,
+                  context: str = "auto"):
     """The four DAMSM terms of a batch. `amp` (a context factory) wraps the image encoder, whose
     outputs come back float32, and the word loss's region-word matmul; the softmaxes, cosines and
-    matching losses stay float32."""
+    matching losses stay float32. `context` is words_loss's (the benchmark compares the two)."""
     from attngan.losses import sent_loss, words_loss
 
     captions, cap_lens = batch["captions"].to(device), batch["cap_lens"].to(device)
@@ -123,7 +124,8 @@ def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=c
     regions, code = regions.float(), code.float()
     d = cfg.damsm
     with amp():  # words_loss lets only its region-word matmul follow autocast
-        w0, w1, attn = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
+        w0, w1, attn = words_loss(regions, words, cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3,
+                                  context=context)
     s0, s1 = sent_loss(code, sent, class_ids, d.gamma3)
     return {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}, attn, code, sent
 
