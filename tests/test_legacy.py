@@ -11,6 +11,7 @@ import json
 import math
 import pickle
 import shutil
+import time
 import types
 from collections import OrderedDict
 from pathlib import Path
@@ -334,6 +335,26 @@ def test_code_payloads_are_refused_and_never_run(bird, tmp_path):
         load_original_state_dict(plain_pickle_pth, "generator")
     assert not marker.exists()
     assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()
+
+
+def test_captions_pickle_that_expands_without_bound_is_refused(bird, tmp_path, capsys):
+    # Each level holds the previous list twice: a few hundred bytes, 2**45 ids once expanded.
+    x = [1]
+    for _ in range(45):
+        x = [x, x]
+    bomb = tmp_path / "captions.pickle"
+    bomb.write_bytes(pickle.dumps([x, [], {0: "<end>"}, {"<end>": 0}], protocol=2))
+    f = bird["files"]
+    for argv in (["import-original", "--preset", "bird", "--netG", str(f["netG"]), "--text-encoder",
+                  str(f["text_encoder"]), "--captions", str(bomb), "-o", str(tmp_path / "m")],
+                 ["export-original", str(bird["model"]), "-o", str(tmp_path / "exported"),
+                  "--captions", str(bomb)]):
+        t0 = time.perf_counter()
+        rc = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert time.perf_counter() - t0 < 5
+        assert rc == 2 and len(err) == 1 and "expands to more than" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["captions.pickle"]
 
 
 def test_truncated_and_missing_files(bird, tmp_path):

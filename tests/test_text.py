@@ -193,3 +193,86 @@ def test_load_vocab_names_what_is_missing(tmp_path):
         load_vocab(tmp_path)
     with pytest.raises(AttnGANError, match="not found"):
         load_vocab(tmp_path / "nope")
+
+
+# Pickles whose references expand without bound ("billion laughs").
+
+def _laughs(levels):
+    x = [1]
+    for _ in range(levels):
+        x = [x, x]  # pickled once, referenced twice: the file grows by a few bytes per level
+    return x
+
+
+def _timed_peak(fn):
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(AttnGANError) as info:
+            fn()
+        return time.perf_counter() - t0, tracemalloc.get_traced_memory()[1], str(info.value)
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("levels, message", [(45, "expands to more than"), (48, "expands to more than"),
+                                             (200, "nested too deeply")])
+def test_billion_laughs_pickle_is_refused_quickly_and_small(levels, message, tmp_path):
+    path = tmp_path / "captions.pickle"
+    path.write_bytes(pickle.dumps([_laughs(levels), [], {0: "<end>"}, {"<end>": 0}], protocol=2))
+    assert path.stat().st_size < 4000
+    for load in (load_captions_pickle, load_plain_pickle, lambda p: load_vocab(p.parent)):
+        seconds, peak, text = _timed_peak(lambda: load(path))
+        assert seconds < 1.0 and peak < 50 * 2**20, (seconds, peak)
+        assert message in text and "\n" not in text and str(path) in text
+
+
+def test_wide_shared_references_and_long_strings_are_capped(tmp_path):
+    import attngan.text
+
+    path = tmp_path / "f.pickle"
+    row = list(range(1, 10_001))
+    path.write_bytes(pickle.dumps([row] * 10_000, protocol=2))  # 100 million ids when expanded
+    seconds, peak, text = _timed_peak(lambda: load_plain_pickle(path))
+    assert "items" in text and seconds < 1.0
+    word = "w" * 1_000_000
+    path.write_bytes(pickle.dumps([word] * 1000, protocol=2))  # a billion characters expanded
+    seconds, peak, text = _timed_peak(lambda: load_plain_pickle(path))
+    assert "characters" in text and seconds < 1.0
+    assert attngan.text.MAX_PICKLE_ITEMS >= 10_000_000  # COCO's file expands to about 8 million
+
+
+def test_reference_cycle_is_refused(tmp_path):
+    x = []
+    x.append(x)
+    x.append(x)
+    path = tmp_path / "f.pickle"
+    path.write_bytes(pickle.dumps(x, protocol=2))
+    seconds, peak, text = _timed_peak(lambda: load_plain_pickle(path))
+    assert "reference cycle" in text and seconds < 1.0
+
+
+def test_shared_captions_stay_shared_and_load(tmp_path):
+    # A caption referenced many times is checked and copied once (work follows the file size).
+    cap = [1, 2, 1]
+    path = tmp_path / "captions.pickle"
+    path.write_bytes(pickle.dumps([[cap] * 100_000, [cap], {0: "<end>", 1: "a", 2: "bird"},
+                                   {"<end>": 0, "a": 1, "bird": 2}], protocol=2))
+    caps = load_captions_pickle(path)
+    assert len(caps.train) == 100_000 and caps.train[0] == [1, 2, 1] and caps.train[0] is caps.train[-1]
+    assert caps.test == [[1, 2, 1]]
+
+
+@pytest.mark.parametrize("ixtoword, wordtoix", [
+    ({0: "<end>", "x": "a"}, {"<end>": 0, "a": 1}),       # a string id: not comparable with ints
+    ({0: "<end>", 1: ["a"]}, {"<end>": 0}),               # a list as a word: unhashable
+    ({0: "<end>", True: "a"}, {"<end>": 0, "a": 1}),      # a bool is not an id
+])
+def test_malformed_vocabulary_in_captions_pickle_is_one_error(ixtoword, wordtoix, tmp_path):
+    path = tmp_path / "captions.pickle"
+    path.write_bytes(pickle.dumps([[], [], ixtoword, wordtoix], protocol=2))
+    with pytest.raises(AttnGANError, match="ixtoword"):
+        load_captions_pickle(path)

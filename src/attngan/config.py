@@ -10,11 +10,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attngan.errors import AttnGANError
+from attngan.errors import AttnGANError, check_seed
 
 
 class ConfigError(AttnGANError, ValueError):
@@ -99,7 +100,9 @@ class TrainConfig:
     minutes: float = 0.0             # wall-clock budget; 0 = none
     max_bad_steps: int = 20
     # Speed switches (issue 10); each is benchmarked against all-off in the same run.
-    amp: str = "off"                 # off | bf16 | fp16 (CUDA; losses and softmaxes stay fp32)
+    # off | auto (bf16 where the CPU/GPU has it natively, else float32) | bf16 (forced, CPU or CUDA)
+    # | fp16 (CUDA, grad scaler); G, the Ds and the image encoder only: losses and softmaxes stay fp32.
+    amp: str = "off"
     channels_last: bool = False
     compile: bool = False            # torch.compile G and the Ds
     sync_bn: bool = False            # SyncBatchNorm under DDP
@@ -209,6 +212,19 @@ def _tiny() -> Config:
     c.train.sample_kimg = 5.0
     c.train.log_kimg = 0.5
     c.train.ema_decay = 0.99
+    c.train.amp = "auto"             # bf16 on CPUs/GPUs with native bf16, float32 elsewhere
+    return c
+
+
+def _synthbirds_128() -> Config:
+    # AttnGAN2's structure (three stages, two word-attention models) at CPU size: 32 -> 64 -> 128 px.
+    # The lower two stages have exactly the `tiny` shapes, so the shipped two-stage model can be
+    # grown into it (`attngan train --init`, see MODEL.md); the DAMSM is tiny's (64 px input: the
+    # top image is resized to it, as the paper's Inception encoder resizes to 299).
+    c = _tiny()
+    c.name = "synthbirds-128"
+    c.data.branch_num = 3
+    c.train.total_kimg = 100.0
     return c
 
 
@@ -218,6 +234,7 @@ PRESETS = {
     "bird-dcgan": _bird_dcgan,
     "coco": _coco,
     "tiny": _tiny,
+    "synthbirds-128": _synthbirds_128,
 }
 
 
@@ -231,6 +248,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any], _path: str = "") -> 
     """Return a copy of `cfg` with nested `overrides` applied; unknown keys and wrong types fail."""
     cfg = copy.deepcopy(cfg)
     _apply(cfg, overrides, _path)
+    validate(cfg)
     return cfg
 
 
@@ -264,7 +282,8 @@ def _coerce(current: Any, value: Any, name: str) -> Any:
             raise ConfigError(f"'{name}' must be an integer, got {value!r}")
         return value
     if isinstance(current, tuple):
-        if not isinstance(value, (list, tuple)) or len(value) != len(current):
+        if (not isinstance(value, (list, tuple)) or len(value) != len(current)
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)):
             raise ConfigError(f"'{name}' must be a list of {len(current)} numbers, got {value!r}")
         return tuple(float(v) for v in value)
     if isinstance(current, str):
@@ -285,6 +304,103 @@ def load_config(spec: str, overrides: dict[str, Any] | None = None) -> Config:
         cfg = _load_file(path)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+# Validation: the ranges and choices every command relies on. A resolved config (preset, file,
+# overrides, a saved model's config.json) is checked as a whole, so a bad value is one line that
+# names its key, before any data is read or any file is written.
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.dataset": ("birds", "coco"),
+    "data.short_captions": ("skip", "pad"),
+    "text.rnn_type": ("LSTM", "GRU"),
+    "text.sentence": ("last", "mean"),
+    "damsm.backbone": ("inception", "small"),
+    "damsm.small_pool": ("avg", "avgmax"),
+    "damsm.amp": ("off", "auto", "bf16"),
+    "train.amp": ("off", "auto", "bf16", "fp16"),
+}
+_AT_LEAST_ONE = (
+    "data.base_size", "data.branch_num", "data.captions_per_image", "data.words_num",
+    "text.embedding_dim", "text.word_dim",
+    "damsm.image_size", "damsm.small_width", "damsm.words_num", "damsm.batch_size",
+    "damsm.snapshot_epochs",
+    "gan.gf_dim", "gan.df_dim", "gan.z_dim", "gan.condition_dim",
+    "train.batch_size",
+)
+_AT_LEAST_ZERO = ("data.workers", "damsm.epochs", "damsm.max_bad_steps", "gan.r_num",
+                  "train.max_bad_steps")
+_POSITIVE = ("damsm.gamma1", "damsm.gamma2", "damsm.gamma3", "damsm.lr", "damsm.rnn_grad_clip",
+             "train.lr_g", "train.lr_d", "train.total_kimg", "train.snapshot_kimg",
+             "train.sample_kimg", "train.log_kimg")
+_NON_NEGATIVE = ("damsm.min_lr", "train.damsm_lambda", "train.kl_weight", "train.minutes")
+# (low, high, high included): a dropout of 1 would zero every embedding; an lr_decay above 1
+# would grow the learning rate without end (it is applied while lr > min_lr).
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "data.max_bad_fraction": (0.0, 1.0, True),
+    "text.dropout": (0.0, 1.0, False),
+    "train.ema_decay": (0.0, 1.0, True),
+}
+_BETAS = ("damsm.betas", "train.betas")
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _number(key: str, value: Any, kind: type) -> float:
+    # Configs built in Python bypass _coerce: check the type here too, so the ranges below compare
+    # numbers (and a NaN, which fails every comparison, cannot slip through).
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise ConfigError(f"'{key}' must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"'{key}' must be a finite number, got {value!r}")
+    return value
+
+
+def validate(cfg: Config) -> Config:
+    """Check ranges and choices of every section; the first problem is a ConfigError (one line,
+    naming the key and the value). Returns `cfg` unchanged."""
+    try:
+        check_seed(cfg.seed)
+    except AttnGANError:
+        raise ConfigError(f"'seed' must be an integer from 0 to 2**63 - 1, got {cfg.seed!r}") from None
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
+    for key in _AT_LEAST_ONE:
+        if _number(key, _get(cfg, key), int) < 1:
+            raise ConfigError(f"'{key}' must be at least 1, got {_get(cfg, key)!r}")
+    for key in _AT_LEAST_ZERO:
+        if _number(key, _get(cfg, key), int) < 0:
+            raise ConfigError(f"'{key}' must be 0 or more, got {_get(cfg, key)!r}")
+    for key in _POSITIVE:
+        if _number(key, _get(cfg, key), float) <= 0:
+            raise ConfigError(f"'{key}' must be greater than 0, got {_get(cfg, key)!r}")
+    for key in _NON_NEGATIVE:
+        if _number(key, _get(cfg, key), float) < 0:
+            raise ConfigError(f"'{key}' must be 0 or more, got {_get(cfg, key)!r}")
+    for key, (low, high, closed) in _RANGES.items():
+        value = _number(key, _get(cfg, key), float)
+        if not (low <= value <= high if closed else low <= value < high):
+            raise ConfigError(f"'{key}' must be from {low:g} to {high:g}"
+                              f"{'' if closed else ' (exclusive)'}, got {value!r}")
+    lr_decay = _number("damsm.lr_decay", cfg.damsm.lr_decay, float)
+    if not 0 < lr_decay <= 1:
+        raise ConfigError(f"'damsm.lr_decay' must be greater than 0 and at most 1, got {lr_decay!r}")
+    for key in _BETAS:
+        betas = _get(cfg, key)
+        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1
+                       for b in betas)):
+            raise ConfigError(f"'{key}' must be two numbers, each from 0 to 1 (exclusive), got {betas!r}")
+    if cfg.text.embedding_dim % 2:
+        raise ConfigError(f"'text.embedding_dim' must be even (half per direction of the bi-RNN), "
+                          f"got {cfg.text.embedding_dim}")
     return cfg
 
 

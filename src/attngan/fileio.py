@@ -1,6 +1,7 @@
 """Atomic file writes (torch-free): a temp file beside the target, then a rename.
 
 Readers never see half a file, and a process killed mid-write leaves the previous version.
+Also the reading side of small JSON metadata files (read_json_object).
 """
 
 from __future__ import annotations
@@ -10,6 +11,12 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from attngan.errors import AttnGANError
+
+# Metadata files (config.json of a model or DAMSM folder) are a few kilobytes; the cap keeps a
+# huge or endless file from being read into memory before it is rejected.
+MAX_JSON_BYTES = 16 * 1024 * 1024
 
 
 def _umask() -> int:
@@ -64,3 +71,42 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def read_json_object(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """A JSON file that must hold an object (a mapping), as a dict; anything else (missing,
+    unreadable, too large, not JSON, an array, null, a string) is a one-line AttnGANError that
+    names `what` and the path."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise AttnGANError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise AttnGANError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if len(data) > max_bytes:
+        raise AttnGANError(f"{what} {path} is larger than {max_bytes // (1024 * 1024)} MiB; "
+                           "it cannot be a metadata file")
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise AttnGANError(f"{what} {path} is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise AttnGANError(f"{what} {path} is not valid JSON ({e.msg} at line {e.lineno}, "
+                           f"column {e.colno})") from None
+    except ValueError as e:  # e.g. an integer beyond Python's digit limit
+        raise AttnGANError(f"{what} {path} is not valid JSON ({str(e)[:80]})") from None
+    except RecursionError:
+        raise AttnGANError(f"{what} {path} is nested too deeply to be a metadata file") from None
+    if not isinstance(obj, dict):
+        raise AttnGANError(f"{what} {path} must hold a JSON object, got {_json_kind(obj)}")
+    return obj
+
+
+def _json_kind(obj: Any) -> str:
+    if obj is None:
+        return "null"
+    if isinstance(obj, bool):
+        return "a boolean"
+    return {list: "an array", str: "a string", int: "a number", float: "a number"}.get(type(obj), type(obj).__name__)

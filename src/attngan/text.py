@@ -207,21 +207,88 @@ def _to_text(b: bytes) -> str:
         return b.decode("latin-1")
 
 
-def _plain(obj: Any, path: str, depth: int = 0) -> Any:
-    """Check the loaded object holds plain data only, turning Python-2 byte strings into str."""
-    if depth > 50:
-        raise AttnGANError(f"{path} is nested too deeply to be AttnGAN metadata")
-    if isinstance(obj, bytes):
-        return _to_text(obj)
-    if isinstance(obj, (str, int, float, type(None))):  # bool is an int
-        return obj
-    if isinstance(obj, list):
-        return [_plain(x, path, depth + 1) for x in obj]
-    if isinstance(obj, tuple):
-        return tuple(_plain(x, path, depth + 1) for x in obj)
-    if isinstance(obj, dict):
-        return {_plain(k, path, depth + 1): _plain(v, path, depth + 1) for k, v in obj.items()}
-    raise AttnGANError(f"{path} holds a {type(obj).__name__}; only plain data is accepted")
+# Pickle's memo lets one object be referenced many times, so a file of a few hundred bytes can
+# describe a structure of 2**40 elements (nested lists, each holding the previous one twice). The
+# conversion below keeps shared objects shared (each is converted once), so its time and memory
+# follow the file's size; and it measures the structure as a reader walking it would see it
+# (every reference counted), refusing one beyond what any real metadata file holds: the largest
+# original file, COCO's captions.pickle, expands to about 8 million items.
+MAX_PICKLE_ITEMS = 50_000_000        # list/tuple/dict entries, references counted each time
+MAX_PICKLE_CHARS = 200_000_000       # characters of text and bytes, likewise
+MAX_PICKLE_DEPTH = 50
+
+
+class _PlainConverter:
+    """Plain-data check and Python-2 byte-string decoding, memoised by object identity."""
+
+    def __init__(self, path: str):
+        self.path = path
+        # id -> (converted, expanded items, expanded chars). The loaded object keeps every
+        # original alive until conversion ends, so ids are not reused meanwhile.
+        self.memo: dict[int, tuple[Any, int, int]] = {}
+        self.active: set[int] = set()  # containers being converted: a reference cycle's members
+
+    def convert(self, obj: Any) -> Any:
+        value, items, chars = self._convert(obj, 0)
+        return value
+
+    def _limit(self, items: int, chars: int) -> None:
+        if items > MAX_PICKLE_ITEMS:
+            raise AttnGANError(f"{self.path} expands to more than {MAX_PICKLE_ITEMS:,} items "
+                               "(shared references counted each time); not AttnGAN metadata")
+        if chars > MAX_PICKLE_CHARS:
+            raise AttnGANError(f"{self.path} expands to more than {MAX_PICKLE_CHARS:,} characters "
+                               "of text (shared references counted each time); not AttnGAN metadata")
+
+    def _convert(self, obj: Any, depth: int) -> tuple[Any, int, int]:
+        if isinstance(obj, (int, float, type(None))):  # bool is an int
+            return obj, 1, 0
+        if isinstance(obj, str):
+            return obj, 1, len(obj)
+        key = id(obj)
+        done = self.memo.get(key)
+        if done is not None:
+            return done
+        if isinstance(obj, bytes):
+            result = (_to_text(obj), 1, len(obj))
+        elif isinstance(obj, (list, tuple, dict)):
+            if depth >= MAX_PICKLE_DEPTH:
+                raise AttnGANError(f"{self.path} is nested too deeply to be AttnGAN metadata")
+            if key in self.active:
+                raise AttnGANError(f"{self.path} holds a reference cycle; not AttnGAN metadata")
+            self.active.add(key)
+            items, chars = 1, 0
+            if isinstance(obj, dict):
+                out: dict[Any, Any] = {}
+                for k, v in obj.items():
+                    ck, ik, nk = self._convert(k, depth + 1)
+                    cv, iv, nv = self._convert(v, depth + 1)
+                    out[ck] = cv
+                    items, chars = items + ik + iv, chars + nk + nv
+                    self._limit(items, chars)
+                converted: Any = out
+            else:
+                parts = []
+                for x in obj:
+                    cx, ix, nx = self._convert(x, depth + 1)
+                    parts.append(cx)
+                    items, chars = items + ix, chars + nx
+                    self._limit(items, chars)
+                converted = parts if isinstance(obj, list) else tuple(parts)
+            self.active.discard(key)
+            result = (converted, items, chars)
+        else:
+            raise AttnGANError(f"{self.path} holds a {type(obj).__name__}; only plain data is accepted")
+        self.memo[key] = result
+        return result
+
+
+def _plain(obj: Any, path: str) -> Any:
+    """Check the loaded object holds plain data only, turning Python-2 byte strings into str.
+
+    An object referenced several times in the file is converted once and stays shared.
+    """
+    return _PlainConverter(path).convert(obj)
 
 
 def load_plain_pickle(path: str | os.PathLike) -> Any:
@@ -266,9 +333,13 @@ def load_captions_pickle(path: str | os.PathLike) -> CaptionsPickle:
     if not isinstance(ixtoword, dict) or not isinstance(wordtoix, dict):
         raise AttnGANError(f"{path}: ixtoword and wordtoix must be dicts")
     n = len(ixtoword)
-    if sorted(ixtoword) != list(range(n)):
+    # Keys of other types would make sorted() fail on the comparison: check them first.
+    if (not all(type(i) is int for i in ixtoword)  # noqa: E721 - bool keys are not ids
+            or sorted(ixtoword) != list(range(n))):
         raise AttnGANError(f"{path}: ixtoword ids are not 0..{n - 1}")
     words = [ixtoword[i] for i in range(n)]
+    if not all(isinstance(w, str) for w in words):
+        raise AttnGANError(f"{path}: ixtoword must map ids to words (strings)")
     if any(wordtoix.get(w) != i for i, w in enumerate(words)) or len(wordtoix) != n:
         raise AttnGANError(f"{path}: ixtoword and wordtoix disagree")
     vocab = Vocabulary(words)
@@ -276,11 +347,19 @@ def load_captions_pickle(path: str | os.PathLike) -> CaptionsPickle:
     for name, caps in (("train", train), ("test", test)):
         if not isinstance(caps, (list, tuple)):
             raise AttnGANError(f"{path}: {name} captions must be a list")
+        # A caption the file references several times is checked and copied once, and stays
+        # shared: the work follows the file's size, not its expanded size.
+        seen: dict[int, list[int]] = {}
+        checked = []
         for c in caps:
-            if not isinstance(c, (list, tuple)) or not all(
-                    isinstance(i, int) and 0 < i < n for i in c):
-                raise AttnGANError(f"{path}: a {name} caption is not a list of word ids 1..{n - 1}")
-        out.append([list(c) for c in caps])
+            copy = seen.get(id(c))
+            if copy is None:
+                if not isinstance(c, (list, tuple)) or not all(
+                        type(i) is int and 0 < i < n for i in c):  # noqa: E721
+                    raise AttnGANError(f"{path}: a {name} caption is not a list of word ids 1..{n - 1}")
+                copy = seen[id(c)] = list(c)
+            checked.append(copy)
+        out.append(checked)
     return CaptionsPickle(out[0], out[1], vocab)
 
 

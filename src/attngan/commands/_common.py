@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+from pathlib import Path
 from typing import Any
 
-from attngan.errors import AttnGANError
+from attngan.errors import AttnGANError, check_seed
 
 
 def add_config_arguments(p: argparse.ArgumentParser, default: str = "bird") -> None:
@@ -31,23 +34,73 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         try:
             value = yaml_load(raw)
-        except yaml.YAMLError:
-            raise AttnGANError(f"--set {key}: cannot parse value {raw!r}") from None
+        except (yaml.YAMLError, ValueError):  # ValueError: an int beyond Python's digit limit
+            raise AttnGANError(f"--set {key}: cannot parse value {raw[:80]!r}") from None
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise AttnGANError(f"--set {key}: '{part}' was already set to a value, not a section")
         node[parts[-1]] = value
     return out
 
 
 def resolve_config(args: argparse.Namespace):
-    from attngan.config import load_config
+    """The config of --config and --set, with --seed applied; validated as a whole."""
+    from attngan.config import load_config, validate
 
     cfg = load_config(args.config, parse_overrides(args.overrides))
     if getattr(args, "seed", None) is not None:
-        cfg.seed = args.seed
-    return cfg
+        cfg.seed = check_seed(args.seed, "--seed")
+    return validate(cfg)
+
+
+def check_minutes(minutes: float, what: str = "--minutes") -> float:
+    """A wall-clock budget in minutes: finite and 0 or more (0 = no budget)."""
+    if not (math.isfinite(minutes) and minutes >= 0):
+        raise AttnGANError(f"{what} must be 0 or more (0 = no budget), got {minutes}")
+    return minutes
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Fail now, in one line, if a folder cannot be created or written at `path`.
+
+    Commands call this before loading models or data, so a typo such as an output path under a
+    regular file fails in a second rather than after the work (and without a traceback from
+    mkdir). Returns the path; nothing is created.
+    """
+    path = Path(path)
+    _check_dir(path, path, what)
+    return path
+
+
+def _check_dir(path: Path, shown: Path, what: str) -> None:
+    probe = path
+    while True:
+        if probe.is_symlink() and not probe.exists():
+            raise AttnGANError(f"{what} {shown}: {probe} is a broken symbolic link")
+        if probe.exists():
+            if not probe.is_dir():
+                where = "is a file" if probe == shown else "is a file, not a folder"
+                raise AttnGANError(f"{what} {shown}: {probe} {where}")
+            if not os.access(probe, os.W_OK | os.X_OK):
+                raise AttnGANError(f"{what} {shown}: {probe} is not writable")
+            return
+        parent = probe.parent
+        if parent == probe:  # nothing of the path exists, not even its root
+            return
+        probe = parent
+
+
+def check_writable_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """As check_writable_dir, for a file to be written at `path`: its folder must be creatable,
+    and `path` itself must not be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise AttnGANError(f"{what} {path} is a folder; give a file name")
+    _check_dir(path.parent, path, what)
+    return path
 
 
 def print_config(cfg) -> None:

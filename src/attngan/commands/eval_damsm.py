@@ -20,6 +20,11 @@ def run(args) -> int:
     from dataclasses import replace
 
     from attngan.data.dataset import TextImageDataset, make_loader
+    from attngan.errors import AttnGANError, check_seed
+
+    check_seed(args.seed, "--seed")
+    if args.max_items < 0:
+        raise AttnGANError(f"--max-items must be 0 (all) or more, got {args.max_items}")
     from attngan.training.damsm_loop import encode_split, load_damsm, retrieval_metrics
     from attngan.training.distributed import resolve_device
 

@@ -15,8 +15,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from attngan.commands._common import check_writable_dir
     from attngan.legacy import export_original
 
+    check_writable_dir(args.out)
     for path in export_original(args.model, args.out, captions=args.captions):
         print(path)
     return 0

@@ -26,8 +26,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from attngan.commands._common import check_writable_dir
     from attngan.legacy import import_original
 
+    check_writable_dir(args.out)
     out = import_original(args.preset, args.netG, args.text_encoder, args.captions, args.out,
                           image_encoder=args.image_encoder, net_d=args.netD,
                           overwrite=args.overwrite)

@@ -21,8 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attngan.commands._common import check_writable_dir
     from attngan.data.synth_birds import generate_synth_birds, load_manifest
 
+    check_writable_dir(args.out)
     out = generate_synth_birds(args.out, images=args.images, classes=args.classes, size=args.size,
                                seed=args.seed, workers=args.workers, overwrite=args.overwrite)
     c = load_manifest(out)["counts"]

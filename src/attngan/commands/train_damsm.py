@@ -19,9 +19,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from attngan.commands._common import print_config, resolve_config
+    from attngan.commands._common import (check_minutes, check_writable_dir, print_config,
+                                          resolve_config)
+    from attngan.errors import AttnGANError
 
     cfg = resolve_config(args)
+    # --epochs and --minutes go to the loop directly, not through the config: check them here.
+    if args.epochs is not None and args.epochs < 0:
+        raise AttnGANError(f"--epochs must be 0 or more, got {args.epochs}")
+    check_minutes(args.minutes)
+    check_writable_dir(args.out)
     print_config(cfg)
     if args.dry_run:
         return 0

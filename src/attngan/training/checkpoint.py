@@ -8,7 +8,6 @@ folder and is renamed over the target, so a run killed at any moment leaves the 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -19,9 +18,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from attngan.config import Config
+from attngan.config import Config, ConfigError
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_json, publish_mode, tmp_dir_beside, tmp_path_beside
+from attngan.fileio import (atomic_write_json, publish_mode, read_json_object, tmp_dir_beside,
+                            tmp_path_beside)
 
 FORMAT_VERSION = 1
 MODEL_FILES = ("config.json", "vocab.json", "generator.safetensors", "text_encoder.safetensors",
@@ -137,15 +137,32 @@ def read_model_config(model_dir: str | Path) -> tuple[Config, dict[str, Any]]:
     missing = [f for f in MODEL_FILES if not (model_dir / f).is_file()]
     if missing:
         raise AttnGANError(f"model folder {model_dir} is incomplete: missing {', '.join(missing)}")
-    try:
-        meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AttnGANError(f"{model_dir / 'config.json'} is not valid JSON: {e}") from None
+    meta = read_json_object(model_dir / "config.json", "model config")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise AttnGANError(f"model folder {model_dir} has format version {version!r}; "
+        shown = repr(version) if len(repr(version)) <= 40 else repr(version)[:40] + "..."
+        raise AttnGANError(f"model folder {model_dir} has format version {shown}; "
                            f"this attngan reads version {FORMAT_VERSION}")
-    return Config.from_dict(meta["config"]), meta
+    return config_from_meta(meta, model_dir / "config.json"), meta
+
+
+def read_config_json(path: str | Path, what: str = "config") -> tuple[Config, dict[str, Any]]:
+    """A folder's config.json ({"config": {...}, ...}: model and DAMSM folders) -> (validated
+    Config, the whole JSON object); every problem is a one-line AttnGANError naming the file."""
+    meta = read_json_object(path, what)
+    return config_from_meta(meta, Path(path)), meta
+
+
+def config_from_meta(meta: dict[str, Any], path: Path) -> Config:
+    """The validated Config under meta["config"]; `path` (the file it came from) is named in errors."""
+    raw = meta.get("config")
+    if not isinstance(raw, dict):
+        raise AttnGANError(f"{path} has no \"config\" object" if raw is None else
+                           f"{path}: \"config\" must be a JSON object, got {type(raw).__name__}")
+    try:
+        return Config.from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 # RNG states (for exact resume).

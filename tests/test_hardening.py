@@ -1,0 +1,302 @@
+"""Hostile or mistaken input to the CLI: one line on stderr, exit code 2, no traceback, nothing
+written, and no work started (no model loaded, no data read) before the mistake is found."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import time
+import tracemalloc
+
+import pytest
+
+from attngan.cli import main
+from attngan.commands._common import check_writable_dir, check_writable_file
+from attngan.errors import AttnGANError, check_seed
+from attngan.fileio import read_json_object
+
+
+def run_cli(argv, capsys):
+    rc = main(argv)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err.strip().splitlines()
+
+
+def assert_one_line_error(rc, err, message):
+    assert rc == 2, err
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    assert message in err[0], err
+
+
+def laughs(levels: int):
+    """Nested lists, each holding the previous one twice: a few hundred bytes pickled, 2**levels
+    elements when every reference is expanded."""
+    x = [1]
+    for _ in range(levels):
+        x = [x, x]
+    return x
+
+
+# --- Config values: train / train-damsm --dry-run ----------------------------------------------
+
+TRAIN = ["train", "--config", "tiny", "--data", "{data}", "--damsm", "{damsm}", "--out", "{out}"]
+DAMSM = ["train-damsm", "--config", "tiny", "--data", "{data}", "--out", "{out}"]
+
+CONFIG_CASES = [
+    (TRAIN + ["--set", "train.batch_size=0"], "'train.batch_size' must be at least 1, got 0"),
+    (DAMSM + ["--set", "damsm.batch_size=0"], "'damsm.batch_size' must be at least 1, got 0"),
+    (TRAIN + ["--set", "train.batch_size=-4"], "'train.batch_size' must be at least 1, got -4"),
+    (DAMSM + ["--set", "damsm.batch_size=-4"], "'damsm.batch_size' must be at least 1, got -4"),
+    (TRAIN + ["--set", "data.workers=-1"], "'data.workers' must be 0 or more, got -1"),
+    (DAMSM + ["--set", "data.workers=-1"], "'data.workers' must be 0 or more, got -1"),
+    (TRAIN + ["--set", "train.betas=[a, b]"], "'train.betas' must be a list of 2 numbers"),
+    (TRAIN + ["--set", "train.betas=[0.5, 1.5]"], "'train.betas' must be two numbers"),
+    (DAMSM + ["--set", "damsm.betas=[0.5]"], "'damsm.betas' must be a list of 2 numbers"),
+    (TRAIN + ["--kimg", "-1"], "--kimg must be greater than 0, got -1"),
+    (TRAIN + ["--kimg", "0"], "--kimg must be greater than 0"),
+    (TRAIN + ["--minutes", "-5"], "--minutes must be 0 or more"),
+    (TRAIN + ["--minutes", "nan"], "--minutes must be 0 or more"),
+    (TRAIN + ["--set", "train.total_kimg=0"], "'train.total_kimg' must be greater than 0"),
+    (TRAIN + ["--set", "train.lr_g=0"], "'train.lr_g' must be greater than 0"),
+    (TRAIN + ["--set", "train.lr_d=.nan"], "'train.lr_d' must be a finite number"),
+    (TRAIN + ["--set", "gan.gf_dim=-16"], "'gan.gf_dim' must be at least 1, got -16"),
+    (TRAIN + ["--set", "data.branch_num=0"], "'data.branch_num' must be at least 1"),
+    (TRAIN + ["--set", "data.words_num=0"], "'data.words_num' must be at least 1"),
+    (TRAIN + ["--set", "data.base_size=-32"], "'data.base_size' must be at least 1"),
+    (TRAIN + ["--set", "data.dataset=imagenet"], "'data.dataset' must be one of birds, coco"),
+    (TRAIN + ["--set", "text.rnn_type=gru"], "'text.rnn_type' must be one of LSTM, GRU"),
+    (TRAIN + ["--set", "text.sentence=max"], "'text.sentence' must be one of last, mean"),
+    (DAMSM + ["--set", "damsm.backbone=resnet"], "'damsm.backbone' must be one of inception, small"),
+    (DAMSM + ["--set", "damsm.small_pool=max"], "'damsm.small_pool' must be one of avg, avgmax"),
+    (DAMSM + ["--set", "damsm.epochs=-1"], "'damsm.epochs' must be 0 or more, got -1"),
+    (DAMSM + ["--set", "damsm.snapshot_epochs=0"], "'damsm.snapshot_epochs' must be at least 1"),
+    (DAMSM + ["--set", "text.embedding_dim=255"], "'text.embedding_dim' must be even"),
+    (DAMSM + ["--epochs", "-1"], "--epochs must be 0 or more"),
+    (DAMSM + ["--minutes", "-1"], "--minutes must be 0 or more"),
+    (DAMSM + ["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1"),
+    (TRAIN + ["--seed", str(2**63)], "--seed must be an integer from 0 to 2**63 - 1"),
+    (TRAIN + ["--set", "seed=-3"], "'seed' must be an integer from 0 to 2**63 - 1"),
+    (TRAIN + ["--set", "train.batch_size=" + "9" * 5000], "cannot parse value"),
+    (TRAIN + ["--set", "train.batch_size=1", "--set", "train.batch_size.x=2"], "already set"),
+]
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+@pytest.mark.parametrize("argv, message", CONFIG_CASES,
+                         ids=[f"{a[0]} {' '.join(a[len(TRAIN if a[0] == 'train' else DAMSM):])}"
+                              for a, _ in CONFIG_CASES])
+def test_bad_config_values_are_one_line(argv, message, dry_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    subs = {"data": str(tmp_path / "no-data"), "damsm": str(tmp_path / "no-damsm"), "out": str(out)}
+    argv = [a.format(**subs) for a in argv] + (["--dry-run"] if dry_run else [])
+    rc, stdout, err = run_cli(argv, capsys)
+    assert_one_line_error(rc, err, message)
+    assert stdout == ""  # the config is not printed either: it is not valid
+    assert not out.exists()
+
+
+# --- generate: seed, top words ------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed", str(2**70)], "--seed must be an integer from 0 to 2**63 - 1"),
+    (["--seed", str(2**63)], "--seed must be an integer from 0 to 2**63 - 1"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 2**63 - 1"),
+    (["--top-words", "-1"], "--top-words must be at least 1, got -1"),
+    (["--top-words", "0"], "--top-words must be at least 1, got 0"),
+])
+def test_generate_arguments_are_checked_before_the_model_loads(extra, message, tiny_model_dir, tmp_path,
+                                                               capsys, monkeypatch):
+    from attngan.pipeline import AttnGANPipeline
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(AttnGANPipeline, "from_pretrained", no_load)
+    out = tmp_path / "gen"
+    rc, _, err = run_cli(["generate", "--model", str(tiny_model_dir), "--out", str(out), *extra, "a bird"],
+                         capsys)
+    assert_one_line_error(rc, err, message)
+    assert not out.exists()
+
+
+def test_largest_seed_still_generates(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "gen"
+    rc, _, err = run_cli(["generate", "--model", str(tiny_model_dir), "--out", str(out), "--seed",
+                          str(2**63 - 1), "--top-words", "1", "a bird"], capsys)
+    assert rc == 0, err
+    assert (out / "000_s0_attention.png").is_file()
+
+
+def test_check_seed_rule():
+    assert check_seed(0) == 0 and check_seed(2**63 - 1) == 2**63 - 1
+    for bad in (-1, 2**63, 2**70, True, 1.0, "3", None):
+        with pytest.raises(AttnGANError, match="from 0 to 2"):
+            check_seed(bad)
+    import numpy as np
+
+    assert check_seed(np.int64(7)) == 7
+
+
+# --- Output paths under a regular file ----------------------------------------------------------
+
+OUT_CASES = [
+    ["generate", "--model", "{model}", "--out", "{file}/sub", "a bird"],
+    ["train", "--config", "tiny", "--data", "{missing}", "--damsm", "{missing}", "--out", "{file}/x"],
+    ["train-damsm", "--config", "tiny", "--data", "{missing}", "--out", "{file}/x"],
+    ["train", "--config", "tiny", "--data", "{missing}", "--damsm", "{missing}", "--out", "{file}"],
+    ["import-original", "--preset", "bird", "--netG", "{missing}", "--text-encoder", "{missing}",
+     "--captions", "{missing}", "--out", "{file}/x"],
+    ["export-original", "{model}", "--out", "{file}/x/y"],
+    ["train-oracle", "--data", "{missing}", "--out", "{file}/x"],
+    ["synth-birds", "--out", "{file}/x", "--images", "4"],
+    ["eval", "--model", "{model}", "--data", "{missing}", "--out", "{file}/report.json"],
+]
+
+
+@pytest.mark.parametrize("argv", OUT_CASES, ids=lambda v: v[0] + ("" if v[-1] != "{file}" else " (file)"))
+def test_output_under_a_file_fails_first(argv, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from attngan.pipeline import AttnGANPipeline
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    monkeypatch.setattr(AttnGANPipeline, "from_pretrained", no_load)
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    subs = {"model": str(tiny_model_dir), "file": str(afile), "missing": str(tmp_path / "nowhere")}
+    rc, stdout, err = run_cli([a.format(**subs) for a in argv], capsys)
+    assert_one_line_error(rc, err, str(afile))
+    assert "is a file" in err[0]
+    assert stdout == "" and afile.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_check_writable_dir(tmp_path):
+    assert check_writable_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # nothing is created
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(AttnGANError, match="is a file"):
+        check_writable_dir(tmp_path / "f" / "a" / "b")
+    with pytest.raises(AttnGANError, match="is a file"):
+        check_writable_dir(tmp_path / "f")
+    with pytest.raises(AttnGANError, match="is a folder"):
+        check_writable_file(tmp_path)
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(AttnGANError, match="broken symbolic link"):
+        check_writable_dir(tmp_path / "dangling" / "x")
+
+
+# --- Model and DAMSM folders with a bad config.json ---------------------------------------------
+
+def _tiny_config(tiny_model_dir) -> dict:
+    return json.loads((tiny_model_dir / "config.json").read_text())
+
+
+BAD_CONFIG_JSON = [
+    ("[]", "must hold a JSON object, got an array"),
+    ("null", "must hold a JSON object, got null"),
+    ('"a string"', "must hold a JSON object, got a string"),
+    ("{bad json", "is not valid JSON"),
+    ("\xff\xfe", "not UTF-8"),
+    ("[" * 100000, "nested too deeply"),
+    ('{"format_version": 1}', 'has no "config" object'),
+    ('{"format_version": 1, "config": [1]}', '"config" must be a JSON object'),
+    ('{"format_version": "x' + "y" * 500 + '", "config": {}}', "format version"),
+    ("GF_DIM", "'gan.gf_dim' must be at least 1, got -16"),
+    ("BATCH", "'train.batch_size' must be at least 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_CONFIG_JSON, ids=[m for _, m in BAD_CONFIG_JSON])
+def test_model_folder_with_bad_config_json(text, message, tiny_model_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    if text in ("GF_DIM", "BATCH"):
+        meta = _tiny_config(tiny_model_dir)
+        if text == "GF_DIM":
+            meta["config"]["gan"]["gf_dim"] = -16
+        else:
+            meta["config"]["train"]["batch_size"] = 0
+        text = json.dumps(meta)
+    (model / "config.json").write_bytes(text.encode("latin-1"))
+    out = tmp_path / "gen"
+    rc, stdout, err = run_cli(["generate", "--model", str(model), "--out", str(out), "a bird"], capsys)
+    assert_one_line_error(rc, err, message)
+    assert str(model / "config.json") in err[0] or "format version" in message
+    assert not out.exists()
+
+
+def test_read_json_object(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text('{"a": 1}')
+    assert read_json_object(p, "thing") == {"a": 1}
+    with pytest.raises(AttnGANError, match="thing not found"):
+        read_json_object(tmp_path / "missing.json", "thing")
+    with pytest.raises(AttnGANError, match="cannot read thing"):
+        read_json_object(tmp_path, "thing")  # a folder
+    p.write_text('{"a": ' + "1" * 5000 + "}")  # beyond Python's int digit limit
+    with pytest.raises(AttnGANError, match="not valid JSON"):
+        read_json_object(p, "thing")
+    p.write_text(" " * 2048 + "{}")
+    with pytest.raises(AttnGANError, match="larger than"):
+        read_json_object(p, "thing", max_bytes=1024)
+
+
+def _damsm_folder(tiny_model_dir, tmp_path, text: str):
+    folder = tmp_path / "damsm"
+    folder.mkdir()
+    for name in ("vocab.json", "text_encoder.safetensors", "image_encoder.safetensors"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    (folder / "config.json").write_text(text)
+    return folder
+
+
+def test_read_config_json_for_damsm_folders(tiny_model_dir, tmp_path):
+    from attngan.config import ConfigError
+    from attngan.training.checkpoint import read_config_json
+
+    meta = _tiny_config(tiny_model_dir)
+    folder = _damsm_folder(tiny_model_dir, tmp_path, json.dumps({"config": meta["config"], "n_words": 3}))
+    cfg, got = read_config_json(folder / "config.json", "DAMSM config")
+    assert cfg.name == "tiny" and got["n_words"] == 3
+    (folder / "config.json").write_text("{bad")
+    with pytest.raises(AttnGANError, match="DAMSM config .* is not valid JSON"):
+        read_config_json(folder / "config.json", "DAMSM config")
+    meta["config"]["damsm"]["batch_size"] = 0
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="'damsm.batch_size' must be at least 1, got 0"):
+        read_config_json(folder / "config.json", "DAMSM config")
+
+
+@pytest.mark.parametrize("text", ["{bad json", "[]", "null", '{"n_words": 3}'])
+def test_damsm_folder_with_bad_config_json(text, tiny_model_dir, tmp_path, capsys):
+    folder = _damsm_folder(tiny_model_dir, tmp_path, text)
+    rc, _, err = run_cli(["eval-damsm", str(folder), "--data", str(tmp_path / "nowhere")], capsys)
+    assert_one_line_error(rc, err, str(folder / "config.json"))
+
+
+# --- captions.pickle that expands without bound --------------------------------------------------
+
+def test_billion_laughs_captions_pickle_through_the_cli(tmp_path, capsys):
+    # import-original reads the captions before any weights: give it empty weight files.
+    for name in ("netG.pth", "text_encoder.pth", "image_encoder.pth"):
+        (tmp_path / name).write_bytes(b"")
+    captions = tmp_path / "captions.pickle"
+    captions.write_bytes(pickle.dumps([laughs(45), [], {0: "<end>"}, {"<end>": 0}], protocol=2))
+    assert captions.stat().st_size < 1000
+    out = tmp_path / "model"
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        rc, _, err = run_cli(["import-original", "--preset", "bird", "--netG", str(tmp_path / "netG.pth"),
+                              "--text-encoder", str(tmp_path / "text_encoder.pth"),
+                              "--captions", str(captions), "--out", str(out)], capsys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 5  # includes importing torch-side modules once
+    assert peak < 50 * 2**20
+    assert_one_line_error(rc, err, str(captions))
+    assert not out.exists()
