@@ -1,11 +1,12 @@
-"""`attngan eval`: IS, FID (two protocols), KID, R-precision, attribute binding -> report.json + .md."""
+"""`attngan eval`: IS, FID (two protocols), KID, R-precision, attribute binding, per-stage
+high-frequency detail -> report.json + .md."""
 
 from __future__ import annotations
 
 NAME = "eval"
-HELP = "score a model's samples (or a folder of images): IS, FID, KID, R-precision, binding"
+HELP = "score a model's samples (or a folder of images): IS, FID, KID, R-precision, binding, sharpness"
 
-METRIC_HELP = "is,fid,fid_legacy,kid,r_precision,binding,localisation,fid_oracle"
+METRIC_HELP = "is,fid,fid_legacy,kid,r_precision,binding,localisation,fid_oracle,sharpness"
 
 
 def add_arguments(p) -> None:
@@ -17,7 +18,8 @@ def add_arguments(p) -> None:
     src.add_argument("--data", required=True, help="dataset folder (test split: captions and real images)")
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated subset of {METRIC_HELP} (default: every metric whose "
-                        "weights are given; a requested one without them is an error)")
+                        "weights are given, except sharpness, which runs when named; a requested "
+                        "one without its weights is an error)")
     p.add_argument("--num-images", type=int, default=30000,
                    help="samples to generate (the paper: 30000); with --images, a cap")
     p.add_argument("--splits", type=int, default=10, help="splits for IS and R-precision mean/std")
@@ -44,11 +46,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from attngan.errors import AttnGANError
+    from attngan.commands._common import check_writable_file
+    from attngan.errors import AttnGANError, check_seed
     from attngan.metrics.evaluation import EvalOptions, evaluate, format_markdown, write_report
 
     if args.model is None and args.images is None:
         raise AttnGANError("give --model MODEL_DIR (generate and score) or --images DIR (score a folder)")
+    check_seed(args.seed, "--seed")
+    check_writable_file(args.out)
+    if args.log:
+        check_writable_file(args.log, "--log")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     options = EvalOptions(
         metrics=metrics, num_images=args.num_images, splits=args.splits, batch=args.batch, seed=args.seed,

@@ -1,5 +1,5 @@
 """Evaluation metrics: IS, FID (pytorch-fid and legacy protocols), KID, R-precision, SynthBirds
-attribute binding and attention localisation.
+attribute binding and attention localisation, and per-stage high-frequency detail (`sharpness`).
 
 `registry.REGISTRY` maps each metric name to its function, protocol and reference implementation;
 `evaluation.evaluate` runs them in one pass over generated (or given) images and returns the

@@ -38,6 +38,8 @@ from attngan.metrics.registry import REGISTRY, MetricSpec
 REPORT_FORMAT = "attngan-eval"
 REPORT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# `sharpness` runs only when named: it is a diagnostic of the stages, not one of the published
+# comparisons (and it would otherwise run on every call, since it needs no weights).
 DEFAULT_METRICS = ("is", "fid", "fid_legacy", "kid", "r_precision", "binding", "localisation", "fid_oracle")
 
 
@@ -71,6 +73,9 @@ class ScoredBatch:
     captions: list[str] | None            # the text each image was generated from
     full_captions: list[str] | None       # the whole caption (before words_num subsampling)
     class_ids: np.ndarray | None
+    # Every stage's images, smallest first, unquantised (None: `images` is the only one). Only
+    # streams with `reads_stages` look at them; `images` is always the top stage.
+    stages: list[torch.Tensor] | None = None
 
 
 class GeneratedImages:
@@ -92,6 +97,10 @@ class GeneratedImages:
         self.z = torch.randn(num_images, pipe.config.gan.z_dim, generator=g)
         self.eps = torch.randn(num_images, pipe.config.gan.condition_dim, generator=g)
         self.image_size = pipe.config.data.image_size
+        data, gan = pipe.config.data, pipe.config.gan
+        # The DCGAN variant draws one image, at the top stage's size.
+        self.stage_ids = [data.branch_num - 1] if gan.dcgan else list(range(data.branch_num))
+        self.stage_sizes = [data.base_size * 2 ** i for i in self.stage_ids]
         self.raw_lines = _raw_caption_lines(dataset)
         self.description = (f"{num_images} samples of {len(dataset)} {dataset.split} images x "
                             f"{cpi} captions (cycled), seed {seed}")
@@ -113,7 +122,8 @@ class GeneratedImages:
                 full.append(raw[int(k) % len(raw)] if raw else self.ds.caption_text(int(i), int(k)))
             out = self.pipe.generate_from_ids(torch.stack(caps), torch.tensor(lens), noise=self.z[s:e],
                                               ca_noise=self.eps[s:e])
-            yield ScoredBatch(quantize(out.images[-1]), texts, full, self.ds.class_ids[self.items[s:e]])
+            yield ScoredBatch(quantize(out.images[-1]), texts, full, self.ds.class_ids[self.items[s:e]],
+                              stages=out.images)
 
 
 def _raw_caption_lines(ds) -> list[list[str]] | None:
@@ -162,6 +172,8 @@ class FolderImages:
             if im.width != im.height:
                 raise AttnGANError(f"{self.files[0]} is {im.width}x{im.height}; square images are expected")
             self.image_size = im.width
+        # One set of images of unknown origin: scored as a top stage.
+        self.stage_ids, self.stage_sizes = [None], [self.image_size]
         self.description = f"{len(self.files)} images of {self.folder}"
 
     def _read_captions(self) -> tuple[list[str] | None, np.ndarray | None]:
@@ -228,6 +240,8 @@ class EvalContext:
     data_cfg: Any                              # DataConfig of the real images
     vocab: Any                                 # vocabulary of the data folder's captions
     image_size: int
+    stage_ids: list[int | None] = field(default_factory=list)   # the scored stages (None: a folder)
+    stage_sizes: list[int] = field(default_factory=list)
     streams: dict[str, Any] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
     generated: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -252,16 +266,24 @@ class EvalContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def real_dataset(self, size: int):
+    def real_dataset(self, size: int | list[int]):
+        """The split's real images as the data loader makes them, at one size or (a list) at
+        every stage size: a centre crop at the largest, the smaller ones downscaled from it."""
         from attngan.data.dataset import TextImageDataset
 
+        sizes = [size] if isinstance(size, int) else list(size)
         return TextImageDataset(self.data_root, self.options.split, self.data_cfg, self.vocab,
-                                image_sizes=[size], train=False)
+                                image_sizes=sizes, train=False)
 
-    def real_features(self, stream_name: str) -> dict[str, np.ndarray]:
-        """Features of the real split images at the scored image size, cached on disk."""
-        if stream_name in self._real:
-            return self._real[stream_name]
+    def real_features(self, stream_name: str, sizes: list[int] | None = None) -> dict[str, np.ndarray]:
+        """Features of the real split images at the scored image size, cached on disk.
+
+        With `sizes`, the stream is given each batch as the list of the loader's per-stage images
+        at those sizes (for metrics that compare stage by stage).
+        """
+        memo = stream_name if sizes is None else f"{stream_name}@{'-'.join(map(str, sizes))}"
+        if memo in self._real:
+            return self._real[memo]
         from attngan.data.cache import fingerprint
         from attngan.data.layout import read_image_list
 
@@ -273,30 +295,36 @@ class EvalContext:
             "image_size": self.image_size, "stream": stream_name, "weights": stream.digest,
             "dataset": self.data_cfg.dataset, "max_images": self.options.real_images,
         }
+        px = f"{self.image_size}px"
+        if sizes is not None:
+            # Only added when given, so the single-size streams keep their cache files.
+            key["image_sizes"] = [int(s) for s in sizes]
+            px = "-".join(map(str, sizes)) + "px"
         tag = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        path = self.cache_dir() / f"real-{stream_name}-{self.options.split}-{self.image_size}px-{tag}.npz"
+        path = self.cache_dir() / f"real-{stream_name}-{self.options.split}-{px}-{tag}.npz"
         if path.is_file():
             with np.load(path) as z:
                 feats = {k: z[k] for k in z.files}
         else:
             t0 = time.perf_counter()
-            feats = self._compute_real(stream)
+            feats = self._compute_real(stream, sizes)
             _atomic_savez(path, feats)
             self.timings[f"real_{stream_name}_s"] = time.perf_counter() - t0
-        self._real[stream_name] = feats
+        self._real[memo] = feats
         return feats
 
-    def _compute_real(self, stream) -> dict[str, np.ndarray]:
+    def _compute_real(self, stream, sizes: list[int] | None = None) -> dict[str, np.ndarray]:
         from attngan.data.dataset import make_loader
 
-        ds = self.real_dataset(self.image_size)
+        ds = self.real_dataset(self.image_size if sizes is None else sizes)
         if self.options.real_images:
             ds = torch.utils.data.Subset(ds, range(min(self.options.real_images, len(ds))))
         loader = make_loader(ds, self.options.batch, shuffle=False, workers=0, drop_last=False, seed=0)
         parts: dict[str, list[np.ndarray]] = {}
         for batch in tqdm(loader, desc=f"real {self.options.split} images ({stream.name})",
                           disable=not self.options.progress, leave=False):
-            for k, v in stream(quantize(batch["images"][0]), None).items():
+            images = quantize(batch["images"][0]) if sizes is None else [quantize(x) for x in batch["images"]]
+            for k, v in stream(images, None).items():
                 parts.setdefault(k, []).append(v)
         return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -438,7 +466,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions, model_dir: str | Path |
         raise AttnGANError("no metric can run: " + "; ".join(f"{k} {v.removeprefix('skipped: ')}" for k, v in skipped.items()))
 
     ctx = EvalContext(options=o, device=device, data_root=root, data_cfg=data_cfg, vocab=vocab,
-                      image_size=source.image_size, class_ids=None)
+                      image_size=source.image_size, stage_ids=list(source.stage_ids),
+                      stage_sizes=list(source.stage_sizes), class_ids=None)
     _build_streams(ctx, metrics, pipe)
 
     # One pass over the images feeds every stream.
@@ -452,7 +481,9 @@ def evaluate(data_dir: str | Path, options: EvalOptions, model_dir: str | Path |
               unit="img", disable=not o.progress or not gen_streams) as bar:
         for batch in source if gen_streams else ():
             for s in gen_streams:
-                for k, v in s(batch.images, batch.captions).items():
+                # Every other stream reads the top stage only.
+                x = (batch.stages or [batch.images]) if getattr(s, "reads_stages", False) else batch.images
+                for k, v in s(x, batch.captions).items():
                     parts[s.name].setdefault(k, []).append(v)
             if batch.captions is not None:
                 ctx.captions.extend(batch.captions)
@@ -481,7 +512,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions, model_dir: str | Path |
         "model": str(model_dir) if model_dir is not None else None,
         "images": str(images_dir) if images_dir is not None else None,
         "data": str(root), "split": o.split, "source": source.description,
-        "num_images": n_done, "image_size": source.image_size, "splits": o.splits, "seed": o.seed,
+        "num_images": n_done, "image_size": source.image_size, "stage_sizes": ctx.stage_sizes,
+        "splits": o.splits, "seed": o.seed,
         "device": str(device), "streams": ctx.descriptions,
         "results": results, "skipped": skipped,
         "timings": {k: round(v, 3) for k, v in ctx.timings.items()},
@@ -495,6 +527,11 @@ def _detect_dataset(root: Path) -> str:
 def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe) -> None:
     o, device = ctx.options, ctx.device
     needed = {s for m in metrics for s in m.streams}
+    if "sharpness" in needed:
+        from attngan.metrics.sharpness import SharpnessStream
+
+        ctx.streams["sharpness"] = SharpnessStream(device)
+        ctx.descriptions["sharpness"] = "luminance DCT-II top-octave energy share, every stage"
     if "fid_inception" in needed:
         ctx.streams["fid_inception"] = fid_stream(o.fid_inception, device)
         ctx.descriptions["fid_inception"] = f"FID Inception {Path(o.fid_inception).name}"
@@ -558,6 +595,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     for name, r in report["results"].items():
         spec = REGISTRY[name]
         arrow = "higher is better" if r["higher_is_better"] else "lower is better"
+        if r.get("target") is not None:
+            arrow = f"{r['target']:g} is best"
         lines.append(f"| {spec.title} (`{name}`, {arrow}) | {_value(r)} | {r['protocol']} | {r['n']} |")
     for name, note in report["skipped"].items():
         lines.append(f"| {REGISTRY[name].title} (`{name}`) | n/a | {note} | 0 |")
@@ -570,6 +609,16 @@ def format_markdown(report: dict[str, Any]) -> str:
         if "per_part" in r:
             per = ", ".join(f"{p} {_num(v['share'])}% (chance {_num(v['chance'])}%)" for p, v in r["per_part"].items())
             details.append(f"- `{name}`: {per}")
+        if "per_stage" in r:
+            details += [f"- `{name}` per stage (top-octave share of luminance energy; ratio = generated / real):",
+                        "", "| Stage | Size | Share | Real share | Ratio | Previous stage upsampled: share | ratio |",
+                        "| --- | --- | --- | --- | --- | --- | --- |"]
+            for row in r["per_stage"]:
+                stage = "top" if row["stage"] is None else row["stage"]
+                details.append(f"| {stage} | {row['size']} | {_share(row['hf_share'])} | "
+                               f"{_share(row['real_hf_share'])} | {_ratio(row['ratio'])} | "
+                               f"{_share(row['upsampled_prev_hf_share'])} | {_ratio(row['upsampled_prev_ratio'])} |")
+            details.append("")
     if details:
         lines += ["", *details]
     if report.get("streams"):
@@ -579,6 +628,14 @@ def format_markdown(report: dict[str, Any]) -> str:
 
 def _num(v: Any) -> str:
     return "n/a" if v is None else f"{v:.2f}"
+
+
+def _share(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _ratio(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _value(r: dict[str, Any]) -> str:

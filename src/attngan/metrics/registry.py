@@ -198,5 +198,27 @@ def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
     }
 
 
+@register(
+    name="sharpness", title="High-frequency detail",
+    protocol="per stage of size S: share of the mean-removed luminance DCT-II energy in the top "
+             "octave (max(kx, ky) >= S/2: above the previous stage's Nyquist), generated over real "
+             "test images (the loader's centre crop, smaller stages downscaled from it); value = the "
+             "top stage's ratio, ± std over splits; 1 = real images' detail, ~0 = only upsampled",
+    reference="ours (metrics/sharpness.py)",
+    needs="nothing beyond --data (the split's real images)",
+    streams=("sharpness",), real=True, unit="", higher_is_better=True,
+)
+def sharpness_top_octave(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.sharpness import stage_table
+
+    real = ctx.real_features("sharpness", sizes=ctx.stage_sizes)
+    out = stage_table(ctx.generated["sharpness"], real, ctx.stage_ids, ctx.stage_sizes, ctx.options.splits)
+    # Above 1 is more top-octave energy than real images hold (noise or artefacts), not better.
+    out["target"] = 1.0
+    if len(ctx.stage_ids) == 1 and ctx.stage_ids[0] not in (None, 0):
+        out["note"] = "one image head (DCGAN): only the top stage's images exist"
+    return out
+
+
 def _pct(x: float) -> float:
     return float("nan") if x is None or (isinstance(x, float) and math.isnan(x)) else 100.0 * float(x)
