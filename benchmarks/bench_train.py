@@ -13,12 +13,19 @@ median per-round speed-up.
 
     python benchmarks/bench_train.py [--quick] [--device cpu|cuda] [--threads 2]
         [--presets bird,tiny] [--configs on,alloc,freeze,reuse,channels_last] [--rounds N]
+    python benchmarks/bench_train.py --precision [--quick] [--presets synthbirds-128]
 
 Switches: alloc (perf.configure_allocator_env), freeze (train.freeze_d_in_g_step), reuse
-(train.reuse_real_features), channels_last, amp (bf16 autocast, CUDA only), tf32
-(perf.configure_backends, CUDA), compile (opt-in).
+(train.reuse_real_features), channels_last, amp (forced bf16 autocast, train.amp=bf16: emulated on
+CPUs without native bf16), tf32 (perf.configure_backends, CUDA), compile (opt-in).
 "on" = alloc + freeze + reuse on the CPU, + amp + channels_last + tf32 on a GPU.
 Batch: bird 4 on the CPU, 20 (the paper's) on a GPU; tiny uses its preset's 32.
+
+--precision: the synthbirds-128 preset's training images/s in float32 (train.amp=off) against its
+default (train.amp=auto: bf16 where the CPU or GPU has native bf16, float32 elsewhere), both with
+the preset's other settings as `attngan train` runs them, interleaved in one run; prints the CPU
+(or GPU) it ran on and whether bf16 is native there. Without native bf16 the two rows run the same
+float32 path and the ratio is ~1.0 by construction.
 """
 
 from __future__ import annotations
@@ -70,7 +77,8 @@ def setup(spec: dict):
     t.reuse_real_features = "reuse" in switches
     t.channels_last = "channels_last" in switches
     t.compile = "compile" in switches
-    t.amp = "bf16" if "amp" in switches else "off"  # perf.autocast ignores it on the CPU
+    # "amp" forces bf16 (emulated on CPUs without native bf16); --precision passes train.amp itself.
+    t.amp = spec.get("amp") or ("bf16" if "amp" in switches else "off")
 
     # The networks, wrapped as train_gan wraps them (one process: no DDP).
     n_words = 5000
@@ -129,6 +137,7 @@ def setup(spec: dict):
     flops = perf.count_flops(iteration)
     info = {"switches": sorted(switches), "preset": spec["preset"], "batch": B, "torch": torch.__version__,
             "gflop_per_iter": flops / 1e9, "allocator": os.environ.get("ATTNGAN_ALLOCATOR_APPLIED", "default"),
+            "amp": t.amp, "precision": perf.describe_amp(t.amp, dev),
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda"
             else f"cpu, {torch.get_num_threads()} threads"}
     if dev.type == "cuda":
@@ -136,7 +145,8 @@ def setup(spec: dict):
 
     def finish() -> dict:
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else perf.peak_rss_mb()
-        return {"peak_mem_mb": peak, "matmul_peak_gflops": perf.matmul_peak_gflops(dev)}
+        gflops = perf.matmul_peak_gflops(dev) if spec.get("matmul_peak", True) else float("nan")
+        return {"peak_mem_mb": peak, "matmul_peak_gflops": gflops}
 
     return {"iteration": iteration}, info, finish
 
@@ -158,7 +168,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few rounds, off and on only (< 3 min on 2 CPU cores)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per process")
-    parser.add_argument("--presets", default="bird,tiny")
+    parser.add_argument("--presets", default=None, help="default: bird,tiny (--precision: synthbirds-128)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="--precision only: batch size (default: the preset's, half of it with --quick)")
+    parser.add_argument("--precision", action="store_true",
+                        help="float32 (train.amp=off) vs the preset's default train.amp (auto) only "
+                             "(< 1 min with --quick on 2 CPU cores)")
     parser.add_argument("--configs", default=None,
                         help="comma-separated: on, or switches joined by + (default: on; without --quick "
                              "the bird preset also runs each switch alone); each is paired with off")
@@ -175,6 +190,9 @@ def main() -> None:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.precision:
+        return run_precision(args, device)
+    args.presets = args.presets or "bird,tiny"
     if device == "cuda":
         CONFIGS["on"].update({"amp", "channels_last", "tf32"})
     if args.channels_last:
@@ -230,6 +248,82 @@ def report(results: dict, args, seconds: float, load_before: str) -> None:
         speedup = paired_speedup(pair["off"]["steps"]["iteration"]["seconds"], pair[name]["steps"]["iteration"]["seconds"])
         print(f"  {p:<6} {name:<28} x{speedup:.2f}   faults/iter {off['faults']:.0f} -> {on['faults']:.0f}"
               f"   peak MB {off['peak_mem_mb']:.0f} -> {on['peak_mem_mb']:.0f}")
+
+
+# --- Precision: float32 vs the preset's default train.amp -------------------------------------
+
+
+def cpu_description() -> dict:
+    """The CPU's model name and the /proc/cpuinfo flags that decide bf16 speed (Linux; elsewhere
+    the platform module's name and no flags)."""
+    import platform
+
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not name:
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return {"name": name or platform.processor() or platform.machine(),
+            "flags": {f: f in flags for f in wanted} if flags else {}}
+
+
+def run_precision(args, device: str) -> None:
+    import torch
+
+    from attngan.config import preset
+    from attngan.training import perf
+
+    preset_name = args.presets or "synthbirds-128"
+    if "," in preset_name:
+        sys.exit("--precision compares one preset; pass a single name to --presets")
+    cfg = preset(preset_name)
+    default_amp = cfg.train.amp
+    switches = {"alloc"} | ({"freeze"} if cfg.train.freeze_d_in_g_step else set()) \
+        | ({"reuse"} if cfg.train.reuse_real_features else set()) \
+        | ({"channels_last"} if cfg.train.channels_last else set()) | ({"tf32"} if device == "cuda" else set())
+    rounds = args.rounds or (3 if args.quick else 10)
+    batch = args.batch or (cfg.train.batch_size // 2 if args.quick else cfg.train.batch_size)
+    t_start = time.time()
+    load_before = load_average()
+    argvs = {name: [sys.executable, os.path.abspath(__file__), "--child", json.dumps(
+        {"preset": preset_name, "switches": sorted(switches), "device": device, "threads": args.threads,
+         "batch": batch, "amp": amp, "matmul_peak": False})]
+        for name, amp in (("float32", "off"), ("default", default_amp))}
+    # The FLOP-counting iteration in each child's setup is its warm-up.
+    res = run_paired(argvs, {"iteration": (0 if args.quick else 1, rounds)})
+    seconds = time.time() - t_start
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        where = torch.cuda.get_device_name(dev)
+    else:
+        cpu = cpu_description()
+        flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items()) or "unknown"
+        where = f"{cpu['name']}, {args.threads} threads; cpu flags: {flags}"
+    native = perf.native_bf16(dev)
+    info = res["default"]["info"]
+    note = f" (--quick; the preset trains at {cfg.train.batch_size})" if batch != cfg.train.batch_size else ""
+    print(f"{preset_name} training, float32 (train.amp=off) vs the preset's default "
+          f"(train.amp={default_amp}); random data, batch {info['batch']}{note}, torch {info['torch']}")
+    print(f"device: {device}, {where}; native bf16: {'yes' if native else 'no'}"
+          f" -> the default runs {info['precision']}")
+    print(f"{'quick' if args.quick else 'full'} run, {rounds} interleaved rounds, {seconds:.0f} s; "
+          f"load average before {load_before}, after {load_average()}")
+    print(f"{'config':<10}{'precision':<58}{'s/iter':>8}{'img/s':>8}{'peak MB':>9}")
+    for name in ("float32", "default"):
+        s = _summary(res[name])
+        print(f"{name:<10}{s['precision']:<58}{s['sec']:>8.2f}{s['img_s']:>8.2f}{s['peak_mem_mb']:>9.0f}")
+    ratio = paired_speedup(res["float32"]["steps"]["iteration"]["seconds"],
+                           res["default"]["steps"]["iteration"]["seconds"])
+    same = "" if perf.amp_dtype(default_amp, dev) is not None else " (same float32 path: ~1.0 expected)"
+    print(f"default vs float32: x{ratio:.2f} images/s, median of per-round ratios{same}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Speed switches change speed, not results: BN folding, the allocator settings, frozen Ds in the
-G step, amp helpers (training.perf and gan_loop.gan_step)."""
+G step, amp (bf16 only where native for `auto`; losses and softmaxes in float32 under autocast)
+(training.perf and gan_loop.gan_step)."""
 
 from __future__ import annotations
 
@@ -229,15 +230,105 @@ def test_amp_and_backend_switches_on_the_cpu():
     assert perf.amp_dtype("off", "cuda") is None
     assert perf.amp_dtype("bf16", "cuda") is torch.bfloat16
     assert perf.amp_dtype("fp16", "cuda") is torch.float16
-    assert perf.amp_dtype("bf16", "cpu") is None  # CPU images must match float32 within 1e-3
+    assert perf.amp_dtype("bf16", "cpu") is torch.bfloat16  # forced: bf16 even where emulated
+    assert perf.amp_dtype("fp16", "cpu") is None
     with pytest.raises(AttnGANError, match="train.amp"):
         perf.amp_dtype("fp8", "cpu")
-    with perf.autocast("bf16", "cpu"):
+    with perf.autocast("off", "cpu"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with perf.autocast("bf16", "cpu"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    assert not perf.grad_scaler("bf16", "cpu").is_enabled()
     before = torch.get_float32_matmul_precision()
     perf.configure_backends("cpu")
     assert torch.get_float32_matmul_precision() == before
     assert not perf.grad_scaler("fp16", "cpu").is_enabled()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_amp_auto_is_bf16_only_where_native(monkeypatch, native):
+    # The CPU feature probes native_bf16 reads (AVX512-BF16, AMX), as on an AVX2-only CPU or a
+    # Xeon with AMX.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert perf.native_bf16("cpu") is native
+    expected = torch.bfloat16 if native else None
+    assert perf.amp_dtype("auto", "cpu") is expected
+    with perf.autocast("auto", "cpu"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (expected or torch.float32)
+    assert perf.describe_amp("auto", "cpu").startswith("bf16" if native else "float32")
+    assert not perf.grad_scaler("auto", "cpu").is_enabled()  # bf16 keeps float32's exponent range
+    # The same rule for GPUs: bf16 only where native, never emulated.
+    monkeypatch.setattr(perf, "native_bf16", lambda device: native)
+    assert perf.amp_dtype("auto", "cuda") is expected
+    assert perf.amp_dtype("off", "cpu") is None and perf.amp_dtype("bf16", "cpu") is torch.bfloat16
+
+
+def test_cpu_presets_default_to_amp_auto_and_the_paper_presets_to_off():
+    assert preset("tiny").train.amp == "auto"
+    assert preset("synthbirds-128").train.amp == "auto"
+    for name in ("bird", "bird-attn1", "bird-dcgan", "coco"):
+        assert preset(name).train.amp == "off"
+    assert not preset("synthbirds-128").train.channels_last
+
+
+def test_bf16_training_step_keeps_losses_and_softmaxes_in_float32():
+    from attngan.networks.attngan import WordAttention
+    from attngan.training.gan_loop import GANLoss, gan_step
+
+    out, dtypes = {}, {}
+    for mode in ("off", "bf16"):
+        cfg = preset("tiny")
+        cfg.train.amp = mode  # forced: bf16 on this CPU whether or not it is native
+        m = _tiny_models(cfg)
+        torch.manual_seed(0)
+        image_encoder = build_image_encoder(cfg).eval().requires_grad_(False)
+        seen: dict[str, set] = {}
+
+        def record(name):
+            def hook(module, args, output):
+                outs = output if isinstance(output, tuple) else (output,)
+                seen.setdefault(name, set()).update(o.dtype for o in outs[:2])
+            return hook
+
+        for name, net in (("G", m.G), ("D", m.Ds), ("encoder", image_encoder)):
+            for module in net.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    module.register_forward_hook(record(f"{name} conv"))
+        for module in m.G.modules():
+            if isinstance(module, WordAttention):
+                module.register_forward_hook(lambda mod, a, o: seen.setdefault("attention", set()).add(o[1].dtype))
+        before = copy.deepcopy(m.G.state_dict())
+        terms, finite = gan_step(m, GANLoss(cfg, image_encoder, m.amp), cfg, **_tiny_batch(cfg))
+        assert finite
+        assert all(v.dtype == torch.float32 and bool(torch.isfinite(v)) for v in terms.values())
+        assert all(p.dtype == torch.float32 for p in [*m.G.parameters(), *m.Ds.parameters()])
+        assert any(not torch.equal(v, m.G.state_dict()[k]) for k, v in before.items())  # G stepped
+        out[mode], dtypes[mode] = terms, seen
+    low = {torch.bfloat16}
+    assert dtypes["bf16"]["G conv"] == low and dtypes["bf16"]["D conv"] == low
+    assert dtypes["bf16"]["encoder conv"] == low
+    assert dtypes["bf16"]["attention"] == {torch.float32}  # G's word-attention softmax
+    assert all(d == {torch.float32} for d in dtypes["off"].values())
+    # Same weights and batch: the first step's losses agree to bf16's precision.
+    for k in out["off"]:
+        torch.testing.assert_close(out["bf16"][k], out["off"][k], atol=0.05, rtol=0.05)
+
+
+def test_unknown_train_amp_fails_in_one_line_before_anything_is_written(tmp_path, capsys):
+    from attngan import cli
+    from attngan.training.gan_loop import train_gan
+
+    cfg = preset("tiny")
+    cfg.train.amp = "fp32"
+    with pytest.raises(AttnGANError, match="train.amp must be off, auto, bf16 or fp16") as e:
+        train_gan(cfg, tmp_path / "data", tmp_path / "damsm", tmp_path / "out", device="cpu", progress=False)
+    assert "\n" not in str(e.value)
+    code = cli.main(["train", "--config", "tiny", "--set", "train.amp=fp8", "--data", str(tmp_path / "data"),
+                     "--damsm", str(tmp_path / "damsm"), "--out", str(tmp_path / "cli")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "train.amp" in err
+    assert list(tmp_path.iterdir()) == []  # no run folder, no config written
 
 
 def test_flop_counter_counts_a_matmul():

@@ -19,6 +19,11 @@ from attngan.networks.damsm import ShapeError, check_lengths, check_shape
 _EPS = 1e-8  # the original clamps the product of the two norms, not each norm
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 (autocast outputs) as float32; float32 and float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _class_mask(class_ids, batch: int, device: torch.device) -> torch.Tensor | None:
     """B x B, True where a different item of the same class would be a false negative."""
     if class_ids is None:
@@ -142,9 +147,12 @@ def sent_loss(
     """-> (loss0 over captions per image, loss1 over images per caption)."""
     check_shape(img_code, (None, None), "sent_loss image code")
     check_shape(sent, tuple(img_code.shape), "sent_loss sentence")
-    norms = img_code.norm(dim=1)[:, None] * sent.norm(dim=1)[None, :]
-    scores = img_code @ sent.t() / norms.clamp(min=_EPS) * gamma3  # image x caption
-    return _matching_losses(scores, class_ids)
+    # Cosines in float32 even when called under autocast (the matmul would otherwise run in bf16).
+    with torch.autocast(device_type=img_code.device.type, enabled=False):
+        img_code, sent = _wide(img_code), _wide(sent)
+        norms = img_code.norm(dim=1)[:, None] * sent.norm(dim=1)[None, :]
+        scores = img_code @ sent.t() / norms.clamp(min=_EPS) * gamma3  # image x caption
+        return _matching_losses(scores, class_ids)
 
 
 def damsm_terms(
@@ -224,4 +232,5 @@ def generator_adv_loss(D, fake: torch.Tensor, sent: torch.Tensor) -> dict[str, t
 # KL(N(mu, sigma) || N(0, I)) of the conditioning augmentation (Sec. 2.2), a mean over elements.
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     check_shape(logvar, tuple(mu.shape), "kl_loss logvar")
+    mu, logvar = _wide(mu), _wide(logvar)  # float32 whatever the generator ran in
     return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())

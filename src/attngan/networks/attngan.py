@@ -30,6 +30,11 @@ class GLU(nn.Module):
         return a * torch.sigmoid(b)
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 (autocast outputs) as float32; float32 and float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def conv3x3(cin: int, cout: int) -> nn.Conv2d:
     # Every generator convolution is bias-free (BN follows, or tanh for the image head).
     return nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
@@ -86,14 +91,17 @@ class CondAugment(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """sent B x nef -> (c, mu, logvar), each B x ncf."""
         check_shape(sent, (None, self.nef), "CondAugment sentence")
-        h = self.glu(self.fc(sent))
-        mu, logvar = h[:, : self.ncf], h[:, self.ncf :]
-        if noise is None:
-            # Drawn on every call, eval included: the original never uses mu alone at test time.
-            noise = torch.randn_like(mu)
-        else:
-            check_shape(noise, tuple(mu.shape), "ca_noise")
-        return noise * torch.exp(0.5 * logvar) + mu, mu, logvar
+        # Outside autocast, in the weights' dtype: mu and logvar feed the KL term and exp(logvar/2),
+        # which bf16's 8-bit significand would coarsen, and this one small layer costs nothing in float32.
+        with torch.autocast(device_type=sent.device.type, enabled=False):
+            h = self.glu(self.fc(sent.to(self.fc.weight.dtype)))
+            mu, logvar = h[:, : self.ncf], h[:, self.ncf :]
+            if noise is None:
+                # Drawn on every call, eval included: the original never uses mu alone at test time.
+                noise = torch.randn_like(mu)
+            else:
+                check_shape(noise, tuple(mu.shape), "ca_noise")
+            return noise.to(mu.dtype) * torch.exp(0.5 * logvar) + mu, mu, logvar
 
 
 # Initial stage F_0 (Eq. 1): h_0 = F_0([c, z]) -> ngf x base_size x base_size.
@@ -142,8 +150,10 @@ class WordAttention(nn.Module):
             # Per-sample mask, broadcast over pixels: padding words get exactly zero attention,
             # whatever else is in the batch (the original's repeat(HW, 1) tiling got this wrong).
             logits = logits.masked_fill(mask.unsqueeze(1), float("-inf"))
-        beta = torch.softmax(logits, dim=2)                           # over words, per pixel
-        context = torch.bmm(e, beta.transpose(1, 2)).view(b, self.ngf, hh, ww)
+        # The softmax in float32 even under autocast (where the two matmuls run in bf16): CPU
+        # autocast would otherwise run it in bf16. The context matmul takes e's dtype again.
+        beta = torch.softmax(_wide(logits), dim=2)                    # over words, per pixel
+        context = torch.bmm(e, beta.to(e.dtype).transpose(1, 2)).view(b, self.ngf, hh, ww)
         return context, beta.transpose(1, 2).reshape(b, t, hh, ww)
 
 
@@ -288,7 +298,9 @@ class DiscriminatorHead(nn.Module):
             check_shape(sent, (code.size(0), self.nef), "D sentence")
             tiled = sent.view(sent.size(0), self.nef, 1, 1).expand(-1, -1, 4, 4)
             code = self.joint(torch.cat([code, tiled], dim=1))
-        return torch.sigmoid(self.out(code)).view(-1)
+        # Sigmoid in float32 under autocast too: BCE on bf16 probabilities would round p near 1 to
+        # exactly 1 (steps of 2^-8) and saturate the loss.
+        return torch.sigmoid(_wide(self.out(code))).view(-1)
 
 
 # Discriminator D_i for one stage (Sec. 2.1): image -> 8ndf x 4 x 4 code -> uncond / cond probability.

@@ -28,8 +28,9 @@ bird preset: +15% peak RSS in training at batch 4, +40-60% in inference at batch
 system (macOS, musl) only the PyTorch variable is set. `ATTNGAN_ALLOCATOR_APPLIED` records what was
 done (tests and benchmarks read it).
 
-Other switches (TrainConfig): mixed precision on CUDA (`amp`), channels_last, torch.compile, TF32
-matmuls on CUDA (`configure_backends`), and BatchNorm folding for inference (`fuse_generator`).
+Other switches (TrainConfig): mixed precision (`amp`: bf16 autocast where the CPU or GPU runs bf16
+natively, see `amp_dtype`), channels_last, torch.compile, TF32 matmuls on CUDA
+(`configure_backends`), and BatchNorm folding for inference (`fuse_generator`).
 """
 
 from __future__ import annotations
@@ -129,28 +130,60 @@ def configure_backends(device: Any) -> None:
     torch.backends.cudnn.benchmark = True       # fixed shapes per stage: autotune once
 
 
+AMP_MODES = ("off", "auto", "bf16", "fp16")
+
+
 def amp_dtype(amp: str, device: Any):
-    """The autocast dtype for TrainConfig.amp on this device, or None (float32)."""
+    """The autocast dtype that TrainConfig.amp resolves to on this device, or None (float32).
+
+    off: float32. auto: bf16 where the device runs it natively (`native_bf16`: CUDA GPUs with bf16,
+    CPUs with AVX512-BF16 or AMX), float32 elsewhere: emulated bf16 is slower than float32, so auto
+    never picks it. bf16: bf16 on the CPU and CUDA whatever the hardware (emulated where not native;
+    for precision comparisons such as benchmarks/amp_learns.py). fp16: CUDA only, with a grad scaler;
+    float32 on other devices (CPU fp16 convolutions are emulated and fp16 needs loss scaling).
+    Only the networks follow autocast; the losses, softmaxes, KL and DAMSM similarities are float32.
+    """
     import torch
 
     from attngan.errors import AttnGANError
 
-    table = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in table:
-        raise AttnGANError(f"train.amp must be off, bf16 or fp16, got '{amp}'")
-    # Autocast is a CUDA switch here: CPU bf16 convolutions change the images beyond 1e-3.
-    return table[amp] if torch.device(device).type == "cuda" else None
+    if amp not in AMP_MODES:
+        raise AttnGANError(f"train.amp must be off, auto, bf16 or fp16, got '{amp}'")
+    device = torch.device(device)
+    if amp == "auto":
+        return torch.bfloat16 if native_bf16(device) else None
+    if amp == "bf16":
+        return torch.bfloat16 if device.type in ("cpu", "cuda") else None
+    if amp == "fp16":
+        return torch.float16 if device.type == "cuda" else None
+    return None
+
+
+def describe_amp(amp: str, device: Any) -> str:
+    """What train.amp runs as on this device, in words (for logs and benchmark tables)."""
+    import torch
+
+    dtype = amp_dtype(amp, device)
+    native = native_bf16(device)
+    kind = torch.device(device).type
+    if dtype is None:
+        why = "" if amp == "off" else (f", no native bf16 on this {kind}" if amp == "auto"
+                                      else f", {amp} is not used on {kind}")
+        return f"float32 (train.amp={amp}{why})"
+    name = "bf16" if dtype == torch.bfloat16 else "fp16"
+    how = "" if name == "fp16" else (", native" if native else ", emulated: slower than float32")
+    return f"{name} autocast (train.amp={amp}{how})"
 
 
 def autocast(amp: str, device: Any):
-    """A context manager: CUDA autocast for amp=bf16/fp16, else a no-op. The losses cast their
-    inputs to float32 (softmaxes, DAMSM cosines, BCE), see GANLoss."""
+    """A context manager: autocast to `amp_dtype(amp, device)`, or a no-op where that is float32.
+    The losses cast their inputs to float32 (softmaxes, DAMSM cosines, BCE), see GANLoss."""
     import torch
 
     dtype = amp_dtype(amp, device)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def native_bf16(device: Any) -> bool:
@@ -160,7 +193,12 @@ def native_bf16(device: Any) -> bool:
 
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        if not torch.cuda.is_available():
+            return False
+        try:  # by default PyTorch also counts GPUs that only emulate bf16 (before Ampere)
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:
+            return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu":
         return False
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so probed
