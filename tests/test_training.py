@@ -207,3 +207,50 @@ def test_saved_weights_and_folders_get_normal_permissions(tiny_model_dir, tmp_pa
     assert mode(tmp_path / "w.safetensors") == 0o644
     assert mode(folder) == 0o755
     assert sorted({mode(p) for p in folder.iterdir()}) == [0o644]
+
+
+def test_a_two_stage_model_grows_into_three_stages(synth, damsm_run, tmp_path):
+    # `train --init` with a model of fewer stages: the trained stages load as they are, each new
+    # refinement stage and image head start as copies of the last trained ones.
+    from attngan.training.checkpoint import load_safetensors, load_training_state
+    from attngan.training.gan_loop import train_gan
+
+    small = tmp_path / "small"
+    train_gan(tiny_cfg(), synth, damsm_run, small, device="cpu", progress=False, max_steps=1)
+    cfg = preset("synthbirds-128")
+    cfg.data.workers, cfg.train.batch_size = 0, 4
+    assert cfg.data.branch_num == 3 and cfg.data.image_size == 128
+    grown = tmp_path / "grown"
+    train_gan(cfg, synth, damsm_run, grown, device="cpu", progress=False, max_steps=1,
+              init_generator=small / "model")
+    src = load_safetensors(small / "model" / "generator.safetensors")
+    st = load_training_state(grown / "state.pt")
+    # After one step every weight moved a little from where it started; compare with Adam's
+    # largest possible first step (lr) as the tolerance. (BN statistics move by the batch's.)
+    tol = 2 * cfg.train.lr_g
+    weights = {k: v for k, v in src.items() if "running_" not in k and "num_batches" not in k}
+    for k, v in weights.items():
+        torch.testing.assert_close(st["G"][k].float(), v.float(), atol=tol, rtol=0, msg=lambda m: f"{k}: {m}")
+        if k.startswith(("stage1.", "head1.")):
+            twin = k.replace("stage1.", "stage2.").replace("head1.", "head2.")
+            torch.testing.assert_close(st["G"][twin].float(), v.float(), atol=tol, rtol=0)
+    assert any(k.startswith("stage2.") for k in st["G"]) and not any(k.startswith("stage2.") for k in src)
+
+
+def test_grow_state_leaves_a_same_size_model_and_foreign_weights_alone():
+    from attngan.errors import AttnGANError
+    from attngan.networks import build_generator
+    from attngan.training.checkpoint import load_state
+    from attngan.training.gan_loop import grow_state
+
+    cfg = preset("tiny")
+    G = build_generator(cfg, cfg.text.embedding_dim)
+    sd = {k: v.clone() for k, v in G.state_dict().items()}
+    assert grow_state(G, sd) == [] and sd.keys() == G.state_dict().keys()
+    wide = preset("tiny")
+    wide.gan.gf_dim = 32
+    wide.data.branch_num = 3
+    big = build_generator(wide, wide.text.embedding_dim)
+    assert grow_state(big, sd) == ["stage2", "head2"]
+    with pytest.raises(AttnGANError, match="shape"):
+        load_state(big, sd, "generator")  # other widths: one clear error, not a silent partial load

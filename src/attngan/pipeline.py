@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from attngan.config import Config
-from attngan.errors import AttnGANError
+from attngan.errors import AttnGANError, check_seed
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,14 @@ class AttnGANPipeline:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "auto",
                         fuse: bool = False) -> "AttnGANPipeline":
-        """Load a model folder (see training/checkpoint.py); None means the bundled model."""
+        """Load a model folder (see training/checkpoint.py), a bundled model by name
+        ("synthbirds-128", "synthbirds-tiny"), or None: the default bundled model."""
         from attngan.networks import build_generator, build_image_encoder, build_text_encoder
         from attngan.text import Vocabulary
         from attngan.training.checkpoint import load_safetensors, load_state, read_model_config
         from attngan.training.distributed import resolve_device
 
-        if model_dir is None:
-            model_dir = bundled_model_dir()
-        model_dir = Path(model_dir)
+        model_dir = resolve_model(model_dir)
         cfg, meta = read_model_config(model_dir)
         vocab = Vocabulary.load(model_dir / "vocab.json")
         if len(vocab) != meta.get("n_words", len(vocab)):
@@ -120,6 +119,8 @@ class AttnGANPipeline:
 
     def sample_noise(self, batch: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         """z and the conditioning-augmentation epsilon, drawn on the CPU so seeds agree across devices."""
+        if seed is not None:
+            seed = check_seed(seed)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         z = torch.randn(batch, self.config.gan.z_dim, generator=gen)
         eps = torch.randn(batch, self.config.gan.condition_dim, generator=gen)
@@ -185,9 +186,32 @@ def _concat(parts: list[PipelineOutput]) -> PipelineOutput:
     )
 
 
-def bundled_model_dir() -> Path:
-    """The `synthbirds-tiny` model shipped inside the package."""
-    path = Path(__file__).parent / "assets" / "synthbirds-tiny"
-    if not (path / "config.json").is_file():
-        raise AttnGANError("no bundled model in this installation; pass --model MODEL_DIR")
+ASSETS = Path(__file__).parent / "assets"
+# Models shipped inside the package, by name; the first one found is the default.
+BUNDLED_MODELS = ("synthbirds-128", "synthbirds-tiny")
+
+
+def bundled_model_names() -> list[str]:
+    return [n for n in BUNDLED_MODELS if (ASSETS / n / "config.json").is_file()]
+
+
+def bundled_model_dir(name: str | None = None) -> Path:
+    """A model shipped inside the package: `name` (e.g. "synthbirds-tiny") or the default one."""
+    names = bundled_model_names()
+    if name is None:
+        if not names:
+            raise AttnGANError("no bundled model in this installation; pass --model MODEL_DIR")
+        name = names[0]
+    if name not in names:
+        raise AttnGANError(f"no bundled model named '{name}'; bundled: {', '.join(names) or 'none'}")
+    return ASSETS / name
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """A model folder, or the name of a bundled model (a folder of that name wins), or None: the default."""
+    if model is None:
+        return bundled_model_dir()
+    path = Path(model)
+    if not path.exists() and str(model) in BUNDLED_MODELS:
+        return bundled_model_dir(str(model))
     return path

@@ -8,7 +8,7 @@ HELP = "generate images (every stage) and per-word attention figures from captio
 
 def add_arguments(p) -> None:
     p.add_argument("captions", nargs="*", help="one or more captions (quote each)")
-    p.add_argument("--model", default=None, help="model folder (default: the bundled synthbirds-tiny)")
+    p.add_argument("--model", default=None, help="model folder or bundled model name (synthbirds-128, synthbirds-tiny; default: the first bundled)")
     p.add_argument("--captions-file", default=None, help="a text file, one caption per line")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1, help="samples per caption")
@@ -20,8 +20,14 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from attngan.errors import AttnGANError
+    from attngan.commands._common import check_writable_dir
+    from attngan.errors import AttnGANError, check_seed
 
+    # Arguments first, before the model is loaded or anything is generated.
+    check_seed(args.seed, "--seed")
+    if args.top_words < 1:
+        raise AttnGANError(f"--top-words must be at least 1, got {args.top_words}")
+    check_writable_dir(args.out)
     captions = list(args.captions)
     if args.captions_file:
         path = Path(args.captions_file)

@@ -7,7 +7,7 @@ HELP = "serve the web page and JSON API (POST /api/v1/generate) for a model"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default=None, help="model folder (default: the bundled synthbirds-tiny)")
+    p.add_argument("--model", default=None, help="model folder or bundled model name (synthbirds-128, synthbirds-tiny; default: the first bundled)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: loopback only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")

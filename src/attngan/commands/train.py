@@ -11,11 +11,11 @@ def add_arguments(p) -> None:
 
     add_config_arguments(p)
     p.add_argument("--data", required=True, help="data folder in the AttnGAN CUB/COCO layout")
-    p.add_argument("--damsm", required=True, help="DAMSM run folder (best/ is used) or snapshot folder")
+    p.add_argument("--damsm", required=True, help="DAMSM run folder (best/ is used), snapshot folder, or model folder / bundled model name (its encoders)")
     p.add_argument("--out", required=True, help="run folder: model/ (inference), state.pt, log.jsonl, samples/")
     p.add_argument("--resume", action="store_true",
                    help="require an existing training state in --out (a run folder with one always resumes)")
-    p.add_argument("--init", default=None, help="start G from this model folder (fine-tuning)")
+    p.add_argument("--init", default=None, help="start G from this model folder or bundled model name (fine-tuning; a model with fewer stages grows into this config)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (overrides train.minutes)")
     p.add_argument("--kimg", type=float, default=None, help="train this many thousand images in total")
     p.add_argument("--device", default="auto")
@@ -23,16 +23,23 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    import math
     from pathlib import Path
 
-    from attngan.commands._common import print_config, resolve_config
+    from attngan.commands._common import (check_minutes, check_writable_dir, print_config,
+                                          resolve_config)
+    from attngan.config import validate
     from attngan.errors import AttnGANError
 
     cfg = resolve_config(args)
     if args.minutes is not None:
-        cfg.train.minutes = args.minutes
+        cfg.train.minutes = check_minutes(args.minutes)
     if args.kimg is not None:
+        if not (math.isfinite(args.kimg) and args.kimg > 0):
+            raise AttnGANError(f"--kimg must be greater than 0, got {args.kimg}")
         cfg.train.total_kimg = args.kimg
+    validate(cfg)
+    check_writable_dir(args.out)
     if args.resume and not (Path(args.out) / "state.pt").is_file():
         raise AttnGANError(f"--resume: no training state in {args.out}")
     from attngan.training import distributed as dist

@@ -25,8 +25,9 @@ from attngan.training import distributed as dist
 from attngan.training import perf
 from attngan.fileio import atomic_write_json, tmp_dir_beside
 from attngan.training.checkpoint import (atomic_save_safetensors, atomic_torch_save,
-                                         load_safetensors, load_state, load_training_state, replace_dir,
-                                         rng_state, set_rng_state, state_dict_for_save)
+                                         load_safetensors, load_state, load_training_state,
+                                         read_config_json, replace_dir, rng_state, set_rng_state,
+                                         state_dict_for_save)
 
 DAMSM_FILES = ("config.json", "vocab.json", "text_encoder.safetensors", "image_encoder.safetensors")
 
@@ -46,11 +47,14 @@ def save_damsm_folder(folder: Path, cfg: Config, vocab, text_encoder, image_enco
 
 
 def load_damsm(path: str | Path, device: torch.device | str = "cpu"):
-    """A DAMSM run folder (uses its best/ snapshot) or a snapshot folder -> (cfg, vocab, text, image)."""
+    """A DAMSM run folder (uses its best/ snapshot), a snapshot folder, or a model folder or bundled
+    model name (its encoders) -> (cfg, vocab, text, image)."""
     from attngan.networks import build_image_encoder, build_text_encoder
     from attngan.text import Vocabulary
 
-    path = Path(path)
+    from attngan.pipeline import resolve_model
+
+    path = resolve_model(path)  # a bundled model's name: its encoders
     if (path / "best" / "config.json").is_file():
         path = path / "best"
     if not path.is_dir():
@@ -58,8 +62,7 @@ def load_damsm(path: str | Path, device: torch.device | str = "cpu"):
     missing = [f for f in DAMSM_FILES if not (path / f).is_file()]
     if missing:
         raise AttnGANError(f"DAMSM folder {path} is incomplete: missing {', '.join(missing)}")
-    meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    cfg = Config.from_dict(meta["config"])
+    cfg, meta = read_config_json(path / "config.json", "DAMSM config")
     vocab = Vocabulary.load(path / "vocab.json")
     text_encoder = build_text_encoder(cfg, len(vocab))
     image_encoder = build_image_encoder(cfg)

@@ -64,7 +64,9 @@ class Judge:
 
 class GANLoss:
     """The D and G phases of the AttnGAN objective; returns named terms, the loop steps.
-    Networks run under `amp`; softmaxes, BCE, KL and the DAMSM similarities run in float32."""
+    Networks run under `amp` (G, the Ds, the frozen image encoder); the D heads' sigmoid, BCE, G's
+    conditioning augmentation and KL, the word-attention softmax and the DAMSM similarities run in
+    float32 (the networks and losses cast autocast outputs up themselves)."""
 
     def __init__(self, cfg: Config, image_encoder: torch.nn.Module, amp=nullcontext):
         self.cfg = cfg
@@ -173,6 +175,8 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     rank, world = dist.get_rank(), dist.get_world_size()
     perf.configure_backends(dev)
     perf.amp_dtype(cfg.train.amp, dev)  # a bad train.amp fails here, before anything is written
+    if cfg.train.amp != "off" and dist.is_main():
+        print(f"precision: {perf.describe_amp(cfg.train.amp, dev)}")  # what auto resolved to here
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (G_ema is not broadcast)
     np.random.seed(cfg.seed + rank)
     dcfg, vocab, text_encoder, image_encoder = load_damsm(damsm, dev)
@@ -191,12 +195,21 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
 
     G = build_generator(cfg, nef).to(dev)
     Ds = build_discriminators(cfg).to(dev)
-    if init_generator is not None:
+    # A run that resumes takes every weight from its state: the init was its starting point.
+    if init_generator is not None and not (out_dir / "state.pt").is_file():
         from attngan.training.checkpoint import load_safetensors, load_state
 
-        load_state(G, load_safetensors(Path(init_generator) / "generator.safetensors"), "generator")
-        d_file = Path(init_generator) / "discriminators.safetensors"  # import-original --netD
-        if d_file.is_file():
+        from attngan.pipeline import resolve_model
+
+        init_generator = resolve_model(init_generator)  # a folder or a bundled model's name
+        sd = load_safetensors(init_generator / "generator.safetensors")
+        grown = grow_state(G, sd)
+        if grown and dist.is_main():
+            print(f"growing {init_generator}: new {', '.join(grown)} start as copies of the last trained "
+                  f"stage; their discriminators start fresh")
+        load_state(G, sd, "generator")
+        d_file = init_generator / "discriminators.safetensors"  # import-original --netD
+        if d_file.is_file() and not grown:
             load_state(Ds, load_safetensors(d_file), "discriminators")
     if cfg.train.sync_bn and world > 1 and dev.type != "cuda":
         raise AttnGANError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
@@ -350,6 +363,37 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
         save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / "final.png")
     return {"images_seen": images_seen, "step": step, "bad_steps": bad_steps,
             "seconds": time.time() - t_start}
+
+
+def grow_state(G: torch.nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:
+    """Fill `sd` (a generator with fewer stages) up to G's stages; returns the new modules' names.
+
+    A refinement stage F_i and its image head G_i have the same shapes at every scale, so each new
+    stage starts as a copy of the last trained one: the new top image then starts as the trained
+    refinement applied once more (a sharpened, upsampled version of the previous top image), not as
+    noise that the DAMSM loss on the top stage would push back into the trained lower stages.
+    An `sd` with every key of G is returned unchanged (plain fine-tuning).
+    """
+    own = G.state_dict()
+    have = {k.split(".")[0] for k in sd}
+    need = [m for m in dict.fromkeys(k.split(".")[0] for k in own) if m not in have]
+    if not need:
+        return []
+    def index(m: str) -> int | None:  # stage2 -> 2, head2 -> 2, anything else -> None
+        kind = m.rstrip("0123456789")
+        return int(m[len(kind):]) if kind in ("stage", "head") and m != kind else None
+
+    trained = [i for i in map(index, have) if i is not None]
+    last = max(trained, default=None)
+    if last is None or not all(index(m) is not None and index(m) > last for m in need):
+        return []  # not a smaller model of the same kind: load_state reports what does not fit
+    for k in own:
+        module, rest = k.split(".", 1)
+        if module in need:
+            src = f"{module.rstrip('0123456789')}{last}.{rest}"
+            fits = src in sd and sd[src].shape == own[k].shape
+            sd[k] = (sd[src] if fits else own[k]).clone()  # no trained twin (stage 1 of a 1-stage G): fresh
+    return need
 
 
 def _tensorboard(out_dir: Path):
