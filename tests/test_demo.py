@@ -1,80 +1,270 @@
-"""`attngan demo` at a tiny budget: checks the report's structure, not its quality."""
+"""`attngan demo` at a tiny size: the report's structure, reuse, determinism; not quality.
+
+Every fixture is made here: a 150-image SynthBirds set, an evaluation DAMSM trained one epoch on
+it, an oracle trained a few epochs, and a randomly initialised three-stage "shipped" model.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import multiprocessing
 import re
 import shutil
+from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+
+DATA = {"images": 150, "classes": 12, "size": 64}
+OWN = {"damsm_epochs": 1, "kimg": 0.064}  # two AttnGAN steps of 32 images
+NUM_EVAL = 32
+CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory):
-    from attngan.demo import run_demo
+def synth(tmp_path_factory) -> Path:
+    from attngan.data.synth_birds import generate_synth_birds
 
-    out = tmp_path_factory.mktemp("demo") / "run"
-    run_demo(out, minutes=0.4, device="cpu", seed=0, images=150, progress=False)
+    return generate_synth_birds(tmp_path_factory.mktemp("synth") / "birds", seed=0, progress=False, **DATA)
+
+
+@pytest.fixture(scope="module")
+def eval_damsm(synth, tmp_path_factory) -> Path:
+    from attngan.demo import demo_config
+    from attngan.training.damsm_loop import train_damsm
+
+    out = tmp_path_factory.mktemp("eval_damsm") / "damsm_eval"
+    train_damsm(demo_config(seed=1), synth, out, device="cpu", max_epochs=1, progress=False, eval_items=64)
     return out
 
 
-def test_report_structure(demo_out):
+@pytest.fixture(scope="module")
+def oracle(synth, tmp_path_factory) -> Path:
+    from attngan.metrics.oracle import train_oracle
+
+    out = tmp_path_factory.mktemp("oracle") / "oracle"
+    train_oracle(synth, out, minutes=0, max_epochs=3, width=16, batch=16, seed=0, progress=False, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="module")
+def shipped(synth, tmp_path_factory) -> Path:
+    """A random 32 -> 64 -> 128 px model whose card, like the tiny bundle's, names no data or eval."""
+    from attngan.config import preset
+    from attngan.networks import build_generator, build_image_encoder, build_text_encoder
+    from attngan.text import load_vocab
+    from attngan.training.checkpoint import save_model_folder
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    cfg.data.branch_num = 3
+    vocab = load_vocab(synth)
+    out = tmp_path_factory.mktemp("shipped") / "three-stage"
+    save_model_folder(out, cfg, vocab, build_generator(cfg, cfg.text.embedding_dim),
+                      build_text_encoder(cfg, len(vocab)), build_image_encoder(cfg),
+                      extra={"model_card": {"name": "three-stage-test"}})
+    return out
+
+
+def _run(out, shipped, eval_damsm, oracle):
+    from attngan.demo import run_demo
+
+    return run_demo(out, device="cpu", seed=0, model_dir=shipped, eval_damsm_dir=eval_damsm, oracle_dir=oracle,
+                    num_eval=NUM_EVAL, progress=False, **DATA, **OWN)
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory, shipped, eval_damsm, oracle) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    _run(out, shipped, eval_damsm, oracle)
+    return out
+
+
+def _images(html: str) -> list[tuple[str, str, Image.Image]]:
+    """(class, alt, decoded PNG) of every <img> of the page."""
+    found = []
+    for cls, alt, src in re.findall(r'<img class="([^"]*)" alt="([^"]*)"[^>]* src="([^"]+)"', html):
+        assert src.startswith("data:image/png;base64,")
+        im = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        im.load()
+        assert im.format == "PNG"
+        found.append((cls, alt, im))
+    return found
+
+
+def test_card_settings_fall_back_to_the_synthbirds_defaults(shipped, tmp_path):
+    from attngan.demo import DEFAULT_DATA, DEFAULT_EVAL, card_settings
+
+    name, data, ev = card_settings(shipped)
+    assert name == "three-stage-test" and data == DEFAULT_DATA
+    assert data == {"images": 11788, "classes": 884, "size": 256, "seed": 0}
+    assert ev["num_images"] == 400 and ev["seed"] == 0 and ev["metrics"] == DEFAULT_EVAL["metrics"]
+    other = tmp_path / "carded"
+    shutil.copytree(shipped, other)
+    meta = json.loads((other / "config.json").read_text())
+    meta["model_card"] = {"name": "synthbirds-128", "data": {"images": 500, "classes": 40, "size": 128, "seed": 2},
+                          "eval": {"num_images": 64, "seed": 3, "metrics": ["binding"]}}
+    (other / "config.json").write_text(json.dumps(meta))
+    assert card_settings(other) == ("synthbirds-128", {"images": 500, "classes": 40, "size": 128, "seed": 2},
+                                    {"num_images": 64, "seed": 3, "splits": 10, "metrics": ["binding"]})
+
+
+def test_exported_bundle_card_names_its_data_and_evaluation(tiny_model_dir, tmp_path):
+    from attngan.demo import card_settings, export_bundle
+
+    data = {"images": 11788, "classes": 884, "size": 256, "seed": 0}
+    ev = {"num_images": 400, "seed": 0, "splits": 10, "metrics": ["r_precision", "binding"]}
+    folder = export_bundle(tiny_model_dir, tmp_path / "bundle", [{"name": "binding", "value": 50.0}],
+                           ["attngan synth-birds"], 0, {"total": 1.0}, name="synthbirds-128", data=data,
+                           eval_settings=ev)
+    card = json.loads((folder / "config.json").read_text())["model_card"]
+    assert card["name"] == "synthbirds-128" and card["data"] == data
+    assert card["eval"] == {"num_images": 400, "seed": 0, "metrics": ["r_precision", "binding"]}
+    assert card_settings(folder) == ("synthbirds-128", data, ev)
+
+
+def test_cli_says_the_demo_is_budgeted_in_work(capsys):
+    from attngan.cli import main
+
+    assert main(["demo", "--minutes", "5"]) == 2
+    assert "--damsm-epochs and --kimg" in capsys.readouterr().err
+
+
+def test_missing_shipped_eval_pieces_are_a_clear_error(monkeypatch, tmp_path):
+    from attngan import demo
+    from attngan.errors import AttnGANError
+
+    monkeypatch.setattr(demo, "EVAL_ASSETS", tmp_path / "nowhere")
+    with pytest.raises(AttnGANError, match="evaluation DAMSM.*oracle.*--eval-damsm"):
+        demo.bundled_eval_dirs()
+
+
+def test_report_has_both_parts_every_prompt_stage_and_attention(demo_out):
     from attngan.demo import MORE_PROMPTS, PROMPTS
 
+    prompts = PROMPTS + MORE_PROMPTS
     html = (demo_out / "report.html").read_text(encoding="utf-8")
-    for prompt in PROMPTS + MORE_PROMPTS:
-        assert prompt in html
-    # Every image is embedded (opens offline) and decodes as a PNG.
-    srcs = re.findall(r'src="([^"]+)"', html)
-    assert len(srcs) >= 3 * len(PROMPTS)
-    assert all(s.startswith("data:image/png;base64,") for s in srcs)
-    for s in srcs:
-        im = Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1])))
-        im.verify()
-        assert im.format == "PNG"
-    assert "http://" not in html and "https://" not in html
-    for heading in ("Metrics", "Training", "Timings", "Reproduce", "I think it"):
-        assert heading in html
+    assert "id='shipped'" in html and "id='own'" in html
+    assert "http://" not in html and "https://" not in html  # opens offline
+    shipped_html, own_html = html.split("id='own'")
+    for prompt in prompts:
+        assert prompt in shipped_html and prompt in own_html
+    for heading in ("Metrics", "Prompts", "Training", "Timings", "Reproduce", "What the model sees", "I think it"):
+        assert heading in own_html, heading
+
     report = json.loads((demo_out / "report.json").read_text())
-    names = {m.get("name") for m in report["metrics"]}
-    assert {"r_precision", "binding"} <= names
-    assert len(report["prompts"]) == len(PROMPTS + MORE_PROMPTS)
-    assert all(len(p["retrieved"]) == 3 for p in report["prompts"])
-    assert "attngan train --config tiny" in "\n".join(report["commands"])
-    # The trained pieces are cached for the next run.
-    for sub in ("data/synth_birds.json", "damsm/best", "damsm_eval/best", "attngan/model", "oracle/config.json"):
+    shipped, own = report["sections"]
+    assert (shipped["key"], own["key"]) == ("shipped", "own")
+    for section, sizes in ((shipped, [32, 64, 128]), (own, [32, 64])):
+        assert [p["caption"] for p in section["prompts"]] == prompts
+        for p in section["prompts"]:
+            assert p["stages"] == [f"stage {i + 1} · {s}×{s} px" for i, s in enumerate(sizes)]
+            assert len(p["attention"]) == len(sizes) - 1  # every attentional stage
+            assert [a.split(" (")[0] for a in p["attention"]] == [
+                f"word attention at stage {i + 1}" for i in range(1, len(sizes))]
+            assert len(p["retrieved"]) == 3
+        assert {"r_precision", "binding", "localisation", "is", "fid_oracle"} <= {m["name"] for m in section["metrics"]}
+        assert all(m["n"] == NUM_EVAL for m in section["metrics"] if m["value"] is not None)
+    assert set(own["plots"]) >= {"DAMSM losses"}
+    assert {"data", "evaluation", "prompts"} <= set(shipped["timings"])
+    assert {"damsm", "attngan", "evaluation", "prompts"} <= set(own["timings"])
+
+    # The commands that reproduce each part: data and evaluation; then DAMSM, AttnGAN, evaluation,
+    # all counted in work (epochs, kimg), never in minutes.
+    assert shipped["commands"][0].startswith("attngan synth-birds --out ")
+    assert "--images 150 --classes 12 --size 64 --seed 0" in shipped["commands"][0]
+    assert shipped["commands"][1].startswith("attngan eval --model ")
+    assert [c.split(" --")[0] for c in own["commands"]] == ["attngan train-damsm", "attngan train", "attngan eval"]
+    assert "--epochs 1 --minutes 0" in own["commands"][0] and "--kimg 0.064 --minutes 0" in own["commands"][1]
+
+    # Every image decodes; each stage image holds that stage's true pixels and says so.
+    images = _images(html)
+    stage_imgs = [(alt, im) for cls, alt, im in images if cls.startswith("stage")]
+    assert len(stage_imgs) == len(prompts) * (3 + 2)
+    for alt, im in stage_imgs:
+        w, h = map(int, re.search(r"(\d+)×(\d+) px", alt).groups())
+        assert im.size == (w, h)
+    assert sum(cls == "attention" for cls, _, _ in images) == len(prompts) * (2 + 1)
+    for sub in ("data/synth_birds.json", "own/damsm/best", "own/attngan/model/config.json",
+                "shipped/demo_eval.json", "own/demo_eval.json"):
         assert (demo_out / sub).exists(), sub
 
 
-def test_a_second_run_reuses_every_piece_and_says_so(demo_out, tmp_path):
-    from attngan.demo import run_demo
-
+def test_a_second_run_reuses_every_piece_and_says_so(demo_out, tmp_path, shipped, eval_damsm, oracle):
     again = tmp_path / "again"
     shutil.copytree(demo_out, again)
-    run_demo(again, minutes=0.4, device="cpu", seed=0, images=150, progress=False)
+    _run(again, shipped, eval_damsm, oracle)
+    first = json.loads((demo_out / "report.json").read_text())
     report = json.loads((again / "report.json").read_text())
-    commands = report["commands"]
-    manifest = json.loads((again / "data" / "synth_birds.json").read_text())
-    assert f"--classes {manifest['counts']['classes']} --size {manifest['size']}" in commands[0]
-    for sub in ("damsm", "damsm_eval", "attngan", "oracle"):
-        assert any(c.startswith(f"# {again / sub}: already trained, reused") for c in commands), sub
-    assert not any(c.startswith("attngan train") for c in commands)
-    assert all(v >= 0 for v in report["timings"].values())
+    for before, section in zip(first["sections"], report["sections"]):
+        assert section["commands"] and all(c.startswith("# ") and "reused" in c for c in section["commands"])
+        assert section["metrics"] == before["metrics"]
+        assert all(v >= 0 for v in section["timings"].values())
+    shipped_cmds, own_cmds = (s["commands"] for s in report["sections"])
+    assert shipped_cmds[0].startswith(f"# {again / 'data'}: already rendered")
+    for sub in ("damsm", "attngan"):
+        assert any(c.startswith(f"# {again / 'own' / sub}: already trained") for c in own_cmds), sub
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def test_training_part_is_deterministic_under_contention(synth, eval_damsm, oracle, tmp_path):
+    from attngan.demo import DEFAULT_EVAL, _digest, train_your_own
+
+    ev = dict(DEFAULT_EVAL, num_images=NUM_EVAL)
+    kw = dict(seed=0, ev=ev, device="cpu", progress=False, **OWN)
+    idle = train_your_own(tmp_path / "idle", synth, eval_damsm, oracle, **kw)
+    # Two busy loops compete for the (two) cores while the same run repeats.
+    ctx = multiprocessing.get_context("fork")
+    spinners = [ctx.Process(target=_spin, daemon=True) for _ in range(2)]
+    for p in spinners:
+        p.start()
+    try:
+        busy = train_your_own(tmp_path / "busy", synth, eval_damsm, oracle, **kw)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.join()
+    assert _digest(idle["model_dir"]) == _digest(busy["model_dir"])  # the same weights, bit for bit
+    assert len(idle["metrics"]) == len(busy["metrics"]) >= 5
+    for a, b in zip(idle["metrics"], busy["metrics"]):
+        assert a["name"] == b["name"]
+        for key in ("value", "std", "per_attribute", "swap_rate"):
+            assert _close(a.get(key), b.get(key)), (a["name"], key, a.get(key), b.get(key))
+
+
+def _close(a, b, tol: float = 1e-6) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol or (a != a and b != b)
+    return a == b
 
 
 @pytest.mark.browser
-def test_report_renders_in_chromium(demo_out):
-    if not shutil.which("chromium") and not shutil.os.path.exists("/usr/bin/chromium"):
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+def test_report_renders_at_1400_px_without_horizontal_scrolling(demo_out):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        page = browser.new_page()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        requests = []
+        page.on("request", lambda r: requests.append(r.url))
         page.goto((demo_out / "report.html").resolve().as_uri())
-        widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+        page.wait_for_function("() => [...document.images].every(im => im.complete)", timeout=30_000)
+        widths = page.eval_on_selector_all("img", "ims => ims.map(im => im.naturalWidth)")
+        scroll_width = page.evaluate("() => document.documentElement.scrollWidth")
+        top = page.eval_on_selector_all("#shipped img.stage-top",
+                                        "ims => ims.map(im => im.getBoundingClientRect().width)")
         browser.close()
     assert widths and all(w > 0 for w in widths)
+    assert scroll_width <= 1400
+    assert len(top) == 6 and all(w >= 192 for w in top), top
+    assert all(r.startswith(("file:", "data:")) for r in requests), requests

@@ -1,14 +1,19 @@
-"""`attngan demo`: SynthBirds -> DAMSM -> AttnGAN -> images, attention, metrics, report.html.
+"""`attngan demo`: the shipped model, then one trained from scratch, ending in report.html.
 
-The whole system on the embedded default within a wall-clock budget on 2 CPU cores. Each step
-gets a share of the budget; the data set and every trained piece are cached in the output folder,
-so running the demo again reuses them (delete the folder for a fresh run).
+Part 1 renders the SynthBirds set the default bundled model was trained on and evaluates that
+model with the evaluation DAMSM and oracle shipped beside it; part 2 trains the `tiny` preset from
+scratch on the same data for a fixed amount of work (DAMSM epochs, AttnGAN kimg) and evaluates it
+the same way. No step looks at the clock, so a busy machine takes longer but reports the same
+numbers. The data set, every trained piece and every evaluation are cached in the output folder;
+a later run with the same settings reuses them and says so (delete the folder for a fresh run).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,9 +33,20 @@ MORE_PROMPTS = [
     "a bird with a white belly, grey wings and a black crown",
 ]
 
-# Shares of the budget (the rest goes to evaluation and the report).
-SHARES = {"data": 0.07, "damsm": 0.18, "eval_damsm": 0.08, "gan": 0.43, "oracle": 0.15}
-EVAL_RESERVE_S = 30  # evaluation and the report take seconds at the demo's sizes
+# Work for "train your own", sized so that `make demo` (install included) stays within about 12
+# minutes on an idle 2-core CPU: an epoch of the tiny DAMSM over the ~8,800 training images takes
+# ~30 s there, and the tiny AttnGAN trains ~90 images/s.
+DAMSM_EPOCHS = 4
+KIMG = 18.0
+
+# The SynthBirds set and the evaluation protocol of a model card that does not name its own.
+DEFAULT_DATA = {"images": 11788, "classes": 884, "size": 256, "seed": 0}
+DEFAULT_EVAL = {"num_images": 400, "seed": 0, "splits": 10,
+                "metrics": ["r_precision", "binding", "localisation", "is", "fid_oracle"]}
+
+STAGE_DISPLAY_PX = 256  # every stage is shown this wide (nearest-neighbour), so stages line up
+ATTENTION_TILE_PX = 96
+EVAL_ASSETS = Path(__file__).parent / "assets" / "synthbirds-eval"
 
 
 def demo_config(seed: int = 0) -> Config:
@@ -41,193 +57,435 @@ def demo_config(seed: int = 0) -> Config:
     return cfg
 
 
-def data_size_for(minutes: float) -> int:
-    # 6,000 images (450 species) for 10 minutes: rendering takes ~30 s on two cores at 128 px, and
-    # more species generalise better to the unseen test species; fewer for short budgets (tests).
-    return int(max(200, min(6000, 600 * minutes)))
-
-
 def classes_for(n_images: int) -> int:
     # The generator's default (about 13 images per species), and at least 12 species so that a
-    # tiny test budget still has a class-disjoint split with several test species.
+    # tiny set still has a class-disjoint split with several test species.
     from attngan.data.synth_birds import default_classes
 
     return max(12, default_classes(n_images))
 
 
-def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, device: str = "auto",
-             seed: int = 0, images: int | None = None, progress: bool = True,
-             bundle: str | Path | None = None) -> Path:
-    from attngan.data.synth_birds import generate_synth_birds
-    from attngan.training.damsm_loop import train_damsm
-    from attngan.training.gan_loop import train_gan
+def bundled_eval_dirs() -> tuple[Path, Path]:
+    """The evaluation DAMSM and the SynthBirds oracle shipped with the package."""
+    damsm, oracle = EVAL_ASSETS / "damsm_eval", EVAL_ASSETS / "oracle"
+    missing = []
+    if not ((damsm / "config.json").is_file() or (damsm / "best" / "config.json").is_file()):
+        missing.append(f"an evaluation DAMSM in {damsm}")
+    if not (oracle / "config.json").is_file():
+        missing.append(f"a SynthBirds oracle in {oracle}")
+    if missing:
+        raise AttnGANError("this installation lacks the shipped evaluation pieces: expected "
+                           + " and ".join(missing) + " (pass --eval-damsm DIR and --oracle DIR to use others)")
+    return damsm, oracle
 
-    if minutes <= 0:
-        raise AttnGANError("--minutes must be positive")
+
+def card_settings(model_dir: str | Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(name, data, eval) from a model folder's card; what the card does not say takes the defaults."""
+    model_dir = Path(model_dir)
+    try:
+        meta = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise AttnGANError(f"{model_dir}: no readable config.json ({e})") from None
+    card = meta.get("model_card") or {}
+    data = {k: (card.get("data") or {}).get(k, v) for k, v in DEFAULT_DATA.items()}
+    ev = {k: (card.get("eval") or {}).get(k, v) for k, v in DEFAULT_EVAL.items()}
+    ev["metrics"] = list(ev["metrics"])
+    return str(card.get("name") or model_dir.name), data, ev
+
+
+def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS, kimg: float = KIMG,
+             device: str = "auto", seed: int = 0, model_dir: str | Path | None = None,
+             eval_damsm_dir: str | Path | None = None, oracle_dir: str | Path | None = None,
+             images: int | None = None, classes: int | None = None, size: int | None = None,
+             num_eval: int | None = None, progress: bool = True, bundle: str | Path | None = None,
+             bundle_name: str = "synthbirds-tiny") -> Path:
+    """Both parts and the report; returns the path of report.html.
+
+    `model_dir` is the shipped model (default: the default bundled one); `images`, `classes`,
+    `size` override the data set its card names, `num_eval` its number of evaluation images.
+    """
+    from attngan.pipeline import bundled_model_dir
+    from attngan.report import Report, write_report
+
+    if damsm_epochs < 1:
+        raise AttnGANError("--damsm-epochs must be at least 1")
+    if not kimg > 0:
+        raise AttnGANError("--kimg must be positive")
+    t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    model_dir = Path(model_dir) if model_dir is not None else bundled_model_dir()
+    if eval_damsm_dir is None or oracle_dir is None:
+        shipped_damsm, shipped_oracle = bundled_eval_dirs()
+        eval_damsm_dir = eval_damsm_dir or shipped_damsm
+        oracle_dir = oracle_dir or shipped_oracle
+    eval_damsm_dir, oracle_dir = Path(eval_damsm_dir), Path(oracle_dir)
+    # Checked before the data is rendered, which takes minutes.
+    if not (_damsm_snapshot(eval_damsm_dir) / "config.json").is_file():
+        raise AttnGANError(f"{eval_damsm_dir} is not a DAMSM folder (no config.json in it or in best/)")
+    if not (oracle_dir / "config.json").is_file():
+        raise AttnGANError(f"{oracle_dir} is not an oracle folder (no config.json)")
+    name, data_spec, ev = card_settings(model_dir)
+    if images is not None:
+        data_spec["images"] = images
+        data_spec["classes"] = classes if classes is not None else classes_for(images)
+    elif classes is not None:
+        data_spec["classes"] = classes
+    if size is not None:
+        data_spec["size"] = size
+    if num_eval is not None:
+        ev["num_images"] = num_eval
+
+    # Part 1: the shipped model on the data it was trained on.
+    shipped_cmds: list[str] = []
     timings: dict[str, float] = {}
-    budget = minutes * 60
-    cfg = demo_config(seed)
-    n_images = images or data_size_for(minutes)
-    data_dir = out / "data"
-    commands: list[str] = []
+    clock = _Clock()
+    data_dir = prepare_data(out / "data", data_spec, shipped_cmds, progress)
+    data_command = _data_command(data_dir, data_spec)
+    timings["data"] = clock.lap("data")
+    metrics = evaluate_model(model_dir, data_dir, eval_damsm_dir, oracle_dir, ev, device,
+                             out / "shipped", shipped_cmds)
+    timings["evaluation"] = clock.lap("shipped model evaluation")
+    prompts = prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed)
+    timings["prompts"] = clock.lap("shipped model prompts")
+    stages = _stage_sizes(model_dir)
+    where = ("bundled with the package" if model_dir == _default_model() else "in") + f" {model_dir}"
+    pieces = ("the evaluation DAMSM and SynthBirds oracle shipped with the package"
+              if (eval_damsm_dir, oracle_dir) == _shipped_eval() else
+              f"the evaluation DAMSM in {eval_damsm_dir} and the SynthBirds oracle in {oracle_dir}")
+    shipped = _section(
+        "shipped", f"The shipped model: {name}",
+        f"The model {where}: {len(stages)} stages ({' → '.join(f'{s} px' for s in stages)}), evaluated on "
+        f"the SynthBirds set it was trained on ({_data_words(data_spec)}) with {ev['num_images']} images "
+        f"from test captions of species it never saw, scored with {pieces}.",
+        prompts, metrics, shipped_cmds, timings, {})
 
-    def run_step(command: str, folder: Path, trained: bool, train, settings: str = "resolved_config.json"):
-        # A piece trained before this run is recorded as reused, not with the demo's budget.
-        if trained:
-            commands.append(f"# {folder}: already trained, reused (its settings: {folder / settings})")
-        else:
-            commands.append(command)
-            train()
+    # Part 2: the tiny preset from scratch on the same data, for a fixed amount of work.
+    own = train_your_own(out / "own", data_dir, eval_damsm_dir, oracle_dir, damsm_epochs=damsm_epochs,
+                         kimg=kimg, seed=seed, ev=ev, device=device, progress=progress)
+    clock.mark()
+    own_prompts = prompt_results(own["model_dir"], data_dir, eval_damsm_dir, device, seed)
+    own["timings"]["prompts"] = clock.lap("own model prompts")
+    own_stages = _stage_sizes(own["model_dir"])
+    own_section = _section(
+        "own", "Train your own",
+        f"The tiny preset ({' → '.join(f'{s} px' for s in own_stages)}) trained from scratch on this "
+        f"machine on the same data: the DAMSM for {damsm_epochs} epoch{'s' if damsm_epochs != 1 else ''}, "
+        f"then the AttnGAN for {kimg:g} "
+        f"kimg (thousand training images), seed {seed}. The budget is work, not time: a busy machine "
+        f"takes longer and gets the same numbers. Evaluated exactly as the shipped model.",
+        own_prompts, own["metrics"], own["commands"], own["timings"], _plots(own["damsm_dir"], own["gan_dir"]))
 
-    def step(name: str):
-        timings[name] = max(0.0, round(time.time() - t0 - sum(timings.values()), 1))
-        print(f"[demo] {name} done in {timings[name]:.0f} s (total {time.time() - t0:.0f} s of {budget:.0f} s)",
-              flush=True)
-
-    # Data.
-    print(f"[demo] SynthBirds: {n_images} images -> {data_dir}", flush=True)
-    meta = _existing_data(data_dir, n_images, seed)
-    if meta is None:
-        generate_synth_birds(data_dir, images=n_images, classes=classes_for(n_images), size=128, seed=seed,
-                             workers=2, overwrite=True, progress=progress)
-    # What is on disk, which an earlier run may have rendered with other settings.
-    classes, size = (meta["counts"]["classes"], meta["size"]) if meta else (classes_for(n_images), 128)
-    commands.append(f"attngan synth-birds --out {data_dir} --images {n_images} --classes {classes} "
-                    f"--size {size} --seed {seed}")
-    step("data")
-
-    # DAMSM (the generator's) and an independent evaluation DAMSM (other seed).
-    damsm_dir, eval_damsm_dir = out / "damsm", out / "damsm_eval"
-    damsm_min = budget * SHARES["damsm"] / 60
-    run_step(f"attngan train-damsm --config tiny --data {data_dir} --out {damsm_dir} "
-             f"--minutes {damsm_min:.2f} --seed {seed}", damsm_dir, (damsm_dir / "best").is_dir(),
-             lambda: train_damsm(cfg, data_dir, damsm_dir, device=device, minutes=damsm_min, progress=progress))
-    step("damsm")
-    eval_cfg = demo_config(seed + 1)
-    eval_min = budget * SHARES["eval_damsm"] / 60
-    run_step(f"attngan train-damsm --config tiny --data {data_dir} --out {eval_damsm_dir} "
-             f"--minutes {eval_min:.2f} --seed {seed + 1}", eval_damsm_dir, (eval_damsm_dir / "best").is_dir(),
-             lambda: train_damsm(eval_cfg, data_dir, eval_damsm_dir, device=device, minutes=eval_min,
-                                 progress=progress))
-    step("eval_damsm")
-
-    # AttnGAN.
-    gan_dir = out / "attngan"
-    # The GAN gets whatever the earlier steps left, less the oracle's share and the evaluation.
-    left_s = budget - (time.time() - t0) - budget * SHARES["oracle"] - EVAL_RESERVE_S
-    gan_min = max(budget * SHARES["gan"], left_s) / 60
-    cfg.train.minutes = gan_min
-    cfg.train.total_kimg = 10_000  # the time budget decides
-
-    def train_gan_once():
-        train_gan(cfg, data_dir, damsm_dir, gan_dir, device=device, progress=progress)
-        (gan_dir / "done").write_text("finished\n")
-
-    run_step(f"attngan train --config tiny --data {data_dir} --damsm {damsm_dir} --out {gan_dir} "
-             f"--minutes {gan_min:.2f} --kimg 10000 --seed {seed}", gan_dir,
-             (gan_dir / "model" / "config.json").is_file() and (gan_dir / "done").is_file(), train_gan_once)
-    step("attngan")
-
-    # Oracle for binding / IS / FID on SynthBirds.
-    oracle_dir = out / "oracle"
-    oracle_min = budget * SHARES["oracle"] / 60
-    run_step(f"attngan train-oracle --data {data_dir} --out {oracle_dir} --minutes {oracle_min:.2f}",
-             oracle_dir, (oracle_dir / "config.json").is_file(),
-             lambda: _train_oracle(data_dir, oracle_dir, oracle_min, seed), settings="config.json")
-    step("oracle")
-
-    # Evaluation and report.
-    model_dir = gan_dir / "model"
-    n_eval = 400 if minutes >= 5 else 64
-    commands.append(f"attngan eval --model {model_dir} --data {data_dir} --metrics r_precision,binding,localisation,is,fid_oracle "
-                    f"--eval-damsm {eval_damsm_dir} --oracle {oracle_dir} --num-images {n_eval} "
-                    f"--out {out / 'eval.json'}")
-    metrics = _evaluate(model_dir, data_dir, eval_damsm_dir, oracle_dir, n_eval, device, seed)
-    report = build_report(model_dir, data_dir, eval_damsm_dir, damsm_dir, gan_dir, metrics, timings,
-                          commands, device, seed)
-    step("evaluation")
-    report.timings = dict(timings, total=round(time.time() - t0, 1))
-    from attngan.report import write_report
-
+    total = round(time.time() - t0, 1)
+    report = Report(
+        title="AttnGAN demo on SynthBirds",
+        summary=("AttnGAN (text → image, refined stage by stage, each stage attending over the words) on "
+                 "SynthBirds, the embedded procedurally rendered bird set. First the model that ships "
+                 "with the package, then one you trained just now. Metrics use captions of test species "
+                 "never seen in training."),
+        sections=[shipped, own_section], timings={"shipped model": round(sum(timings.values()), 1),
+                                                  "your own": round(sum(own["timings"].values()), 1),
+                                                  "total": total})
     path = write_report(report, out)
     if bundle is not None:
-        export_bundle(model_dir, bundle, metrics, commands, seed, report.timings)
-    _print_summary(metrics, path, time.time() - t0)
+        export_bundle(own["model_dir"], bundle, own["metrics"], [data_command] + own["commands"], seed,
+                      own["timings"], name=bundle_name, data=data_spec, eval_settings=ev)
+    _print_summary(report, path, time.time() - t0)
     return path
 
 
-def export_bundle(model_dir: Path, bundle: str | Path, metrics, commands, seed: int, timings) -> Path:
-    """Write the model folder in half precision (BN statistics stay fp32) with its measurements."""
+class _Clock:
+    """Seconds per step, printed as each one ends."""
+
+    def __init__(self):
+        self.last = time.time()
+
+    def lap(self, what: str) -> float:
+        now = time.time()
+        took = round(now - self.last, 1)
+        self.last = now
+        print(f"[demo] {what} done in {took:.0f} s", flush=True)
+        return took
+
+    def mark(self) -> None:
+        self.last = time.time()
+
+
+def train_your_own(out_dir: str | Path, data_dir: str | Path, eval_damsm_dir: str | Path,
+                   oracle_dir: str | Path, *, damsm_epochs: int = DAMSM_EPOCHS, kimg: float = KIMG,
+                   seed: int = 0, ev: dict[str, Any] | None = None, device: str = "auto",
+                   progress: bool = True) -> dict[str, Any]:
+    """The `tiny` preset from scratch: DAMSM for `damsm_epochs` epochs, AttnGAN for `kimg` kimg,
+    then evaluated. Returns metrics, commands, timings and the folders (damsm_dir, gan_dir, model_dir).
+
+    Every stopping point is counted in work, so the result depends on the seed and the settings,
+    never on how fast the machine happens to be.
+    """
+    from attngan.training.damsm_loop import train_damsm
+    from attngan.training.gan_loop import train_gan
+
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    ev = dict(DEFAULT_EVAL, **(ev or {}))
+    data_key = _data_key(data_dir)
+    commands: list[str] = []
+    timings: dict[str, float] = {}
+    clock = _Clock()
+    sets = "--set data.workers=0 --set data.cache=true"
+
+    damsm_dir = out_dir / "damsm"
+    cfg = demo_config(seed)
+    damsm_settings = {"piece": "damsm", "preset": "tiny", "epochs": damsm_epochs, "seed": seed, "data": data_key}
+    _piece(damsm_dir, damsm_settings,
+           f"attngan train-damsm --config tiny --data {_q(data_dir)} --out {_q(damsm_dir)} "
+           f"--epochs {damsm_epochs} --minutes 0 --seed {seed} {sets}",
+           lambda: train_damsm(cfg, data_dir, damsm_dir, device=device, minutes=0, max_epochs=damsm_epochs,
+                               progress=progress), commands)
+    timings["damsm"] = clock.lap("DAMSM")
+
+    gan_dir = out_dir / "attngan"
+    cfg = demo_config(seed)
+    cfg.train.minutes = 0  # the kimg count alone ends the run
+    cfg.train.total_kimg = kimg
+    gan_settings = {"piece": "attngan", "preset": "tiny", "kimg": kimg, "seed": seed, "data": data_key,
+                    "damsm": damsm_settings}
+    _piece(gan_dir, gan_settings,
+           f"attngan train --config tiny --data {_q(data_dir)} --damsm {_q(damsm_dir)} --out {_q(gan_dir)} "
+           f"--kimg {kimg:g} --minutes 0 --seed {seed} {sets}",
+           lambda: train_gan(cfg, data_dir, damsm_dir, gan_dir, device=device, progress=progress), commands)
+    timings["attngan"] = clock.lap("AttnGAN")
+
+    model_dir = gan_dir / "model"
+    metrics = evaluate_model(model_dir, data_dir, eval_damsm_dir, oracle_dir, ev, device, out_dir, commands)
+    timings["evaluation"] = clock.lap("own model evaluation")
+    return {"metrics": metrics, "commands": commands, "timings": timings, "damsm_dir": damsm_dir,
+            "gan_dir": gan_dir, "model_dir": model_dir}
+
+
+def export_bundle(model_dir: Path, bundle: str | Path, metrics, commands, seed: int, timings, *,
+                  name: str = "synthbirds-tiny", data: dict[str, Any] | None = None,
+                  eval_settings: dict[str, Any] | None = None) -> Path:
+    """Write the model folder in half precision (BN statistics stay fp32) with its model card:
+    name, measurements, the commands that made it, and the data set and evaluation protocol
+    (`data`, `eval`) that `attngan demo` reads back from a shipped model."""
     from attngan.pipeline import AttnGANPipeline
     from attngan.training.checkpoint import save_model_folder
 
     pipe = AttnGANPipeline.from_pretrained(model_dir, device="cpu")
-    card = {"name": "synthbirds-tiny", "seed": seed, "commands": commands, "timings_s": timings,
+    ev = dict(DEFAULT_EVAL, **(eval_settings or {}))
+    card = {"name": name, "seed": seed, "commands": commands, "timings_s": timings,
+            "data": {k: (data or {}).get(k, v) for k, v in DEFAULT_DATA.items()},
+            "eval": {k: ev[k] for k in ("num_images", "seed", "metrics")},
             "metrics": [{k: m.get(k) for k in ("name", "metric", "value", "std", "protocol", "n",
-                                               "per_attribute", "swap_rate")} for m in metrics]}
+                                               "per_attribute", "swap_rate", "per_stage")} for m in metrics]}
     path = save_model_folder(bundle, pipe.config, pipe.vocab, pipe.generator, pipe.text_encoder,
                              pipe.image_encoder, half=True, extra={"model_card": card})
     print(f"[demo] bundled model written to {path}")
     return path
 
 
-def _existing_data(data_dir: Path, n_images: int, seed: int) -> dict | None:
-    """The manifest of a SynthBirds set already at data_dir with this seed and size, else None."""
-    manifest = data_dir / "synth_birds.json"
+# Cached pieces.
+
+def prepare_data(data_dir: str | Path, spec: dict[str, Any], commands: list[str], progress: bool = True) -> Path:
+    """The SynthBirds set `spec` describes (images, classes, size, seed), rendered unless already there."""
+    from attngan.data.synth_birds import generate_synth_birds
+
+    data_dir = Path(data_dir)
+    command = _data_command(data_dir, spec)
+    if _existing_data(data_dir, spec) is not None:
+        commands.append(f"# {data_dir}: already rendered with these settings, reused; made by: {command}")
+        print(f"[demo] SynthBirds: reusing {data_dir}", flush=True)
+        return data_dir
+    print(f"[demo] SynthBirds: rendering {_data_words(spec)} -> {data_dir}", flush=True)
+    generate_synth_birds(data_dir, images=spec["images"], classes=spec["classes"], size=spec["size"],
+                         seed=spec["seed"], workers=2, overwrite=True, progress=progress)
+    commands.append(command)
+    return data_dir
+
+
+def _data_command(data_dir: Path, spec: dict[str, Any]) -> str:
+    return (f"attngan synth-birds --out {_q(data_dir)} --images {spec['images']} --classes {spec['classes']} "
+            f"--size {spec['size']} --seed {spec['seed']}")
+
+
+def _existing_data(data_dir: Path, spec: dict[str, Any]) -> dict | None:
+    """The manifest of a SynthBirds set already at data_dir with exactly these settings, else None."""
+    manifest = Path(data_dir) / "synth_birds.json"
     if not manifest.is_file():
         return None
     try:
         meta = json.loads(manifest.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return None
-    return meta if meta.get("seed") == seed and meta.get("counts", {}).get("images") == n_images else None
+    counts = meta.get("counts", {})
+    same = (meta.get("seed") == spec["seed"] and meta.get("size") == spec["size"]
+            and counts.get("images") == spec["images"] and counts.get("classes") == spec["classes"])
+    return meta if same else None
 
 
-def _train_oracle(data_dir: Path, oracle_dir: Path, minutes: float, seed: int) -> None:
-    from attngan.metrics.oracle import train_oracle
+def _data_key(data_dir: Path) -> dict[str, Any]:
+    """What identifies a rendered set: a trained piece is only reused on the same one."""
+    meta = json.loads((Path(data_dir) / "synth_birds.json").read_text(encoding="utf-8"))
+    return {"images": meta["counts"]["images"], "classes": meta["counts"]["classes"], "size": meta["size"],
+            "seed": meta["seed"], "generator_version": meta.get("generator_version")}
 
-    train_oracle(data_dir, oracle_dir, minutes=minutes, seed=seed)
+
+def _piece(folder: Path, settings: dict[str, Any], command: str, train, commands: list[str]) -> bool:
+    """Train one piece into `folder` unless a finished one with the same settings is there.
+
+    A marker file records the settings before training starts, so an interrupted piece resumes
+    (the training loops continue from their saved state) and one trained with other settings is
+    replaced; a folder without the marker was not made by the demo and is left alone.
+    """
+    from attngan.fileio import atomic_write_json
+
+    marker = folder / "demo_piece.json"
+    state = None
+    if marker.is_file():
+        try:
+            state = json.loads(marker.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            state = None
+    if state and state.get("settings") == settings and state.get("done"):
+        commands.append(f"# {folder}: already trained with these settings, reused; made by: {command}")
+        print(f"[demo] reusing {folder}", flush=True)
+        return False
+    if folder.is_dir() and any(folder.iterdir()):
+        if state is None:
+            raise AttnGANError(f"{folder} holds files the demo did not write; delete it or choose another --out")
+        if state.get("settings") != settings:
+            print(f"[demo] {folder} was trained with other settings: training it again", flush=True)
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"settings": settings, "done": False})
+    commands.append(command)
+    train()
+    atomic_write_json(marker, {"settings": settings, "done": True})
+    return True
 
 
-def _evaluate(model_dir, data_dir, eval_damsm_dir, oracle_dir, n_eval, device, seed) -> list[dict[str, Any]]:
+def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle_dir: Path,
+                   ev: dict[str, Any], device: str, out_dir: Path, commands: list[str]) -> list[dict[str, Any]]:
+    """`attngan.metrics.evaluate` with the given protocol; the result is cached in out_dir and
+    reused while the model, the evaluation pieces, the data and the protocol stay the same."""
+    from attngan import __version__
+    from attngan.fileio import atomic_write_json
     from attngan.metrics import evaluate
 
-    return evaluate(model_dir=model_dir, data_dir=data_dir,
-                    metrics=["r_precision", "binding", "localisation", "is", "fid_oracle"], num_images=n_eval,
-                    splits=10,
-                    eval_damsm=eval_damsm_dir, oracle=oracle_dir, device=device, seed=seed)
+    out_dir = Path(out_dir)
+    cache = out_dir / "demo_eval.json"
+    command = (f"attngan eval --model {_q(model_dir)} --data {_q(data_dir)} --metrics {','.join(ev['metrics'])} "
+               f"--eval-damsm {_q(eval_damsm_dir)} --oracle {_q(oracle_dir)} --num-images {ev['num_images']} "
+               f"--splits {ev['splits']} --seed {ev['seed']} --out {_q(out_dir / 'eval' / 'report.json')}")
+    key = {"model": _digest(model_dir), "eval_damsm": _digest(_damsm_snapshot(eval_damsm_dir)),
+           "oracle": _digest(oracle_dir), "data": _data_key(data_dir), "device": device,
+           "eval": {k: ev[k] for k in ("num_images", "seed", "splits", "metrics")}, "version": __version__}
+    if cache.is_file():
+        try:
+            saved = json.loads(cache.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            saved = {}
+        if saved.get("key") == key:
+            commands.append(f"# {cache}: evaluated before with these settings, reused; made by: {command}")
+            return saved["metrics"]
+    commands.append(command)
+    metrics = evaluate(model_dir=model_dir, data_dir=data_dir, metrics=ev["metrics"],
+                       num_images=ev["num_images"], splits=ev["splits"], eval_damsm=eval_damsm_dir,
+                       oracle=oracle_dir, device=device, seed=ev["seed"])
+    atomic_write_json(cache, {"key": key, "metrics": metrics})
+    return metrics
 
 
-def build_report(model_dir, data_dir, eval_damsm_dir, damsm_dir, gan_dir, metrics, timings, commands,
-                 device, seed):
-    """Images and attention for the prompts, what an independent DAMSM retrieves for each."""
+def _damsm_snapshot(path: Path) -> Path:
+    path = Path(path)
+    return path / "best" if (path / "best" / "config.json").is_file() else path
+
+
+def _digest(folder: Path) -> str:
+    """SHA-256 over the names and contents of the files directly in `folder`."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        if f.name == "demo_piece.json":
+            continue
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# Report content.
+
+def prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed) -> list:
+    """Every stage and every attentional stage's word attention for the prompts, and what the
+    evaluation DAMSM retrieves for each top-stage image."""
     from attngan.pipeline import AttnGANPipeline
-    from attngan.report import PromptResult, Report
+    from attngan.report import Figure, PromptResult
     from attngan.viz import png_bytes, to_pil, word_attention_figure
 
     pipe = AttnGANPipeline.from_pretrained(model_dir, device=device)
     prompts = PROMPTS + MORE_PROMPTS
     out = pipe(prompts, seed=seed)
     retr = _retrieve(out.images[-1], data_dir, eval_damsm_dir, pipe.device)
+    n_stages, n_att = len(out.images), len(out.attention)
+    display = max(STAGE_DISPLAY_PX, out.images[-1].shape[-1])
     results = []
     for i, caption in enumerate(prompts):
-        size = 128
-        stages = [png_bytes(to_pil(img[i]).resize((size, size))) for img in out.images]
-        att = None
-        if out.attention:
-            att = png_bytes(word_attention_figure(out.images[-1][i], out.attention[-1][i], out.tokens[i],
-                                                  size=96))
+        stages = []
+        for s, img in enumerate(out.images):
+            h, w = img.shape[-2:]
+            # The true pixels; the page enlarges them without smoothing (image-rendering: pixelated).
+            stages.append(Figure(png_bytes(to_pil(img[i])), f"stage {s + 1} · {w}×{h} px",
+                                 cls="stage-top" if s == n_stages - 1 else "stage", width=display))
+        attention = []
+        for k, att in enumerate(out.attention):
+            s = n_stages - n_att + k  # the stage whose refinement attended with these maps
+            h, w = out.images[s].shape[-2:]
+            ah, aw = att.shape[-2:]
+            fig = word_attention_figure(out.images[s][i], att[i], out.tokens[i], size=ATTENTION_TILE_PX)
+            attention.append(Figure(png_bytes(fig), f"word attention at stage {s + 1} ({w}×{h} px image, "
+                                                    f"{aw}×{ah} attention regions)", cls="attention"))
         found = _colours_found(caption, [c for c, _ in retr[i]])
-        results.append(PromptResult(caption, stages, att, out.tokens[i], out.dropped[i], retr[i], found))
-    plots = _plots(damsm_dir, gan_dir)
-    summary = ("SynthBirds -> DAMSM -> AttnGAN (tiny preset, 32 -> 64 px) trained on this machine's CPU. "
-               "Metrics use test-split captions of species never seen in training; retrieval uses a "
-               "separately trained evaluation DAMSM.")
-    return Report(title="AttnGAN demo on SynthBirds", summary=summary, prompts=results, metrics=metrics,
-                  plots=plots, timings=timings, commands=commands)
+        results.append(PromptResult(caption, stages, attention, out.tokens[i], out.dropped[i], retr[i], found))
+    return results
+
+
+def _stage_sizes(model_dir) -> list[int]:
+    from attngan.training.checkpoint import read_model_config
+
+    cfg, _ = read_model_config(model_dir)
+    return [cfg.data.base_size * 2 ** i for i in range(cfg.data.branch_num)]
+
+
+def _default_model() -> Path | None:
+    from attngan.pipeline import bundled_model_dir
+
+    try:
+        return bundled_model_dir()
+    except AttnGANError:
+        return None
+
+
+def _shipped_eval() -> tuple[Path, Path] | None:
+    try:
+        return bundled_eval_dirs()
+    except AttnGANError:
+        return None
+
+
+def _section(key, title, summary, prompts, metrics, commands, timings, plots):
+    from attngan.report import Section
+
+    return Section(key=key, title=title, summary=summary, prompts=prompts, metrics=metrics,
+                   commands=commands, timings=dict(timings), plots=plots)
+
+
+def _data_words(spec: dict[str, Any]) -> str:
+    return (f"{spec['images']:,} images of {spec['classes']:,} species at {spec['size']} px, "
+            f"seed {spec['seed']}")
+
+
+def _q(path) -> str:
+    return shlex.quote(str(path))
 
 
 def _retrieve(images, data_dir, eval_damsm_dir, device, top: int = 3):
@@ -260,11 +518,11 @@ def _retrieve(images, data_dir, eval_damsm_dir, device, top: int = 3):
                 pad[j, : len(c)] = torch.as_tensor(c)
             sents.append(te(pad.to(device), lens.to(device))[1].cpu())
         sent = F.normalize(torch.cat(sents), dim=1)
-        _, code = ie(images.to(device))
+        _, code = ie(images.to(device))  # the encoder resizes to its own input size
         sim = F.normalize(code.cpu(), dim=1) @ sent.T
     out = []
     for row in sim:
-        v, idx = row.topk(top)
+        v, idx = row.topk(min(top, len(texts)))
         out.append([(texts[j], float(s)) for s, j in zip(v, idx)])
     return out
 
@@ -310,12 +568,14 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _print_summary(metrics: list[dict[str, Any]], path: Path, seconds: float) -> None:
-    from attngan.report import metric_rows
+def _print_summary(report, path: Path, seconds: float) -> None:
+    from attngan.report import comparison_rows
 
     print()
-    print(f"{'metric':<34} {'value':>16}  protocol")
-    for row in metric_rows(metrics):  # the report's table, binding's per-part rows included
-        print(f"{row['metric']:<34} {row['value']:>16}  {row['protocol']}")
+    titles = [s.title for s in report.sections]
+    heads = {"shipped": "shipped model", "own": "your own"}
+    print(f"{'metric':<34} " + " ".join(f"{heads.get(s.key, s.key):>18}" for s in report.sections))
+    for row in comparison_rows(report.sections):  # the report's table, binding's per-part rows included
+        print(f"{row['metric']:<34} " + " ".join(f"{row[t]:>18}" for t in titles))
     print(f"\nreport: {path.resolve()}  ({seconds / 60:.1f} min)")
     print(f"reproduce: {' '.join(shlex.quote(a) for a in sys.argv)}")
