@@ -86,19 +86,33 @@ def test_model_folder_errors(tiny_model_dir, tmp_path):
         AttnGANPipeline.from_pretrained(trunc)
 
 
-def test_bundled_model_loads_generates_and_carries_its_card():
-    # The shipped synthbirds-tiny folder is what `generate` and `serve` use without --model.
+@pytest.mark.parametrize("name, stages, size", [(None, 3, 128), ("synthbirds-128", 3, 128),
+                                                 ("synthbirds-tiny", 2, 64)])
+def test_bundled_models_load_generate_and_carry_their_cards(name, stages, size):
+    # The shipped folders: `generate` and `serve` use the default without --model, the other by name.
     from attngan.pipeline import bundled_model_dir
 
-    bundle = AttnGANPipeline.from_pretrained(None, device="cpu")
+    bundle = AttnGANPipeline.from_pretrained(name, device="cpu")
     out = bundle([PROMPT], seed=0)
-    assert out.images[-1].shape == (1, 3, 64, 64) and torch.isfinite(out.images[-1]).all()
-    assert out.attention[0].shape[1] == len(out.tokens[0])
-    meta = json.loads((bundled_model_dir() / "config.json").read_text(encoding="utf-8"))
+    assert len(out.images) == stages and len(out.attention) == stages - 1
+    assert out.images[-1].shape == (1, 3, size, size) and torch.isfinite(out.images[-1]).all()
+    assert all(a.shape[1] == len(out.tokens[0]) for a in out.attention)
+    meta = json.loads((bundled_model_dir(name) / "config.json").read_text(encoding="utf-8"))
     card = meta["model_card"]
-    assert card["name"] == "synthbirds-tiny" and any("attngan" in c for c in card["commands"])
+    assert card["name"] == (name or "synthbirds-128") and any("attngan" in c for c in card["commands"])
     binding = next(m for m in card["metrics"] if m["name"] == "binding")
     assert {"wing", "belly"} <= set(binding["per_attribute"])
+
+
+def test_an_unknown_bundled_name_is_one_clear_error(tmp_path, monkeypatch):
+    from attngan.pipeline import bundled_model_dir, resolve_model
+
+    with pytest.raises(AttnGANError, match="no bundled model named 'nope'"):
+        bundled_model_dir("nope")
+    # A folder of the same name as a bundled model wins over the bundled one.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "synthbirds-tiny").mkdir()
+    assert resolve_model("synthbirds-tiny").resolve() == (tmp_path / "synthbirds-tiny").resolve()
 
 
 def test_export_bundle_writes_half_precision_with_card(tiny_model_dir, tmp_path):
@@ -115,3 +129,16 @@ def test_export_bundle_writes_half_precision_with_card(tiny_model_dir, tmp_path)
     assert torch.isfinite(again([PROMPT], seed=0).images[-1]).all()
     card = json.loads((folder / "config.json").read_text(encoding="utf-8"))["model_card"]
     assert card["seed"] == 3 and card["metrics"][0]["value"] == 12.5 and card["commands"] == ["attngan demo"]
+
+
+def test_a_bundled_name_serves_as_damsm_and_as_init():
+    # `train --damsm synthbirds-tiny --init synthbirds-tiny` is how the default model was grown.
+    from attngan.pipeline import bundled_model_dir
+    from attngan.training.damsm_loop import load_damsm
+
+    cfg, vocab, te, ie = load_damsm("synthbirds-tiny")
+    tiny = AttnGANPipeline.from_pretrained("synthbirds-tiny", device="cpu")
+    assert len(vocab) == len(tiny.vocab) and cfg.damsm.image_size == tiny.config.damsm.image_size
+    for a, b in zip(te.state_dict().values(), tiny.text_encoder.state_dict().values()):
+        assert torch.equal(a, b)
+    assert (bundled_model_dir("synthbirds-tiny") / "generator.safetensors").is_file()
