@@ -33,11 +33,12 @@ MORE_PROMPTS = [
     "a bird with a white belly, grey wings and a black crown",
 ]
 
-# Work for "train your own", sized so that `make demo` (install included) stays within about 12
-# minutes on an idle 2-core CPU: an epoch of the tiny DAMSM over the ~8,800 training images takes
-# ~30 s there, and the tiny AttnGAN trains ~90 images/s.
+# Work for "train your own", sized so that `make demo` (install included) stays within 12 minutes
+# on an idle 2-core AVX2 CPU, where the rest of the demo takes about 4 minutes: the tiny DAMSM's
+# 4 epochs over the ~8,800 training images take ~170 s (image cache included), and the tiny
+# AttnGAN trains ~60 images/s (float32).
 DAMSM_EPOCHS = 4
-KIMG = 18.0
+KIMG = 15.0
 
 # The SynthBirds set and the evaluation protocol of a model card that does not name its own.
 DEFAULT_DATA = {"images": 11788, "classes": 884, "size": 256, "seed": 0}
