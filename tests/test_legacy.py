@@ -1,6 +1,6 @@
 """Original AttnGAN files <-> model folder (attngan.legacy, import-original, export-original).
 
-State dicts are built in the original key layout from shared/reference/original-checkpoints.json
+State dicts are built in the original key layout from tests/data/original-checkpoints.json (vendored)
 (random values, fixed seeds, no `num_batches_tracked`) and written the way PyTorch 0.3 wrote them
 (legacy serialization, `torch._utils._rebuild_tensor`). The numerics are checked against a compact
 reference forward written from the facts file (shared/reference/original-attngan-facts.md,
@@ -30,18 +30,15 @@ from attngan.networks import (build_discriminators, build_generator, build_image
                               build_text_encoder)
 from attngan.training.checkpoint import load_safetensors
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "original-checkpoints.json"
-if not REFERENCE.is_file():  # the checkout may live elsewhere; fall back to the shared folder
-    REFERENCE = Path("/work/shared/reference/original-checkpoints.json")
+# Key names and shapes of every published original checkpoint, vendored with the tests.
+REFERENCE = Path(__file__).parent / "data" / "original-checkpoints.json"
 
 PRESET_OF = {"bird": "bird", "coco": "coco", "bird_attnDCGAN2": "bird-dcgan"}
 
 
 @pytest.fixture(scope="module")
 def layouts():
-    if not REFERENCE.is_file():
-        pytest.skip("original-checkpoints.json not available")
-    return json.loads(REFERENCE.read_text())
+    return json.loads(REFERENCE.read_text(encoding="utf-8"))
 
 
 # --- Files as the original release has them ---------------------------------------------------

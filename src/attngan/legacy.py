@@ -11,7 +11,7 @@ Three kinds of original file cross this boundary:
 
 The original key names live here only; the networks keep their own names. `key_table(module)`
 lists (original key, our key) pairs per network, in the original's state-dict order, built from
-the explicit per-block tables below (see shared/reference/original-checkpoints.json).
+the explicit per-block tables below (see tests/data/original-checkpoints.json).
 """
 
 from __future__ import annotations
