@@ -133,6 +133,18 @@ def test_cli_says_the_demo_is_budgeted_in_work(capsys):
     assert "--damsm-epochs and --kimg" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, says", [(["--seed", str(2**70)], "--seed"), (["--out", "afile/sub"], "is a file")])
+def test_demo_rejects_a_bad_seed_or_output_before_any_work(args, says, capsys, tmp_path, monkeypatch):
+    from attngan.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    assert main(["demo", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing rendered or written
+
+
 def test_missing_shipped_eval_pieces_are_a_clear_error(monkeypatch, tmp_path):
     from attngan import demo
     from attngan.errors import AttnGANError

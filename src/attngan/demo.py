@@ -105,7 +105,7 @@ def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS,
     `model_dir` is the shipped model (default: the default bundled one); `images`, `classes`,
     `size` override the data set its card names, `num_eval` its number of evaluation images.
     """
-    from attngan.pipeline import bundled_model_dir
+    from attngan.pipeline import resolve_model
     from attngan.report import Report, write_report
 
     if damsm_epochs < 1:
@@ -115,7 +115,7 @@ def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS,
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = Path(model_dir) if model_dir is not None else bundled_model_dir()
+    model_dir = resolve_model(model_dir)  # a folder, a bundled model's name, or None: the default
     if eval_damsm_dir is None or oracle_dir is None:
         shipped_damsm, shipped_oracle = bundled_eval_dirs()
         eval_damsm_dir = eval_damsm_dir or shipped_damsm

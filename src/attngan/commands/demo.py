@@ -34,11 +34,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from attngan.commands._common import check_writable_dir
     from attngan.demo import run_demo
-    from attngan.errors import AttnGANError
+    from attngan.errors import AttnGANError, check_seed
 
     if args.minutes is not None:
         raise AttnGANError("the demo is budgeted in work, not time: use --damsm-epochs and --kimg")
+    check_seed(args.seed, "--seed")
+    check_writable_dir(args.out)
     run_demo(args.out, damsm_epochs=args.damsm_epochs, kimg=args.kimg, device=args.device, seed=args.seed,
              model_dir=args.model, eval_damsm_dir=args.eval_damsm, oracle_dir=args.oracle, images=args.images,
              classes=args.classes, size=args.size, bundle=args.bundle, bundle_name=args.bundle_name)
