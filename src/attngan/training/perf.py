@@ -209,18 +209,12 @@ def encoder_autocast(amp: str, device: Any):
     """Autocast for DAMSM pretraining (DAMSMConfig.amp), on CPU as well as CUDA: off | bf16 | auto
     (bf16 where `native_bf16`, else float32). It covers the image encoder and the word loss's
     region-word matmul; their results are cast back and the softmaxes, cosines and matching losses
-    run in float32. Unlike the generator's images, nothing here is an output people look at, so CPU
-    bf16 is fine to use."""
-    import torch
-
+    run in float32. The modes mean what they mean for train.amp (`autocast`), fp16 excepted."""
     from attngan.errors import AttnGANError
 
     if amp not in ("off", "bf16", "auto"):
         raise AttnGANError(f"damsm.amp must be off, bf16 or auto, got '{amp}'")
-    device = torch.device(device)
-    if amp == "off" or (amp == "auto" and not native_bf16(device)):
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return autocast(amp, device)
 
 
 def grad_scaler(amp: str, device: Any):
