@@ -29,8 +29,16 @@ def _configure_allocator() -> None:
     configure_allocator_env()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (every other error of the CLI is one line too); the
+    usage it would print first is one --help away. Subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="attngan",
         description="AttnGAN: attentional text-to-image generation (Xu et al., CVPR 2018).",
     )

@@ -100,7 +100,10 @@ class TextImageDataset(Dataset):
                         self._bad[i] = self._cache.bad[k]
                 warnings.warn(f"{len(bad)} of {len(self.keys)} {split} images are unreadable and "
                               f"will be skipped: {preview_list(bad)}", DataWarning, stacklevel=2)
-                self.note_bad(bad)
+                if self.train:
+                    self.note_bad(bad)
+                else:  # named just above; test images never abort (see note_bad)
+                    self.bad_keys.update(bad)
 
     # Captions.
 
@@ -263,8 +266,17 @@ class TextImageDataset(Dataset):
                 "class_id": int(self.class_ids[i]), "key": self.keys[i], "skipped": skipped}
 
     def note_bad(self, keys: list[str] | set[str]) -> None:
-        """Record unreadable images; abort once more than cfg.max_bad_fraction are."""
+        """Record unreadable images. Training images abort the run once more than
+        cfg.max_bad_fraction are unreadable; test images (preview grids, validation, evaluation) are
+        named in a warning and replaced by the next readable one, since they do not train anything."""
+        new = sorted(set(keys) - self.bad_keys)
         self.bad_keys.update(keys)
+        if not self.train:
+            if new:
+                warnings.warn(f"unreadable {self.split} image{'s' if len(new) > 1 else ''} under "
+                              f"{self.root} replaced by the next readable one: {preview_list(new)}",
+                              DataWarning, stacklevel=2)
+            return
         if len(self.bad_keys) > self.cfg.max_bad_fraction * len(self):
             raise AttnGANError(
                 f"{len(self.bad_keys)} of {len(self)} {self.split} images under {self.root} are "

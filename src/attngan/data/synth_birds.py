@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -308,6 +309,7 @@ def generate_synth_birds(out: str | os.PathLike, images: int = CUB_IMAGES, class
             raise AttnGANError(f"refusing to overwrite {out}: it is not a SynthBirds folder "
                                f"(no {MANIFEST})")
     created = _make_parents(out.parent)
+    _clean_stale(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     try:
         if tmp.exists():
@@ -347,6 +349,26 @@ def _make_parents(parent: Path) -> list[Path]:
                     pass
         raise AttnGANError(f"cannot create {parent}: {e.strerror or e}") from None
     return list(reversed(missing))
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove the staging folders that killed synth-birds runs on `out` left beside it (their PID is
+    in the name; a live process's are left alone). A run killed between the two renames of
+    _swap_into_place left the previous data set as .OUT.old-PID and no OUT: that one goes back."""
+    from attngan.rundir import pid_alive
+
+    stale = re.compile(rf"^\.{re.escape(out.name)}\.(tmp|old)-(\d+)$")
+    for entry in sorted(out.parent.iterdir()):
+        m = stale.match(entry.name)
+        if not m or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(m.group(2))
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        if m.group(1) == "old" and not out.exists():
+            os.replace(entry, out)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

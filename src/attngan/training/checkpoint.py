@@ -195,9 +195,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_training_state(path: str | Path) -> dict[str, Any]:
+# What each loop's state.pt holds, by a key only that kind has (states written before the "kind"
+# entry existed are recognised by it too).
+STATE_KINDS = {"attngan": "G", "damsm": "text_encoder"}
+STATE_TITLES = {"attngan": "an AttnGAN (attngan train)", "damsm": "a DAMSM (attngan train-damsm)"}
+
+
+def load_training_state(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """A state.pt; with `kind` ("attngan" or "damsm"), a state of another kind is a one-line
+    error that names both, rather than a KeyError deep in the resume."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        st = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise AttnGANError(f"cannot read training state {path}: {e}".splitlines()[0]) from None
+    if kind is None:
+        return st
+    found = st.get("kind") if isinstance(st, dict) else None
+    if found is None and isinstance(st, dict):
+        found = next((k for k, key in STATE_KINDS.items() if key in st), None)
+    if found != kind:
+        what = STATE_TITLES.get(found, "not an attngan") if isinstance(found, str) else "not an attngan"
+        raise AttnGANError(f"{path} is {what} training state, not {STATE_TITLES[kind]} one; "
+                           "use another --out")
+    return st

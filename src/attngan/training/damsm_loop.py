@@ -145,15 +145,36 @@ def _datasets(cfg: Config, data_dir: Path):
     return vocab, train_ds, test_ds
 
 
+# What a resumed run cannot change: the encoders' shapes, the batch and the data order.
+RESUME_FIXED = ("seed", "data.dataset", "data.captions_per_image", "text", "damsm.backbone",
+                "damsm.image_size", "damsm.small_width", "damsm.small_pool", "damsm.words_num",
+                "damsm.batch_size", "damsm.reset_optimizer")
+
+
 def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, device: str = "auto",
                 minutes: float = 0.0, max_epochs: int | None = None, progress: bool = True,
                 eval_items: int = 1000) -> dict[str, Any]:
-    """Pretrain the DAMSM encoders. Re-running with the same out_dir resumes from the last epoch."""
+    """Pretrain the DAMSM encoders. Re-running with the same out_dir resumes from the last epoch.
+    The run holds out_dir's lock throughout (one writer; temporaries of killed runs removed)."""
+    from attngan.rundir import claim_run_dir
+
+    dist.init()
+    with claim_run_dir(out_dir, enabled=dist.is_main()) as removed:
+        if removed:
+            print(f"removed {len(removed)} temporaries of an earlier, killed run in {out_dir}")
+        return _train_damsm(cfg, data_dir, out_dir, device=device, minutes=minutes,
+                            max_epochs=max_epochs, progress=progress, eval_items=eval_items)
+
+
+def _train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, device: str,
+                 minutes: float, max_epochs: int | None, progress: bool,
+                 eval_items: int) -> dict[str, Any]:
     from attngan.data.dataset import make_loader
     from attngan.networks import build_image_encoder, build_text_encoder
+    from attngan.rundir import resume_changes, truncate_jsonl
+
     # Setup.
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    dist.init()
     dev = dist.resolve_device(device)
     perf.configure_backends(dev)  # TF32 matmuls on CUDA
     torch.manual_seed(cfg.seed)
@@ -183,7 +204,10 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     start_epoch, lr, history, best, bad_steps = 0, cfg.damsm.lr, [], -1.0, 0
     opt = torch.optim.Adam(params, lr=lr, betas=cfg.damsm.betas)
     if state_path.is_file():
-        st = load_training_state(state_path)
+        st = load_training_state(state_path, "damsm")
+        changes = resume_changes(out_dir, cfg.to_dict(), RESUME_FIXED)
+        if changes and dist.is_main():
+            print("resuming with changed settings: " + "; ".join(changes))
         text_encoder.load_state_dict(st["text_encoder"])
         image_encoder.load_state_dict(st["image_encoder"])
         start_epoch, lr, history, best = st["epoch"], st["lr"], st["history"], st["best"]
@@ -193,8 +217,10 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
         set_rng_state(st["rng"])
         if dist.is_main():
             print(f"resuming DAMSM from {state_path} at epoch {start_epoch}")
-    elif dist.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
+            # Epochs logged after that snapshot are written again by this run.
+            truncate_jsonl(out_dir / "metrics.jsonl",
+                           lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch)
+    if dist.is_main():
         atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
     # A seeded permutation per epoch (sharded under torchrun), so a resumed run sees the same order.
     sampler = dist.EpochSampler(len(train_ds), batch_size, cfg.seed, dist.get_rank(), dist.get_world_size(),
@@ -265,7 +291,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
             if record["r_precision"] >= best:
                 best = record["r_precision"]
                 save_damsm_folder(out_dir / "best", cfg, vocab, text_encoder, image_encoder, record)
-            atomic_torch_save({"text_encoder": text_encoder.state_dict(),
+            atomic_torch_save({"kind": "damsm", "text_encoder": text_encoder.state_dict(),
                                "image_encoder": image_encoder.state_dict(), "epoch": epoch + 1,
                                "lr": lr, "history": history, "best": best, "bad_steps": bad_steps,
                                "optimizer": None if cfg.damsm.reset_optimizer else opt.state_dict(),

@@ -25,6 +25,7 @@ from attngan.errors import AttnGANError
 from attngan.training import distributed as dist
 from attngan.training import perf
 from attngan.fileio import atomic_write_json
+from attngan.rundir import resume_changes, truncate_jsonl
 from attngan.training.checkpoint import (atomic_torch_save, load_training_state,
                                          rng_state, save_model_folder, set_rng_state)
 
@@ -160,17 +161,35 @@ def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor]
     return {**d_terms, **{k: v.detach() for k, v in g_terms.items()}}, finite
 
 
+# What a resumed run cannot change: the networks' shapes, the batch and the data order.
+RESUME_FIXED = ("seed", "data.dataset", "data.base_size", "data.branch_num", "data.words_num",
+                "data.captions_per_image", "text", "damsm", "gan", "train.batch_size")
+
+
 def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str | Path, *,
               device: str = "auto", progress: bool = True, max_steps: int | None = None,
               init_generator: str | Path | None = None) -> dict[str, Any]:
-    """Train AttnGAN; re-running with the same out_dir resumes from its last training state."""
+    """Train AttnGAN; re-running with the same out_dir resumes from its last training state.
+    The run holds out_dir's lock throughout (one writer; temporaries of killed runs removed)."""
+    from attngan.rundir import claim_run_dir
+
+    dist.init()
+    with claim_run_dir(out_dir, enabled=dist.is_main()) as removed:
+        if removed:
+            print(f"removed {len(removed)} temporaries of an earlier, killed run in {out_dir}")
+        return _train_gan(cfg, data_dir, damsm, out_dir, device=device, progress=progress,
+                          max_steps=max_steps, init_generator=init_generator)
+
+
+def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str | Path, *,
+               device: str, progress: bool, max_steps: int | None,
+               init_generator: str | Path | None) -> dict[str, Any]:
     from attngan.data.dataset import TextImageDataset, make_loader
     from attngan.networks import build_discriminators, build_generator
     from attngan.training.damsm_loop import load_damsm
 
     # Setup.
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    dist.init()
     dev = dist.resolve_device(device)
     rank, world = dist.get_rank(), dist.get_world_size()
     perf.configure_backends(dev)
@@ -228,7 +247,10 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     state_path = out_dir / "state.pt"
     images_seen, step, epoch, batch_in_epoch, bad_steps = 0, 0, 0, 0, 0
     if state_path.is_file():
-        st = load_training_state(state_path)
+        st = load_training_state(state_path, "attngan")
+        changes = resume_changes(out_dir, cfg.to_dict(), RESUME_FIXED)
+        if changes and dist.is_main():
+            print("resuming with changed settings: " + "; ".join(changes))
         G.load_state_dict(st["G"])
         G_ema.load_state_dict(st["G_ema"])
         Ds.load_state_dict(st["Ds"])
@@ -240,8 +262,9 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
         set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
         if dist.is_main():
             print(f"resuming from {state_path} at {images_seen / 1000:.1f} kimg (step {step})")
-    elif dist.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
+            # Rows logged after that snapshot are written again by this run.
+            truncate_jsonl(out_dir / "log.jsonl", lambda r: _number(r.get("kimg")) * 1000 <= images_seen + 0.5)
+    if dist.is_main():
         atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
     dist.barrier()
 
@@ -286,7 +309,7 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
                               extra={"images_seen": images_seen, "step": step})
         rngs = _gather_rng()
         if dist.is_main():
-            atomic_torch_save({"G": _unwrap(G).state_dict(), "G_ema": G_ema.state_dict(),
+            atomic_torch_save({"kind": "attngan", "G": _unwrap(G).state_dict(), "G_ema": G_ema.state_dict(),
                                "Ds": Ds.state_dict(), "opt_G": opt_G.state_dict(),
                                "opt_Ds": [o.state_dict() for o in opt_Ds], "images_seen": images_seen,
                                "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
@@ -363,6 +386,10 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
         save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / "final.png")
     return {"images_seen": images_seen, "step": step, "bad_steps": bad_steps,
             "seconds": time.time() - t_start}
+
+
+def _number(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else float("inf")
 
 
 def grow_state(G: torch.nn.Module, sd: dict[str, torch.Tensor]) -> list[str]:

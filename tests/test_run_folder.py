@@ -1,0 +1,218 @@
+"""Run folders: one writer at a time, temporaries of killed runs removed, logs cut back to the
+snapshot a run resumes from, resumes that refuse a changed network or batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import pytest
+import torch
+
+from attngan.cli import main
+from attngan.errors import AttnGANError
+from attngan.rundir import (LOCK_NAME, check_resume_config, claim_run_dir, clean_temporaries,
+                            is_temporary, truncate_jsonl)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_temporary_names_are_only_the_atomic_writers_own(tmp_path):
+    from attngan.fileio import tmp_dir_beside, tmp_path_beside
+
+    made = [tmp_path_beside(tmp_path / "state.pt"), tmp_dir_beside(tmp_path / "model"),
+            tmp_path / ".last.old"]
+    made[-1].mkdir()
+    (tmp_path / "samples").mkdir()
+    made.append(tmp_path_beside(tmp_path / "samples" / "000001kimg.png"))
+    keep = [tmp_path / "state.pt", tmp_path / "log.jsonl", tmp_path / ".hidden", tmp_path / "a.tmp",
+            tmp_path / ".notes.txt", tmp_path / "samples" / "000001kimg.png"]
+    for k in keep:
+        k.write_text("x")
+    removed = clean_temporaries(tmp_path)
+    assert sorted(removed) == sorted(made)
+    assert all(not p.exists() for p in made) and all(k.exists() for k in keep)
+    assert not is_temporary(LOCK_NAME)
+
+
+def test_lock_refuses_a_live_writer_and_takes_over_from_a_killed_one(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from attngan.rundir import claim_run_dir
+        with claim_run_dir({str(run)!r}):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(AttnGANError, match=f"in use by PID {holder.pid}"):
+            with claim_run_dir(run):
+                pass
+        (run / ".state.pt.abcd1234.tmp").write_text("half")
+    finally:
+        holder.kill()  # SIGKILL: no cleanup of its own; the kernel drops its flock
+        holder.wait()
+    assert (run / LOCK_NAME).exists()
+    with claim_run_dir(run) as removed:
+        assert [p.name for p in removed] == [".state.pt.abcd1234.tmp"]
+        assert (run / LOCK_NAME).read_text().strip() == str(os.getpid())
+    assert sorted(p.name for p in run.iterdir()) == []
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path):
+    with pytest.raises(RuntimeError):
+        with claim_run_dir(tmp_path / "new"):
+            raise RuntimeError("bad data")
+    assert not (tmp_path / "new").exists()
+
+
+def test_truncate_jsonl_keeps_rows_up_to_the_snapshot(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"kimg": k}) + "\n" for k in (1, 2, 3, 4)) + '{"kimg": 5, "st')
+    assert truncate_jsonl(log, lambda r: r["kimg"] <= 2) == 3
+    assert [json.loads(x)["kimg"] for x in log.read_text().splitlines()] == [1, 2]
+    assert truncate_jsonl(log, lambda r: r["kimg"] <= 2) == 0
+    assert truncate_jsonl(tmp_path / "missing.jsonl", lambda r: True) == 0
+
+
+def test_resume_config_check():
+    saved = {"seed": 0, "gan": {"gf_dim": 16}, "train": {"batch_size": 4, "total_kimg": 10.0,
+                                                         "betas": [0.5, 0.999]}}
+    same = json.loads(json.dumps(saved))
+    same["train"]["betas"] = (0.5, 0.999)  # a tuple in the live config, a list in the JSON
+    assert check_resume_config(saved, same, ("gan", "train.batch_size"), "run") == []
+    more = json.loads(json.dumps(saved))
+    more["train"]["total_kimg"] = 20.0
+    assert check_resume_config(saved, more, ("gan", "train.batch_size"), "run") == [
+        "train.total_kimg: 10.0 -> 20.0"]
+    for key, section, value in (("gan.gf_dim", "gan", 8), ("train.batch_size", "train", 8)):
+        bad = json.loads(json.dumps(saved))
+        bad[section][key.split(".")[1]] = value
+        with pytest.raises(AttnGANError, match=f"{key} was .* and is now {value}"):
+            check_resume_config(saved, bad, ("gan", "train.batch_size"), "run")
+
+
+def test_state_of_the_wrong_kind_is_named(tmp_path):
+    from attngan.training.checkpoint import atomic_torch_save, load_training_state
+
+    atomic_torch_save({"text_encoder": {}, "epoch": 1}, tmp_path / "state.pt")  # an older DAMSM state
+    with pytest.raises(AttnGANError, match="is a DAMSM .* training state, not an AttnGAN"):
+        load_training_state(tmp_path / "state.pt", "attngan")
+    assert load_training_state(tmp_path / "state.pt", "damsm")["epoch"] == 1
+    atomic_torch_save({"kind": "attngan", "G": {}}, tmp_path / "state.pt")
+    with pytest.raises(AttnGANError, match="is an AttnGAN .* not a DAMSM"):
+        load_training_state(tmp_path / "state.pt", "damsm")
+    atomic_torch_save([1, 2], tmp_path / "state.pt")
+    with pytest.raises(AttnGANError, match="not an attngan training state"):
+        load_training_state(tmp_path / "state.pt", "attngan")
+
+
+def test_synth_birds_removes_killed_runs_staging_and_restores_a_half_swapped_set(tmp_path):
+    from attngan.data.synth_birds import generate_synth_birds
+
+    dead = _dead_pid()
+    stale = tmp_path / f".birds.tmp-{dead}"
+    (stale / "images").mkdir(parents=True)
+    old = tmp_path / f".other.old-{dead}"  # killed between the two renames: 'other' is gone
+    old.mkdir()
+    (old / "synth_birds.json").write_text("{}")
+    live = tmp_path / f".birds.tmp-{os.getppid()}"  # a live process's staging folder stays
+    live.mkdir()
+    generate_synth_birds(tmp_path / "birds", images=12, classes=4, size=32, progress=False)
+    assert not stale.exists() and live.exists()
+    generate_synth_birds(tmp_path / "other2", images=12, classes=4, size=32, progress=False)
+    assert old.exists()  # another output's leftovers are not this run's business
+    generate_synth_birds(tmp_path / "other", images=12, classes=4, size=32, overwrite=True,
+                         progress=False)
+    assert not old.exists() and (tmp_path / "other" / "synth_birds.json").stat().st_size > 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [live.name]
+
+
+def test_unreadable_test_images_warn_by_name_and_never_abort(tmp_path):
+    from attngan.config import preset
+    from attngan.data.dataset import TextImageDataset
+    from attngan.data.synth_birds import generate_synth_birds
+    from attngan.text import load_vocab
+
+    root = generate_synth_birds(tmp_path / "birds", images=24, classes=4, size=32, progress=False)
+    cfg = preset("tiny").data
+    cfg.max_bad_fraction = 0.0
+    vocab = load_vocab(root)
+    test = TextImageDataset(root, "test", cfg, vocab, train=False)
+    broken = root / "CUB_200_2011" / "images" / f"{test.keys[0]}.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        item = test[0]
+    assert item["key"] == test.keys[1]
+    assert any(test.keys[0] in str(w.message) and "replaced" in str(w.message) for w in caught)
+    train = TextImageDataset(root, "train", cfg, vocab, train=True)
+    with pytest.raises(AttnGANError, match="unreadable"):
+        train.note_bad([train.keys[0]])
+
+
+# --- The CLI ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from attngan.data.synth_birds import generate_synth_birds
+
+    return generate_synth_birds(tmp_path_factory.mktemp("synth") / "birds", images=48, classes=8,
+                                size=96, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def damsm_run(synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("damsm") / "run"
+    assert main(["train-damsm", "--config", "tiny", "--data", str(synth), "--out", str(out),
+                 "--set", "data.workers=0", "--set", "damsm.batch_size=8", "--epochs", "1"]) == 0
+    return out
+
+
+GAN_SETS = ["--set", "data.workers=0", "--set", "train.batch_size=4", "--set", "train.log_kimg=0.004",
+            "--set", "train.snapshot_kimg=0.008", "--set", "train.sample_kimg=1"]
+
+
+def _train_argv(synth, damsm_run, out, kimg, *extra):
+    return ["train", "--config", "tiny", "--data", str(synth), "--damsm", str(damsm_run),
+            "--out", str(out), "--kimg", str(kimg), *GAN_SETS, *extra]
+
+
+def test_resume_refuses_a_changed_shape_or_batch(synth, damsm_run, tmp_path, capsys):
+    out = tmp_path / "gan"
+    assert main(_train_argv(synth, damsm_run, out, 0.008)) == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    state = (out / "state.pt").read_bytes()
+    capsys.readouterr()
+    for extra, key in ((["--set", "gan.gf_dim=8"], "gan.gf_dim"),
+                       (["--set", "train.batch_size=8"], "train.batch_size")):
+        rc = main(_train_argv(synth, damsm_run, out, 0.016, *extra))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and f"{key} was" in err[0], err
+    assert sorted(p.name for p in out.rglob("*")) == before and (out / "state.pt").read_bytes() == state
+    # A longer run is a change the state can continue under: said, not refused.
+    assert main(_train_argv(synth, damsm_run, out, 0.016)) == 0
+    assert "train.total_kimg: 0.008 -> 0.016" in capsys.readouterr().out
+
+
+def test_a_damsm_state_in_a_gan_run_folder_is_named(synth, damsm_run, capsys):
+    rc = main(_train_argv(synth, damsm_run, damsm_run, 0.008))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "is a DAMSM" in err[0] and "Traceback" not in err[0], err
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--seed", "abc"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "invalid int value: 'abc'" in err[0], err
