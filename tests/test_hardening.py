@@ -300,3 +300,73 @@ def test_billion_laughs_captions_pickle_through_the_cli(tmp_path, capsys):
     assert peak < 50 * 2**20
     assert_one_line_error(rc, err, str(captions))
     assert not out.exists()
+
+
+# --- Weights: dtype and finiteness; oracle folders ---------------------------------------------
+
+def _spoil(name, v):
+    import torch
+
+    if name == "nan":
+        v = v.clone()
+        v.view(-1)[0] = float("nan")
+        return v
+    if name == "inf":
+        return torch.full_like(v, float("inf"))
+    return v.to({"bool": torch.bool, "int8": torch.int8, "int64": torch.int64}[name])
+
+
+@pytest.mark.parametrize("spoil, message", [
+    ("nan", "has 1 NaN/inf value"), ("inf", "NaN/inf values"),
+    ("bool", "is bool; weights must be floating point"), ("int8", "is int8; weights must be"),
+    ("int64", "is int64; weights must be"),
+])
+def test_weights_of_the_wrong_kind_or_not_finite_are_refused(spoil, message, tiny_model_dir, tmp_path,
+                                                              capsys):
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    sd = load_file(str(model / "generator.safetensors"))
+    key = next(k for k, v in sd.items() if v.is_floating_point() and v.dim() > 1)
+    sd[key] = _spoil(spoil, sd[key])
+    save_file(sd, str(model / "generator.safetensors"))
+    out = tmp_path / "gen"
+    rc, _, err = run_cli(["generate", "--model", str(model), "--out", str(out), "a bird"], capsys)
+    assert_one_line_error(rc, err, message)
+    assert key in err[0]
+    assert not out.exists()
+
+
+def test_a_float_where_the_network_counts_is_refused():
+    import torch
+
+    from attngan.training.checkpoint import load_state
+
+    bn = torch.nn.BatchNorm1d(3)
+    sd = {k: v.float() for k, v in bn.state_dict().items()}
+    with pytest.raises(AttnGANError, match="'num_batches_tracked' is float32; the network holds int64"):
+        load_state(bn, sd, "bn")
+
+
+def test_oracle_folder_with_a_bad_config_is_one_line(tmp_path):
+    from importlib.resources import files
+
+    from attngan.metrics.oracle import load_oracle
+
+    shipped = files("attngan") / "assets" / "synthbirds-eval" / "oracle"
+    good = json.loads((shipped / "config.json").read_text())
+    cases = [("[]", "must hold a JSON object, got an array"),
+             (dict(good, parts="wing"), '"parts" must be a non-empty list'),
+             (dict(good, colours=["red", "red"]), '"colours" must be a non-empty list of distinct'),
+             (dict(good, width=-3), '"width" must be an integer from 1'),
+             (dict(good, image_size=True), '"image_size" must be an integer'),
+             (dict(good, class_ids=[1.5]), '"class_ids" must be'),
+             (dict(good, width=8), "has shape")]
+    for i, (meta, message) in enumerate(cases):
+        folder = tmp_path / f"oracle{i}"
+        shutil.copytree(shipped, folder)
+        (folder / "config.json").write_text(meta if isinstance(meta, str) else json.dumps(meta))
+        with pytest.raises(AttnGANError, match=message):
+            load_oracle(folder)
+    assert load_oracle(shipped).cfg.parts == good["parts"]

@@ -343,6 +343,8 @@ def from_original(module, state: dict[str, Any], what: str, hint: str = "") -> "
     """
     import torch
 
+    from attngan.training.checkpoint import check_tensor
+
     pairs = key_table(module)
     own = module.state_dict()
     to_ours = dict(pairs)
@@ -356,6 +358,7 @@ def from_original(module, state: dict[str, Any], what: str, hint: str = "") -> "
         want = tuple(own[to_ours[orig]].shape)
         if tuple(value.shape) != want:
             raise AttnGANError(f"{what}: '{orig}' has shape {tuple(value.shape)}, expected {want}{hint}")
+        check_tensor(value, own[to_ours[orig]], f"{what}: '{orig}'")
     unexpected = [k for k in state if k not in to_ours]
     missing = [o for o, _ in pairs if o not in state and not _is_counter(o)]
     if missing or unexpected:

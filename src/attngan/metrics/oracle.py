@@ -126,30 +126,50 @@ def save_oracle(oracle: AttributeOracle, out_dir: str | Path) -> Path:
     return out
 
 
-def load_oracle(path: str | Path, device: torch.device | str = "cpu") -> AttributeOracle:
-    from safetensors.torch import load_file
+def _oracle_config(meta: dict[str, Any], path: Path) -> OracleConfig:
+    """The OracleConfig of a config.json, every field checked (one-line errors naming the key)."""
+    def words(key: str, unique: bool = True) -> list[str]:
+        v = meta.get(key)
+        if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
+                and (not unique or len(set(v)) == len(v))):
+            raise AttnGANError(f"{path}: \"{key}\" must be a non-empty list of distinct names")
+        return v
 
+    def count(key: str, default: int, low: int, high: int) -> int:
+        v = meta.get(key, default)
+        if type(v) is not int or not low <= v <= high:  # noqa: E721 - bool is not a size
+            raise AttnGANError(f"{path}: \"{key}\" must be an integer from {low} to {high}, got {v!r}"[:200])
+        return v
+
+    ids = meta.get("class_ids")
+    if not (isinstance(ids, list) and ids and all(type(i) is int and i >= 0 for i in ids)):  # noqa: E721
+        raise AttnGANError(f"{path}: \"class_ids\" must be a non-empty list of class numbers")
+    for key in ("accuracy", "info"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise AttnGANError(f"{path}: \"{key}\" must be a JSON object")
+    return OracleConfig(parts=words("parts"), colours=words("colours"), class_ids=ids,
+                        image_size=count("image_size", 64, 8, 1024), width=count("width", 16, 1, 1024),
+                        accuracy=meta.get("accuracy", {}), valid=meta.get("valid") is True,
+                        info=meta.get("info", {}))
+
+
+def load_oracle(path: str | Path, device: torch.device | str = "cpu") -> AttributeOracle:
+    from attngan.fileio import read_json_object
     from attngan.metrics.inception_fid import weights_digest
+    from attngan.training.checkpoint import load_safetensors, load_state
 
     folder = Path(path)
     cfg_path, w_path = folder / "config.json", folder / WEIGHTS_FILE
     if not cfg_path.is_file() or not w_path.is_file():
         raise AttnGANError(f"{folder} is not an oracle folder (needs config.json and {WEIGHTS_FILE}; "
                            "make one with `attngan train-oracle`)")
-    try:
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AttnGANError(f"cannot parse {cfg_path}: {e}") from None
+    meta = read_json_object(cfg_path, "oracle config")
     if meta.get("format") != ORACLE_FORMAT:
         raise AttnGANError(f"{cfg_path} is not an oracle config (format {meta.get('format')!r})")
     if meta.get("version") != ORACLE_VERSION:
         raise AttnGANError(f"{cfg_path} has oracle format version {meta.get('version')}, this code reads {ORACLE_VERSION}")
-    fields = {k: meta[k] for k in OracleConfig.__dataclass_fields__ if k in meta}
-    oracle = AttributeOracle(OracleConfig(**fields))
-    try:
-        oracle.load_state_dict(load_file(str(w_path)))
-    except (RuntimeError, OSError) as e:
-        raise AttnGANError(f"{w_path} does not match its config: {str(e).splitlines()[0]}") from None
+    oracle = AttributeOracle(_oracle_config(meta, cfg_path))
+    load_state(oracle, load_safetensors(w_path), str(w_path))
     oracle.digest = weights_digest(w_path)
     return oracle.to(device).eval()
 

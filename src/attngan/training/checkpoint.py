@@ -91,6 +91,22 @@ def state_dict_for_save(module: torch.nn.Module, half: bool = False) -> dict[str
     return sd
 
 
+def check_tensor(value: torch.Tensor, expected: torch.Tensor, name: str) -> None:
+    """A saved tensor must have the kind of number the network holds there (a float weight from
+    float16/bfloat16/float32/float64, an integer counter from an integer) and be finite: NaN, bool,
+    int8 or complex weights would load, cast, and draw garbage."""
+    if expected.is_floating_point():
+        if not value.is_floating_point():
+            raise AttnGANError(f"{name} is {str(value.dtype).removeprefix('torch.')}; "
+                               "weights must be floating point")
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise AttnGANError(f"{name} has {bad} NaN/inf value{'s' if bad > 1 else ''}")
+    elif value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise AttnGANError(f"{name} is {str(value.dtype).removeprefix('torch.')}; "
+                           f"the network holds {str(expected.dtype).removeprefix('torch.')} there")
+
+
 def load_state(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
     own = module.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
@@ -102,6 +118,7 @@ def load_state(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) 
         if own[k].shape != v.shape:
             raise AttnGANError(f"{what}: '{k}' has shape {tuple(v.shape)}, "
                                f"the network expects {tuple(own[k].shape)}")
+        check_tensor(v, own[k], f"{what}: '{k}'")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=False)
 
 
