@@ -370,3 +370,13 @@ def test_oracle_folder_with_a_bad_config_is_one_line(tmp_path):
         with pytest.raises(AttnGANError, match=message):
             load_oracle(folder)
     assert load_oracle(shipped).cfg.parts == good["parts"]
+
+
+def test_a_key_with_a_nul_byte_in_filenames_pickle_is_one_line(tmp_path):
+    from attngan.data.layout import read_filenames
+
+    (tmp_path / "train").mkdir()
+    for keys in (["001.Bird/a", "002.Bird/b\x00c"], ["", "x"]):
+        (tmp_path / "train" / "filenames.pickle").write_bytes(pickle.dumps(keys, protocol=2))
+        with pytest.raises(AttnGANError, match="cannot be a file name"):
+            read_filenames(tmp_path, "train")

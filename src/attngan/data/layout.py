@@ -62,6 +62,9 @@ def read_filenames(root: Path, split: str) -> list[str]:
     keys = load_plain_pickle(path)
     if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys):
         raise AttnGANError(f"{path} must hold a list of image keys (strings)")
+    bad = next((k for k in keys if not k or "\x00" in k), None)
+    if bad is not None:  # a NUL cannot be in a file name: open() would raise deep in a worker
+        raise AttnGANError(f"{path} holds an image key that cannot be a file name: {bad[:60]!r}")
     return [k[:-4] if k.endswith(".jpg") else k for k in keys]
 
 
