@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
 import re
 import signal
@@ -467,6 +468,16 @@ def test_serve_command_serves_and_stops(model_dir):
         assert r.status_code == 200 and r.json()["status"] == "ok"
         r = httpx.post(url + "api/v1/generate", json={"caption": "a red bird", "seed": 0}, timeout=30)
         assert r.status_code == 200 and decode_png(r.json()["samples"][0]["stages"][-1]["png"]).shape == (64, 64, 3)
+        # A request uvicorn itself cannot parse is answered in the API's JSON error shape too.
+        host, port = re.search(r"//([\d.]+):(\d+)/", url).groups()
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /api/v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+            raw = b""
+            while chunk := s.recv(4096):
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, raw
+        assert "error" in json.loads(body), raw
     finally:
         proc.send_signal(signal.SIGINT)
         try:

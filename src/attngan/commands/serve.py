@@ -40,6 +40,28 @@ def _listen(host: str, port: int):
     return sock
 
 
+def _json_400_protocol():
+    """uvicorn's HTTP/1.1 protocol, with its own answer to a request it cannot parse (a malformed
+    Content-Length, a broken request line) in the JSON shape of every other API error,
+    {"error": ...}, instead of plain text."""
+    import json
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class JSONErrorH11Protocol(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({"error": msg}).encode("utf-8")
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+                       (b"content-length", str(len(body)).encode())]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+    return JSONErrorH11Protocol
+
+
 def run(args) -> int:
     from attngan.errors import AttnGANError
 
@@ -70,7 +92,8 @@ def run(args) -> int:
               f"open http://{shown}:{port}/  (Ctrl+C stops)", flush=True)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             print("attngan serve: note: listening beyond loopback; there is no authentication", flush=True)
-        config = uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5)
+        config = uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,
+                                http=_json_400_protocol())
         try:
             uvicorn.Server(config).run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled: a normal stop
