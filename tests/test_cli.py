@@ -51,7 +51,7 @@ def test_dry_run_prints_resolved_config(capsys):
     import json
 
     rc = main(["train", "--config", "tiny", "--set", "train.damsm_lambda=0", "--dry-run",
-               "--data", "x", "--damsm", "y", "--out", "z"])
+               "--data", "x", "--damsm", "synthbirds-tiny", "--out", "z"])
     assert rc == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["name"] == "tiny" and cfg["train"]["damsm_lambda"] == 0.0

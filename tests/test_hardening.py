@@ -380,3 +380,21 @@ def test_a_key_with_a_nul_byte_in_filenames_pickle_is_one_line(tmp_path):
         (tmp_path / "train" / "filenames.pickle").write_bytes(pickle.dumps(keys, protocol=2))
         with pytest.raises(AttnGANError, match="cannot be a file name"):
             read_filenames(tmp_path, "train")
+
+
+def test_train_resolves_the_damsm_sections_before_printing(tiny_model_dir, tmp_path, capsys):
+    base = ["train", "--config", "bird", "--data", str(tmp_path / "nowhere"), "--damsm",
+            str(tiny_model_dir), "--out", str(tmp_path / "run"), "--dry-run"]
+    rc, out, err = run_cli(base, capsys)
+    assert rc == 0, err
+    printed = json.loads(out)
+    theirs = _tiny_config(tiny_model_dir)["config"]
+    # The bird preset's sections are replaced by the tiny encoders' in what --dry-run shows.
+    assert printed["damsm"] == theirs["damsm"] and printed["text"] == theirs["text"]
+    assert printed["gan"]["gf_dim"] == 32  # the bird preset's own sections stay
+    same = theirs["damsm"]["gamma1"]
+    rc, _, err = run_cli(base + ["--set", f"damsm.gamma1={same}"], capsys)
+    assert rc == 0, err
+    rc, _, err = run_cli(base + ["--set", "damsm.gamma1=9.5"], capsys)
+    assert_one_line_error(rc, err, "--set damsm.gamma1=9.5 contradicts the DAMSM")
+    assert not (tmp_path / "run").exists()

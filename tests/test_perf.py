@@ -150,15 +150,24 @@ def test_cli_allocator_settings_stop_the_page_faults():
     assert marker == "default" and faults_opt_out > 3 * 10_000
 
 
-def test_cli_main_configures_the_allocator():
-    code = ("import os; from attngan import cli; cli.main([]); "
+def _allocator_after(argv: list[str]) -> str:
+    code = (f"import os; from attngan import cli; cli.main({argv!r}); "
             "print('APPLIED=' + str(os.environ.get('ATTNGAN_ALLOCATOR_APPLIED')))")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ATTNGAN_ALLOCATOR"))}
     out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=120).stdout
-    applied = out.rsplit("APPLIED=", 1)[1].strip()
+    return out.rsplit("APPLIED=", 1)[1].strip()
+
+
+def test_cli_main_configures_the_allocator_for_training_only(tmp_path):
+    train = ["train", "--config", "tiny", "--data", "x", "--damsm", "x", "--out", str(tmp_path / "r"),
+             "--dry-run"]
+    applied = _allocator_after(train)
     assert "THP_MEM_ALLOC_ENABLE=1" in applied
     if perf._glibc() is not None:
         assert "M_MMAP_MAX=0" in applied
+    # Inference keeps glibc's default (lower peak memory); so does an empty command line.
+    assert _allocator_after(["generate", "--seed", "-1", "--out", str(tmp_path / "g"), "a bird"]) == "None"
+    assert _allocator_after([]) == "None"
 
 
 # --- Training switches ------------------------------------------------------------------------

@@ -155,17 +155,6 @@ def sent_loss(
         return _matching_losses(scores, class_ids)
 
 
-def damsm_terms(
-    regions: torch.Tensor, img_code: torch.Tensor, words: torch.Tensor, sent: torch.Tensor,
-    cap_lens: torch.Tensor, class_ids=None, gamma1: float = 4.0, gamma2: float = 5.0,
-    gamma3: float = 10.0,
-) -> dict[str, torch.Tensor]:
-    """The four DAMSM terms and their sum (the pretraining loss; G adds lambda * loss)."""
-    w0, w1, _ = words_loss(regions, words, cap_lens, class_ids, gamma1, gamma2, gamma3)
-    s0, s1 = sent_loss(img_code, sent, class_ids, gamma3)
-    return {"w0": w0, "w1": w1, "s0": s0, "s1": s1, "loss": w0 + w1 + s0 + s1}
-
-
 # --- GAN ------------------------------------------------------------------------------------
 
 

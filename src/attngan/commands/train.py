@@ -42,6 +42,11 @@ def run(args) -> int:
     check_writable_dir(args.out)
     if args.resume and not (Path(args.out) / "state.pt").is_file():
         raise AttnGANError(f"--resume: no training state in {args.out}")
+    from attngan.commands._common import parse_overrides
+    from attngan.training.damsm_loop import read_damsm_config, with_damsm_sections
+
+    # The encoders fix the text and DAMSM sections: resolved here, so what is printed is what runs.
+    cfg = with_damsm_sections(cfg, read_damsm_config(args.damsm), parse_overrides(args.overrides))
     from attngan.training import distributed as dist
 
     if dist.is_main():

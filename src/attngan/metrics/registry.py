@@ -43,10 +43,6 @@ def register(**kwargs) -> Callable:
     return wrap
 
 
-def metric_names() -> list[str]:
-    return list(REGISTRY)
-
-
 @register(
     name="is", title="Inception Score",
     protocol="exp(E KL(p(y|x) || p(y))) in float64, mean ± std over splits (paper: 10 of 30,000 "

@@ -46,12 +46,9 @@ def save_damsm_folder(folder: Path, cfg: Config, vocab, text_encoder, image_enco
     replace_dir(tmp, folder)
 
 
-def load_damsm(path: str | Path, device: torch.device | str = "cpu"):
-    """A DAMSM run folder (uses its best/ snapshot), a snapshot folder, or a model folder or bundled
-    model name (its encoders) -> (cfg, vocab, text, image)."""
-    from attngan.networks import build_image_encoder, build_text_encoder
-    from attngan.text import Vocabulary
-
+def damsm_folder(path: str | Path) -> Path:
+    """The folder whose encoders `path` names: a DAMSM run folder's best/ snapshot, a snapshot
+    folder, or a model folder or bundled model name; checked complete."""
     from attngan.pipeline import resolve_model
 
     path = resolve_model(path)  # a bundled model's name: its encoders
@@ -62,6 +59,42 @@ def load_damsm(path: str | Path, device: torch.device | str = "cpu"):
     missing = [f for f in DAMSM_FILES if not (path / f).is_file()]
     if missing:
         raise AttnGANError(f"DAMSM folder {path} is incomplete: missing {', '.join(missing)}")
+    return path
+
+
+def read_damsm_config(path: str | Path) -> Config:
+    """The config the encoders of `path` (see damsm_folder) were built with, without loading them."""
+    return read_config_json(damsm_folder(path) / "config.json", "DAMSM config")[0]
+
+
+def with_damsm_sections(cfg: Config, dcfg: Config, overrides: dict[str, Any] | None = None) -> Config:
+    """`cfg` with the text and DAMSM sections of the encoders it trains against (they fix the text
+    features' layout). An override the user gave for one of those keys that the encoders contradict
+    is a one-line error naming the key, rather than silently dropped."""
+    for section in ("text", "damsm"):
+        given = (overrides or {}).get(section) or {}
+        theirs = getattr(dcfg, section)
+        for key, value in given.items():
+            have = getattr(theirs, key, None)
+            if have is not None and _same(getattr(getattr(cfg, section), key), have) is False:
+                raise AttnGANError(f"--set {section}.{key}={value!r} contradicts the DAMSM, whose "
+                                   f"encoders were trained with {section}.{key}={have!r}; drop the "
+                                   "--set or train a DAMSM with it")
+    cfg.text, cfg.damsm = dcfg.text, dcfg.damsm
+    return cfg
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
+
+
+def load_damsm(path: str | Path, device: torch.device | str = "cpu"):
+    """A DAMSM run folder (uses its best/ snapshot), a snapshot folder, or a model folder or bundled
+    model name (its encoders) -> (cfg, vocab, text, image)."""
+    from attngan.networks import build_image_encoder, build_text_encoder
+    from attngan.text import Vocabulary
+
+    path = damsm_folder(path)
     cfg, meta = read_config_json(path / "config.json", "DAMSM config")
     vocab = Vocabulary.load(path / "vocab.json")
     text_encoder = build_text_encoder(cfg, len(vocab))

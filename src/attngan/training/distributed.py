@@ -66,14 +66,6 @@ def all_true(flag: bool, device: torch.device | str = "cpu") -> bool:
     return bool(t.item() == 0)
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    if not is_initialized():
-        return t
-    t = t.clone()
-    dist.all_reduce(t)
-    return t / get_world_size()
-
-
 def shutdown() -> None:
     if is_initialized():
         dist.destroy_process_group()
@@ -124,7 +116,3 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.per_rank - self.start_batch * self.batch_size
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.per_rank // self.batch_size

@@ -186,7 +186,7 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
                init_generator: str | Path | None) -> dict[str, Any]:
     from attngan.data.dataset import TextImageDataset, make_loader
     from attngan.networks import build_discriminators, build_generator
-    from attngan.training.damsm_loop import load_damsm
+    from attngan.training.damsm_loop import load_damsm, with_damsm_sections
 
     # Setup.
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -199,8 +199,8 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (G_ema is not broadcast)
     np.random.seed(cfg.seed + rank)
     dcfg, vocab, text_encoder, image_encoder = load_damsm(damsm, dev)
-    # The encoders decide the text features' layout: take their sections over the GAN preset's.
-    cfg.text, cfg.damsm = dcfg.text, dcfg.damsm
+    # The encoders decide the text features' layout (`attngan train` resolved this before printing).
+    cfg = with_damsm_sections(cfg, dcfg)
     for m in (text_encoder, image_encoder):
         m.eval()
         m.requires_grad_(False)

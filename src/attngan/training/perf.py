@@ -100,11 +100,6 @@ def configure_allocator_env() -> dict[str, str]:
     return applied
 
 
-def allocator_applied() -> bool:
-    """True when configure_allocator_env() changed malloc in this process (or its parent's env)."""
-    return "mallopt" in os.environ.get(APPLIED_VAR, "")
-
-
 def minor_faults() -> int:
     """Minor page faults of this process so far (each one a 4 KiB or 2 MiB page the kernel mapped)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
