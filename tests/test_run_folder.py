@@ -47,25 +47,35 @@ def test_temporary_names_are_only_the_atomic_writers_own(tmp_path):
 def test_lock_refuses_a_live_writer_and_takes_over_from_a_killed_one(tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
+        import os, sys, time
         from attngan.rundir import claim_run_dir
         with claim_run_dir({str(run)!r}):
-            print("held", flush=True)
+            child = os.fork()  # as a DataLoader worker: it must not keep the lock alive
+            if child == 0:
+                time.sleep(60)
+                os._exit(0)
+            print("held", child, flush=True)
             time.sleep(60)
     """)], stdout=subprocess.PIPE, text=True)
+    child = None
     try:
-        assert holder.stdout.readline().strip() == "held"
+        word, child = holder.stdout.readline().split()
+        assert word == "held"
         with pytest.raises(AttnGANError, match=f"in use by PID {holder.pid}"):
             with claim_run_dir(run):
                 pass
         (run / ".state.pt.abcd1234.tmp").write_text("half")
     finally:
-        holder.kill()  # SIGKILL: no cleanup of its own; the kernel drops its flock
+        holder.kill()  # SIGKILL: no cleanup of its own; the kernel drops its lock
         holder.wait()
-    assert (run / LOCK_NAME).exists()
-    with claim_run_dir(run) as removed:
-        assert [p.name for p in removed] == [".state.pt.abcd1234.tmp"]
-        assert (run / LOCK_NAME).read_text().strip() == str(os.getpid())
+    try:
+        assert (run / LOCK_NAME).exists()
+        with claim_run_dir(run) as removed:  # while the forked child still lives
+            assert [p.name for p in removed] == [".state.pt.abcd1234.tmp"]
+            assert (run / LOCK_NAME).read_text().strip() == str(os.getpid())
+    finally:
+        if child:
+            os.kill(int(child), 9)
     assert sorted(p.name for p in run.iterdir()) == []
 
 
@@ -103,7 +113,8 @@ def test_resume_config_check():
 
 
 def test_state_of_the_wrong_kind_is_named(tmp_path):
-    from attngan.training.checkpoint import atomic_torch_save, load_training_state
+    from attngan.io import atomic_torch_save
+    from attngan.training.checkpoint import load_training_state
 
     atomic_torch_save({"text_encoder": {}, "epoch": 1}, tmp_path / "state.pt")  # an older DAMSM state
     with pytest.raises(AttnGANError, match="is a DAMSM .* training state, not an AttnGAN"):

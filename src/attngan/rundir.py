@@ -3,9 +3,10 @@ snapshot a run resumes from, and resumes that refuse a changed network or batch.
 
 Every write in a run folder goes through a temporary beside its target (attngan.fileio,
 training/checkpoint.replace_dir), so a process killed mid-write leaves its temporary behind. The
-next run of the same folder takes the folder's lock and removes those; the lock is an flock on
-`.lock` (the kernel drops it when its holder dies, however it dies) whose text is the holder's PID,
-so a second live run is refused with that PID instead of racing the first one's writes.
+next run of the same folder takes the folder's lock and removes those. The lock is a POSIX record
+lock on `.lock`, whose text is the holder's PID: the kernel drops it when its holder dies, however it
+dies, and forked DataLoader workers do not inherit it (an flock would stay held until the last
+worker exited). A second live run is refused with that PID instead of racing the first one's writes.
 """
 
 from __future__ import annotations
@@ -78,14 +79,14 @@ def claim_run_dir(folder: str | os.PathLike, enabled: bool = True) -> Iterator[l
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES):
                 raise AttnGANError(f"{folder} is in use by {_holder(lock)} (an attngan run writing "
                                    "there); wait for it to end or stop it") from None
             raise
-        # The previous holder may have unlinked the file between our open and our flock: then the
+        # The previous holder may have unlinked the file between our open and our lockf: then the
         # lock we hold is on a file nobody else can find. Start again on the current one.
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
