@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes (does not change the output)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing SynthBirds folder at --out")
+    p.add_argument("--format", choices=("cub", "imagefolder", "webdataset"), default="cub",
+                   help="cub: CUB's layout (default); imagefolder: images + metadata.jsonl; "
+                        "webdataset: train-/test-NNNNNN.tar shards + shards.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,6 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from attngan.data.synth_birds import generate_synth_birds, load_manifest
 
     check_writable_dir(args.out)
+    if getattr(args, "format", "cub") != "cub":
+        from attngan.data.convert import synth_birds_as
+
+        out = synth_birds_as(args.format, args.out, images=args.images, classes=args.classes,
+                             size=args.size, seed=args.seed, workers=args.workers,
+                             overwrite=args.overwrite)
+        print(f"SynthBirds: {args.images} images at {args.size} px as {args.format} -> {out}")
+        return 0
     out = generate_synth_birds(args.out, images=args.images, classes=args.classes, size=args.size,
                                seed=args.seed, workers=args.workers, overwrite=args.overwrite)
     c = load_manifest(out)["counts"]
