@@ -185,3 +185,79 @@ def test_r_precision_accepts_tensors_and_is_seeded():
     b = r_precision(img.numpy(), sent.numpy(), np.arange(50) // 5, n_neg=9, splits=5, seed=1)
     assert a == b
     assert 0.0 <= a[0] <= 1.0
+
+
+def test_is_splits_use_every_prediction_with_improved_gan_bounds():
+    # 23 predictions in 4 splits: bounds k*23//4 = 0, 5, 11, 17, 23 (no row dropped).
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(6) * 0.3, size=23)
+    mean, std = inception_score(p, splits=4)
+    scores = []
+    for k in range(4):
+        part = p[k * 23 // 4:(k + 1) * 23 // 4]
+        kl = (part * (np.log(part) - np.log(part.mean(0, keepdims=True)))).sum(1).mean()
+        scores.append(np.exp(kl))
+    assert [len(p[k * 23 // 4:(k + 1) * 23 // 4]) for k in range(4)] == [5, 6, 6, 6]
+    assert mean == pytest.approx(np.mean(scores), rel=1e-12)
+    assert std == pytest.approx(np.std(scores), rel=1e-9)
+    # Dropping the remainder (the old behaviour) is another number.
+    assert mean != pytest.approx(inception_score(p[:20], splits=4)[0], rel=1e-6)
+
+
+def test_is_shuffle_is_numpy_randomstate_permutation():
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.ones(5) * 0.3, size=30)
+    perm = np.random.RandomState(2020).permutation(30)
+    assert inception_score(p, splits=3, shuffle_seed=2020) == inception_score(p[perm], splits=3)
+    assert inception_score(p, splits=3, shuffle_seed=2020) != inception_score(p, splits=3)
+
+
+# R-precision, DM-GAN's sampling.
+
+def test_r_precision_dmgan_counts_ties_as_hits_and_draws_other_classes_only():
+    from attngan.metrics.r_precision import r_precision_dmgan
+
+    # Every image embeds exactly its caption; the pool holds the same caption under the image's
+    # class (never drawn) and a copy under another class (a tie when drawn: a hit for DM-GAN).
+    img = np.array([[1.0, 0.0]] * 10 + [[0.0, 1.0]] * 10)
+    classes = np.array([0] * 10 + [1] * 10)
+    pool = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    pool_cls = np.array([0, 1, 2, 2])
+    mean, std, hits = r_precision_dmgan(img, img, classes, pool, pool_cls, n_neg=99, splits=2)
+    assert hits.all() and mean == 1.0 and std == 0.0
+    # With every embedding equal, every negative ties: DM-GAN's hits, the set protocol's misses.
+    same = np.ones((20, 2))
+    assert r_precision_dmgan(same, same, classes, same, classes, n_neg=99, splits=2)[2].all()
+    assert not r_precision_hits(same, same, classes, n_neg=99).any()
+    # A pool caption closer to the image than its own, in another class: every image misses.
+    pool_far = np.array([[1.0, 0.0], [0.0, 1.0]])
+    sent = img + np.array([0.0, 0.5]) * (classes[:, None] == 0) + np.array([0.5, 0.0]) * (classes[:, None] == 1)
+    _, _, hits = r_precision_dmgan(img, sent, classes, pool_far[::-1], np.array([0, 1]), n_neg=99, splits=2)
+    assert not hits.any()
+
+
+def test_r_precision_dmgan_splits_shuffle_and_drop_the_last_of_each_chunk():
+    from attngan.metrics.r_precision import r_precision_dmgan
+
+    rng = np.random.default_rng(5)
+    n, d = 40, 6
+    sent = rng.normal(size=(n, d))
+    img = sent + rng.normal(size=(n, d)) * 1.2
+    classes = np.arange(n) // 4
+    pool, pool_cls = rng.normal(size=(200, d)), rng.integers(0, 10, size=200)
+    mean, std, hits = r_precision_dmgan(img, sent, classes, pool, pool_cls, n_neg=9, splits=4, seed=7)
+    assert 0 < hits.mean() < 1
+    # Replay the seeded draws: negatives first (image by image), then the shuffle; each chunk of
+    # N/splits = 10 averages its first 9 entries, as R[i*3000:(i+1)*3000-1] in DM-GAN.
+    rng2 = np.random.default_rng(7)
+    for i in range(n):
+        got = 0
+        while got < 9:
+            draw = rng2.integers(200, size=18)
+            got += int((pool_cls[draw] != classes[i]).sum())
+    shuffled = hits[rng2.permutation(n)]
+    per = [shuffled[k * 10:k * 10 + 9].mean() for k in range(4)]
+    assert mean == pytest.approx(np.mean(per)) and std == pytest.approx(np.std(per))
+    assert (mean, std) == r_precision_dmgan(img, sent, classes, pool, pool_cls, n_neg=9, splits=4, seed=7)[:2]
+    with pytest.raises(AttnGANError, match="at least 8 images"):
+        r_precision_dmgan(img[:7], sent[:7], classes[:7], pool, pool_cls, splits=4)

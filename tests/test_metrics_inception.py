@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -137,3 +138,34 @@ def test_n_class_inception_classifier_is_supported(tmp_path):
     with torch.no_grad():
         _, logits = net(torch.zeros(1, 3, 32, 32))
     assert logits.shape == (1, 50)
+
+
+def test_cub_classifier_with_51_logits_drops_the_background_logit(tmp_path):
+    # StackGAN's CUB Inception (converted to torchvision layout) has 50 species + logit 0.
+    from torchvision.models.inception import Inception3
+
+    from attngan.metrics.extractors import classifier_stream, pil_bilinear, to_uint8
+    from attngan.metrics.inception_fid import SlimInception3
+
+    path = tmp_path / "cub51.pth"
+    torch.manual_seed(0)
+    net = Inception3(num_classes=51, aux_logits=False, init_weights=False)
+    nn.init.normal_(net.fc.bias, std=3.0)
+    torch.save(_randomise(net, seed=2).state_dict(), path)
+    stream, what = classifier_stream(path, torch.device("cpu"))
+    assert "logit 0 dropped" in what
+    x = torch.rand(2, 3, 48, 48) * 2 - 1
+    probs = stream(x)["probs"]
+    assert probs.shape == (2, 50)
+    # Reference: DM-GAN's inception_score_bird.py input (bilinear 299 on uint8, /127.5 - 1), then
+    # softmax of logits[:, 1:].
+    ref_in = pil_bilinear(to_uint8(x)).float() / 127.5 - 1
+    slim = SlimInception3(num_classes=51).eval()
+    slim.load_state_dict(torch.load(path, weights_only=True))
+    with torch.no_grad():
+        _, logits = slim(ref_in)
+        _, tv_logits = load_torchvision_inception(path, align_corners=False)(ref_in)
+    torch.testing.assert_close(torch.from_numpy(probs), torch.softmax(logits.double()[:, 1:], 1))
+    # TF-slim's padding-free pools, not torchvision's: another network on the same weights.
+    assert not torch.allclose(logits, tv_logits, atol=1e-4)
+    assert not np.allclose(probs, torch.softmax(logits.double(), 1).numpy()[:, :50])

@@ -6,7 +6,7 @@ from __future__ import annotations
 NAME = "eval"
 HELP = "score a model's samples (or a folder of images): IS, FID, KID, R-precision, binding, sharpness"
 
-METRIC_HELP = "is,fid,fid_legacy,kid,r_precision,binding,localisation,fid_oracle,sharpness"
+METRIC_HELP = "is,fid,fid_legacy,kid,r_precision,binding,localisation,fid_oracle,roundtrip,sharpness"
 
 
 def add_arguments(p) -> None:
@@ -27,15 +27,36 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="test", help="dataset split of the captions and real images")
     p.add_argument("--real-images", type=int, default=None, help="cap on real images for FID/KID statistics")
+    proto = p.add_argument_group("protocol choices")
+    proto.add_argument("--real-transform", choices=("center", "original"), default="center",
+                       help="real test images for FID/KID: centre crop (default, deterministic), or the "
+                            "original's loader, which used the train transform (random crop + flip; "
+                            "seeded by --seed) for the test split too")
+    proto.add_argument("--fid-resize", choices=("pytorch-fid", "tf1"), default="pytorch-fid",
+                       help="fid/kid resize to 299: pytorch-fid's F.interpolate (bilinear, "
+                            "align_corners=False; default) or torch-fidelity's TF1 resize with "
+                            "(x - 128) / 128 input (needs torch-fidelity)")
+    proto.add_argument("--is-shuffle-seed", type=int, default=None,
+                       help="shuffle IS predictions before the splits with numpy RandomState(SEED) "
+                            "(torch-fidelity's ISC uses 2020); default: no shuffle, as improved-gan")
+    proto.add_argument("--rp-protocol", choices=("dmgan", "set"), default="dmgan",
+                       help="R-precision sampling: dmgan (default; DM-GAN's code: 99 negatives with "
+                            "replacement from all test captions of other classes, ties are hits, "
+                            "shuffled splits, the sentence embedding that conditioned G) or set "
+                            "(negatives from the scored set's captions, ties miss)")
     w = p.add_argument_group("weights (local files; nothing is downloaded)")
-    w.add_argument("--inception", default=None,
-                   help="torchvision inception_v3_google-*.pth: fid_legacy, and IS unless --is-classifier")
-    w.add_argument("--fid-inception", default=None, help="pytorch-fid pt_inception-2015-12-05-6726825d.pth: fid, kid")
+    w.add_argument("--inception", default=None, help="torchvision inception_v3_google-*.pth: fid_legacy")
+    w.add_argument("--fid-inception", default=None,
+                   help="pytorch-fid pt_inception-2015-12-05-6726825d.pth: fid, kid, and IS (improved-gan's "
+                        "network, bias-free logits) unless --is-classifier or --oracle")
     w.add_argument("--is-classifier", default=None,
-                   help="IS classifier: an Inception-v3 state dict with N classes (e.g. a 50-class "
-                        "CUB model), a pt_inception file, or an oracle folder (its species head)")
+                   help="IS classifier: a pt_inception file (COCO protocol), StackGAN's CUB Inception "
+                        "converted to a torchvision-layout state dict with 51 logits (logit 0 dropped), "
+                        "another N-class Inception-v3 state dict, or an oracle folder (its species head)")
     w.add_argument("--eval-damsm", default=None, help="DAMSM run folder for r_precision/localisation "
                                                       "(default: the model's own encoders)")
+    w.add_argument("--captioner", default=None,
+                   help="captioner folder or bundled name (synthbirds-captioner): roundtrip")
     w.add_argument("--oracle", default=None, help="SynthBirds oracle folder (attngan train-oracle): binding, fid_oracle, and IS "
                                                   "when no other classifier is given")
     p.add_argument("--cache", default=None, help="folder for cached real-image features (default: DATA/cache/metrics)")
@@ -61,7 +82,10 @@ def run(args) -> int:
         metrics=metrics, num_images=args.num_images, splits=args.splits, batch=args.batch, seed=args.seed,
         device=args.device, inception=args.inception, fid_inception=args.fid_inception,
         is_classifier=args.is_classifier, eval_damsm=args.eval_damsm, oracle=args.oracle,
+        captioner=args.captioner,
         cache_dir=args.cache, split=args.split, real_images=args.real_images,
+        real_transform=args.real_transform, fid_resize=args.fid_resize,
+        is_shuffle_seed=args.is_shuffle_seed, rp_protocol=args.rp_protocol,
         progress=not args.no_progress,
     )
     report = evaluate(args.data, options, model_dir=args.model,

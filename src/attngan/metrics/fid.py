@@ -6,6 +6,11 @@ float64, the matrix square root from scipy, an eps offset on the diagonals when 
 product is near-singular, and a check that the imaginary part the square root may pick up from
 round-off is negligible. KID follows Binkowski et al. 2018 ("Demystifying MMD GANs"): the
 unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets.
+
+These formulas are kept here rather than imported from pytorch-fid, torch-fidelity or clean-fid:
+they are a few lines each, they also serve the oracle-feature FID and cached statistics, and none
+of those libraries is a runtime dependency. tests/test_metrics_peers.py checks that they equal
+pytorch-fid's `calculate_frechet_distance`, torch-fidelity's FID and its `kid_features_to_metric`.
 """
 
 from __future__ import annotations

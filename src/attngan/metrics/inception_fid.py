@@ -7,7 +7,8 @@ Two networks share torchvision's Inception-v3 trunk names (so their state dicts 
   from torchvision's Inception-v3 in four blocks (the TF graph computes them differently):
   the 3x3 average pools of Mixed_5b/5c/5d (A), Mixed_6b..6e (C) and Mixed_7b (E_1) do not count
   the zero padding, Mixed_7c (E_2) uses a 3x3 max pool in its pool branch, and the classifier has
-  1008 outputs. Input: [-1, 1], resized to 299 with TF-compatible bilinear (align_corners=False).
+  1008 outputs. Input: [-1, 1], resized to 299 as pytorch-fid does (F.interpolate bilinear,
+  align_corners=False; not TF1's resize, which torch-fidelity ports: see `input_fn`).
 * `TorchvisionInception3`: torchvision's ImageNet Inception-v3 (`inception_v3_google-*.pth`, 1000
   classes) or any state dict of that architecture with N classes (e.g. a fine-tuned CUB model).
   The Google weights expect [-1, 1] input (torchvision's `transform_input` only converts ImageNet
@@ -86,11 +87,15 @@ class _InceptionFeatures(Inception3):
     def __init__(self, num_classes: int, align_corners: bool) -> None:
         super().__init__(num_classes=num_classes, aux_logits=False, transform_input=False, init_weights=False)
         self.align_corners = align_corners
+        # Another input mapping (x in [-1, 1], size) -> 299 x 299 network input, replacing the resize.
+        self.input_fn = None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected B x 3 x H x W images, got {tuple(x.shape)}")
-        if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
+        if self.input_fn is not None:
+            x = self.input_fn(x, INCEPTION_SIZE)
+        elif x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
             x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
                               align_corners=self.align_corners)
         x = self.maxpool1(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))))
@@ -106,8 +111,9 @@ class _InceptionFeatures(Inception3):
 class FIDInception3(_InceptionFeatures):
     """pytorch-fid's FID Inception (TF 2015-12-05 graph), Heusel et al. 2017 / mseitzer/pytorch-fid."""
 
-    def __init__(self) -> None:
-        super().__init__(num_classes=FID_NUM_CLASSES, align_corners=False)
+    def __init__(self, num_classes: int = FID_NUM_CLASSES, last_pool: str = "max") -> None:
+        super().__init__(num_classes=num_classes, align_corners=False)
+        # The TF graph's mixed blocks: 3x3 average pools that exclude the padding (TF SAME).
         self.Mixed_5b = FIDInceptionA(192, pool_features=32)
         self.Mixed_5c = FIDInceptionA(256, pool_features=64)
         self.Mixed_5d = FIDInceptionA(288, pool_features=64)
@@ -116,7 +122,17 @@ class FIDInception3(_InceptionFeatures):
         self.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
         self.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
         self.Mixed_7b = FIDInceptionE(1280, pool="avg")
-        self.Mixed_7c = FIDInceptionE(2048, pool="max")
+        self.Mixed_7c = FIDInceptionE(2048, pool=last_pool)
+
+
+class SlimInception3(FIDInception3):
+    """The TF-slim Inception-v3 of StackGAN's fine-tuned CUB classifier (`inception/slim/
+    inception_model.py`), in torchvision's layer names: every 3x3 average pool of the mixed blocks
+    excludes the padding (TF SAME), Mixed_7c included (slim pools it by average, unlike the 2015
+    graph's max); `num_classes` logits (51 for CUB: 50 species + background)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes=num_classes, last_pool="avg")
 
 
 class TorchvisionInception3(_InceptionFeatures):
@@ -191,6 +207,17 @@ def load_torchvision_inception(path: str | Path, align_corners: bool) -> Torchvi
         raise AttnGANError(f"{path} is not an Inception-v3 classifier state dict (no fc.weight)")
     net = TorchvisionInception3(num_classes=int(sd["fc.weight"].shape[0]), align_corners=align_corners)
     _load_strict(net, sd, path, "a torchvision Inception-v3 state dict")
+    return net.eval().requires_grad_(False)
+
+
+def load_slim_inception(path: str | Path) -> SlimInception3:
+    """A TF-slim Inception-v3 classifier converted to torchvision names (e.g. StackGAN's CUB model)."""
+    sd = read_state_dict(path)
+    sd = {k: v for k, v in sd.items() if not k.startswith("AuxLogits.")}
+    if "fc.weight" not in sd:
+        raise AttnGANError(f"{path} is not an Inception-v3 classifier state dict (no fc.weight)")
+    net = SlimInception3(num_classes=int(sd["fc.weight"].shape[0]))
+    _load_strict(net, sd, path, "a converted TF-slim Inception-v3 state dict")
     return net.eval().requires_grad_(False)
 
 

@@ -1,10 +1,16 @@
 """Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), over splits.
 
-Follows the reference implementation of openai/improved-gan (`inception_score/model.py`) and the
-StackGAN/AttnGAN evaluation that reuses it: the N class-probability vectors are cut into
-`splits` consecutive chunks, p(y) is the mean prediction of a chunk, and the score of the chunk
-is the exponential of the mean KL divergence; the result is the mean and standard deviation over
-chunks. The classifier is pluggable (see `extractors.build_classifier`).
+Follows openai/improved-gan `inception_score/model.py` (the code StackGAN, AttnGAN and DM-GAN
+reuse): the N class-probability vectors are cut into `splits` consecutive chunks with bounds
+`k*N//splits .. (k+1)*N//splits` (so every prediction is used, chunks differ by at most one),
+p(y) is the mean prediction of a chunk, the chunk's score is exp of the mean KL divergence, and
+the result is the mean and (population) standard deviation over chunks. torch-fidelity's ISC is
+the same computation after a shuffle with `numpy.random.RandomState(seed).permutation`;
+`shuffle_seed` reproduces it. The classifier is pluggable (see `extractors.classifier_stream`).
+
+Kept here rather than delegated to torch-fidelity: the classifier may be the SynthBirds oracle or
+a 50-class CUB model whose probabilities torch-fidelity's ISC cannot take, and the formula is a
+dozen lines (tests/test_metrics_peers.py checks it equals torch-fidelity's on the same logits).
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import numpy as np
 from attngan.errors import AttnGANError
 
 
-def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
+def inception_score(probs: np.ndarray, splits: int = 10, shuffle_seed: int | None = None) -> tuple[float, float]:
     """Mean and std over `splits` chunks of exp(mean KL(p(y|x) || p(y))), computed in float64.
 
     `probs` is N x K, each row a probability vector (softmax output). N must be at least
-    `splits`; a remainder of N % splits rows is dropped, as the reference does.
+    `splits`. With `shuffle_seed`, rows are first permuted as torch-fidelity does.
     """
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2:
@@ -28,10 +34,12 @@ def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
     if not np.isfinite(p).all() or (p < 0).any():
         raise AttnGANError("inception_score: predictions must be finite and non-negative")
     p = p / p.sum(axis=1, keepdims=True)
-    chunk = p.shape[0] // splits
+    n = p.shape[0]
+    if shuffle_seed is not None:
+        p = p[np.random.RandomState(shuffle_seed).permutation(n)]
     scores = np.empty(splits, dtype=np.float64)
     for k in range(splits):
-        part = p[k * chunk:(k + 1) * chunk]
+        part = p[k * n // splits:(k + 1) * n // splits]
         marginal = part.mean(axis=0, keepdims=True)
         # 0 * log 0 = 0: classes a prediction gives no mass contribute nothing to its KL.
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,11 +1,18 @@
 """R-precision (Xu et al. 2018, Sec. 5; protocol and numbers of DM-GAN, Zhu et al. 2019).
 
-For every image, its true caption and `n_neg` captions drawn from images of other classes are
-ranked by the cosine similarity between the image's global DAMSM code and each sentence code;
-R-precision with R = 1 is the fraction of images whose true caption ranks first. DM-GAN reports
-the mean and std over 10 splits of the generated set, which is what `r_precision` returns.
+For every image, its true caption and `n_neg` mismatched captions are ranked by the cosine
+similarity between the image's global DAMSM code and each sentence code; R-precision with R = 1
+is the fraction of images whose true caption ranks first. Two samplings:
 
-The function takes embeddings only, so DAMSM training can use it for real-image retrieval too.
+* `r_precision_dmgan` is DM-GAN's `code/trainer.py` (`sampling`): the 99 mismatched captions of
+  each image are drawn with replacement from every caption of the test split whose image has
+  another class (`get_mis_caption`: uniform image, rejected when of the same class, then a uniform
+  caption of it); the true caption ranks first when `argmax` of the 100 scores is index 0, so a
+  tie counts as a hit; the per-image hits are shuffled and cut into 10 chunks of N/10, of which
+  DM-GAN averages the first N/10 - 1 (`R[i*3000:(i+1)*3000-1]`), reproduced here.
+* `r_precision` (protocol "set"): negatives from the other-class captions of the scored set,
+  without replacement when enough exist, a tie is a miss, consecutive chunks. DAMSM training
+  uses it for real-image retrieval on the test split.
 """
 
 from __future__ import annotations
@@ -76,3 +83,55 @@ def r_precision(
     chunk = hits.size // splits
     per_split = hits[: chunk * splits].reshape(splits, chunk).mean(axis=1)
     return float(per_split.mean()), float(per_split.std())
+
+
+def r_precision_dmgan(
+    img_emb,
+    sent_emb,
+    class_ids,
+    pool_emb,
+    pool_class_ids,
+    n_neg: int = 99,
+    splits: int = 10,
+    seed: int = 0,
+) -> tuple[float, float, np.ndarray]:
+    """DM-GAN's R-precision: (mean, std over splits, per-image hits before the shuffle).
+
+    Row i of `sent_emb` is the sentence embedding that conditioned image i; `pool_emb` holds every
+    caption of the test split and `pool_class_ids` their images' classes.
+    """
+    img = _as_numpy(img_emb).astype(np.float64)
+    sent = _as_numpy(sent_emb).astype(np.float64)
+    pool = _as_numpy(pool_emb).astype(np.float64)
+    if img.ndim != 2 or img.shape != sent.shape or pool.ndim != 2 or pool.shape[1] != img.shape[1]:
+        raise AttnGANError(f"r_precision needs N x D image and sentence embeddings and an M x D caption pool, "
+                           f"got {img.shape}, {sent.shape} and {pool.shape}")
+    n = img.shape[0]
+    classes = _as_numpy(class_ids).reshape(-1)
+    pool_classes = _as_numpy(pool_class_ids).reshape(-1)
+    if classes.shape[0] != n or pool_classes.shape[0] != pool.shape[0]:
+        raise AttnGANError("r_precision: one class id per image and per pool caption is needed")
+    chunk = n // max(splits, 1)
+    if splits < 1 or chunk < 2:
+        raise AttnGANError(f"r_precision (dmgan) needs at least {2 * max(splits, 1)} images for {splits} splits, got {n}")
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+
+    img, sent, pool = unit(img), unit(sent), unit(pool)
+    rng = np.random.default_rng(seed)
+    hits = np.zeros(n, dtype=bool)
+    for i in range(n):
+        other = pool_classes != classes[i]
+        if not other.any():
+            raise AttnGANError("r_precision: every test caption has the image's class; no negatives to rank against")
+        # Rejection sampling as get_mis_caption: uniform over the pool, same class redrawn.
+        neg = np.empty(0, dtype=np.int64)
+        while neg.size < n_neg:
+            draw = rng.integers(pool.shape[0], size=2 * n_neg)
+            neg = np.concatenate([neg, draw[other[draw]]])
+        neg = neg[:n_neg]
+        hits[i] = bool(img[i] @ sent[i] >= (pool[neg] @ img[i]).max())
+    shuffled = hits[rng.permutation(n)]
+    per_split = np.array([shuffled[k * chunk:(k + 1) * chunk - 1].mean() for k in range(splits)])
+    return float(per_split.mean()), float(per_split.std()), hits
