@@ -33,8 +33,10 @@ class PromptResult:
     attention: list[Figure]                  # per-word overlays, one per attentional stage
     tokens: list[str]
     dropped: list[str] = field(default_factory=list)
-    retrieved: list[tuple[str, float]] = field(default_factory=list)  # "I think it's ..."
+    retrieved: list[tuple[str, float]] = field(default_factory=list)  # nearest test captions (DAMSM)
     colours_found: bool | None = None        # prompt's colours among the retrieved captions
+    captioned: str | None = None             # the captioner's "I think it's ..." for the top image
+    attributes_back: dict[str, bool] = field(default_factory=dict)  # prompt attribute -> in the caption
 
 
 @dataclass
@@ -175,15 +177,25 @@ def _prompt_html(p: PromptResult, key: str, i: int) -> str:
     if p.attention:
         att = "<div class='attention-list'>" + "".join(_figure(f) for f in p.attention) + "</div>"
     think = ""
+    if p.captioned is not None:
+        back = ""
+        if p.attributes_back:
+            marks = " ".join(f"<span class='{'ok' if ok else 'no'}'>{html.escape(a)} {'✓' if ok else '✗'}</span>"
+                             for a, ok in p.attributes_back.items())
+            back = f"<div class='muted'>the prompt's attributes in this caption: {marks}</div>"
+        think += ("<div class='think captioned'><strong>What the model sees</strong>: I think it's: "
+                  f"“{html.escape(p.captioned)}” <span class='muted'>(an independent captioner, trained on "
+                  f"real images only, describing the top-stage image)</span>{back}</div>")
     if p.retrieved:
-        items = "".join(f"<li>I think it's “{html.escape(c)}” <span class='muted'>({s:.2f})</span></li>"
+        items = "".join(f"<li>“{html.escape(c)}” <span class='muted'>({s:.2f})</span></li>"
                         for c, s in p.retrieved)
         verdict = ""
         if p.colours_found is not None:
             verdict = ("<span class='ok'>the prompt's wing/belly colours are among them</span>" if p.colours_found
                        else "<span class='no'>the prompt's wing/belly colours are not among them</span>")
-        think = ("<div class='think'><strong>What the model sees</strong>: the nearest test captions to the "
-                 f"top-stage image, retrieved by the evaluation DAMSM<ol>{items}</ol>{verdict}</div>")
+        think += ("<div class='think retrieval'><strong>Retrieval</strong> (not captioning: it can only "
+                  "return existing captions): the nearest test captions to the top-stage image by the "
+                  f"evaluation DAMSM<ol>{items}</ol>{verdict}</div>")
     return (f"<div class='prompt' id='{key}-prompt-{i}'><div class='caption'>“{html.escape(p.caption)}”</div>"
             f"{dropped}{stages}{att}{think}</div>")
 
@@ -225,6 +237,7 @@ def report_json(r: Report) -> dict[str, Any]:
                           "timings": s.timings, "plots": list(s.plots),
                           "prompts": [{"caption": p.caption, "tokens": p.tokens, "dropped": p.dropped,
                                        "retrieved": p.retrieved, "colours_found": p.colours_found,
+                                       "captioned": p.captioned, "attributes_back": p.attributes_back,
                                        "stages": [f.label for f in p.stages],
                                        "attention": [f.label for f in p.attention]} for p in s.prompts]}
                          for s in r.sections]}

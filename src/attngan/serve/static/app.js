@@ -141,6 +141,11 @@
     const cap = $("final-caption");
     cap.textContent = "";
     cap.append(el("span", { text: `final stage · ${final.label}` }), downloadLink(final.png, final.label));
+    // What an independent captioner reads in the final image (absent when the server has none).
+    const think = $("final-think");
+    think.textContent = "";
+    think.hidden = !s.caption;
+    if (s.caption) think.append(el("span", { class: "muted", text: "I think it's: " }), el("q", { text: s.caption }));
 
     const stages = $("stages");
     stages.textContent = "";

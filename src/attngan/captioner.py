@@ -1,0 +1,385 @@
+"""Captioner: images in, sentences out ("I think it's ...").
+
+`Captioner.from_pretrained(name_or_folder)(images)` is the captioning counterpart of
+AttnGANPipeline: a saved captioner folder (config.json, vocab.json, captioner.safetensors) or a
+bundled one by name ("synthbirds-captioner"), greedy or beam-search decoding, batched, in eval mode.
+Used by `attngan caption`, the round-trip metric of `attngan eval`, the demo report and the web page.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from attngan.errors import AttnGANError
+from attngan.text import END_TOKEN, Vocabulary, tokenize
+
+CAPTIONER_FORMAT = "attngan-captioner"
+CAPTIONER_VERSION = 1
+WEIGHTS_FILE = "captioner.safetensors"
+CAPTIONER_FILES = ("config.json", "vocab.json", WEIGHTS_FILE)
+ASSETS = Path(__file__).parent / "assets"
+# Captioners shipped inside the package, by name; the first one found is the default.
+BUNDLED_CAPTIONERS = ("synthbirds-captioner",)
+
+def caption_tokens(text: str) -> list[str]:
+    """Words as the original tokenizer reads them, plus commas: a comma is what tells "a bill that
+    is short, black wings" from "a bill that is short black wings", and the captions the captioner
+    writes are parsed (caption_attributes) as they are written."""
+    return tokenize(text, keep_commas=True)
+
+
+def detokenize(tokens: Sequence[str]) -> str:
+    return " ".join(tokens).replace(" ,", ",")
+
+
+def captioner_vocabulary(words: Sequence[str]) -> Vocabulary:
+    """`<end>` (id 0, the token that ends a caption), the comma, then `words` in their order."""
+    rest = [w for w in words if w not in (END_TOKEN, ",")]
+    return Vocabulary([END_TOKEN, ",", *dict.fromkeys(rest)])
+
+
+# Bundled captioners.
+
+def bundled_captioner_names() -> list[str]:
+    return [n for n in BUNDLED_CAPTIONERS if (ASSETS / n / "config.json").is_file()]
+
+
+def resolve_captioner(name: str | Path | None) -> Path:
+    """A captioner folder, or the name of a bundled one (a folder of that name wins), or None:
+    the default bundled captioner."""
+    names = bundled_captioner_names()
+    if name is None:
+        if not names:
+            raise AttnGANError("no bundled captioner in this installation; pass --captioner DIR")
+        return ASSETS / names[0]
+    path = Path(name)
+    if not path.exists() and str(name) in BUNDLED_CAPTIONERS:
+        if str(name) not in names:
+            raise AttnGANError(f"the bundled captioner '{name}' is not in this installation")
+        return ASSETS / str(name)
+    return path
+
+
+# The saved folder (one format, one loader).
+
+def save_captioner_folder(folder: str | Path, cfg, vocab: Vocabulary, model: torch.nn.Module,
+                          metrics: dict[str, Any] | None = None, half: bool = False,
+                          extra: dict[str, Any] | None = None) -> Path:
+    """config.json + vocab.json + captioner.safetensors, written beside `folder` and renamed over it.
+    `half` stores weights in fp16 (BatchNorm statistics stay fp32)."""
+    from attngan.fileio import atomic_write_json, tmp_dir_beside
+    from attngan.io import atomic_save_safetensors, replace_dir, state_dict_for_save
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir_beside(folder)
+    try:
+        meta = {"format": CAPTIONER_FORMAT, "version": CAPTIONER_VERSION, "config": cfg.to_dict(),
+                "n_words": len(vocab), "metrics": metrics or {}}
+        meta.update(extra or {})
+        atomic_write_json(tmp / "config.json", meta)
+        vocab.save(tmp / "vocab.json")
+        atomic_save_safetensors(state_dict_for_save(model, half), tmp / WEIGHTS_FILE)
+        replace_dir(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_captioner_folder(folder: str | Path, device: str | torch.device = "cpu"):
+    """(config, metadata, vocabulary, network in eval mode) of a captioner folder."""
+    from attngan.config import CaptionerConfig, ConfigError
+    from attngan.fileio import read_json_object
+    from attngan.networks.captioner import build_captioner
+    from attngan.io import load_safetensors, load_state
+
+    folder = Path(folder)
+    if (folder / "best" / "config.json").is_file():  # a training run folder: its best snapshot
+        folder = folder / "best"
+    if not folder.is_dir():
+        raise AttnGANError(f"captioner folder {folder} does not exist")
+    missing = [f for f in CAPTIONER_FILES if not (folder / f).is_file()]
+    if missing:
+        raise AttnGANError(f"captioner folder {folder} is incomplete: missing {', '.join(missing)}")
+    meta = read_json_object(folder / "config.json", "captioner config")
+    if meta.get("format") != CAPTIONER_FORMAT:
+        raise AttnGANError(f"{folder} is not a captioner folder (config.json has no format "
+                           f"'{CAPTIONER_FORMAT}')")
+    if meta.get("version") != CAPTIONER_VERSION:
+        raise AttnGANError(f"captioner folder {folder} has version {str(meta.get('version'))[:20]!r}; "
+                           f"this attngan reads version {CAPTIONER_VERSION}")
+    raw = meta.get("config")
+    if not isinstance(raw, dict):
+        raise AttnGANError(f"{folder / 'config.json'} has no \"config\" object")
+    try:
+        cfg = CaptionerConfig.from_dict(raw)
+    except ConfigError as e:
+        raise AttnGANError(f"{folder / 'config.json'}: {e}") from None
+    vocab = Vocabulary.load(folder / "vocab.json")
+    if len(vocab) != meta.get("n_words", len(vocab)):
+        raise AttnGANError(f"{folder}: vocab.json has {len(vocab)} words, the captioner was built "
+                           f"for {meta['n_words']}")
+    model = build_captioner(cfg, len(vocab))
+    load_state(model, load_safetensors(folder / WEIGHTS_FILE), "captioner")
+    return cfg, meta, vocab, model.to(device).eval()
+
+
+# Decoding.
+
+@torch.no_grad()
+def greedy_decode(model, images: torch.Tensor, max_len: int) -> list[list[int]]:
+    """The most likely word at every step until <end> (id 0); word ids without the <end>."""
+    dec = model.decoder
+    regions = model.encoder(images)
+    h, c, proj = dec.init_state(regions)
+    B = images.shape[0]
+    prev = torch.full((B,), dec.start_id, dtype=torch.long, device=images.device)
+    out = [[] for _ in range(B)]
+    done = torch.zeros(B, dtype=torch.bool, device=images.device)
+    for _ in range(max_len):
+        logits, h, c, _ = dec.step(prev, h, c, regions, proj)
+        prev = logits.argmax(1)
+        for i in (~done).nonzero().flatten().tolist():
+            if int(prev[i]) != 0:
+                out[i].append(int(prev[i]))
+        done |= prev == 0
+        if bool(done.all()):
+            break
+    return out
+
+
+@torch.no_grad()
+def beam_decode(model, images: torch.Tensor, max_len: int, beam_size: int) -> list[list[int]]:
+    """Beam search per image: the `beam_size` best partial captions by summed log-probability; a
+    finished caption is ranked by its mean log-probability per token (<end> included), so longer
+    captions are not penalised for their length. Width 1 is greedy decoding exactly."""
+    if beam_size < 1:
+        raise AttnGANError(f"beam size must be at least 1, got {beam_size}")
+    dec = model.decoder
+    regions_all = model.encoder(images)
+    results = []
+    for b in range(images.shape[0]):
+        regions = regions_all[b:b + 1]
+        h, c, proj = dec.init_state(regions)
+        seqs: list[list[int]] = [[]]
+        scores = torch.zeros(1, device=images.device)
+        prev = torch.full((1,), dec.start_id, dtype=torch.long, device=images.device)
+        finished: list[tuple[float, list[int]]] = []
+        for t in range(max_len):
+            k = len(seqs)
+            logits, h, c, _ = dec.step(prev, h, c, regions.expand(k, -1, -1), proj.expand(k, -1, -1))
+            logp = torch.log_softmax(logits.float(), 1) + scores[:, None]          # k x V
+            flat = logp.flatten()
+            # Enough candidates that `beam_size` of them go on even if some end here.
+            top_v, top_i = flat.topk(min(flat.numel(), 2 * beam_size))
+            keep_rows, keep_words, keep_scores = [], [], []
+            for v, i in zip(top_v.tolist(), top_i.tolist()):
+                row, word = divmod(i, logp.shape[1])
+                if word == 0:
+                    finished.append((v / (len(seqs[row]) + 1), seqs[row]))
+                else:
+                    keep_rows.append(row)
+                    keep_words.append(word)
+                    keep_scores.append(v)
+                if len(keep_rows) == beam_size:
+                    break
+            # Done once `beam_size` captions have ended (width 1: the first, as greedy decoding).
+            if not keep_rows or len(finished) >= beam_size:
+                break
+            rows = torch.tensor(keep_rows, device=images.device)
+            seqs = [seqs[r] + [w] for r, w in zip(keep_rows, keep_words)]
+            scores = torch.tensor(keep_scores, device=images.device)
+            h, c = h[rows], c[rows]
+            prev = torch.tensor(keep_words, device=images.device)
+        if not finished:  # max_len reached: the best live beam, unfinished
+            finished = [(float(scores[0]) / max(len(seqs[0]), 1), seqs[0])]
+        results.append(max(finished, key=lambda x: x[0])[1])
+    return results
+
+
+def parse_mention(spec: str, vocab: Vocabulary) -> list[set[int]]:
+    """`"wings|wing;belly|abdomen"` -> word-id groups; a caption must hold a word of every group.
+    Words the vocabulary lacks are left out; a group left empty is an error."""
+    groups = []
+    for part in (p.strip() for p in spec.split(";")):
+        if not part:
+            continue
+        ids = {vocab.word_to_id[w.strip()] for w in part.split("|") if w.strip() in vocab.word_to_id}
+        if not ids:
+            raise AttnGANError(f"mention group '{part}' has no word in the captioner's vocabulary")
+        groups.append(ids)
+    return groups
+
+
+@torch.no_grad()
+def constrained_beam_decode(model, images: torch.Tensor, max_len: int, beam_size: int,
+                            groups: list[set[int]]) -> list[list[int]]:
+    """Constrained beam search (Anderson et al., EMNLP 2017, "Guided open vocabulary image
+    captioning with constrained beam search"): one beam of `beam_size` per subset of the word
+    groups already used, and only captions that hold a word of every group may end. The words
+    around the constraints, colours included, are still the captioner's own choice.
+
+    Why: a caption is one sample of what people wrote, who named 2-5 of a bird's parts at random,
+    and the most likely caption tends to skip the parts that take a plural ("black wings" after a
+    run of "a white belly, a ..."), although the captioner reads their colours as well as any
+    other's when it names them. Asking it to name them makes the caption a description.
+    Falls back to the unconstrained beam for an image where no constrained caption ends.
+    """
+    if not groups:
+        return beam_decode(model, images, max_len, beam_size)
+    dec = model.decoder
+    regions_all = model.encoder(images)
+    full = (1 << len(groups)) - 1
+    bits = {}
+    for g, ids in enumerate(groups):
+        for w in ids:
+            bits[w] = bits.get(w, 0) | (1 << g)
+    constraint_words = torch.tensor(sorted(bits))
+    results = []
+    for b in range(images.shape[0]):
+        regions = regions_all[b:b + 1]
+        h, c, proj = dec.init_state(regions)
+        seqs: list[list[int]] = [[]]
+        masks = [0]
+        scores = torch.zeros(1, device=images.device)
+        prev = torch.full((1,), dec.start_id, dtype=torch.long, device=images.device)
+        finished: list[tuple[float, list[int]]] = []
+        for _ in range(max_len):
+            k = len(seqs)
+            logits, h, c, _ = dec.step(prev, h, c, regions.expand(k, -1, -1), proj.expand(k, -1, -1))
+            logp = torch.log_softmax(logits.float(), 1) + scores[:, None]
+            # Candidates per hypothesis: its best words and every constraint word.
+            top = logp.topk(min(beam_size + 1, logp.shape[1]), dim=1).indices
+            cands: dict[int, list[tuple[float, int, int]]] = {}
+            for row in range(k):
+                words = set(top[row].tolist()) | set(constraint_words.tolist())
+                for w in words:
+                    v = float(logp[row, w])
+                    mask = masks[row] | bits.get(w, 0)
+                    if w == 0:
+                        if masks[row] == full:
+                            finished.append((v / (len(seqs[row]) + 1), seqs[row]))
+                        continue
+                    cands.setdefault(mask, []).append((v, row, w))
+            keep = []
+            for mask, items in cands.items():
+                items.sort(key=lambda x: -x[0])
+                keep += [(v, row, w, mask) for v, row, w in items[:beam_size]]
+            if not keep or len(finished) >= beam_size:
+                break
+            rows = torch.tensor([r for _, r, _, _ in keep], device=images.device)
+            seqs = [seqs[r] + [w] for _, r, w, _ in keep]
+            masks = [m for *_, m in keep]
+            scores = torch.tensor([v for v, *_ in keep], device=images.device)
+            h, c = h[rows], c[rows]
+            prev = torch.tensor([w for _, _, w, _ in keep], device=images.device)
+        if finished:
+            results.append(max(finished, key=lambda x: x[0])[1])
+        else:
+            results += beam_decode(model, images[b:b + 1], max_len, beam_size)
+    return results
+
+
+class Captioner:
+    """A loaded captioner: `captioner(images)` -> one sentence per image."""
+
+    def __init__(self, cfg, vocab: Vocabulary, model: torch.nn.Module, device: str | torch.device = "cpu",
+                 meta: dict[str, Any] | None = None):
+        self.config, self.vocab, self.meta = cfg, vocab, meta or {}
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path | None = None, device: str = "auto") -> "Captioner":
+        """A captioner folder (or a train-captioner run folder: its best/), a bundled captioner by
+        name ("synthbirds-captioner"), or None: the default bundled one."""
+        from attngan.perf import resolve_device
+
+        dev = resolve_device(device)
+        cfg, meta, vocab, model = load_captioner_folder(resolve_captioner(name_or_dir), dev)
+        return cls(cfg, vocab, model, dev, meta)
+
+    @property
+    def digest(self) -> str:
+        """Identity of the weights (for caches of captions of real images)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(self.model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().float().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def prepare(self, images) -> torch.Tensor:
+        """A B x 3 x H x W tensor in [-1, 1], a list of PIL images, or a list of image paths."""
+        if isinstance(images, torch.Tensor):
+            x = images if images.dim() == 4 else images[None]
+            if x.dim() != 4 or x.shape[1] != 3:
+                raise AttnGANError(f"images must be B x 3 x H x W, got {tuple(images.shape)}")
+            return x.float()
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if not images:
+            raise AttnGANError("no images given")
+        return torch.stack([image_tensor(im, self.config.image_size) for im in images])
+
+    def decode_ids(self, images, beam_size: int | None = None, batch_size: int = 64,
+                   mention: str | None = None) -> list[list[int]]:
+        beam = self.config.beam_size if beam_size is None else int(beam_size)
+        if beam < 1:
+            raise AttnGANError(f"beam size must be at least 1, got {beam}")
+        groups = parse_mention(self.config.mention if mention is None else mention, self.vocab)
+        x = self.prepare(images)
+        out: list[list[int]] = []
+        with torch.inference_mode():
+            for s in range(0, x.shape[0], batch_size):
+                chunk = x[s:s + batch_size].to(self.device)
+                if groups:
+                    out += constrained_beam_decode(self.model, chunk, self.config.max_len, beam, groups)
+                elif beam == 1:
+                    out += greedy_decode(self.model, chunk, self.config.max_len)
+                else:
+                    out += beam_decode(self.model, chunk, self.config.max_len, beam)
+        return out
+
+    def __call__(self, images, beam_size: int | None = None, batch_size: int = 64,
+                 mention: str | None = None) -> list[str]:
+        """One caption per image. `beam_size`: 1 is greedy, None the captioner's default;
+        `mention`: word groups every caption must name ("wings|wing;belly"), "" none, None the
+        captioner's default (constrained beam search)."""
+        return [self.text(ids) for ids in self.decode_ids(images, beam_size, batch_size, mention)]
+
+    def text(self, ids: Sequence[int]) -> str:
+        return detokenize([self.vocab.id_to_word[int(i)] for i in ids if int(i) != 0])
+
+
+def image_tensor(image, size: int) -> torch.Tensor:
+    """A PIL image or an image file -> 3 x size x size in [-1, 1]: centre square crop, resized."""
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+        except FileNotFoundError:
+            raise AttnGANError(f"image not found: {path}") from None
+        except OSError as e:
+            raise AttnGANError(f"cannot read image {path}: {e}".splitlines()[0]) from None
+    elif isinstance(image, Image.Image):
+        im = image.convert("RGB")
+    else:
+        raise AttnGANError(f"expected a PIL image or an image path, got {type(image).__name__}")
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    if s != size:
+        im = im.resize((size, size), Image.BICUBIC if s < size else Image.LANCZOS)
+    arr = np.asarray(im, dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
