@@ -197,7 +197,7 @@ def report(args, results: dict[str, dict], logs: dict[str, list[dict]], scores: 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from attngan.training.perf import configure_allocator_env
+    from attngan.perf import configure_allocator_env
 
     configure_allocator_env()  # as `attngan train` does, before torch is imported
     out = Path(args.out)

@@ -96,7 +96,7 @@ def main() -> None:
 
 
 def compare_tiny_steps(device: torch.device, repeats: int) -> None:
-    from attngan.training.perf import native_bf16
+    from attngan.perf import native_bf16
 
     print("tiny DAMSM training step (encoders + losses + backward + Adam), direct vs gram:")
     n = 32
@@ -119,7 +119,7 @@ def tiny_step(context: str, device: torch.device, batch: int = 32, preset_speedu
     from attngan.config import preset
     from attngan.networks import build_image_encoder, build_text_encoder
     from attngan.training.damsm_loop import _damsm_losses
-    from attngan.training.perf import encoder_autocast
+    from attngan.perf import encoder_autocast
 
     cfg, n_words = preset("tiny"), 80
     if not preset_speedups:

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from attngan.config import preset
 from attngan.data.cache import build_cache
 from attngan.data.dataset import TextImageDataset, make_loader
-from attngan.text import load_vocab
+from attngan.data.vocab import load_vocab
 
 WORDS = "a bird with red blue brown wings belly crown small short pointed bill black white".split()
 

@@ -3,7 +3,7 @@
 Random-weight networks (bird G with random BatchNorm statistics, bird text encoder) and random
 captions; the path timed is AttnGANPipeline.generate_from_ids (inference_mode, text encoder + G).
 Each configuration runs in its own long-lived subprocess, so the allocator settings that the CLI
-applies before torch loads (attngan.training.perf.configure_allocator_env) really apply and the
+applies before torch loads (attngan.perf.configure_allocator_env) really apply and the
 all-off process runs with glibc's defaults; the processes take turns, one timed pass each, so
 both see the same load from other jobs (benchmarks/_paired.py). Reported per configuration:
 batch-1 latency (median, one caption), batch-16 throughput, minor page faults per pass, peak RSS,
@@ -48,7 +48,7 @@ def setup(spec: dict):
     """Build the pipeline for one configuration; return its timed steps, info and finish()."""
     switches = set(spec["switches"])
     if "alloc" in switches:
-        from attngan.training.perf import configure_allocator_env
+        from attngan.perf import configure_allocator_env
 
         configure_allocator_env()  # before torch is imported, as the CLI does
     import torch
@@ -57,7 +57,7 @@ def setup(spec: dict):
     from attngan.networks import build_generator, build_text_encoder
     from attngan.pipeline import AttnGANPipeline
     from attngan.text import Vocabulary
-    from attngan.training import perf
+    from attngan import perf
 
     dev = torch.device(spec["device"])
     if dev.type == "cpu":

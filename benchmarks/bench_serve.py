@@ -47,15 +47,9 @@ CAPTIONS = [
 def resolve_model(arg: str | None, tmp: Path) -> tuple[str, str]:
     if arg:
         return arg, arg
-    from attngan.errors import AttnGANError
     from attngan.pipeline import bundled_model_dir
 
-    try:
-        return str(bundled_model_dir()), "bundled"
-    except AttnGANError:
-        from attngan.serve.random_model import save_random_tiny_model
-
-        return str(save_random_tiny_model(tmp / "tiny-random")), "random tiny (no bundled model yet)"
+    return str(bundled_model_dir()), "bundled"
 
 
 class Server:

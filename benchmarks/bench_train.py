@@ -50,7 +50,7 @@ def setup(spec: dict):
     """Build one preset's networks for one configuration; return its timed step, info, finish()."""
     switches = set(spec["switches"])
     if "alloc" in switches:
-        from attngan.training.perf import configure_allocator_env
+        from attngan.perf import configure_allocator_env
 
         configure_allocator_env()  # before torch is imported, as the CLI does
     import copy
@@ -60,7 +60,7 @@ def setup(spec: dict):
     from attngan.config import preset
     from attngan.networks import (build_discriminators, build_generator, build_image_encoder,
                                   build_text_encoder)
-    from attngan.training import perf
+    from attngan import perf
     from attngan.training.gan_loop import GANLoss, GANModels, gan_step
 
     dev = torch.device(spec["device"])
@@ -278,7 +278,7 @@ def run_precision(args, device: str) -> None:
     import torch
 
     from attngan.config import preset
-    from attngan.training import perf
+    from attngan import perf
 
     preset_name = args.presets or "synthbirds-128"
     if "," in preset_name:

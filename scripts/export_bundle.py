@@ -30,15 +30,10 @@ def main() -> None:
     args = p.parse_args()
 
     from attngan.demo import export_bundle
-    from attngan.metrics.registry import REGISTRY
+    from attngan.metrics import report_rows
 
     report = json.loads(Path(args.report).read_text(encoding="utf-8"))
-    rows = []
-    for name, r in report["results"].items():
-        row = {"metric": REGISTRY[name].title, "name": name, **r}
-        if r.get("void"):
-            row["value"] = None
-        rows.append(row)
+    rows = report_rows(report)
     commands = [line for line in Path(args.commands).read_text(encoding="utf-8").splitlines() if line.strip()]
     export_bundle(Path(args.model), args.out, rows, commands, args.seed, {"note": "see MODEL.md"},
                   name=args.name, data=json.loads(args.data),

@@ -28,7 +28,7 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from attngan.pipeline import AttnGANPipeline  # noqa: E402
 from attngan.serve.app import EXAMPLES, create_app  # noqa: E402
-from attngan.serve.random_model import save_random_tiny_model  # noqa: E402
+from helpers import save_random_tiny_model  # noqa: E402
 
 
 class ServerThread:

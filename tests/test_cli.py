@@ -29,7 +29,7 @@ def test_generate_writes_stages_and_attention(tiny_model_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["generate", "--model", "{model}", "   "], "empty"),
-    (["generate", "--model", "{model}", "zebra giraffe"], "no word"),
+    (["generate", "--model", "{model}", "zebra giraffe"], "none of the caption's words is in the model's vocabulary"),
     (["generate", "--model", "{model}"], "at least one caption"),
     (["generate", "--model", "{missing}", "a bird"], "does not exist"),
     (["generate", "--model", "{model}", "--captions-file", "{missing}", "a bird"], "does not exist"),

@@ -14,7 +14,8 @@ from attngan.data.cache import build_cache
 from attngan.data.dataset import DataWarning, TextImageDataset, collate_sorted, make_loader
 from attngan.data.layout import bbox_crop_box, build_coco_text
 from attngan.errors import AttnGANError
-from attngan.text import Vocabulary, load_vocab
+from attngan.text import Vocabulary
+from attngan.data.vocab import load_vocab
 
 WORDS = "a bird with red blue green wings belly crown small large short bill black white this has".split()
 BLUE, RED = (20, 40, 220), (230, 20, 20)

@@ -110,7 +110,8 @@ def _is_bn_statistic(key: str) -> bool:
 
 def _worker_equivalence(out: Path) -> None:
     from attngan.training import distributed as dist
-    from attngan.training.gan_loop import GANLoss, gan_step
+    from attngan.losses import GANLoss
+    from attngan.training.gan_loop import gan_step
 
     torch.set_num_threads(1)
     dist.init()
@@ -266,7 +267,8 @@ def test_torchrun_train_ranks_agree_rank0_writes_and_resume(data, damsm, tmp_pat
 
 
 def test_two_processes_equal_one_process_with_doubled_batch(tmp_path):
-    from attngan.training.gan_loop import GANLoss, gan_step
+    from attngan.losses import GANLoss
+    from attngan.training.gan_loop import gan_step
 
     _launch(["equivalence", str(tmp_path)])
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

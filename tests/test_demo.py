@@ -55,8 +55,8 @@ def shipped(synth, tmp_path_factory) -> Path:
     """A random 32 -> 64 -> 128 px model whose card, like the tiny bundle's, names no data or eval."""
     from attngan.config import preset
     from attngan.networks import build_generator, build_image_encoder, build_text_encoder
-    from attngan.text import load_vocab
-    from attngan.training.checkpoint import save_model_folder
+    from attngan.data.vocab import load_vocab
+    from attngan.io import save_model_folder
 
     torch.manual_seed(0)
     cfg = preset("tiny")
@@ -155,6 +155,7 @@ def test_missing_shipped_eval_pieces_are_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_report_has_both_parts_every_prompt_stage_and_attention(demo_out):
+    from attngan.data.synth_captions import caption_attributes
     from attngan.demo import MORE_PROMPTS, PROMPTS
 
     prompts = PROMPTS + MORE_PROMPTS
@@ -178,7 +179,10 @@ def test_report_has_both_parts_every_prompt_stage_and_attention(demo_out):
             assert [a.split(" (")[0] for a in p["attention"]] == [
                 f"word attention at stage {i + 1}" for i in range(1, len(sizes))]
             assert len(p["retrieved"]) == 3
-        assert {"r_precision", "binding", "localisation", "is", "fid_oracle"} <= {m["name"] for m in section["metrics"]}
+            # The bundled captioner's reading of the top image, and which prompted attributes it names.
+            assert p["captioned"] and set(p["attributes_back"]) == set(caption_attributes(p["caption"]))
+        assert {"r_precision", "binding", "localisation", "is", "fid_oracle", "roundtrip"} <= {
+            m["name"] for m in section["metrics"]}
         assert all(m["n"] == NUM_EVAL for m in section["metrics"] if m["value"] is not None)
     assert set(own["plots"]) >= {"DAMSM losses"}
     assert {"data", "evaluation", "prompts"} <= set(shipped["timings"])

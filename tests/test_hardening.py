@@ -255,7 +255,7 @@ def _damsm_folder(tiny_model_dir, tmp_path, text: str):
 
 def test_read_config_json_for_damsm_folders(tiny_model_dir, tmp_path):
     from attngan.config import ConfigError
-    from attngan.training.checkpoint import read_config_json
+    from attngan.io import read_config_json
 
     meta = _tiny_config(tiny_model_dir)
     folder = _damsm_folder(tiny_model_dir, tmp_path, json.dumps({"config": meta["config"], "n_words": 3}))
@@ -341,7 +341,7 @@ def test_weights_of_the_wrong_kind_or_not_finite_are_refused(spoil, message, tin
 def test_a_float_where_the_network_counts_is_refused():
     import torch
 
-    from attngan.training.checkpoint import load_state
+    from attngan.io import load_state
 
     bn = torch.nn.BatchNorm1d(3)
     sd = {k: v.float() for k, v in bn.state_dict().items()}

@@ -28,7 +28,7 @@ from attngan.legacy import (config_from_original_yml, export_original, import_or
                             key_table, load_original_state_dict)
 from attngan.networks import (build_discriminators, build_generator, build_image_encoder,
                               build_text_encoder)
-from attngan.training.checkpoint import load_safetensors
+from attngan.io import load_safetensors
 
 # Key names and shapes of every published original checkpoint, vendored with the tests.
 REFERENCE = Path(__file__).parent / "data" / "original-checkpoints.json"
@@ -180,7 +180,7 @@ def _model_tensors(model: Path) -> dict:
 
 
 def _nets_for(model: Path):
-    from attngan.training.checkpoint import read_model_config
+    from attngan.io import read_model_config
 
     cfg, meta = read_model_config(model)
     nets = {"netG": build_generator(cfg, 256, init=False),
@@ -289,7 +289,7 @@ def test_import_dcgan_generator(bird, layouts, tmp_path):
 def test_export_refuses_a_model_the_original_cannot_run(tmp_path):
     from attngan.config import preset
     from attngan.text import Vocabulary
-    from attngan.training.checkpoint import save_model_folder
+    from attngan.io import save_model_folder
 
     cfg = preset("tiny")  # small image encoder, 128-d words, mean sentence, 32 px first stage
     vocab = Vocabulary(["<end>", "a", "bird"])

@@ -43,7 +43,7 @@ def test_items(synth):
     from attngan.config import DataConfig
     from attngan.data.dataset import TextImageDataset
     from attngan.data.synth_birds import load_manifest
-    from attngan.text import load_vocab
+    from attngan.data.vocab import load_vocab
 
     vocab = load_vocab(synth)
     ds = TextImageDataset(synth, "test", DataConfig(base_size=32, branch_num=2), vocab, image_sizes=[64], train=False)
@@ -156,8 +156,8 @@ def model_dir(synth, tmp_path_factory) -> Path:
     """A random `tiny` model whose vocabulary is the data's."""
     from attngan.config import preset
     from attngan.networks import build_generator, build_image_encoder, build_text_encoder
-    from attngan.text import load_vocab
-    from attngan.training.checkpoint import save_model_folder
+    from attngan.data.vocab import load_vocab
+    from attngan.io import save_model_folder
 
     torch.manual_seed(0)
     cfg = preset("tiny")
@@ -284,3 +284,52 @@ def test_library_evaluate_returns_rows_and_notes_instead_of_errors(test_items, s
     assert by_name["fid"]["value"] is None and "--fid-inception" in by_name["fid"]["protocol"]
     with pytest.raises(AttnGANError, match="unknown evaluation option"):
         evaluate(data_dir=synth, images_dir=folder, not_an_option=1)
+
+
+def test_r_precision_protocols_and_the_conditioning_sentence(synth, model_dir, tmp_path):
+    from attngan.metrics.evaluation import EvalOptions, ScoredBatch, evaluate
+    from attngan.metrics.extractors import DamsmStream
+    from attngan.pipeline import AttnGANPipeline
+
+    values = {}
+    for protocol in ("dmgan", "set"):
+        opts = EvalOptions(metrics=["r_precision"], num_images=12, splits=2, batch=6, progress=False,
+                           device="cpu", rp_protocol=protocol, cache_dir=str(tmp_path / "cache"))
+        r = evaluate(synth, opts, model_dir=model_dir)["results"]["r_precision"]
+        assert r["sampling"] == protocol and 0 <= r["value"] <= 100
+        values[protocol] = r["value"]
+    with pytest.raises(AttnGANError, match="--rp-protocol must be one of dmgan, set"):
+        evaluate(synth, EvalOptions(metrics=["r_precision"], rp_protocol="x", progress=False), model_dir=model_dir)
+
+    # dmgan with the model's own DAMSM encodes the word ids G read (not the re-tokenised text)
+    # and the top stage before 8-bit rounding.
+    pipe = AttnGANPipeline.from_pretrained(model_dir, device="cpu")
+    ids = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
+    lens = torch.tensor([4, 2])
+    top = torch.rand(2, 3, 64, 64) * 2 - 1
+    batch = ScoredBatch(images=top.mul(127.5).round() / 127.5, captions=["a bird", "a bird"], full_captions=None,
+                        class_ids=np.array([0, 1]), stages=[top], caption_ids=ids, caption_lens=lens)
+    own = DamsmStream(pipe.text_encoder, pipe.image_encoder, pipe.vocab, 18, torch.device("cpu"), "m", own=True)
+    with torch.no_grad():
+        _, sent = pipe.text_encoder(ids, lens)
+        _, code = pipe.image_encoder(top)
+    out = own.from_batch(batch)
+    np.testing.assert_allclose(out["sent"], sent.double().numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out["img"], code.double().numpy(), rtol=1e-6, atol=1e-7)
+    other = DamsmStream(pipe.text_encoder, pipe.image_encoder, pipe.vocab, 18, torch.device("cpu"), "e", own=False)
+    assert not np.allclose(other.from_batch(batch)["sent"], out["sent"])
+
+
+def test_real_transform_original_is_seeded_and_differs_from_the_centre_crop(test_items, synth, oracle_dir, tmp_path):
+    from attngan.metrics.evaluation import EvalOptions, evaluate
+
+    folder = write_folder(tmp_path / "imgs", test_items[:12], [it["captions"][0] for it in test_items[:12]])
+    got = {}
+    for transform, seed in (("center", 0), ("original", 0), ("original", 0), ("original", 1)):
+        opts = EvalOptions(metrics=["fid_oracle"], splits=2, progress=False, oracle=str(oracle_dir), seed=seed,
+                           cache_dir=str(tmp_path / f"cache-{len(got)}"), device="cpu", real_transform=transform)
+        got.setdefault((transform, seed), []).append(
+            evaluate(synth, opts, images_dir=folder)["results"]["fid_oracle"]["value"])
+    assert got[("original", 0)][0] == got[("original", 0)][1]
+    assert got[("original", 0)][0] != got[("center", 0)][0]
+    assert got[("original", 1)][0] != got[("original", 0)][0]

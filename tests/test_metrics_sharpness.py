@@ -93,8 +93,8 @@ def _model(synth: Path, out: Path, branch_num: int, dcgan: bool = False) -> Path
     """A random tiny model at 16 -> 32 -> 64 px (the data is stored at 96 px: no upsampled reals)."""
     from attngan.config import preset
     from attngan.networks import build_generator, build_image_encoder, build_text_encoder
-    from attngan.text import load_vocab
-    from attngan.training.checkpoint import save_model_folder
+    from attngan.data.vocab import load_vocab
+    from attngan.io import save_model_folder
 
     torch.manual_seed(0)
     cfg = preset("tiny")
@@ -164,7 +164,7 @@ def test_real_images_scored_as_a_folder_give_ratio_one(synth, tmp_path):
     from attngan.config import DataConfig
     from attngan.data.dataset import TextImageDataset
     from attngan.metrics.evaluation import evaluate
-    from attngan.text import load_vocab
+    from attngan.data.vocab import load_vocab
 
     # The test split exactly as the real statistics see it: the loader's centre crops at 64 px.
     ds = TextImageDataset(synth, "test", DataConfig(base_size=64, branch_num=1, short_captions="pad"),

@@ -1,6 +1,6 @@
 """Speed switches change speed, not results: BN folding, the allocator settings, frozen Ds in the
 G step, amp (bf16 only where native for `auto`; losses and softmaxes in float32 under autocast)
-(training.perf and gan_loop.gan_step)."""
+(attngan.perf and gan_loop.gan_step)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from attngan.config import preset
 from attngan.errors import AttnGANError
 from attngan.networks import build_discriminators, build_generator, build_image_encoder
-from attngan.training import perf
+from attngan import perf
 
 
 def _random_bn_statistics(module: torch.nn.Module, seed: int = 0) -> None:
@@ -105,7 +105,7 @@ if sys.argv[1] == "cli":
     from attngan import cli
     cli._configure_allocator()
 import torch
-from attngan.training.perf import minor_faults
+from attngan.perf import minor_faults
 torch.set_num_threads(1)
 for _ in range(16):  # warm-up: glibc 2.36 memalign needs up to ~10 rounds to find reusable chunks
     x = torch.ones(16 * 2**20); del x
@@ -138,7 +138,7 @@ def test_cli_allocator_settings_stop_the_page_faults():
     assert "THP_MEM_ALLOC_ENABLE=1" in marker and faults_cli_thp < 0.05 * faults_default
     # Processes started from a configured one (torchrun workers, spawned loader workers) get the
     # same settings from the environment it exported.
-    perf_env = subprocess.run([sys.executable, "-c", "import os; from attngan.training.perf import "
+    perf_env = subprocess.run([sys.executable, "-c", "import os; from attngan.perf import "
                                "configure_allocator_env as c; c(); print(os.environ['MALLOC_MMAP_MAX_'], "
                                "os.environ['MALLOC_TRIM_THRESHOLD_'])"], capture_output=True, text=True,
                               timeout=60, check=True).stdout.split()
@@ -200,7 +200,8 @@ def _tiny_batch(cfg, B: int = 4, T: int = 6):
 
 
 def test_frozen_discriminators_give_the_same_step_without_their_gradients():
-    from attngan.training.gan_loop import GANLoss, gan_step
+    from attngan.losses import GANLoss
+    from attngan.training.gan_loop import gan_step
 
     results = {}
     for freeze in (False, True):
@@ -283,7 +284,8 @@ def test_cpu_presets_default_to_amp_auto_and_the_paper_presets_to_off():
 
 def test_bf16_training_step_keeps_losses_and_softmaxes_in_float32():
     from attngan.networks.attngan import WordAttention
-    from attngan.training.gan_loop import GANLoss, gan_step
+    from attngan.losses import GANLoss
+    from attngan.training.gan_loop import gan_step
 
     out, dtypes = {}, {}
     for mode in ("off", "bf16"):
@@ -348,7 +350,8 @@ def test_flop_counter_counts_a_matmul():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_amp_step_on_cuda_is_finite_and_close_to_float32(amp):
-    from attngan.training.gan_loop import GANLoss, gan_step
+    from attngan.losses import GANLoss
+    from attngan.training.gan_loop import gan_step
 
     out = {}
     for mode in ("off", amp):

@@ -52,13 +52,19 @@ def test_seed_reproducible_and_batch_independent(pipe):
 def test_bad_captions_give_clear_errors(pipe):
     with pytest.raises(AttnGANError, match="empty"):
         pipe(["   "])
-    with pytest.raises(AttnGANError, match="no word"):
+    with pytest.raises(AttnGANError, match="none of the caption's words is in the model's vocabulary") as e:
         pipe(["zebra giraffe"])
+    assert e.value.dropped == ["zebra", "giraffe"]
+    with pytest.raises(AttnGANError, match="has no words"):
+        pipe(["!!! ???"])
     out = pipe(["a zebra bird"], seed=0)
     assert out.dropped == [["zebra"]] and out.tokens == [["a", "bird"]]
     long = " ".join(["bird"] * 40)
     out = pipe([long], seed=0)
     assert len(out.tokens[0]) == pipe.words_num
+    enc = pipe.encode_caption("a zebra bird " + long)  # what serve answers with, too
+    assert enc.dropped == ["zebra"] and len(enc.ids) == pipe.words_num
+    assert enc.tokens[:2] == ["a", "bird"] and enc.truncated == ["bird"] * (42 - pipe.words_num)
     with pytest.raises(AttnGANError, match="noise must be"):
         pipe([PROMPT], noise=torch.zeros(1, 5))
 
@@ -134,7 +140,7 @@ def test_export_bundle_writes_half_precision_with_card(tiny_model_dir, tmp_path)
 def test_a_bundled_name_serves_as_damsm_and_as_init():
     # `train --damsm synthbirds-tiny --init synthbirds-tiny` is how the default model was grown.
     from attngan.pipeline import bundled_model_dir
-    from attngan.training.damsm_loop import load_damsm
+    from attngan.io import load_damsm
 
     cfg, vocab, te, ie = load_damsm("synthbirds-tiny")
     tiny = AttnGANPipeline.from_pretrained("synthbirds-tiny", device="cpu")

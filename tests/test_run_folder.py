@@ -153,7 +153,7 @@ def test_unreadable_test_images_warn_by_name_and_never_abort(tmp_path):
     from attngan.config import preset
     from attngan.data.dataset import TextImageDataset
     from attngan.data.synth_birds import generate_synth_birds
-    from attngan.text import load_vocab
+    from attngan.data.vocab import load_vocab
 
     root = generate_synth_birds(tmp_path / "birds", images=24, classes=4, size=32, progress=False)
     cfg = preset("tiny").data
@@ -227,3 +227,31 @@ def test_argparse_errors_are_one_line(capsys):
         main(["generate", "--seed", "abc"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "invalid int value: 'abc'" in err[0], err
+
+
+def test_a_damsm_run_whose_best_was_chosen_on_the_test_split_loads_last(tmp_path):
+    import shutil
+
+    from attngan.io import damsm_folder
+
+    shipped = damsm_folder("synthbirds-tiny")  # a model folder: its encoders
+    run = tmp_path / "run"
+    for name, metrics in (("best", {"r_precision": 0.7}), ("last", {"r_precision": 0.6})):
+        shutil.copytree(shipped, run / name)
+        meta = json.loads((run / name / "config.json").read_text())
+        meta["metrics"] = metrics
+        (run / name / "config.json").write_text(json.dumps(meta))
+    assert damsm_folder(run) == run / "last"
+    meta = json.loads((run / "best" / "config.json").read_text())
+    meta["metrics"]["selection"] = "last epoch"
+    (run / "best" / "config.json").write_text(json.dumps(meta))
+    assert damsm_folder(run) == run / "best"
+
+
+def test_a_run_killed_before_its_first_snapshot_leaves_no_log_rows_behind(synth, damsm_run, tmp_path):
+    out = tmp_path / "gan"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"kimg": 0.004, "step": 1, "stale": true}\n{"kimg": 0.008, "st')
+    assert main(_train_argv(synth, damsm_run, out, 0.008)) == 0
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in rows] == [0.004, 0.008] and not any("stale" in r for r in rows)

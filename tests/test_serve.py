@@ -34,7 +34,7 @@ from attngan.errors import AttnGANError  # noqa: E402
 from attngan.pipeline import AttnGANPipeline, PipelineOutput  # noqa: E402
 from attngan.serve.app import EXAMPLES, MAX_BODY_BYTES, create_app  # noqa: E402
 from attngan.serve.batching import Job, MicroBatcher  # noqa: E402
-from attngan.serve.random_model import save_random_tiny_model  # noqa: E402
+from helpers import save_random_tiny_model  # noqa: E402
 
 CAPTION = "a bird with wings that are black and a white belly"
 

@@ -5,9 +5,8 @@ import struct
 import pytest
 
 from attngan.errors import AttnGANError
-from attngan.text import (
-    Vocabulary, load_captions_pickle, load_plain_pickle, load_vocab, tokenize,
-)
+from attngan.text import Vocabulary, load_captions_pickle, load_plain_pickle, tokenize
+from attngan.data.vocab import load_vocab
 
 
 def py2_dumps(obj) -> bytes:

@@ -47,7 +47,8 @@ def _params(m):
 @pytest.mark.parametrize("reset_optimizer", [True, False])
 def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, reset_optimizer):
     from attngan.training.checkpoint import load_training_state
-    from attngan.training.damsm_loop import load_damsm, train_damsm
+    from attngan.io import load_damsm
+    from attngan.training.damsm_loop import train_damsm
 
     for name in ("best", "last"):
         assert (damsm_run / name / "text_encoder.safetensors").is_file()
@@ -77,7 +78,7 @@ def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, 
 def test_gan_step_updates_g_and_d_but_not_the_encoders(synth, damsm_run, tmp_path):
     from attngan.pipeline import AttnGANPipeline
     from attngan.training.checkpoint import load_training_state
-    from attngan.training.damsm_loop import load_damsm
+    from attngan.io import load_damsm
     from attngan.training.gan_loop import train_gan
 
     cfg = tiny_cfg()
@@ -166,7 +167,8 @@ def test_tiny_damsm_overfits_32_pairs(synth):
 
 def test_damsm_trains_with_bf16_and_channels_last(synth, tmp_path):
     from attngan.errors import AttnGANError
-    from attngan.training.damsm_loop import load_damsm, train_damsm
+    from attngan.io import load_damsm
+    from attngan.training.damsm_loop import train_damsm
 
     cfg = tiny_cfg()
     cfg.damsm.amp, cfg.damsm.channels_last = "bf16", True
@@ -188,7 +190,7 @@ def test_saved_weights_and_folders_get_normal_permissions(tiny_model_dir, tmp_pa
     import os
     import stat
 
-    import attngan.training.checkpoint as ckpt
+    import attngan.io as ckpt
     from attngan.pipeline import AttnGANPipeline
 
     def mode(p):
@@ -212,7 +214,8 @@ def test_saved_weights_and_folders_get_normal_permissions(tiny_model_dir, tmp_pa
 def test_a_two_stage_model_grows_into_three_stages(synth, damsm_run, tmp_path):
     # `train --init` with a model of fewer stages: the trained stages load as they are, each new
     # refinement stage and image head start as copies of the last trained ones.
-    from attngan.training.checkpoint import load_safetensors, load_training_state
+    from attngan.io import load_safetensors
+    from attngan.training.checkpoint import load_training_state
     from attngan.training.gan_loop import train_gan
 
     small = tmp_path / "small"
@@ -240,7 +243,7 @@ def test_a_two_stage_model_grows_into_three_stages(synth, damsm_run, tmp_path):
 def test_grow_state_leaves_a_same_size_model_and_foreign_weights_alone():
     from attngan.errors import AttnGANError
     from attngan.networks import build_generator
-    from attngan.training.checkpoint import load_state
+    from attngan.io import load_state
     from attngan.training.gan_loop import grow_state
 
     cfg = preset("tiny")

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from attngan.config import Config, load_config, preset  # noqa: E402
 from attngan.errors import AttnGANError  # noqa: E402
 
-__all__ = ["AttnGANError", "AttnGANPipeline", "Config", "load_config", "preset", "__version__"]
+__all__ = ["AttnGANError", "AttnGANPipeline", "Captioner", "Config", "load_config", "preset", "__version__"]
 
 
 def __getattr__(name):
@@ -14,4 +14,8 @@ def __getattr__(name):
         from attngan.pipeline import AttnGANPipeline
 
         return AttnGANPipeline
+    if name == "Captioner":
+        from attngan.captioner import Captioner
+
+        return Captioner
     raise AttributeError(name)

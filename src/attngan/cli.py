@@ -15,8 +15,8 @@ from attngan.errors import AttnGANError
 
 # Order is the order of `attngan --help`.
 COMMAND_MODULES = [
-    "demo", "synth_birds", "train_damsm", "eval_damsm", "train", "generate", "eval",
-    "train_oracle", "import_original", "export_original", "serve",
+    "demo", "synth_birds", "make_shards", "train_damsm", "eval_damsm", "train", "generate", "eval",
+    "train_oracle", "train_captioner", "caption", "import_original", "export_original", "serve",
 ]
 
 
@@ -28,9 +28,9 @@ ALLOCATOR_COMMANDS = {"demo", "train", "train-damsm", "train-oracle", "train-cap
 
 
 def _configure_allocator() -> None:
-    # Set before torch is imported: see attngan.training.perf for why (page faults on CPU).
+    # Set before torch is imported: see attngan.perf for why (page faults on CPU).
     try:
-        from attngan.training.perf import configure_allocator_env
+        from attngan.perf import configure_allocator_env
     except ImportError:
         return
     configure_allocator_env()

@@ -20,13 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from attngan.config import Config, preset
+from attngan.data.synth_birds import MOTIVATING_PROMPTS
 from attngan.errors import AttnGANError
 
-PROMPTS = [
-    "a bird with wings that are black and a white belly",
-    "a bird with wings that are blue and a red belly",
-    "a bird with wings that are red and a yellow belly",
-]
+PROMPTS = list(MOTIVATING_PROMPTS)  # the seed's three prompts
 MORE_PROMPTS = [
     "a small bird with a red crown and a short pointed bill",
     "this bird has wings that are green and a yellow belly",
@@ -99,7 +96,7 @@ def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS,
              eval_damsm_dir: str | Path | None = None, oracle_dir: str | Path | None = None,
              images: int | None = None, classes: int | None = None, size: int | None = None,
              num_eval: int | None = None, progress: bool = True, bundle: str | Path | None = None,
-             bundle_name: str = "synthbirds-tiny") -> Path:
+             bundle_name: str = "synthbirds-tiny", captioner_dir: str | Path | None = None) -> Path:
     """Both parts and the report; returns the path of report.html.
 
     `model_dir` is the shipped model (default: the default bundled one); `images`, `classes`,
@@ -121,6 +118,7 @@ def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS,
         eval_damsm_dir = eval_damsm_dir or shipped_damsm
         oracle_dir = oracle_dir or shipped_oracle
     eval_damsm_dir, oracle_dir = Path(eval_damsm_dir), Path(oracle_dir)
+    captioner_dir = _captioner(captioner_dir)
     # Checked before the data is rendered, which takes minutes.
     if not (_damsm_snapshot(eval_damsm_dir) / "config.json").is_file():
         raise AttnGANError(f"{eval_damsm_dir} is not a DAMSM folder (no config.json in it or in best/)")
@@ -136,6 +134,8 @@ def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS,
         data_spec["size"] = size
     if num_eval is not None:
         ev["num_images"] = num_eval
+    if captioner_dir is not None and "roundtrip" not in ev["metrics"]:
+        ev["metrics"].append("roundtrip")
 
     # Part 1: the shipped model on the data it was trained on.
     shipped_cmds: list[str] = []
@@ -145,9 +145,9 @@ def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS,
     data_command = _data_command(data_dir, data_spec)
     timings["data"] = clock.lap("data")
     metrics = evaluate_model(model_dir, data_dir, eval_damsm_dir, oracle_dir, ev, device,
-                             out / "shipped", shipped_cmds)
+                             out / "shipped", shipped_cmds, captioner_dir=captioner_dir)
     timings["evaluation"] = clock.lap("shipped model evaluation")
-    prompts = prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed)
+    prompts = prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed, captioner_dir)
     timings["prompts"] = clock.lap("shipped model prompts")
     stages = _stage_sizes(model_dir)
     where = ("bundled with the package" if model_dir == _default_model() else "in") + f" {model_dir}"
@@ -163,9 +163,10 @@ def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS,
 
     # Part 2: the tiny preset from scratch on the same data, for a fixed amount of work.
     own = train_your_own(out / "own", data_dir, eval_damsm_dir, oracle_dir, damsm_epochs=damsm_epochs,
-                         kimg=kimg, seed=seed, ev=ev, device=device, progress=progress)
+                         kimg=kimg, seed=seed, ev=ev, device=device, progress=progress,
+                         captioner_dir=captioner_dir)
     clock.mark()
-    own_prompts = prompt_results(own["model_dir"], data_dir, eval_damsm_dir, device, seed)
+    own_prompts = prompt_results(own["model_dir"], data_dir, eval_damsm_dir, device, seed, captioner_dir)
     own["timings"]["prompts"] = clock.lap("own model prompts")
     own_stages = _stage_sizes(own["model_dir"])
     own_section = _section(
@@ -215,7 +216,7 @@ class _Clock:
 def train_your_own(out_dir: str | Path, data_dir: str | Path, eval_damsm_dir: str | Path,
                    oracle_dir: str | Path, *, damsm_epochs: int = DAMSM_EPOCHS, kimg: float = KIMG,
                    seed: int = 0, ev: dict[str, Any] | None = None, device: str = "auto",
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, captioner_dir: str | Path | None = None) -> dict[str, Any]:
     """The `tiny` preset from scratch: DAMSM for `damsm_epochs` epochs, AttnGAN for `kimg` kimg,
     then evaluated. Returns metrics, commands, timings and the folders (damsm_dir, gan_dir, model_dir).
 
@@ -256,7 +257,8 @@ def train_your_own(out_dir: str | Path, data_dir: str | Path, eval_damsm_dir: st
     timings["attngan"] = clock.lap("AttnGAN")
 
     model_dir = gan_dir / "model"
-    metrics = evaluate_model(model_dir, data_dir, eval_damsm_dir, oracle_dir, ev, device, out_dir, commands)
+    metrics = evaluate_model(model_dir, data_dir, eval_damsm_dir, oracle_dir, ev, device, out_dir, commands,
+                             captioner_dir=captioner_dir)
     timings["evaluation"] = clock.lap("own model evaluation")
     return {"metrics": metrics, "commands": commands, "timings": timings, "damsm_dir": damsm_dir,
             "gan_dir": gan_dir, "model_dir": model_dir}
@@ -269,7 +271,7 @@ def export_bundle(model_dir: Path, bundle: str | Path, metrics, commands, seed: 
     name, measurements, the commands that made it, and the data set and evaluation protocol
     (`data`, `eval`) that `attngan demo` reads back from a shipped model."""
     from attngan.pipeline import AttnGANPipeline
-    from attngan.training.checkpoint import save_model_folder
+    from attngan.io import save_model_folder
 
     pipe = AttnGANPipeline.from_pretrained(model_dir, device="cpu")
     ev = dict(DEFAULT_EVAL, **(eval_settings or {}))
@@ -365,9 +367,11 @@ def _piece(folder: Path, settings: dict[str, Any], command: str, train, commands
 
 
 def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle_dir: Path,
-                   ev: dict[str, Any], device: str, out_dir: Path, commands: list[str]) -> list[dict[str, Any]]:
+                   ev: dict[str, Any], device: str, out_dir: Path, commands: list[str],
+                   captioner_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """`attngan.metrics.evaluate` with the given protocol; the result is cached in out_dir and
-    reused while the model, the evaluation pieces, the data and the protocol stay the same."""
+    reused while the model, the evaluation pieces, the data and the protocol stay the same.
+    `captioner_dir` serves the `roundtrip` metric when the protocol names it."""
     from attngan import __version__
     from attngan.fileio import atomic_write_json
     from attngan.metrics import evaluate
@@ -380,6 +384,11 @@ def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle
     key = {"model": _digest(model_dir), "eval_damsm": _digest(_damsm_snapshot(eval_damsm_dir)),
            "oracle": _digest(oracle_dir), "data": _data_key(data_dir), "device": device,
            "eval": {k: ev[k] for k in ("num_images", "seed", "splits", "metrics")}, "version": __version__}
+    extra = {}
+    if captioner_dir is not None and "roundtrip" in ev["metrics"]:
+        command = command.replace(" --oracle ", f" --captioner {_q(captioner_dir)} --oracle ", 1)
+        key["captioner"] = _digest(Path(captioner_dir))
+        extra["captioner"] = str(captioner_dir)
     if cache.is_file():
         try:
             saved = json.loads(cache.read_text(encoding="utf-8"))
@@ -391,7 +400,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle
     commands.append(command)
     metrics = evaluate(model_dir=model_dir, data_dir=data_dir, metrics=ev["metrics"],
                        num_images=ev["num_images"], splits=ev["splits"], eval_damsm=eval_damsm_dir,
-                       oracle=oracle_dir, device=device, seed=ev["seed"])
+                       oracle=oracle_dir, device=device, seed=ev["seed"], **extra)
     atomic_write_json(cache, {"key": key, "metrics": metrics})
     return metrics
 
@@ -416,9 +425,10 @@ def _digest(folder: Path) -> str:
 
 # Report content.
 
-def prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed) -> list:
-    """Every stage and every attentional stage's word attention for the prompts, and what the
-    evaluation DAMSM retrieves for each top-stage image."""
+def prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed, captioner_dir=None) -> list:
+    """Every stage and every attentional stage's word attention for the prompts, what the
+    captioner (when given) reads in each top-stage image, and what the evaluation DAMSM retrieves
+    for it."""
     from attngan.pipeline import AttnGANPipeline
     from attngan.report import Figure, PromptResult
     from attngan.viz import png_bytes, to_pil, word_attention_figure
@@ -427,6 +437,7 @@ def prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed) -> list:
     prompts = PROMPTS + MORE_PROMPTS
     out = pipe(prompts, seed=seed)
     retr = _retrieve(out.images[-1], data_dir, eval_damsm_dir, pipe.device)
+    captioned = _caption(out.images[-1], captioner_dir, pipe.device)
     n_stages, n_att = len(out.images), len(out.attention)
     display = max(STAGE_DISPLAY_PX, out.images[-1].shape[-1])
     results = []
@@ -446,12 +457,13 @@ def prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed) -> list:
             attention.append(Figure(png_bytes(fig), f"word attention at stage {s + 1} ({w}×{h} px image, "
                                                     f"{aw}×{ah} attention regions)", cls="attention"))
         found = _colours_found(caption, [c for c, _ in retr[i]])
-        results.append(PromptResult(caption, stages, attention, out.tokens[i], out.dropped[i], retr[i], found))
+        results.append(PromptResult(caption, stages, attention, out.tokens[i], out.dropped[i], retr[i], found,
+                                    captioned=captioned[i], attributes_back=_attributes_back(caption, captioned[i])))
     return results
 
 
 def _stage_sizes(model_dir) -> list[int]:
-    from attngan.training.checkpoint import read_model_config
+    from attngan.io import read_model_config
 
     cfg, _ = read_model_config(model_dir)
     return [cfg.data.base_size * 2 ** i for i in range(cfg.data.branch_num)]
@@ -495,7 +507,7 @@ def _retrieve(images, data_dir, eval_damsm_dir, device, top: int = 3):
     import torch.nn.functional as F
 
     from attngan.data.dataset import TextImageDataset
-    from attngan.training.damsm_loop import load_damsm
+    from attngan.io import load_damsm
 
     cfg, vocab, te, ie = load_damsm(eval_damsm_dir, device)
     te.eval()
@@ -526,6 +538,38 @@ def _retrieve(images, data_dir, eval_damsm_dir, device, top: int = 3):
         v, idx = row.topk(min(top, len(texts)))
         out.append([(texts[j], float(s)) for s, j in zip(v, idx)])
     return out
+
+
+def _captioner(captioner_dir: str | Path | None) -> Path | None:
+    """The captioner folder to use: the one given, else the bundled one, else None (no captions)."""
+    from attngan.captioner import bundled_captioner_names, resolve_captioner
+
+    if captioner_dir is None and not bundled_captioner_names():
+        return None
+    folder = resolve_captioner(captioner_dir)
+    if not (folder / "config.json").is_file():
+        raise AttnGANError(f"{folder} is not a captioner folder (no config.json)")
+    return folder
+
+
+def _caption(images, captioner_dir: Path | None, device) -> list[str | None]:
+    """The captioner's sentence for each image, read as a saved PNG would be (8 bits)."""
+    if captioner_dir is None:
+        return [None] * images.shape[0]
+    from attngan.captioner import Captioner
+    from attngan.metrics.extractors import quantize
+
+    return Captioner.from_pretrained(captioner_dir, device=str(device))(quantize(images))
+
+
+def _attributes_back(prompt: str, caption: str | None) -> dict[str, bool]:
+    """For each attribute the prompt states (SynthBirds grammar): does the caption state it too?"""
+    from attngan.data.synth_captions import caption_attributes
+
+    if caption is None:
+        return {}
+    got = caption_attributes(caption)
+    return {k: got.get(k) == v for k, v in caption_attributes(prompt).items()}
 
 
 def _colours_found(prompt: str, retrieved: list[str]) -> bool | None:

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from attngan.errors import AttnGANError
 
@@ -55,18 +55,26 @@ def tmp_dir_beside(path: str | os.PathLike) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """The one way a file is saved: `write(tmp)` fills a temporary beside `path` (any writer: bytes,
+    torch.save, safetensors, numpy), which is flushed to disk, given normal permissions and renamed
+    over `path`. Readers see the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path_beside(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        publish_mode(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -1,6 +1,6 @@
 """Losses (paper Sec. 2.2 and 3.2): DAMSM word/sentence matching, the GAN terms and the CA KL.
 
-Everything matches the original's numbers (see shared/reference/original-attngan-facts.md, Sec. 6),
+Everything matches the original's numbers,
 with three deliberate changes that never alter a well-formed batch's values: `words_loss` scores
 all captions against all images in one tensor program instead of a Python loop, batch size 1 works,
 and a zero-length caption raises AttnGANError instead of producing NaN.
@@ -8,13 +8,17 @@ and a zero-length caption raises AttnGANError instead of producing NaN.
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from attngan.errors import AttnGANError
 from attngan.networks.damsm import ShapeError, check_lengths, check_shape
+
+if TYPE_CHECKING:
+    from attngan.config import Config
 
 _EPS = 1e-8  # the original clamps the product of the two norms, not each norm
 
@@ -223,3 +227,57 @@ def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     check_shape(logvar, tuple(mu.shape), "kl_loss logvar")
     mu, logvar = _wide(mu), _wide(logvar)  # float32 whatever the generator ran in
     return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+# --- The objective as the training loop calls it --------------------------------------------
+
+
+class Judge:
+    """A discriminator as the losses call it: `judge(x)` runs the training wrapper (DDP /
+    compiled: gradient all-reduce, compiled kernels) and `judge.logits(...)` the plain module's
+    heads, which the wrappers do not expose. Both run under autocast when amp is on and hand the
+    losses float32 (BCE is computed in float32, outside autocast)."""
+
+    def __init__(self, wrapped: torch.nn.Module, plain: torch.nn.Module, amp=nullcontext):
+        self.wrapped, self.plain, self.amp = wrapped, plain, amp
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with self.amp():
+            return self.wrapped(x)
+
+    def logits(self, code: torch.Tensor, sent: torch.Tensor | None = None):
+        with self.amp():
+            out = self.plain.logits(code, sent)
+        return tuple(o.float() if o is not None else None for o in out)
+
+
+class GANLoss:
+    """The D and G phases of the AttnGAN objective; returns named terms, the loop steps.
+    Networks run under `amp` (G, the Ds, the frozen image encoder); the D heads' sigmoid, BCE, G's
+    conditioning augmentation and KL, the word-attention softmax and the DAMSM similarities run in
+    float32 (the networks and losses cast autocast outputs up themselves)."""
+
+    def __init__(self, cfg: "Config", image_encoder: torch.nn.Module, amp=nullcontext):
+        self.cfg = cfg
+        self.image_encoder = image_encoder
+        self.amp = amp
+
+    def d_phase(self, D, real, fake, sent) -> dict[str, torch.Tensor]:
+        return discriminator_loss(D, real, fake, sent, reuse_real_code=self.cfg.train.reuse_real_features)
+
+    def g_phase(self, Ds, fakes, words, sent, cap_lens, class_ids, mu, logvar) -> dict[str, torch.Tensor]:
+        d = self.cfg.damsm
+        terms: dict[str, torch.Tensor] = {}
+        stages = fakes[-len(Ds):]  # DCGAN: one D on the last image
+        for i, (D, fake) in enumerate(zip(Ds, stages)):
+            terms[f"g_adv{i}"] = generator_adv_loss(D, fake, sent)["loss"]
+        with self.amp():
+            regions, code = self.image_encoder(fakes[-1])
+        regions, code = regions.float(), code.float()
+        w0, w1, _ = words_loss(regions, words.float(), cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
+        s0, s1 = sent_loss(code, sent.float(), class_ids, d.gamma3)
+        lam = self.cfg.train.damsm_lambda
+        terms["damsm_words"] = lam * (w0 + w1)
+        terms["damsm_sent"] = lam * (s0 + s1)
+        terms["kl"] = self.cfg.train.kl_weight * kl_loss(mu.float(), logvar.float())
+        return terms

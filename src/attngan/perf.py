@@ -1,4 +1,4 @@
-"""Speed switches shared by training, inference and the benchmarks (issue 10).
+"""Speed switches shared by training, inference and the benchmarks.
 
 CPU allocator (what the CLI sets before torch is imported, and why)
 -------------------------------------------------------------------
@@ -112,6 +112,26 @@ def peak_rss_mb() -> float:
 
 
 # --- Backends, precision, memory format -----------------------------------------------------
+
+
+def resolve_device(spec: str = "auto"):
+    """--device: auto (this process's CUDA GPU under torchrun's LOCAL_RANK, else the CPU), cpu,
+    cuda or cuda:N; a one-line error for anything else or for CUDA without a GPU."""
+    import torch
+
+    from attngan.errors import AttnGANError
+
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise AttnGANError(f"unknown device '{spec}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AttnGANError("--device cuda was asked for but no CUDA GPU is available")
+    return device
 
 
 def configure_backends(device: Any) -> None:

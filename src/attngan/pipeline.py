@@ -14,6 +14,8 @@ import torch
 
 from attngan.config import Config
 from attngan.errors import AttnGANError, check_seed
+from attngan.io import (BUNDLED_MODELS, bundled_model_dir,  # noqa: F401 - part of this API
+                        bundled_model_names, resolve_model)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,22 @@ class PipelineOutput:
         return [to_pil(img) for img in self.images[stage]]
 
 
+class CaptionError(AttnGANError):
+    """A caption the model cannot draw from; `dropped` holds its out-of-vocabulary words."""
+
+    def __init__(self, message: str, dropped: list[str] | None = None):
+        super().__init__(message)
+        self.dropped = list(dropped or [])
+
+
+@dataclass
+class EncodedCaption:
+    ids: list[int]             # the word ids the model reads (at most words_num)
+    tokens: list[str]          # those words
+    dropped: list[str]         # out-of-vocabulary words, left out
+    truncated: list[str]       # known words beyond words_num, left out
+
+
 class AttnGANPipeline:
     def __init__(self, config: Config, vocab, text_encoder: torch.nn.Module,
                  generator: torch.nn.Module, image_encoder: torch.nn.Module | None = None,
@@ -50,12 +68,12 @@ class AttnGANPipeline:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "auto",
                         fuse: bool = False) -> "AttnGANPipeline":
-        """Load a model folder (see training/checkpoint.py), a bundled model by name
+        """Load a model folder (see attngan/io.py), a bundled model by name
         ("synthbirds-128", "synthbirds-tiny"), or None: the default bundled model."""
         from attngan.networks import build_generator, build_image_encoder, build_text_encoder
         from attngan.text import Vocabulary
-        from attngan.training.checkpoint import load_safetensors, load_state, read_model_config
-        from attngan.training.distributed import resolve_device
+        from attngan.io import load_safetensors, load_state, read_model_config
+        from attngan.perf import resolve_device
 
         model_dir = resolve_model(model_dir)
         cfg, meta = read_model_config(model_dir)
@@ -76,12 +94,30 @@ class AttnGANPipeline:
 
     def fuse(self) -> "AttnGANPipeline":
         """Fold BatchNorm into the preceding convolutions (eval-mode outputs unchanged)."""
-        from attngan.training.perf import fuse_generator
+        from attngan.perf import fuse_generator
 
         self.generator = fuse_generator(self.generator)
         return self
 
     # Text.
+
+    def encode_caption(self, text: str) -> EncodedCaption:
+        """One caption as the model reads it: the tokenizer's words, out-of-vocabulary ones left out,
+        the first `words_num` known ones kept. A caption with nothing left is a CaptionError."""
+        from attngan.text import tokenize
+
+        if not isinstance(text, str) or not text.strip():
+            raise CaptionError("the caption is empty")
+        words = tokenize(text)
+        if not words:
+            raise CaptionError("the caption has no words (the tokenizer keeps ASCII letters and digits)")
+        ids, dropped = self.vocab.encode_tokens(words)
+        if not ids:
+            raise CaptionError(f"none of the caption's words is in the model's vocabulary "
+                               f"({len(self.vocab)} words)", dropped)
+        kept, rest = ids[: self.words_num], ids[self.words_num:]
+        return EncodedCaption(kept, [self.vocab.id_to_word[i] for i in kept], list(dropped),
+                              [self.vocab.id_to_word[i] for i in rest])
 
     def tokenize(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[list[str]], list[list[str]]]:
         """Word ids (B x T, 0-padded), lengths, the kept tokens and the dropped OOV words."""
@@ -91,20 +127,15 @@ class AttnGANPipeline:
             raise AttnGANError("no captions given")
         ids, tokens, dropped = [], [], []
         for text in captions:
-            if not isinstance(text, str) or not text.strip():
-                raise AttnGANError("a caption is empty")
-            word_ids, oov = self.vocab.encode(text, warn=False)  # raises when no word is known
-            if oov:
-                log.warning("out-of-vocabulary words dropped from %r: %s", text[:60], ", ".join(oov))
-            if not word_ids:
-                raise AttnGANError(f"caption {text[:60]!r} has no word the model knows")
-            if len(word_ids) > self.words_num:
+            enc = self.encode_caption(text)
+            if enc.dropped:
+                log.warning("out-of-vocabulary words dropped from %r: %s", text[:60], ", ".join(enc.dropped))
+            if enc.truncated:
                 log.warning("caption %r has %d known words; keeping the first %d",
-                            text[:60], len(word_ids), self.words_num)
-                word_ids = word_ids[: self.words_num]
-            ids.append(word_ids)
-            tokens.append([self.vocab.id_to_word[i] for i in word_ids])
-            dropped.append(list(oov))
+                            text[:60], len(enc.ids) + len(enc.truncated), self.words_num)
+            ids.append(enc.ids)
+            tokens.append(enc.tokens)
+            dropped.append(enc.dropped)
         lens = torch.tensor([len(x) for x in ids], dtype=torch.long)
         out = torch.zeros(len(ids), int(lens.max()), dtype=torch.long)
         for i, x in enumerate(ids):
@@ -184,34 +215,3 @@ def _concat(parts: list[PipelineOutput]) -> PipelineOutput:
         attention=[cat_padded([p.attention[i] for p in parts]) for i in range(n_att)],
         tokens=sum((p.tokens for p in parts), []),
     )
-
-
-ASSETS = Path(__file__).parent / "assets"
-# Models shipped inside the package, by name; the first one found is the default.
-BUNDLED_MODELS = ("synthbirds-128", "synthbirds-tiny")
-
-
-def bundled_model_names() -> list[str]:
-    return [n for n in BUNDLED_MODELS if (ASSETS / n / "config.json").is_file()]
-
-
-def bundled_model_dir(name: str | None = None) -> Path:
-    """A model shipped inside the package: `name` (e.g. "synthbirds-tiny") or the default one."""
-    names = bundled_model_names()
-    if name is None:
-        if not names:
-            raise AttnGANError("no bundled model in this installation; pass --model MODEL_DIR")
-        name = names[0]
-    if name not in names:
-        raise AttnGANError(f"no bundled model named '{name}'; bundled: {', '.join(names) or 'none'}")
-    return ASSETS / name
-
-
-def resolve_model(model: str | Path | None) -> Path:
-    """A model folder, or the name of a bundled model (a folder of that name wins), or None: the default."""
-    if model is None:
-        return bundled_model_dir()
-    path = Path(model)
-    if not path.exists() and str(model) in BUNDLED_MODELS:
-        return bundled_model_dir(str(model))
-    return path

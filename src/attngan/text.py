@@ -2,7 +2,7 @@
 
 The original release ships `captions.pickle` (Python 2, protocol 2) whose word ids are in Python-2
 hash order, so the published encoders only work with that exact mapping
-(shared/reference/original-attngan-facts.md, section 8). We read it with an unpickler that admits
+(the original code, datasets.py). We read it with an unpickler that admits
 plain data only: no pickle can run code here.
 """
 
@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,14 +27,16 @@ VOCAB_FORMAT = "attngan-vocab"
 VOCAB_VERSION = 1
 
 _WORD = re.compile(r"\w+")
+_WORD_OR_COMMA = re.compile(r"\w+|,")
 
 
-def tokenize(text: str) -> list[str]:
-    """The original tokenizer: lower-case, `\\w+` tokens, ASCII characters only, no empty tokens."""
+def tokenize(text: str, keep_commas: bool = False) -> list[str]:
+    """The original tokenizer: lower-case, `\\w+` tokens, ASCII characters only, no empty tokens.
+    `keep_commas` also keeps each comma as a token (the captioner writes and reads them)."""
     # CUB's caption files contain U+FFFD pairs where a non-ASCII character was mangled.
     text = text.replace("\ufffd\ufffd", " ").lower()
     tokens = []
-    for token in _WORD.findall(text):
+    for token in (_WORD_OR_COMMA if keep_commas else _WORD).findall(text):
         token = token.encode("ascii", "ignore").decode("ascii")
         if token:
             tokens.append(token)
@@ -60,17 +63,32 @@ class Vocabulary:
         self.word_to_id: dict[str, int] = word_to_id
 
     @classmethod
-    def build(cls, captions: Iterable[Sequence[str]]) -> "Vocabulary":
-        """Every word of the token lists (no frequency threshold, as the original), sorted.
+    def build(cls, captions: Iterable[Sequence[str]], min_count: int = 1) -> "Vocabulary":
+        """Every word of the token lists seen at least `min_count` times, sorted.
 
-        The original numbers words in Python-2 dict order, which cannot be reproduced; sorted order
-        makes our vocabularies deterministic instead.
+        The original keeps every word (min_count=1). It numbers words in Python-2 dict order,
+        which cannot be reproduced; sorted order makes our vocabularies deterministic instead.
         """
-        words = set()
+        return cls.build_with_report(captions, min_count)[0]
+
+    @classmethod
+    def build_with_report(cls, captions: Iterable[Sequence[str]], min_count: int = 1
+                          ) -> tuple["Vocabulary", dict[str, int]]:
+        """The vocabulary, and the words left out (seen fewer than `min_count` times) with counts."""
+        if not isinstance(min_count, int) or isinstance(min_count, bool) or min_count < 1:
+            raise AttnGANError(f"the vocabulary's minimum word count must be an integer >= 1, "
+                               f"got {min_count!r}")
+        counts: Counter[str] = Counter()
         for tokens in captions:
-            words.update(tokens)
-        words.discard(END_TOKEN)
-        return cls([END_TOKEN, *sorted(words)])
+            counts.update(tokens)
+        counts.pop(END_TOKEN, None)
+        kept = sorted(w for w, c in counts.items() if c >= min_count)
+        dropped = {w: c for w, c in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))
+                   if c < min_count}
+        if not kept:
+            raise AttnGANError(f"no word of the training captions occurs {min_count} times or more; "
+                               "lower the minimum word count")
+        return cls([END_TOKEN, *kept]), dropped
 
     def __len__(self) -> int:
         return len(self.id_to_word)
@@ -363,30 +381,53 @@ def load_captions_pickle(path: str | os.PathLike) -> CaptionsPickle:
     return CaptionsPickle(out[0], out[1], vocab)
 
 
-def load_vocab(root: str | os.PathLike) -> Vocabulary:
-    """The vocabulary of a dataset folder.
+VOCAB_REPORT = "vocab_report.json"
 
-    `captions.pickle` (the original; its word ids are kept) wins over our `vocab.json`. Without
-    either, one is built from the train and test captions and saved as `vocab.json` (kept in
-    memory only when the folder is read-only).
-    """
-    root = Path(root)
-    if (root / "captions.pickle").is_file():
-        return load_captions_pickle(root / "captions.pickle").vocab
-    if (root / "vocab.json").is_file():
-        return Vocabulary.load(root / "vocab.json")
-    from attngan.data.layout import read_all_caption_lines  # the layout imports this module
 
-    if not root.is_dir():
-        raise AttnGANError(f"dataset folder not found: {root}")
-    token_lists = []
-    for split in ("train", "test"):
-        for lines in read_all_caption_lines(root, split):
-            token_lists.extend(tokenize(line) for line in lines)
-    vocab = Vocabulary.build(token_lists)
+def vocab_report(vocab: Vocabulary, dropped: dict[str, int], min_count: int, captions: int,
+                 source: str) -> dict[str, Any]:
+    """What a vocabulary built from captions kept and left out (out-of-vocabulary words, counts)."""
+    return {"format": "attngan-vocab-report", "source": source, "min_count": min_count,
+            "captions": captions, "words": len(vocab) - 1, "dropped_words": len(dropped),
+            "dropped_occurrences": sum(dropped.values()), "dropped": dropped}
+
+
+def build_vocab_from_lines(lines: Iterable[str], min_count: int, source: str
+                           ) -> tuple[Vocabulary, dict[str, Any]]:
+    """A vocabulary of caption lines (the training captions of new data) and its report."""
+    token_lists = [tokenize(line) for line in lines]
+    vocab, dropped = Vocabulary.build_with_report(token_lists, min_count)
+    return vocab, vocab_report(vocab, dropped, min_count, len(token_lists), source)
+
+
+def save_vocab_and_report(folder: str | os.PathLike, vocab: Vocabulary, report: dict[str, Any],
+                          stamp: str = "") -> None:
+    """vocab.json (with the minimum count and a stamp of its source, to notice when it is stale)
+    and vocab_report.json, each written atomically."""
+    folder = Path(folder)
+    raw = json.loads(vocab.to_json())
+    raw.update({"min_count": report["min_count"], "source_stamp": stamp})
+    atomic_write_bytes(folder / "vocab.json", json.dumps(raw, ensure_ascii=True).encode("utf-8"))
+    atomic_write_bytes(folder / VOCAB_REPORT,
+                       (json.dumps(report, indent=1, ensure_ascii=True) + "\n").encode("utf-8"))
+
+
+def _stamped_vocab(path: Path, min_count: int, stamp: str) -> Vocabulary | None:
+    """The saved vocabulary if it was built with this minimum count from this source, else None."""
     try:
-        vocab.save(root / "vocab.json")
-    except OSError as e:
-        warnings.warn(f"cannot save {root / 'vocab.json'} ({e.strerror}); "
-                      "the vocabulary is kept in memory only", stacklevel=2)
-    return vocab
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(raw, dict) or raw.get("min_count") != min_count or raw.get("source_stamp") != stamp:
+        return None
+    return Vocabulary.from_json(json.dumps(raw), source=str(path))
+
+
+def summarize_dropped(report: dict[str, Any], n: int = 8) -> str:
+    dropped = report.get("dropped") or {}
+    if not dropped:
+        return f"{report['words']} words from {report['captions']} captions, none left out"
+    shown = ", ".join(f"{w} ({c})" for w, c in list(dropped.items())[:n])
+    more = f" and {len(dropped) - n} more" if len(dropped) > n else ""
+    return (f"{report['words']} words from {report['captions']} captions; {len(dropped)} words seen "
+            f"fewer than {report['min_count']} times are out of vocabulary: {shown}{more}")

@@ -130,3 +130,38 @@ def attention_grid(images: torch.Tensor, attention: list[torch.Tensor], tokens: 
         out.paste(p, (0, y))
         y += p.height
     return out
+
+
+@torch.no_grad()
+def save_samples(G_ema, text_encoder, fixed, vocab, path: Path) -> None:
+    """One row per caption: every stage, then the last stage's per-word attention."""
+    dev = next(G_ema.parameters()).device
+    captions, cap_lens = fixed["captions"], fixed["cap_lens"]
+    T = int(cap_lens.max())
+    captions = captions[:, :T]
+    words, sent = text_encoder(captions.to(dev), cap_lens.to(dev))
+    images, attention, _, _ = G_ema(fixed["z"].to(dev), sent, words, (captions == 0).to(dev),
+                                    ca_noise=fixed["eps"].to(dev))
+    rows = []
+    size = images[-1].shape[-1]
+    for b in range(captions.shape[0]):
+        tokens = [vocab.id_to_word[int(i)] for i in captions[b, : int(cap_lens[b])]]
+        stage_tiles = [to_pil(img[b].cpu()).resize((size, size), Image.NEAREST) for img in images]
+        att = attention[-1][b].cpu() if attention else None
+        row = Image.new("RGB", (1, 1))
+        if att is not None:
+            row = word_attention_figure(images[-1][b].cpu(), att, tokens, top_k=5, size=size)
+        strip = caption_strip(" ".join(tokens), size * len(stage_tiles) + row.width)
+        body = max(size, row.height)  # the attention row carries its own word labels on top
+        canvas = Image.new("RGB", (strip.width, strip.height + body), (255, 255, 255))
+        canvas.paste(strip, (0, 0))
+        for i, t in enumerate(stage_tiles):
+            canvas.paste(t, (i * size, strip.height + body - size))
+        canvas.paste(row, (size * len(stage_tiles), strip.height))
+        rows.append(canvas)
+    out = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (255, 255, 255))
+    y = 0
+    for r in rows:
+        out.paste(r, (0, y))
+        y += r.height
+    save_png(out, path)

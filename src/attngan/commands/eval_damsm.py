@@ -19,19 +19,20 @@ def run(args) -> int:
     import json
     from dataclasses import replace
 
-    from attngan.data.dataset import TextImageDataset, make_loader
+    from attngan.data.dataset import make_loader, open_split
     from attngan.errors import AttnGANError, check_seed
 
     check_seed(args.seed, "--seed")
     if args.max_items < 0:
         raise AttnGANError(f"--max-items must be 0 (all) or more, got {args.max_items}")
-    from attngan.training.damsm_loop import encode_split, load_damsm, retrieval_metrics
-    from attngan.training.distributed import resolve_device
+    from attngan.io import load_damsm
+    from attngan.training.damsm_loop import encode_split, retrieval_metrics
+    from attngan.perf import resolve_device
 
     dev = resolve_device(args.device)
     cfg, vocab, te, ie = load_damsm(args.damsm, dev)
-    ds = TextImageDataset(args.data, args.split, replace(cfg.data, words_num=cfg.damsm.words_num), vocab,
-                          image_sizes=[cfg.damsm.image_size], train=False)
+    ds = open_split(args.data, args.split, replace(cfg.data, words_num=cfg.damsm.words_num), vocab,
+                    image_sizes=[cfg.damsm.image_size], train=False)
     loader = make_loader(ds, 50, shuffle=False, workers=cfg.data.workers, drop_last=False, seed=args.seed)
     img, sent, classes = encode_split(te, ie, loader, dev, args.max_items or None)
     out = retrieval_metrics(img, sent, classes, seed=args.seed)

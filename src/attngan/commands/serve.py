@@ -17,6 +17,10 @@ def add_arguments(p) -> None:
                         "one request's own samples always run together)")
     p.add_argument("--queue", type=int, default=64,
                    help="most requests waiting; beyond it the server answers 503 with Retry-After")
+    p.add_argument("--captioner", default=None,
+                   help="captioner folder or bundled name shown under each image as \"I think it's ...\" "
+                        "(default: the bundled synthbirds-captioner when installed)")
+    p.add_argument("--no-captioner", action="store_true", help="no captions under the images")
     p.add_argument("--batch-wait-ms", type=float, default=5.0,
                    help="how long a batch waits for more requests to join it (default: 5)")
 
@@ -84,8 +88,14 @@ def run(args) -> int:
     sock = _listen(args.host, args.port)
     try:
         pipe = AttnGANPipeline.from_pretrained(args.model, device=args.device)
+        captioner = None
+        if not args.no_captioner:
+            from attngan.captioner import Captioner, bundled_captioner_names
+
+            if args.captioner is not None or bundled_captioner_names():
+                captioner = Captioner.from_pretrained(args.captioner, device=args.device)
         app = create_app(pipe, max_batch=args.max_batch, queue_size=args.queue,
-                         batch_wait_ms=args.batch_wait_ms)
+                         batch_wait_ms=args.batch_wait_ms, captioner=captioner)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         print(f"attngan serve: model '{pipe.config.name}' on {pipe.device}; "

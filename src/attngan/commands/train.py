@@ -10,7 +10,9 @@ def add_arguments(p) -> None:
     from attngan.commands._common import add_config_arguments
 
     add_config_arguments(p)
-    p.add_argument("--data", required=True, help="data folder in the AttnGAN CUB/COCO layout")
+    p.add_argument("--data", required=True,
+                   help="data: a CUB/COCO folder, an image folder with metadata.jsonl/.csv, or "
+                        "WebDataset shards ('shards/train-{000000..000009}.tar' or their folder)")
     p.add_argument("--damsm", required=True, help="DAMSM run folder (best/ is used), snapshot folder, or model folder / bundled model name (its encoders)")
     p.add_argument("--out", required=True, help="run folder: model/ (inference), state.pt, log.jsonl, samples/")
     p.add_argument("--resume", action="store_true",
@@ -43,7 +45,7 @@ def run(args) -> int:
     if args.resume and not (Path(args.out) / "state.pt").is_file():
         raise AttnGANError(f"--resume: no training state in {args.out}")
     from attngan.commands._common import parse_overrides
-    from attngan.training.damsm_loop import read_damsm_config, with_damsm_sections
+    from attngan.io import read_damsm_config, with_damsm_sections
 
     # The encoders fix the text and DAMSM sections: resolved here, so what is printed is what runs.
     cfg = with_damsm_sections(cfg, read_damsm_config(args.damsm), parse_overrides(args.overrides))

@@ -24,7 +24,7 @@ from PIL import Image
 
 from attngan.data.layout import DataWarning, ImageList, load_cropped, read_image_list
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes, publish_mode
+from attngan.fileio import atomic_write, atomic_write_bytes
 
 CACHE_VERSION = 1
 # What PIL raises for unreadable, truncated or absurd images.
@@ -145,12 +145,11 @@ def write_cache(images: ImageList, cache_dir: Path, split: str, stored: int, fp:
     index_name = f"{split}_{stored}.{token}.index.npy"
     index = np.zeros((len(images.keys), 3), dtype=np.int64)
     bad: dict[str, str] = {}
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{data_name}.", suffix=".tmp")
-    try:
+    def fill(tmp: Path) -> None:
         loader = torch.utils.data.DataLoader(_Decode(images, stored), batch_size=None,
                                              num_workers=workers, collate_fn=_identity)
         offset = 0
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             for i, arr, reason in tqdm(loader, total=len(images.keys), unit="img",
                                        desc=f"caching {split} images at {stored}px", leave=False):
                 if arr is None:
@@ -159,14 +158,8 @@ def write_cache(images: ImageList, cache_dir: Path, split: str, stored: int, fp:
                 f.write(np.ascontiguousarray(arr).tobytes())
                 index[i] = (offset, arr.shape[0], arr.shape[1])
                 offset += arr.size
-        publish_mode(tmp)
-        os.replace(tmp, cache_dir / data_name)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    atomic_write(cache_dir / data_name, fill)
     buf = tempfile.SpooledTemporaryFile()
     np.save(buf, index)
     buf.seek(0)

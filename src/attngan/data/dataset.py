@@ -1,6 +1,8 @@
-"""TextImageDataset: (multi-scale image, caption) pairs from the original AttnGAN layout.
+"""TextImageDataset: (multi-scale image, caption) pairs from the original AttnGAN layout, or from
+an image folder with a metadata file (attngan.data.imagefolder); shards stream through
+attngan.data.shards.ShardDataset, which shares the crop and caption code below.
 
-Per item, as the original `TextDataset` (shared/reference/original-attngan-facts.md, section 8):
+Per item, as the original `TextDataset` (the original code, datasets.py):
 one caption of the image's `captions_per_image`, the bird bbox crop, shorter side resized to
 int(S * 76 / 64), one random S x S crop + horizontal flip, and every smaller stage image downscaled
 from that same crop; [-1, 1] tensors. Decoding happens in DataLoader workers; `cfg.cache` reads
@@ -13,22 +15,24 @@ import os
 import random
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from attngan.config import DataConfig
 from attngan.data.cache import IMAGE_ERRORS, ImageCache, open_or_build, stored_size
 from attngan.data.layout import (
-    DataWarning, preview_list, check_dataset, check_split, load_cropped, read_class_ids,
-    read_image_list, read_split_captions,
+    DataWarning, preview_list, check_split, detect_layout, load_cropped,
+    read_class_ids, read_image_list, read_split_captions,
 )
 from attngan.errors import AttnGANError
-from attngan.text import Vocabulary, load_vocab, tokenize
+from attngan.data.items import multi_scale_crops, pad_caption
+from attngan.data.vocab import load_vocab
+from attngan.text import Vocabulary, tokenize
 
 __all__ = ["DataWarning", "TextImageDataset", "collate_sorted", "load_vocab", "make_loader"]
 
@@ -51,7 +55,17 @@ class TextImageDataset(Dataset):
     ):
         self.root = Path(root)
         self.split = check_split(split)
-        self.dataset = check_dataset(cfg.dataset)
+        self.dataset = detect_layout(self.root, cfg.dataset)
+        self._pad_quietly = False
+        if self.dataset == "imagefolder":
+            # New data has any number of captions per image: every image offers as many as the
+            # most-captioned one, an image with fewer repeating its own in turn.
+            from attngan.data.imagefolder import read_imagefolder
+
+            records = read_imagefolder(self.root).split(split)
+            most = max((len(r.captions) for r in records), default=1)
+            cfg = replace(cfg, captions_per_image=most, short_captions="pad")
+            self._pad_quietly = True
         self.cfg = cfg
         self.vocab = vocab
         self.train = train
@@ -145,6 +159,13 @@ class TextImageDataset(Dataset):
                 else:
                     caps = None
             out.append(caps)
+        if self._pad_quietly:
+            lost = [k for k, c in zip(keys, out) if c is None]
+            if lost:
+                warnings.warn(f"{len(lost)} {self.split} images of {self.root} have no caption with "
+                              f"a word of the vocabulary and were dropped: {preview_list(lost)}",
+                              DataWarning, stacklevel=3)
+            short = []  # the repeats are how new data is read, not a defect
         if short:
             dropped = sum(c is None for c in out)
             action = (f"dropped those {dropped} images" if self.cfg.short_captions == "skip" else
@@ -176,16 +197,8 @@ class TextImageDataset(Dataset):
         on every call when training, fixed per (i, k) otherwise so evaluation repeats.
         """
         ids = self._ids(i, k)
-        t = self.cfg.words_num
-        if len(ids) > t:
-            if self.train:
-                pos = torch.randperm(len(ids), generator=self._generator())[:t].sort().values.numpy()
-            else:
-                pos = np.sort(np.random.default_rng([i, k]).choice(len(ids), t, replace=False))
-            ids = ids[pos]
-        out = torch.zeros(t, dtype=torch.long)
-        out[:len(ids)] = torch.from_numpy(ids.astype(np.int64))
-        return out, len(ids)
+        gen = self._generator() if self.train and len(ids) > self.cfg.words_num else None
+        return pad_caption(ids, self.cfg.words_num, self.train, gen, (i, k))
 
     def all_captions(self, split: str | None = None) -> Iterator[tuple[int, int, list[int]]]:
         """(item, k, word ids) for every caption of this dataset's split (R-precision, retrieval)."""
@@ -217,27 +230,8 @@ class TextImageDataset(Dataset):
         return load_cropped(self._paths[i], self._bboxes[i], self.load_size)
 
     def _crops(self, full: np.ndarray) -> list[torch.Tensor]:
-        size = max(self.image_sizes)
-        h, w = full.shape[:2]
-        if self.train:
-            g = self._generator()
-            top = int(torch.randint(0, h - size + 1, (), generator=g))
-            left = int(torch.randint(0, w - size + 1, (), generator=g))
-            flip = bool(torch.rand((), generator=g) < 0.5)
-        else:  # center crop, as torchvision's CenterCrop
-            top, left, flip = int(round((h - size) / 2)), int(round((w - size) / 2)), False
-        crop = full[top:top + size, left:left + size]
-        if flip:
-            crop = crop[:, ::-1]
-        crop = np.ascontiguousarray(crop)
-        out = []
-        for s in self.image_sizes:
-            arr = crop if s == size else np.array(Image.fromarray(crop).resize((s, s), Image.BILINEAR))
-            if not arr.flags.writeable:  # a view of the read-only cache
-                arr = arr.copy()
-            # ToTensor then Normalize(0.5, 0.5): x / 127.5 - 1.
-            out.append(torch.from_numpy(arr).permute(2, 0, 1).float().contiguous().div_(127.5).sub_(1.0))
-        return out
+        return multi_scale_crops(full, self.image_sizes, self.train,
+                                 self._generator() if self.train else None)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -371,3 +365,36 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, 
     )
     loader.seed = seed
     return loader
+
+
+def open_split(data: str | os.PathLike, split: str, cfg: DataConfig, vocab: Vocabulary,
+               image_sizes: list[int] | None = None, train: bool = True, **kwargs):
+    """The dataset of a split of any source: a folder (CUB, COCO, image folder) as a
+    TextImageDataset; shards streamed for training (ShardDataset), extracted to a local image
+    folder for everything that indexes its items (validation, evaluation)."""
+    from attngan.data.shards import ShardDataset, is_shard_source, materialize_split
+
+    if is_shard_source(data):
+        if split == "train" and train:
+            return ShardDataset(data, split, cfg, vocab, image_sizes, train=True)
+        data = materialize_split(data, split)
+    return TextImageDataset(data, split, cfg, vocab, image_sizes, train, **kwargs)
+
+
+def make_train_loader(dataset, batch_size: int, *, seed: int, loader_seed: int, rank: int,
+                      world: int, workers: int):
+    """(loader, position) for a training split: `position.set_position(epoch, batch)` starts an
+    epoch. Folder data: a seeded per-epoch permutation sharded by rank (exact resume); shards:
+    the stream's own per-rank/per-worker split, with as many batches on every rank."""
+    from attngan.data.sampler import EpochSampler
+
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        dataset.configure(rank, world, batch_size, seed)
+        loader = make_loader(dataset, batch_size, shuffle=False, workers=workers, drop_last=True,
+                             seed=loader_seed)
+        return loader, dataset
+    sampler = EpochSampler(len(dataset), batch_size, seed, rank, world,
+                           dataset=dataset if workers == 0 else None)
+    loader = make_loader(dataset, batch_size, shuffle=False, workers=workers, drop_last=True,
+                         seed=loader_seed, sampler=sampler)
+    return loader, sampler

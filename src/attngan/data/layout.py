@@ -7,6 +7,8 @@ birds (CUB-200-2011 and SynthBirds), under `root`:
 coco, under `root`:
     images/<key>.jpg (or train2014/, val2014/ as downloaded), text/<key>.txt,
     train|test/filenames.pickle, or annotations/captions_{train,val}2014.json instead.
+imagefolder (any data), under `root`: images in any subfolders and metadata.jsonl or metadata.csv
+    (attngan.data.imagefolder); detected whatever data.dataset says.
 """
 
 from __future__ import annotations
@@ -37,9 +39,22 @@ class DataWarning(UserWarning):
 
 
 def check_dataset(dataset: str) -> str:
-    if dataset not in DATASETS:
+    if dataset not in DATASETS and dataset != "imagefolder":
         raise AttnGANError(f"unknown dataset layout '{dataset}'; choose one of {', '.join(DATASETS)}")
     return dataset
+
+
+def detect_layout(root: str | os.PathLike, dataset: str) -> str:
+    """'imagefolder' for a folder with a metadata file, else the configured layout (birds, coco)."""
+    from attngan.data.imagefolder import is_imagefolder
+
+    return "imagefolder" if is_imagefolder(root) else check_dataset(dataset)
+
+
+def _imagefolder_split(root: Path, split: str):
+    from attngan.data.imagefolder import read_imagefolder
+
+    return read_imagefolder(root).split(split)
 
 
 def check_split(split: str) -> str:
@@ -107,6 +122,9 @@ def read_class_ids(root: Path, split: str, dataset: str, keys: list[str]) -> np.
     Same-class pairs are masked out of the DAMSM losses. The original falls back to one class per
     image; CUB keys name their class (`002.Laysan_Albatross/...` -> 2), so we use that for birds.
     """
+    if dataset == "imagefolder" or detect_layout(root, dataset) == "imagefolder":
+        by_key = {r.key: r.class_id for r in _imagefolder_split(Path(root), split)}
+        return np.asarray([by_key[k] for k in keys], dtype=np.int64)
     path = root / split / "class_info.pickle"
     if path.is_file():
         ids = load_plain_pickle(path)
@@ -154,6 +172,13 @@ def read_image_list(root: Path, split: str, dataset: str) -> ImageList:
     check_dataset(dataset)
     if not root.is_dir():
         raise AttnGANError(f"dataset folder not found: {root}")
+    if detect_layout(root, dataset) == "imagefolder":
+        records = _imagefolder_split(root, split)
+        if not records:
+            raise AttnGANError(f"the {split} split under {root} lists no images (its metadata file "
+                               "gives every image the other split)")
+        return ImageList([r.key for r in records], [r.path for r in records],
+                         [r.bbox for r in records])
     if (root / split / "filenames.pickle").is_file() or dataset == "birds":
         keys = read_filenames(root, split)
     else:
@@ -267,6 +292,13 @@ def read_split_captions(root: Path, split: str, keys: list[str], dataset: str,
                         captions_per_image: int | None = None) -> SplitCaptions:
     """Captions of `keys`: text/<key>.txt; else COCO json; else the original captions.pickle."""
     root = Path(root)
+    if detect_layout(root, dataset) == "imagefolder":
+        by_key = {r.key: r.captions for r in _imagefolder_split(root, split)}
+        missing = [k for k in keys if k not in by_key]
+        if missing:
+            raise AttnGANError(f"{len(missing)} {split} keys are not in the metadata file of "
+                               f"{root}: {preview_list(missing)}")
+        return SplitCaptions([list(by_key[k]) for k in keys], None)
     if (root / "text").is_dir():
         lines, non_utf8 = [], []
         for key in keys:
@@ -333,3 +365,25 @@ def build_coco_text(root: str | os.PathLike) -> dict[str, int]:
         atomic_write_bytes(root / split / "filenames.pickle", pickle.dumps(sorted(by_key), protocol=2))
         counts[split] = len(by_key)
     return counts
+
+
+def raw_caption_lines(ds) -> list[list[str]] | None:
+    """The caption lines of each dataset item as written (punctuation kept), or None.
+
+    The word ids the model reads have lost the commas, and a comma is what separates
+    "a bill that is short, black wings" from "a bill that is short black wings": the binding
+    metric parses the text as written. Lines are filtered as the dataset filters them.
+    """
+    from attngan.text import tokenize
+
+    try:
+        source = read_split_captions(ds.root, ds.split, ds.keys, ds.dataset, ds.cfg.captions_per_image)
+    except AttnGANError:
+        return None
+    if source.lines is None:
+        return None
+    out = []
+    for lines in source.lines:
+        kept = [ln.strip() for ln in lines if ds.vocab.encode_tokens(tokenize(ln))[0]]
+        out.append(kept[: ds.cfg.captions_per_image])
+    return out

@@ -39,13 +39,17 @@ def evaluate(model_dir: str | Path | None = None, data_dir: str | Path | None = 
     opts = EvalOptions(metrics=metrics, strict=False, **{k: str(v) if isinstance(v, Path) else v
                                                         for k, v in options.items()})
     report = run(data_dir, opts, model_dir=model_dir, images_dir=images_dir)
-    rows = []
-    for name, r in report["results"].items():
-        row = {"metric": REGISTRY[name].title, "name": name, **r}
-        if r.get("void"):
-            row["value"] = None
-        rows.append(row)
+    rows = report_rows(report)
     for name, note in report["skipped"].items():
         rows.append({"metric": REGISTRY[name].title, "name": name, "value": None, "std": None,
                      "protocol": note, "n": 0})
     return rows
+
+
+def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """An `attngan eval` report's results as rows {"metric" (title), "name", **result}; a void
+    result (e.g. an oracle below its accuracy bar) has value None."""
+    from attngan.metrics.registry import REGISTRY
+
+    return [{"metric": REGISTRY[name].title, "name": name, **r, **({"value": None} if r.get("void") else {})}
+            for name, r in report["results"].items()]

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attngan.errors import AttnGANError
-from attngan.fileio import publish_mode
+from attngan.data.layout import raw_caption_lines
 from attngan.metrics.extractors import (
     DamsmStream,
     OracleStream,
@@ -40,7 +40,8 @@ REPORT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # `sharpness` runs only when named: it is a diagnostic of the stages, not one of the published
 # comparisons (and it would otherwise run on every call, since it needs no weights).
-DEFAULT_METRICS = ("is", "fid", "fid_legacy", "kid", "r_precision", "binding", "localisation", "fid_oracle")
+DEFAULT_METRICS = ("is", "fid", "fid_legacy", "kid", "r_precision", "binding", "localisation", "fid_oracle",
+                   "roundtrip")
 
 
 @dataclass
@@ -56,11 +57,16 @@ class EvalOptions:
     is_classifier: str | None = None     # an Inception-v3 state dict (N classes) or an oracle folder
     eval_damsm: str | None = None        # a DAMSM run folder for R-precision / localisation
     oracle: str | None = None            # an oracle folder (attngan train-oracle)
+    captioner: str | None = None         # a captioner folder or bundled name (attngan train-captioner)
     cache_dir: str | None = None         # real-image features; default <data>/cache/metrics
     split: str = "test"
     real_images: int | None = None       # cap on the real images behind the statistics
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    is_shuffle_seed: int | None = None   # IS: shuffle before the splits (torch-fidelity: 2020); None: improved-gan
+    fid_resize: str = "pytorch-fid"      # fid/kid: "pytorch-fid" or "tf1" (torch-fidelity's TF1 resize)
+    real_transform: str = "center"       # real images: "center" crop, or "original" (train crop + flip, seeded)
+    rp_protocol: str = "dmgan"           # R-precision sampling: "dmgan" or "set" (metrics/r_precision.py)
     progress: bool = True
     strict: bool = True                  # a requested metric without its inputs is an error (else skipped)
 
@@ -76,6 +82,9 @@ class ScoredBatch:
     # Every stage's images, smallest first, unquantised (None: `images` is the only one). Only
     # streams with `reads_stages` look at them; `images` is always the top stage.
     stages: list[torch.Tensor] | None = None
+    # The word ids and lengths G was conditioned on (generated images only).
+    caption_ids: torch.Tensor | None = None
+    caption_lens: torch.Tensor | None = None
 
 
 class GeneratedImages:
@@ -101,7 +110,7 @@ class GeneratedImages:
         # The DCGAN variant draws one image, at the top stage's size.
         self.stage_ids = [data.branch_num - 1] if gan.dcgan else list(range(data.branch_num))
         self.stage_sizes = [data.base_size * 2 ** i for i in self.stage_ids]
-        self.raw_lines = _raw_caption_lines(dataset)
+        self.raw_lines = raw_caption_lines(dataset)
         self.description = (f"{num_images} samples of {len(dataset)} {dataset.split} images x "
                             f"{cpi} captions (cycled), seed {seed}")
 
@@ -123,30 +132,7 @@ class GeneratedImages:
             out = self.pipe.generate_from_ids(torch.stack(caps), torch.tensor(lens), noise=self.z[s:e],
                                               ca_noise=self.eps[s:e])
             yield ScoredBatch(quantize(out.images[-1]), texts, full, self.ds.class_ids[self.items[s:e]],
-                              stages=out.images)
-
-
-def _raw_caption_lines(ds) -> list[list[str]] | None:
-    """The caption lines of each dataset item as written (punctuation kept), or None.
-
-    The word ids the model reads have lost the commas, and a comma is what separates
-    "a bill that is short, black wings" from "a bill that is short black wings": the binding
-    metric parses the text as written. Lines are filtered as the dataset filters them.
-    """
-    from attngan.data.layout import read_split_captions
-    from attngan.text import tokenize
-
-    try:
-        source = read_split_captions(ds.root, ds.split, ds.keys, ds.dataset, ds.cfg.captions_per_image)
-    except AttnGANError:
-        return None
-    if source.lines is None:
-        return None
-    out = []
-    for lines in source.lines:
-        kept = [ln.strip() for ln in lines if ds.vocab.encode_tokens(tokenize(ln))[0]]
-        out.append(kept[: ds.cfg.captions_per_image])
-    return out
+                              stages=out.images, caption_ids=torch.stack(caps), caption_lens=torch.tensor(lens))
 
 
 class FolderImages:
@@ -165,6 +151,8 @@ class FolderImages:
             raise AttnGANError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
         self.files = files[:num_images] if num_images else files
         self.batch = batch
+        # True when captions.json gives the data set's class ids (not stand-ins made from the text).
+        self.class_ids_given = False
         self.captions, self.class_ids = self._read_captions()
         from PIL import Image
 
@@ -200,6 +188,7 @@ class FolderImages:
         if any(not c.strip() for c in captions):
             raise AttnGANError(f"{path} has an empty caption")
         if all(c is not None for c in classes):
+            self.class_ids_given = True
             return captions, np.asarray(classes, dtype=np.int64)
         # No classes: captions with the same text stand for one class, so a duplicate caption is
         # never taken as a negative for its twin.
@@ -248,6 +237,7 @@ class EvalContext:
     captions: list[str] = field(default_factory=list)          # as the images were generated from
     full_captions: list[str] = field(default_factory=list)
     class_ids: np.ndarray | None = None
+    class_ids_given: bool = True                               # the data set's classes (not stand-ins)
     oracle: Any = None
     damsm: DamsmStream | None = None
     damsm_gamma1: float = 4.0
@@ -266,14 +256,21 @@ class EvalContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def real_dataset(self, size: int | list[int]):
+    def real_dataset(self, size: int | list[int], center: bool = False):
         """The split's real images as the data loader makes them, at one size or (a list) at
-        every stage size: a centre crop at the largest, the smaller ones downscaled from it."""
+        every stage size: a centre crop at the largest (or, with --real-transform original and
+        not `center`, the train crop), the smaller ones downscaled from it."""
         from attngan.data.dataset import TextImageDataset
 
         sizes = [size] if isinstance(size, int) else list(size)
-        return TextImageDataset(self.data_root, self.options.split, self.data_cfg, self.vocab,
-                                image_sizes=sizes, train=False)
+        # "original": the test split through the train transform (random crop + flip), as the
+        # original's evaluation loader; seeded so that the statistics repeat.
+        original = self.options.real_transform == "original" and not center
+        ds = TextImageDataset(self.data_root, self.options.split, self.data_cfg, self.vocab,
+                              image_sizes=sizes, train=original)
+        if original:
+            ds.reseed(self.options.seed)
+        return ds
 
     def real_features(self, stream_name: str, sizes: list[int] | None = None) -> dict[str, np.ndarray]:
         """Features of the real split images at the scored image size, cached on disk.
@@ -295,6 +292,9 @@ class EvalContext:
             "image_size": self.image_size, "stream": stream_name, "weights": stream.digest,
             "dataset": self.data_cfg.dataset, "max_images": self.options.real_images,
         }
+        if self.options.real_transform != "center":
+            # Only added when not the default, so centre-crop statistics keep their cache files.
+            key["real_transform"] = [self.options.real_transform, self.options.seed]
         px = f"{self.image_size}px"
         if sizes is not None:
             # Only added when given, so the single-size streams keep their cache files.
@@ -319,7 +319,8 @@ class EvalContext:
         ds = self.real_dataset(self.image_size if sizes is None else sizes)
         if self.options.real_images:
             ds = torch.utils.data.Subset(ds, range(min(self.options.real_images, len(ds))))
-        loader = make_loader(ds, self.options.batch, shuffle=False, workers=0, drop_last=False, seed=0)
+        # The seed draws the crops and flips of --real-transform original (centre crops ignore it).
+        loader = make_loader(ds, self.options.batch, shuffle=False, workers=0, drop_last=False, seed=self.options.seed)
         parts: dict[str, list[np.ndarray]] = {}
         for batch in tqdm(loader, desc=f"real {self.options.split} images ({stream.name})",
                           disable=not self.options.progress, leave=False):
@@ -327,6 +328,19 @@ class EvalContext:
             for k, v in stream(images, None).items():
                 parts.setdefault(k, []).append(v)
         return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def caption_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sentence codes of every caption of the split and their images' classes: the pool
+        DM-GAN's R-precision draws mismatched captions from (`get_mis_caption`)."""
+        from attngan.data.dataset import TextImageDataset
+
+        if "caption_pool" not in self._real:
+            ds = TextImageDataset(self.data_root, self.options.split, self.data_cfg, self.vocab,
+                                  image_sizes=[self.image_size], train=False)
+            emb, cls = self.damsm.encode_pool(ds, self.options.batch * 8)
+            self._real["caption_pool"] = {"emb": emb, "cls": cls}
+        pool = self._real["caption_pool"]
+        return pool["emb"], pool["cls"]
 
     def real_localisation(self) -> tuple[dict[str, dict[str, float]], int]:
         """DAMSM part-word attention vs SynthBirds part masks on real split images."""
@@ -336,7 +350,7 @@ class EvalContext:
 
         damsm = self.damsm
         size = damsm.image_encoder.image_size
-        ds = self.real_dataset(size)
+        ds = self.real_dataset(size, center=True)   # the part masks are of the centre crop
         n = min(self.options.num_images, len(ds))
         masks_for = load_part_masks(self.data_root, self.options.split, size)
         sums: dict[str, list[float]] = {}
@@ -361,27 +375,22 @@ class EvalContext:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import os
-    import tempfile
+    from attngan.fileio import atomic_write
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        publish_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append ".npz"
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
 
 
 # Which metrics can run.
 
 def _missing_input(name: str, o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool) -> str | None:
     """Why metric `name` cannot run with these inputs, or None."""
-    if name == "is" and not (o.is_classifier or o.inception or o.oracle):
-        return ("needs --is-classifier FILE|ORACLE_DIR, --inception FILE (torchvision inception_v3_google-*.pth) "
-                "or --oracle DIR (SynthBirds)")
+    if name == "is" and not (o.is_classifier or o.fid_inception or o.oracle):
+        return ("needs --is-classifier FILE|ORACLE_DIR, --fid-inception FILE (pt_inception-2015-12-05, "
+                "improved-gan's network) or --oracle DIR (SynthBirds)")
     if name in ("fid", "kid") and not o.fid_inception:
         return "needs --fid-inception FILE (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)"
     if name == "fid_legacy" and not o.inception:
@@ -392,6 +401,12 @@ def _missing_input(name: str, o: EvalOptions, has_damsm: bool, has_captions: boo
         return "needs the images' captions: a captions.json {file name: caption} in the --images folder"
     if name in ("binding", "fid_oracle") and not o.oracle:
         return "needs --oracle DIR (train one with `attngan train-oracle`)"
+    if name == "roundtrip" and not o.captioner:
+        return "needs --captioner DIR|NAME (attngan train-captioner; the bundled one: synthbirds-captioner)"
+    if name == "roundtrip" and not has_captions:
+        return "needs the images' captions: a captions.json {file name: caption} in the --images folder"
+    if name == "roundtrip" and not synth:
+        return "needs SynthBirds data (synth_birds.json in --data): it parses the SynthBirds caption grammar"
     if name == "localisation" and not synth:
         return "needs SynthBirds data with part masks (synth_birds.json in --data)"
     return None
@@ -424,8 +439,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions, model_dir: str | Path |
              images_dir: str | Path | None = None) -> dict[str, Any]:
     """Score a model's samples (model_dir) or a folder of images (images_dir); returns the report."""
     from attngan.config import DataConfig
-    from attngan.text import load_vocab
-    from attngan.training.distributed import resolve_device
+    from attngan.data.vocab import load_vocab
+    from attngan.perf import resolve_device
 
     o = options
     t_start = time.perf_counter()
@@ -433,7 +448,16 @@ def evaluate(data_dir: str | Path, options: EvalOptions, model_dir: str | Path |
         raise AttnGANError("give --model MODEL_DIR (to generate) or --images DIR (to score a folder)")
     if o.num_images < 1 or o.batch < 1 or o.splits < 1:
         raise AttnGANError("--num-images, --batch and --splits must be at least 1")
-    root = Path(data_dir)
+    for flag, value, allowed in (("--fid-resize", o.fid_resize, ("pytorch-fid", "tf1")),
+                                 ("--real-transform", o.real_transform, ("center", "original")),
+                                 ("--rp-protocol", o.rp_protocol, ("dmgan", "set"))):
+        if value not in allowed:
+            raise AttnGANError(f"{flag} must be one of {', '.join(allowed)}, got '{value}'")
+    if o.is_shuffle_seed is not None and not 0 <= o.is_shuffle_seed < 2 ** 32:
+        raise AttnGANError(f"--is-shuffle-seed must be in [0, 2**32), got {o.is_shuffle_seed}")
+    from attngan.data.shards import materialize_split
+
+    root = materialize_split(data_dir, o.split)  # shards: their split as a local image folder
     if not root.is_dir():
         raise AttnGANError(f"data folder not found: {root}")
     device = resolve_device(o.device)
@@ -467,7 +491,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions, model_dir: str | Path |
 
     ctx = EvalContext(options=o, device=device, data_root=root, data_cfg=data_cfg, vocab=vocab,
                       image_size=source.image_size, stage_ids=list(source.stage_ids),
-                      stage_sizes=list(source.stage_sizes), class_ids=None)
+                      stage_sizes=list(source.stage_sizes), class_ids=None,
+                      class_ids_given=getattr(source, "class_ids_given", True))
     _build_streams(ctx, metrics, pipe)
 
     # One pass over the images feeds every stream.
@@ -483,7 +508,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions, model_dir: str | Path |
             for s in gen_streams:
                 # Every other stream reads the top stage only.
                 x = (batch.stages or [batch.images]) if getattr(s, "reads_stages", False) else batch.images
-                for k, v in s(x, batch.captions).items():
+                out = s.from_batch(batch) if getattr(s, "reads_batch", False) else s(x, batch.captions)
+                for k, v in out.items():
                     parts[s.name].setdefault(k, []).append(v)
             if batch.captions is not None:
                 ctx.captions.extend(batch.captions)
@@ -533,13 +559,14 @@ def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe) -> None:
         ctx.streams["sharpness"] = SharpnessStream(device)
         ctx.descriptions["sharpness"] = "luminance DCT-II top-octave energy share, every stage"
     if "fid_inception" in needed:
-        ctx.streams["fid_inception"] = fid_stream(o.fid_inception, device)
-        ctx.descriptions["fid_inception"] = f"FID Inception {Path(o.fid_inception).name}"
-    if "tv_inception_ac" in needed:
-        ctx.streams["tv_inception_ac"] = legacy_fid_stream(o.inception, device)
-        ctx.descriptions["tv_inception_ac"] = f"torchvision Inception-v3 {Path(o.inception).name}, align_corners=True"
+        ctx.streams["fid_inception"] = fid_stream(o.fid_inception, device, resize=o.fid_resize)
+        ctx.descriptions["fid_inception"] = f"FID Inception {Path(o.fid_inception).name}, {o.fid_resize} resize"
+    if "tv_inception_dmgan" in needed:
+        ctx.streams["tv_inception_dmgan"] = legacy_fid_stream(o.inception, device)
+        ctx.descriptions["tv_inception_dmgan"] = (f"torchvision Inception-v3 {Path(o.inception).name}, DM-GAN "
+                                                  "eval/FID input (PIL bilinear 299, [0, 1], transform_input)")
     if "is_probs" in needed:
-        path = o.is_classifier or o.inception or o.oracle
+        path = o.is_classifier or o.oracle or o.fid_inception
         stream, what = classifier_stream(path, device)
         ctx.streams["is_probs"] = stream
         ctx.descriptions["is_probs"] = f"{what}: {Path(path).name}"
@@ -549,9 +576,19 @@ def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe) -> None:
         ctx.oracle = load_oracle(o.oracle, device)
         ctx.streams["oracle"] = OracleStream(ctx.oracle, device)
         ctx.descriptions["oracle"] = f"SynthBirds oracle {Path(o.oracle).name} (valid={ctx.oracle.cfg.valid})"
+    if "captioner" in needed:
+        from attngan.captioner import Captioner
+        from attngan.metrics.roundtrip import CaptionerStream
+
+        captioner = Captioner.from_pretrained(o.captioner, device=str(device))
+        ctx.streams["captioner"] = CaptionerStream(captioner)
+        c = captioner.config
+        ctx.descriptions["captioner"] = (f"captioner {o.captioner} ({c.name}, beam {c.beam_size}"
+                                         + (f", must mention {c.mention}" if c.mention else "")
+                                         + "), trained on real images only")
     if "damsm" in needed or any(m.name == "localisation" for m in metrics):
         if o.eval_damsm:
-            from attngan.training.damsm_loop import load_damsm
+            from attngan.io import load_damsm
 
             cfg, vocab, text_enc, img_enc = load_damsm(o.eval_damsm, device)
             what = f"evaluation DAMSM {o.eval_damsm}"
@@ -560,7 +597,8 @@ def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe) -> None:
             cfg, vocab, text_enc, img_enc = pipe.config, pipe.vocab, pipe.text_encoder, pipe.image_encoder
             what = "the model's own DAMSM (the encoders G was trained against: optimistic)"
             digest = "model"
-        ctx.damsm = DamsmStream(text_enc, img_enc, vocab, cfg.damsm.words_num, device, digest)
+        ctx.damsm = DamsmStream(text_enc, img_enc, vocab, cfg.damsm.words_num, device, digest,
+                                protocol=o.rp_protocol, own=not o.eval_damsm)
         ctx.damsm_gamma1 = cfg.damsm.gamma1
         ctx.streams["damsm"] = ctx.damsm
         ctx.descriptions["damsm"] = what
@@ -602,7 +640,9 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {REGISTRY[name].title} (`{name}`) | n/a | {note} | 0 |")
     details = []
     for name, r in report["results"].items():
-        if "per_attribute" in r:
+        if "real_ceiling" in r:
+            details.append(_roundtrip_details(name, r))
+        elif "per_attribute" in r:
             per = ", ".join(f"{p} {_num(v)}%" for p, v in r["per_attribute"].items())
             details.append(f"- `{name}`: per attribute {per}; swap rate {_num(r.get('swap_rate'))}% "
                            f"of {r.get('swap_pairs')} pairs" + (" — **void**: oracle below 97%" if r.get("void") else ""))
@@ -624,6 +664,18 @@ def format_markdown(report: dict[str, Any]) -> str:
     if report.get("streams"):
         lines += ["", "Extractors: " + "; ".join(f"{k}: {v}" for k, v in report["streams"].items())]
     return "\n".join(lines) + "\n"
+
+
+def _roundtrip_details(name: str, r: dict[str, Any]) -> str:
+    def per(d: dict[str, Any]) -> str:
+        return ", ".join(f"{p} {_num(v)}%" for p, v in d.items())
+
+    ceil, chance = r["real_ceiling"], r["real_shuffled"]
+    return (f"- `{name}`: generated images: per attribute {per(r['per_attribute'])}; every attribute back "
+            f"{_num(r.get('all_back'))}%; BLEU-4 {_num(r.get('bleu4'))}, CIDEr-D {_num(r.get('cider_d'))} vs "
+            f"the prompts. Ceiling (real test images, own captions, {ceil['images']} images): "
+            f"{_num(ceil['recall'])}% ({per(ceil['per_attribute'])}); BLEU-4 {_num(ceil['bleu4'])}, "
+            f"CIDEr-D {_num(ceil['cider_d'])}. Chance (another image's captions): {_num(chance['recall'])}%")
 
 
 def _num(v: Any) -> str:

@@ -156,7 +156,7 @@ def _oracle_config(meta: dict[str, Any], path: Path) -> OracleConfig:
 def load_oracle(path: str | Path, device: torch.device | str = "cpu") -> AttributeOracle:
     from attngan.fileio import read_json_object
     from attngan.metrics.inception_fid import weights_digest
-    from attngan.training.checkpoint import load_safetensors, load_state
+    from attngan.io import load_safetensors, load_state
 
     folder = Path(path)
     cfg_path, w_path = folder / "config.json", folder / WEIGHTS_FILE
@@ -318,7 +318,7 @@ def train_oracle(
     from tqdm.auto import tqdm
 
     from attngan.data.synth_captions import COLOURS
-    from attngan.training.distributed import resolve_device
+    from attngan.perf import resolve_device
 
     t_start = time.perf_counter()
     dev = resolve_device(device)

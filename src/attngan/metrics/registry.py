@@ -45,24 +45,28 @@ def register(**kwargs) -> Callable:
 
 @register(
     name="is", title="Inception Score",
-    protocol="exp(E KL(p(y|x) || p(y))) in float64, mean ± std over splits (paper: 10 of 30,000 "
-             "images); classifier: --is-classifier, else --inception, else the --oracle species head",
-    reference="openai/improved-gan inception_score (StackGAN-inception-model for CUB)",
-    needs="--is-classifier FILE|ORACLE_DIR, or --inception FILE, or (SynthBirds) --oracle DIR",
+    protocol="exp(E KL(p(y|x) || p(y))) in float64, mean ± std over splits with bounds k*N//splits "
+             "(paper: 10 of 30,000 images); classifier: --is-classifier, else the --oracle species "
+             "head, else --fid-inception (1008-class TF graph, bias-free logits pool3 @ W)",
+    reference="openai/improved-gan inception_score/model.py (COCO); DM-GAN eval/IS/bird/"
+              "inception_score_bird.py on StackGAN's CUB Inception, logit 0 dropped (CUB)",
+    needs="--is-classifier FILE|ORACLE_DIR, or (SynthBirds) --oracle DIR, or --fid-inception FILE",
     streams=("is_probs",), real=False, unit="", higher_is_better=True,
 )
 def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.inception_score import inception_score
 
-    mean, std = inception_score(ctx.generated["is_probs"]["probs"], splits=ctx.options.splits)
+    mean, std = inception_score(ctx.generated["is_probs"]["probs"], splits=ctx.options.splits,
+                                shuffle_seed=ctx.options.is_shuffle_seed)
     return {"value": mean, "std": std, "classifier": ctx.descriptions.get("is_probs", "")}
 
 
 @register(
     name="fid", title="FID",
-    protocol="Frechet distance of pool3 features, FID Inception (TF 2015-12-05), bilinear 299 "
-             "(align_corners=False), inputs in [-1, 1], vs real test images",
-    reference="mseitzer/pytorch-fid (TTUR FID)",
+    protocol="Frechet distance of pool3 features, FID Inception (TF 2015-12-05), inputs in [-1, 1] "
+             "resized to 299 by F.interpolate bilinear align_corners=False (pytorch-fid; --fid-resize "
+             "tf1: torch-fidelity's TF1 resize), vs real test images",
+    reference="mseitzer/pytorch-fid src/pytorch_fid/fid_score.py + inception.py (TTUR FID)",
     needs="--fid-inception FILE (pt_inception-2015-12-05-6726825d.pth)",
     streams=("fid_inception",), real=True, unit="", higher_is_better=False,
 )
@@ -76,17 +80,20 @@ def fid_pytorch_fid(ctx: "EvalContext") -> dict[str, Any]:
 
 @register(
     name="fid_legacy", title="FID (legacy)",
-    protocol="Frechet distance of pool3 features, torchvision ImageNet Inception-v3, bilinear 299 "
-             "(align_corners=True), inputs in [-1, 1], vs real test images",
-    reference="DM-GAN / DF-GAN evaluation (early pytorch-fid on torchvision weights)",
+    protocol="Frechet distance of pool3 features, torchvision ImageNet Inception-v3; each 8-bit "
+             "image resized to 299 by PIL bilinear, ToTensor [0, 1], then torchvision's "
+             "transform_input formula x*std/0.5 + (mean-0.5)/0.5 (the pre-2019 pytorch-fid "
+             "normalisation), vs real test images",
+    reference="DM-GAN eval/FID/fid_score.py + inception.py (DF-GAN's early code/eval/FID/"
+              "fid_score.py loads square images the same way)",
     needs="--inception FILE (torchvision inception_v3_google-*.pth)",
-    streams=("tv_inception_ac",), real=True, unit="", higher_is_better=False,
+    streams=("tv_inception_dmgan",), real=True, unit="", higher_is_better=False,
 )
 def fid_legacy_torchvision(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.fid import feature_stats, fid_from_stats
 
-    real = ctx.real_features("tv_inception_ac")["pool"]
-    value = fid_from_stats(feature_stats(ctx.generated["tv_inception_ac"]["pool"]), feature_stats(real))
+    real = ctx.real_features("tv_inception_dmgan")["pool"]
+    value = fid_from_stats(feature_stats(ctx.generated["tv_inception_dmgan"]["pool"]), feature_stats(real))
     return {"value": value, "std": None, "n_real": int(real.shape[0])}
 
 
@@ -109,7 +116,7 @@ def fid_oracle_features(ctx: "EvalContext") -> dict[str, Any]:
 @register(
     name="kid", title="KID",
     protocol="unbiased MMD^2, kernel (x.y/d + 1)^3, 100 subsets of <= 1000, FID Inception pool3 vs real test images",
-    reference="Binkowski et al. 2018; stylegan2-ada metrics/kernel_inception_distance.py",
+    reference="Binkowski et al. 2018; torch-fidelity metric_kid.py (same estimator as stylegan2-ada's)",
     needs="--fid-inception FILE (pt_inception-2015-12-05-6726825d.pth)",
     streams=("fid_inception",), real=True, unit="", higher_is_better=False,
 )
@@ -125,19 +132,31 @@ def kid_poly3(ctx: "EvalContext") -> dict[str, Any]:
 
 @register(
     name="r_precision", title="R-precision",
-    protocol="top-1 of the true caption vs 99 captions of other classes by DAMSM cosine(image code, "
-             "sentence), mean ± std over splits (DM-GAN: 10)",
-    reference="DM-GAN (MinfengZhu/DM-GAN) R-precision",
+    protocol="top-1 of the true caption vs 99 mismatched captions by DAMSM cosine(image code, "
+             "sentence), mean ± std over splits; --rp-protocol dmgan (default): negatives drawn "
+             "with replacement from all test captions of other classes, ties are hits, hits "
+             "shuffled into 10 splits, the conditioning sentence embedding; set: negatives from "
+             "the scored set, ties miss",
+    reference="DM-GAN code/trainer.py sampling() + datasets.py get_mis_caption()",
     needs="a DAMSM: the model's own or --eval-damsm DIR; with --images, captions.json in the folder",
     streams=("damsm",), real=False, unit="%", higher_is_better=True,
 )
 def r_precision_dmgan(ctx: "EvalContext") -> dict[str, Any]:
-    from attngan.metrics.r_precision import r_precision
+    from attngan.metrics.r_precision import r_precision, r_precision_dmgan
 
     d = ctx.generated["damsm"]
-    mean, std = r_precision(d["img"], d["sent"], ctx.class_ids, n_neg=99, splits=ctx.options.splits,
-                            seed=ctx.options.seed)
-    return {"value": 100 * mean, "std": 100 * std, "encoders": ctx.descriptions.get("damsm", "")}
+    protocol = ctx.options.rp_protocol
+    if protocol == "dmgan" and ctx.class_ids_given:
+        pool, pool_classes = ctx.caption_pool()
+        mean, std, _ = r_precision_dmgan(d["img"], d["sent"], ctx.class_ids, pool, pool_classes, n_neg=99,
+                                         splits=ctx.options.splits, seed=ctx.options.seed)
+    else:
+        # A folder without class ids in captions.json cannot be matched to the test split's classes.
+        protocol = "set"
+        mean, std = r_precision(d["img"], d["sent"], ctx.class_ids, n_neg=99, splits=ctx.options.splits,
+                                seed=ctx.options.seed)
+    return {"value": 100 * mean, "std": 100 * std, "encoders": ctx.descriptions.get("damsm", ""),
+            "sampling": protocol}
 
 
 @register(
@@ -214,6 +233,49 @@ def sharpness_top_octave(ctx: "EvalContext") -> dict[str, Any]:
     if len(ctx.stage_ids) == 1 and ctx.stage_ids[0] not in (None, 0):
         out["note"] = "one image head (DCGAN): only the top stage's images exist"
     return out
+
+
+@register(
+    name="roundtrip", title="Round trip (caption attributes back)",
+    protocol="an independent captioner captions each image (its own decoding: beam, words it must "
+             "name); share of the prompt's "
+             "SynthBirds attributes (caption_attributes) its caption states with the same value, "
+             "all and per attribute; BLEU-4 and CIDEr-D of the captions vs the prompts; ceiling: "
+             "the captioner on real test images vs their own captions (chance: another image's)",
+    reference="ours (the seed's CaptionBot round trip; BLEU: Papineni 2002, CIDEr-D: Vedantam 2015, "
+              "metrics/captioning.py)",
+    needs="--captioner DIR|NAME (attngan train-captioner; bundled: synthbirds-captioner), SynthBirds data",
+    streams=("captioner",), real=True, unit="%", higher_is_better=True,
+)
+def roundtrip_captioner(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.data.layout import raw_caption_lines
+    from attngan.metrics.roundtrip import caption_items, real_ceiling, roundtrip_scores
+
+    captions = [str(c) for c in ctx.generated["captioner"]["captions"]]
+    gen = roundtrip_scores(list(ctx.full_captions), captions)
+    # The ceiling on as many real test images as images are scored (a seeded sample across
+    # species), in the split's order: captions and caption lines must stay paired.
+    ds = ctx.real_dataset(ctx.image_size)
+    n = min(len(ds), ctx.options.real_images or ctx.options.num_images)
+    items = sorted(np.random.default_rng(ctx.options.seed).permutation(len(ds))[:n].tolist())
+    real_captions = caption_items(ds, items, ctx.streams["captioner"], ctx.options.batch)
+    lines = raw_caption_lines(ds) or [[ds.caption_text(i, 0)] for i in range(len(ds))]
+    real = real_ceiling(real_captions, [lines[i] for i in items], seed=ctx.options.seed)
+    return {
+        "value": _pct(gen["recall"]), "std": None,
+        "per_attribute": {k: _pct(v) for k, v in gen["per_attribute"].items()},
+        "prompted": gen["prompted"], "all_back": _pct(gen["all_back"]),
+        "bleu4": gen["bleu4"], "cider_d": gen["cider_d"],
+        "real_ceiling": {"recall": _pct(real["own"]["recall"]),
+                         "per_attribute": {k: _pct(v) for k, v in real["own"]["per_attribute"].items()},
+                         "bleu4": real["own"]["bleu4"], "cider_d": real["own"]["cider_d"],
+                         "images": real["images"]},
+        "real_shuffled": {"recall": _pct(real["shuffled"]["recall"]),
+                          "per_attribute": {k: _pct(v) for k, v in real["shuffled"]["per_attribute"].items()},
+                          "bleu4": real["shuffled"]["bleu4"], "cider_d": real["shuffled"]["cider_d"]},
+        "examples": [{"prompt": p, "caption": c} for p, c in list(zip(ctx.full_captions, captions))[:8]],
+        "captioner": ctx.descriptions.get("captioner", ""),
+    }
 
 
 def _pct(x: float) -> float:

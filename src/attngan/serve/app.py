@@ -36,9 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from attngan.data.synth_birds import MOTIVATING_PROMPTS
 from attngan.errors import AttnGANError
 from attngan.serve.batching import Job, JobResult, MicroBatcher, QueueFull, ShuttingDown
-from attngan.text import tokenize
+from attngan.pipeline import CaptionError
 from attngan.viz import attention_overlay, to_pil, word_confidence
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,7 @@ MAX_CAPTION_CHARS = 300
 MAX_SAMPLES = 8
 MAX_BODY_BYTES = 16 * 1024
 MAX_SEED = 2**63 - 1
-EXAMPLES = [
-    "a bird with wings that are black and a white belly",
-    "a bird with wings that are blue and a red belly",
-    "a bird with wings that are red and a yellow belly",
-]
+EXAMPLES = list(MOTIVATING_PROMPTS)  # the page's chips repeat them (tests/test_serve.py keeps them equal)
 # Overlays are drawn at least this large: the first stages are too small to read word maps on.
 MIN_OVERLAY_PX = 128
 MAX_OVERLAY_PX = 256
@@ -106,6 +103,8 @@ class Sample(BaseModel):
     index: int
     stages: list[StageImage]
     attention: list[AttentionStage]
+    caption: str | None = Field(default=None, description="what the captioner reads in the final image "
+                                                         "(\"I think it's ...\"); null without a captioner")
 
 
 class Timing(BaseModel):
@@ -219,8 +218,9 @@ class BodyLimit:
 # The app.
 
 def create_app(pipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms: float = 5.0,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The web app over a loaded pipeline; starts its inference worker thread."""
+               max_body_bytes: int = MAX_BODY_BYTES, captioner=None) -> FastAPI:
+    """The web app over a loaded pipeline; starts its inference worker thread. With a `captioner`
+    (attngan.captioner.Captioner), every sample also carries what it reads in the final image."""
     if max_batch < 1:
         raise AttnGANError(f"max_batch must be at least 1, got {max_batch}")
     if queue_size < 1:
@@ -266,6 +266,7 @@ def create_app(pipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms
         "limits": {"caption_chars": MAX_CAPTION_CHARS, "n": MAX_SAMPLES, "body_bytes": max_body_bytes,
                    "max_batch": max_batch, "queue": queue_size},
         "examples": EXAMPLES,
+        "captioner": None if captioner is None else captioner.config.name,
     }
 
     def shutdown() -> None:
@@ -344,17 +345,11 @@ def create_app(pipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms
     async def generate(req: GenerateRequest) -> Response:
         t0 = time.perf_counter()
         caption = req.caption.strip()
-        if not caption:
-            return error_response(422, "'caption' is empty")
-        words = tokenize(caption)
-        if not words:
-            return error_response(422, "'caption' has no words (the tokenizer keeps ASCII letters "
-                                       "and digits)")
-        ids, dropped = pipeline.vocab.encode_tokens(words)
-        if not ids:
-            return error_response(422, "none of the caption's words is in the model's vocabulary "
-                                       f"({len(pipeline.vocab)} words)", dropped=dropped)
-        kept, truncated = ids[: pipeline.words_num], ids[pipeline.words_num:]
+        try:
+            enc = pipeline.encode_caption(caption)  # the same words generate and the report use
+        except CaptionError as e:
+            return error_response(422, f"'caption': {e}", **({"dropped": e.dropped} if e.dropped else {}))
+        kept = enc.ids
         seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
         noise, ca_noise = pipeline.sample_noise(req.n, seed)
         try:
@@ -369,18 +364,18 @@ def create_app(pipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms
             return error_response(503, str(e), headers={"Retry-After": "5"})
         except AttnGANError as e:
             return error_response(422, str(e))
-        tokens = [pipeline.vocab.id_to_word[i] for i in kept]
+        tokens = enc.tokens
         t_render = time.perf_counter()
         samples = await asyncio.get_running_loop().run_in_executor(
-            render_pool, _render_samples, result, tokens, req.attention, att_stage)
+            render_pool, _render_samples, result, tokens, req.attention, att_stage, captioner)
         done = time.perf_counter()
         body = {
             "caption": caption,
             "seed": seed,
             "n": req.n,
             "tokens": tokens,
-            "dropped": dropped,
-            "truncated": [pipeline.vocab.id_to_word[i] for i in truncated],
+            "dropped": enc.dropped,
+            "truncated": enc.truncated,
             "samples": samples,
             "timing": {"total_ms": round(1000 * (done - t0), 2),
                        "queue_ms": round(1000 * result.queue_s, 2),
@@ -401,8 +396,12 @@ def _overlay_base(image: torch.Tensor) -> Image.Image:
 
 
 def _render_samples(result: JobResult, tokens: list[str], with_attention: bool,
-                    att_stage: list[int]) -> list[dict]:
-    """PNG-encode one request's images and per-word overlays (runs in the thread pool)."""
+                    att_stage: list[int], captioner=None) -> list[dict]:
+    """PNG-encode one request's images and per-word overlays, and caption the final images
+    (runs in the thread pool)."""
+    # Captioned as an image file would be: rounded to 8 bits first.
+    captions = (captioner(((result.images[-1].float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1)
+                if captioner is not None else [None] * result.images[-1].shape[0])
     n = result.images[0].shape[0]
     T = len(tokens)
     samples = []
@@ -426,5 +425,5 @@ def _render_samples(result: JobResult, tokens: list[str], with_attention: bool,
                     "words": [{"index": i, "word": tokens[i], "score": float(f"{float(scores[i]):.4g}"),
                                "png": _b64_png(attention_overlay(base, maps[i]))} for i in range(T)],
                 })
-        samples.append({"index": k, "stages": stages, "attention": attention})
+        samples.append({"index": k, "stages": stages, "attention": attention, "caption": captions[k]})
     return samples

@@ -1,7 +1,7 @@
 """DAMSM pretraining (paper Sec. 3.3): text and image encoders trained with the word and sentence
 matching losses, then frozen for the generator.
 
-Schedule as the original pretrain_DAMSM.py (facts file, section 7): Adam lr 2e-3 (0.5, 0.999),
+Schedule as the original pretrain_DAMSM.py: Adam lr 2e-3 (0.5, 0.999),
 re-created every epoch, lr x0.98 per epoch while above 2e-4, RNN gradient norm clipped at 0.25.
 `damsm.reset_optimizer=False` keeps one Adam for the whole run instead (its state saved for resume).
 """
@@ -19,90 +19,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from attngan import perf
 from attngan.config import Config
 from attngan.errors import AttnGANError
+from attngan.fileio import atomic_write_json
+from attngan.io import atomic_torch_save, save_damsm_folder
+from attngan.perf import resolve_device
 from attngan.training import distributed as dist
-from attngan.training import perf
-from attngan.fileio import atomic_write_json, tmp_dir_beside
-from attngan.training.checkpoint import (atomic_save_safetensors, atomic_torch_save,
-                                         load_safetensors, load_state, load_training_state,
-                                         read_config_json, replace_dir, rng_state, set_rng_state,
-                                         state_dict_for_save)
+from attngan.training.checkpoint import load_training_state, rng_state, set_rng_state
 
-DAMSM_FILES = ("config.json", "vocab.json", "text_encoder.safetensors", "image_encoder.safetensors")
-
-
-# Saved encoders.
-
-def save_damsm_folder(folder: Path, cfg: Config, vocab, text_encoder, image_encoder,
-                      metrics: dict[str, Any] | None = None) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir_beside(folder)
-    atomic_write_json(tmp / "config.json", {"config": cfg.to_dict(), "n_words": len(vocab),
-                                            "metrics": metrics or {}})
-    vocab.save(tmp / "vocab.json")
-    atomic_save_safetensors(state_dict_for_save(text_encoder), tmp / "text_encoder.safetensors")
-    atomic_save_safetensors(state_dict_for_save(image_encoder), tmp / "image_encoder.safetensors")
-    replace_dir(tmp, folder)
-
-
-def damsm_folder(path: str | Path) -> Path:
-    """The folder whose encoders `path` names: a DAMSM run folder's best/ snapshot, a snapshot
-    folder, or a model folder or bundled model name; checked complete."""
-    from attngan.pipeline import resolve_model
-
-    path = resolve_model(path)  # a bundled model's name: its encoders
-    if (path / "best" / "config.json").is_file():
-        path = path / "best"
-    if not path.is_dir():
-        raise AttnGANError(f"DAMSM folder {path} does not exist")
-    missing = [f for f in DAMSM_FILES if not (path / f).is_file()]
-    if missing:
-        raise AttnGANError(f"DAMSM folder {path} is incomplete: missing {', '.join(missing)}")
-    return path
-
-
-def read_damsm_config(path: str | Path) -> Config:
-    """The config the encoders of `path` (see damsm_folder) were built with, without loading them."""
-    return read_config_json(damsm_folder(path) / "config.json", "DAMSM config")[0]
-
-
-def with_damsm_sections(cfg: Config, dcfg: Config, overrides: dict[str, Any] | None = None) -> Config:
-    """`cfg` with the text and DAMSM sections of the encoders it trains against (they fix the text
-    features' layout). An override the user gave for one of those keys that the encoders contradict
-    is a one-line error naming the key, rather than silently dropped."""
-    for section in ("text", "damsm"):
-        given = (overrides or {}).get(section) or {}
-        theirs = getattr(dcfg, section)
-        for key, value in given.items():
-            have = getattr(theirs, key, None)
-            if have is not None and _same(getattr(getattr(cfg, section), key), have) is False:
-                raise AttnGANError(f"--set {section}.{key}={value!r} contradicts the DAMSM, whose "
-                                   f"encoders were trained with {section}.{key}={have!r}; drop the "
-                                   "--set or train a DAMSM with it")
-    cfg.text, cfg.damsm = dcfg.text, dcfg.damsm
-    return cfg
-
-
-def _same(a: Any, b: Any) -> bool:
-    return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
-
-
-def load_damsm(path: str | Path, device: torch.device | str = "cpu"):
-    """A DAMSM run folder (uses its best/ snapshot), a snapshot folder, or a model folder or bundled
-    model name (its encoders) -> (cfg, vocab, text, image)."""
-    from attngan.networks import build_image_encoder, build_text_encoder
-    from attngan.text import Vocabulary
-
-    path = damsm_folder(path)
-    cfg, meta = read_config_json(path / "config.json", "DAMSM config")
-    vocab = Vocabulary.load(path / "vocab.json")
-    text_encoder = build_text_encoder(cfg, len(vocab))
-    image_encoder = build_image_encoder(cfg)
-    load_state(text_encoder, load_safetensors(path / "text_encoder.safetensors"), "DAMSM text encoder")
-    load_state(image_encoder, load_safetensors(path / "image_encoder.safetensors"), "DAMSM image encoder")
-    return cfg, vocab, text_encoder.to(device), image_encoder.to(device)
-
+# How best/ is chosen, recorded in its config.json metrics: never by the test split.
+DAMSM_SELECTION = "last epoch (the test split is not used to select)"
 
 # Evaluation on real images.
 
@@ -131,7 +58,8 @@ def retrieval_metrics(img: torch.Tensor, sent: torch.Tensor, class_ids: torch.Te
     """Image-to-text R-precision (1 true vs 99 other-class captions) and text-to-image recall@1/5."""
     from attngan.metrics.r_precision import r_precision
 
-    mean, std = r_precision(img, sent, class_ids, n_neg=99, splits=10, seed=seed)
+    # A small test split (new data of a few dozen images) is scored in fewer chunks.
+    mean, std = r_precision(img, sent, class_ids, n_neg=99, splits=max(1, min(10, len(img))), seed=seed)
     sim = torch.nn.functional.normalize(sent, dim=1) @ torch.nn.functional.normalize(img, dim=1).T
     # A text retrieves its own image; other images of the same class count as misses (strict).
     ranks = (sim > sim.diagonal()[:, None]).sum(1)
@@ -167,14 +95,14 @@ def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=c
 
 
 def _datasets(cfg: Config, data_dir: Path):
-    from attngan.data.dataset import TextImageDataset
-    from attngan.text import load_vocab
+    from attngan.data.dataset import open_split
+    from attngan.data.vocab import load_vocab
 
-    vocab = load_vocab(data_dir)
+    vocab = load_vocab(data_dir, min_count=cfg.data.vocab_min_count)
     data_cfg = replace(cfg.data, words_num=cfg.damsm.words_num)
     sizes = [cfg.damsm.image_size]
-    train_ds = TextImageDataset(data_dir, "train", data_cfg, vocab, image_sizes=sizes, train=True)
-    test_ds = TextImageDataset(data_dir, "test", data_cfg, vocab, image_sizes=sizes, train=False)
+    train_ds = open_split(data_dir, "train", data_cfg, vocab, image_sizes=sizes, train=True)
+    test_ds = open_split(data_dir, "test", data_cfg, vocab, image_sizes=sizes, train=False)
     return vocab, train_ds, test_ds
 
 
@@ -202,13 +130,14 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
 def _train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, device: str,
                  minutes: float, max_epochs: int | None, progress: bool,
                  eval_items: int) -> dict[str, Any]:
-    from attngan.data.dataset import make_loader
+    from attngan.data.dataset import make_loader, make_train_loader
+    from attngan.data.vocab import copy_vocab_report
     from attngan.networks import build_image_encoder, build_text_encoder
     from attngan.rundir import resume_changes, truncate_jsonl
 
     # Setup.
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    dev = dist.resolve_device(device)
+    dev = resolve_device(device)
     perf.configure_backends(dev)  # TF32 matmuls on CUDA
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -227,7 +156,7 @@ def _train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devi
     if cfg.damsm.backbone == "inception":
         if not cfg.damsm.inception_weights:
             raise AttnGANError("the inception backbone needs ImageNet weights: set damsm.inception_weights "
-                               "to a local inception_v3_google-*.pth (see README)")
+                               "to a local inception_v3_google-*.pth (README, Training)")
         image_encoder.load_inception_weights(cfg.damsm.inception_weights)
     params = list(text_encoder.parameters()) + list(image_encoder.projection_parameters())
     epochs = max_epochs if max_epochs is not None else cfg.damsm.epochs
@@ -250,16 +179,16 @@ def _train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devi
         set_rng_state(st["rng"])
         if dist.is_main():
             print(f"resuming DAMSM from {state_path} at epoch {start_epoch}")
-            # Epochs logged after that snapshot are written again by this run.
-            truncate_jsonl(out_dir / "metrics.jsonl",
-                           lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch)
     if dist.is_main():
+        # Epochs logged after the snapshot this run starts from (all, without one) are written again.
+        truncate_jsonl(out_dir / "metrics.jsonl",
+                       lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch)
         atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
+        copy_vocab_report(data_dir, out_dir)
     # A seeded permutation per epoch (sharded under torchrun), so a resumed run sees the same order.
-    sampler = dist.EpochSampler(len(train_ds), batch_size, cfg.seed, dist.get_rank(), dist.get_world_size(),
-                                dataset=train_ds if cfg.data.workers == 0 else None)
-    train_loader = make_loader(train_ds, batch_size, shuffle=False, workers=cfg.data.workers,
-                               drop_last=True, seed=cfg.seed, sampler=sampler)
+    train_loader, sampler = make_train_loader(train_ds, batch_size, seed=cfg.seed, loader_seed=cfg.seed,
+                                              rank=dist.get_rank(), world=dist.get_world_size(),
+                                              workers=cfg.data.workers)
     test_loader = make_loader(test_ds, min(batch_size, len(test_ds)), shuffle=False,
                               workers=cfg.data.workers, drop_last=False, seed=cfg.seed)
     trainable = [text_encoder, image_encoder]
@@ -319,11 +248,14 @@ def _train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devi
                 f"{k}={v:.3f}" for k, v in record.items() if isinstance(v, float) and k != "lr"))
             with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            # Snapshots: last every epoch, best by R-precision.
+            # Snapshots: last/ every epoch, and best/, the snapshot other commands load. Choosing
+            # it by the test split's R-precision would select on the data the evaluation scores
+            # on, so best/ is the last epoch (the original ships a fixed epoch: 200 birds, 100
+            # COCO) and says so; the test R-precision is only reported.
             save_damsm_folder(out_dir / "last", cfg, vocab, text_encoder, image_encoder, record)
-            if record["r_precision"] >= best:
-                best = record["r_precision"]
-                save_damsm_folder(out_dir / "best", cfg, vocab, text_encoder, image_encoder, record)
+            best = max(best, record["r_precision"])
+            save_damsm_folder(out_dir / "best", cfg, vocab, text_encoder, image_encoder,
+                              {**record, "selection": DAMSM_SELECTION})
             atomic_torch_save({"kind": "damsm", "text_encoder": text_encoder.state_dict(),
                                "image_encoder": image_encoder.state_dict(), "epoch": epoch + 1,
                                "lr": lr, "history": history, "best": best, "bad_steps": bad_steps,

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 
 
+
 def init(backend: str | None = None) -> None:
     """Join the process group when launched by torchrun; a no-op otherwise."""
     if "RANK" not in os.environ or dist.is_available() and dist.is_initialized():
@@ -69,50 +70,3 @@ def all_true(flag: bool, device: torch.device | str = "cpu") -> bool:
 def shutdown() -> None:
     if is_initialized():
         dist.destroy_process_group()
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", get_local_rank())
-        return torch.device("cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        from attngan.errors import AttnGANError
-
-        raise AttnGANError(f"unknown device '{spec}' (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from attngan.errors import AttnGANError
-
-        raise AttnGANError("--device cuda was asked for but no CUDA GPU is available")
-    return device
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """A seeded permutation per epoch, sharded by rank, that can start mid-epoch (exact resume).
-
-    With in-process loading (workers=0) it also reseeds the dataset's crop/flip/caption stream at
-    every batch from (seed, epoch, batch), so a resumed run replays the same items exactly.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1, dataset=None):
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.dataset = dataset
-        self.epoch, self.start_batch = 0, 0
-        self.per_rank = (n // world // batch_size) * batch_size  # drop_last, equal on every rank
-
-    def set_position(self, epoch: int, start_batch: int) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)[self.rank::self.world][: self.per_rank].tolist()
-        for j in range(self.start_batch * self.batch_size, len(perm)):
-            if j % self.batch_size == 0 and self.dataset is not None and hasattr(self.dataset, "reseed"):
-                self.dataset.reseed((self.seed * 1_000_003 + self.epoch) * 100_003 + j // self.batch_size
-                                    + self.rank * 7_919)
-            yield perm[j]
-
-    def __len__(self) -> int:
-        return self.per_rank - self.start_batch * self.batch_size

@@ -1,6 +1,6 @@
 """AttnGAN training (paper Sec. 3.1-3.3): L = L_GAN + lambda L_DAMSM + KL, frozen DAMSM encoders.
 
-Per iteration, as the original trainer.py (facts file, sections 6-7): the text encoder encodes the
+Per iteration, as the original trainer.py (the original code, trainer.py): the text encoder encodes the
 batch; G generates every stage in train mode; each D_i takes one Adam step on real, fake and
 mismatched pairs; then G takes one step against the updated Ds with the DAMSM word and sentence
 losses on the last stage; then the EMA of G's parameters is updated. Progress counts images.
@@ -20,14 +20,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from attngan import perf, viz
 from attngan.config import Config
 from attngan.errors import AttnGANError
-from attngan.training import distributed as dist
-from attngan.training import perf
 from attngan.fileio import atomic_write_json
+from attngan.losses import GANLoss, Judge
+from attngan.training import distributed as dist
 from attngan.rundir import resume_changes, truncate_jsonl
-from attngan.training.checkpoint import (atomic_torch_save, load_training_state,
-                                         rng_state, save_model_folder, set_rng_state)
+from attngan.io import atomic_torch_save, save_model_folder
+from attngan.perf import resolve_device
+from attngan.training.checkpoint import load_training_state, rng_state, set_rng_state
 
 
 @torch.no_grad()
@@ -42,61 +44,6 @@ def update_ema(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> Non
 def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
     m = getattr(m, "_orig_mod", m)
     return m.module if isinstance(m, torch.nn.parallel.DistributedDataParallel) else m
-
-
-class Judge:
-    """A discriminator as the losses call it: `judge(x)` runs the training wrapper (DDP /
-    compiled: gradient all-reduce, compiled kernels) and `judge.logits(...)` the plain module's
-    heads, which the wrappers do not expose. Both run under autocast when amp is on and hand the
-    losses float32 (BCE is computed in float32, outside autocast)."""
-
-    def __init__(self, wrapped: torch.nn.Module, plain: torch.nn.Module, amp=nullcontext):
-        self.wrapped, self.plain, self.amp = wrapped, plain, amp
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with self.amp():
-            return self.wrapped(x)
-
-    def logits(self, code: torch.Tensor, sent: torch.Tensor | None = None):
-        with self.amp():
-            out = self.plain.logits(code, sent)
-        return tuple(o.float() if o is not None else None for o in out)
-
-
-class GANLoss:
-    """The D and G phases of the AttnGAN objective; returns named terms, the loop steps.
-    Networks run under `amp` (G, the Ds, the frozen image encoder); the D heads' sigmoid, BCE, G's
-    conditioning augmentation and KL, the word-attention softmax and the DAMSM similarities run in
-    float32 (the networks and losses cast autocast outputs up themselves)."""
-
-    def __init__(self, cfg: Config, image_encoder: torch.nn.Module, amp=nullcontext):
-        self.cfg = cfg
-        self.image_encoder = image_encoder
-        self.amp = amp
-
-    def d_phase(self, D, real, fake, sent) -> dict[str, torch.Tensor]:
-        from attngan.losses import discriminator_loss
-
-        return discriminator_loss(D, real, fake, sent, reuse_real_code=self.cfg.train.reuse_real_features)
-
-    def g_phase(self, Ds, fakes, words, sent, cap_lens, class_ids, mu, logvar) -> dict[str, torch.Tensor]:
-        from attngan.losses import generator_adv_loss, kl_loss, sent_loss, words_loss
-
-        d = self.cfg.damsm
-        terms: dict[str, torch.Tensor] = {}
-        stages = fakes[-len(Ds):]  # DCGAN: one D on the last image
-        for i, (D, fake) in enumerate(zip(Ds, stages)):
-            terms[f"g_adv{i}"] = generator_adv_loss(D, fake, sent)["loss"]
-        with self.amp():
-            regions, code = self.image_encoder(fakes[-1])
-        regions, code = regions.float(), code.float()
-        w0, w1, _ = words_loss(regions, words.float(), cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)
-        s0, s1 = sent_loss(code, sent.float(), class_ids, d.gamma3)
-        lam = self.cfg.train.damsm_lambda
-        terms["damsm_words"] = lam * (w0 + w1)
-        terms["damsm_sent"] = lam * (s0 + s1)
-        terms["kl"] = self.cfg.train.kl_weight * kl_loss(mu.float(), logvar.float())
-        return terms
 
 
 @dataclass
@@ -184,13 +131,13 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
 def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str | Path, *,
                device: str, progress: bool, max_steps: int | None,
                init_generator: str | Path | None) -> dict[str, Any]:
-    from attngan.data.dataset import TextImageDataset, make_loader
+    from attngan.data.dataset import make_train_loader, open_split
     from attngan.networks import build_discriminators, build_generator
-    from attngan.training.damsm_loop import load_damsm, with_damsm_sections
+    from attngan.io import load_damsm, with_damsm_sections
 
     # Setup.
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    dev = dist.resolve_device(device)
+    dev = resolve_device(device)
     rank, world = dist.get_rank(), dist.get_world_size()
     perf.configure_backends(dev)
     perf.amp_dtype(cfg.train.amp, dev)  # a bad train.amp fails here, before anything is written
@@ -205,8 +152,8 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
         m.eval()
         m.requires_grad_(False)
     nef = cfg.text.embedding_dim
-    train_ds = TextImageDataset(data_dir, "train", cfg.data, vocab, train=True)
-    test_ds = TextImageDataset(data_dir, "test", cfg.data, vocab, train=False)
+    train_ds = open_split(data_dir, "train", cfg.data, vocab, train=True)
+    test_ds = open_split(data_dir, "test", cfg.data, vocab, train=False)
     B = cfg.train.batch_size
     if len(train_ds) < B * world:
         raise AttnGANError(f"{data_dir}: {len(train_ds)} training images, fewer than one batch "
@@ -216,9 +163,7 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
     Ds = build_discriminators(cfg).to(dev)
     # A run that resumes takes every weight from its state: the init was its starting point.
     if init_generator is not None and not (out_dir / "state.pt").is_file():
-        from attngan.training.checkpoint import load_safetensors, load_state
-
-        from attngan.pipeline import resolve_model
+        from attngan.io import load_safetensors, load_state, resolve_model
 
         init_generator = resolve_model(init_generator)  # a folder or a bundled model's name
         sd = load_safetensors(init_generator / "generator.safetensors")
@@ -262,9 +207,10 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
         set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
         if dist.is_main():
             print(f"resuming from {state_path} at {images_seen / 1000:.1f} kimg (step {step})")
-            # Rows logged after that snapshot are written again by this run.
-            truncate_jsonl(out_dir / "log.jsonl", lambda r: _number(r.get("kimg")) * 1000 <= images_seen + 0.5)
     if dist.is_main():
+        # Rows logged after the snapshot this run starts from (all of them, when a run was killed
+        # before its first snapshot) are written again by this run.
+        truncate_jsonl(out_dir / "log.jsonl", lambda r: _number(r.get("kimg")) * 1000 <= images_seen + 0.5)
         atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
     dist.barrier()
 
@@ -283,10 +229,8 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
                        perf.grad_scaler(cfg.train.amp, dev), amp,
                        Ds_g=[perf.maybe_compile(D, cfg.train.compile) for D in Ds])
 
-    sampler = dist.EpochSampler(len(train_ds), B, cfg.seed, rank, world,
-                           dataset=train_ds if cfg.data.workers == 0 else None)
-    loader = make_loader(train_ds, B, shuffle=False, workers=cfg.data.workers, drop_last=True,
-                         seed=cfg.seed + rank, sampler=sampler)
+    loader, sampler = make_train_loader(train_ds, B, seed=cfg.seed, loader_seed=cfg.seed + rank,
+                                        rank=rank, world=world, workers=cfg.data.workers)
     fixed = _fixed_batch(test_ds, cfg, dev)
     total = int(cfg.train.total_kimg * 1000)
     next_log = _next_tick(images_seen, cfg.train.log_kimg)
@@ -367,7 +311,7 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
                                        if budget_s else {}))
             if images_seen >= next_sample and dist.is_main():
                 next_sample = _next_tick(images_seen, cfg.train.sample_kimg)
-                save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / f"{images_seen // 1000:06d}kimg.png")
+                viz.save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / f"{images_seen // 1000:06d}kimg.png")
             out_of_time = bool(cfg.train.minutes) and time.time() - t_start > cfg.train.minutes * 60
             done = (images_seen >= total or out_of_time
                     or (max_steps is not None and step >= max_steps))
@@ -383,7 +327,7 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
     if tb:
         tb.close()
     if dist.is_main():
-        save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / "final.png")
+        viz.save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / "final.png")
     return {"images_seen": images_seen, "step": step, "bad_steps": bad_steps,
             "seconds": time.time() - t_start}
 
@@ -460,42 +404,3 @@ def _fixed_batch(ds, cfg: Config, dev, n: int = 8) -> dict[str, Any]:
     batch["z"] = torch.randn(n, cfg.gan.z_dim, generator=g)
     batch["eps"] = torch.randn(n, cfg.gan.condition_dim, generator=g)
     return batch
-
-
-@torch.no_grad()
-def save_samples(G_ema, text_encoder, fixed, vocab, path: Path) -> None:
-    """One row per caption: every stage, then the last stage's per-word attention."""
-    from PIL import Image
-
-    from attngan.viz import caption_strip, save_png, to_pil, word_attention_figure
-
-    dev = next(G_ema.parameters()).device
-    captions, cap_lens = fixed["captions"], fixed["cap_lens"]
-    T = int(cap_lens.max())
-    captions = captions[:, :T]
-    words, sent = text_encoder(captions.to(dev), cap_lens.to(dev))
-    images, attention, _, _ = G_ema(fixed["z"].to(dev), sent, words, (captions == 0).to(dev),
-                                    ca_noise=fixed["eps"].to(dev))
-    rows = []
-    size = images[-1].shape[-1]
-    for b in range(captions.shape[0]):
-        tokens = [vocab.id_to_word[int(i)] for i in captions[b, : int(cap_lens[b])]]
-        stage_tiles = [to_pil(img[b].cpu()).resize((size, size), Image.NEAREST) for img in images]
-        att = attention[-1][b].cpu() if attention else None
-        row = Image.new("RGB", (1, 1))
-        if att is not None:
-            row = word_attention_figure(images[-1][b].cpu(), att, tokens, top_k=5, size=size)
-        strip = caption_strip(" ".join(tokens), size * len(stage_tiles) + row.width)
-        body = max(size, row.height)  # the attention row carries its own word labels on top
-        canvas = Image.new("RGB", (strip.width, strip.height + body), (255, 255, 255))
-        canvas.paste(strip, (0, 0))
-        for i, t in enumerate(stage_tiles):
-            canvas.paste(t, (i * size, strip.height + body - size))
-        canvas.paste(row, (size * len(stage_tiles), strip.height))
-        rows.append(canvas)
-    out = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (255, 255, 255))
-    y = 0
-    for r in rows:
-        out.paste(r, (0, y))
-        y += r.height
-    save_png(out, path)

@@ -1,0 +1,87 @@
+"""The vocabulary of a data source: the original's captions.pickle, our vocab.json, or one built
+from the training captions of new data (image folders, shards) with a report of the words left out."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from attngan.errors import AttnGANError
+from attngan.fileio import atomic_write_bytes
+from attngan.text import (VOCAB_REPORT, Vocabulary, _stamped_vocab, build_vocab_from_lines,
+                          load_captions_pickle, save_vocab_and_report, summarize_dropped, tokenize)
+
+
+def load_vocab(root: str | os.PathLike, min_count: int | None = None) -> Vocabulary:
+    """The vocabulary of a dataset folder (or of WebDataset shards).
+
+    `captions.pickle` (the original; its word ids are kept) wins over our `vocab.json`. Without
+    either, one is built from the train and test captions and saved as `vocab.json` (kept in
+    memory only when the folder is read-only).
+
+    New data (an image folder with metadata.jsonl/.csv, or shards) gets a vocabulary of its
+    training captions only, of the words seen at least `min_count` times (default 1, every word),
+    saved as vocab.json with vocab_report.json (the words left out, with counts); it is rebuilt
+    when the metadata or `min_count` changes.
+    """
+    from attngan.data.imagefolder import is_imagefolder
+
+    if str(root).endswith(".tar") or (Path(root) / "shards.json").is_file():
+        from attngan.data.shards import shard_vocab  # imports torch: only for shards
+
+        return shard_vocab(root, min_count)
+    root = Path(root)
+    if is_imagefolder(root):
+        return _imagefolder_vocab(root, 1 if min_count is None else min_count)
+    if (root / "captions.pickle").is_file():
+        return load_captions_pickle(root / "captions.pickle").vocab
+    if (root / "vocab.json").is_file():
+        return Vocabulary.load(root / "vocab.json")
+    from attngan.data.layout import read_all_caption_lines  # the layout imports this module
+
+    if not root.is_dir():
+        raise AttnGANError(f"dataset folder not found: {root}")
+    token_lists = []
+    for split in ("train", "test"):
+        for lines in read_all_caption_lines(root, split):
+            token_lists.extend(tokenize(line) for line in lines)
+    vocab = Vocabulary.build(token_lists)
+    try:
+        vocab.save(root / "vocab.json")
+    except OSError as e:
+        warnings.warn(f"cannot save {root / 'vocab.json'} ({e.strerror}); "
+                      "the vocabulary is kept in memory only", stacklevel=2)
+    return vocab
+
+
+def _imagefolder_vocab(root: Path, min_count: int) -> Vocabulary:
+    from attngan.data.imagefolder import read_imagefolder
+
+    meta = read_imagefolder(root)
+    saved = _stamped_vocab(root / "vocab.json", min_count, meta.stamp)
+    if saved is not None:
+        return saved
+    lines = [line for rec in meta.records if rec.split == "train" for line in rec.captions]
+    vocab, report = build_vocab_from_lines(lines, min_count, source=str(meta.metadata_path))
+    if report["dropped"]:
+        warnings.warn(f"vocabulary of {root}: {summarize_dropped(report)}", stacklevel=3)
+    try:
+        save_vocab_and_report(root, vocab, report, meta.stamp)
+    except OSError as e:
+        warnings.warn(f"cannot save {root / 'vocab.json'} ({e.strerror}); "
+                      "the vocabulary is kept in memory only", stacklevel=3)
+    return vocab
+
+
+def copy_vocab_report(data: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """Keep the data's vocab_report.json (words left out of the vocabulary) with a training run."""
+    from attngan.data.shards import is_shard_source, shard_folder
+
+    folder = shard_folder(data) if is_shard_source(data) else Path(data)
+    report = folder / VOCAB_REPORT
+    if report.is_file():
+        try:
+            atomic_write_bytes(Path(out_dir) / VOCAB_REPORT, report.read_bytes())
+        except OSError:
+            pass  # a report is a convenience; the run does not depend on it
