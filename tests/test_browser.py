@@ -141,9 +141,13 @@ def test_page_generates_and_shows_stages_and_attention(pipe, browser):
 def test_screenshot(pipe, browser):
     out = Path(os.environ["ATTNGAN_SCREENSHOT"])
     model = os.environ.get("ATTNGAN_SCREENSHOT_MODEL")
-    if model:
+    captioner = None
+    if model:  # "bundled": the shipped model and captioner, as `attngan serve` shows them
+        from attngan.captioner import Captioner
+
         pipe = AttnGANPipeline.from_pretrained(None if model == "bundled" else model, device="cpu")
-    app = create_app(pipe)
+        captioner = Captioner.from_pretrained(None, device="cpu") if model == "bundled" else None
+    app = create_app(pipe, captioner=captioner)
     with ServerThread(app) as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
         page.goto(url)

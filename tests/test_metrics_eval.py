@@ -210,6 +210,9 @@ def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir
     md = out.with_suffix(".md").read_text()
     assert "| Metric | Value | Protocol | n images |" in md and "| FID (`fid`" in md and "n/a" in md
     assert len(list(cache.glob("real-fid_inception-test-64px-*.npz"))) == 1
+    pool = list(cache.glob("caption-pool-test-*.npz"))  # R-precision's mismatched-caption pool
+    assert len(pool) == 1
+    pool_mtime = pool[0].stat().st_mtime_ns
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and log[0]["results"]["fid"]["value"] == res["fid"]["value"]
 
@@ -221,6 +224,7 @@ def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir
     assert again["results"]["kid"]["value"] == pytest.approx(res["kid"]["value"], rel=1e-9)
     assert again["results"]["r_precision"]["value"] == res["r_precision"]["value"]
     assert not any(k.startswith("real_") for k in again["timings"])
+    assert pool[0].stat().st_mtime_ns == pool_mtime  # read back, not encoded again
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
 
 
@@ -333,3 +337,17 @@ def test_real_transform_original_is_seeded_and_differs_from_the_centre_crop(test
     assert got[("original", 0)][0] == got[("original", 0)][1]
     assert got[("original", 0)][0] != got[("center", 0)][0]
     assert got[("original", 1)][0] != got[("original", 0)][0]
+
+
+def test_binding_and_round_trip_part_rows_stay_apart_in_the_comparison_table():
+    from attngan.report import Section, comparison_rows
+
+    binding = {"metric": "Attribute binding", "name": "binding", "value": 75.0, "std": None,
+               "per_attribute": {"wing": 92.0, "belly": 95.0}, "mentioned": {"wing": 10, "belly": 9}}
+    roundtrip = {"metric": "Round trip", "name": "roundtrip", "value": 40.0, "std": None,
+                 "per_attribute": {"wing": 97.0, "belly": 71.0, "breast": 0.0}, "prompted": {"wing": 8}}
+    section = Section("a", "A", "", [], [binding, roundtrip], [], {})
+    rows = {r["metric"].strip(): r["A"] for r in comparison_rows([section])}
+    assert rows["wing colour accuracy"] == "92.000" and rows["wing colour read back"] == "97.000"
+    assert rows["belly colour accuracy"] == "95.000" and rows["belly colour read back"] == "71.000"
+    assert "breast colour read back" not in rows  # only the parts the binding rows show

@@ -104,15 +104,29 @@ def _shown(m: dict[str, Any]) -> str:
     return f"{value:.3f} ± {m['std']:.3f}" if m.get("std") is not None else f"{value:.3f}"
 
 
+# The round trip reports every attribute of the caption grammar; the table shows the parts the
+# binding rows show, so that the two can be read side by side.
+ROUNDTRIP_PARTS = ("wing", "belly", "crown", "bill")
+
+
 def attribute_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
-    """Binding's per-part accuracies as rows of their own (a part the oracle cannot read is void)."""
+    """Per-part rows of their own: binding's colour accuracies (a part the oracle cannot read is
+    void) and the round trip's read-back shares. Labels differ per metric: the comparison table
+    keys rows by label."""
     rows = []
+    roundtrip = m.get("name") == "roundtrip"
     for part, v in (m.get("per_attribute") or {}).items():
+        if roundtrip and part not in ROUNDTRIP_PARTS:
+            continue
         shown = "void" if v is None else f"{v:.3f}"
-        n = (m.get("mentioned") or {}).get(part, "")
-        rows.append({"metric": f"  {part} colour accuracy", "value": shown,
-                     "protocol": f"oracle-read {part} colour == caption's, captions that mention it",
-                     "images": n})
+        if roundtrip:
+            rows.append({"metric": f"  {part} colour read back", "value": shown,
+                         "protocol": f"the captioner's caption names the prompt's {part} colour",
+                         "images": (m.get("prompted") or {}).get(part, "")})
+        else:
+            rows.append({"metric": f"  {part} colour accuracy", "value": shown,
+                         "protocol": f"oracle-read {part} colour == caption's, captions that mention it",
+                         "images": (m.get("mentioned") or {}).get(part, "")})
     return rows
 
 
