@@ -380,11 +380,12 @@ def test_region_encoder_starts_from_a_damsm_trunk(tmp_path):
 def test_page_shows_the_captioner_under_the_final_image(tiny_model_dir):
     from pathlib import Path
 
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("/usr/bin/chromium is missing")
     sync_api = pytest.importorskip("playwright.sync_api")
     pytest.importorskip("uvicorn")
-    from test_browser import ServerThread
+    from test_browser import CHROMIUM, ServerThread
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing")
 
     from attngan.metrics.extractors import quantize
     from attngan.pipeline import AttnGANPipeline
@@ -395,7 +396,7 @@ def test_page_shows_the_captioner_under_the_final_image(tiny_model_dir):
                     _random_model(n_words=5))
     app = create_app(pipe, captioner=cap)
     with ServerThread(app) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page()
         page.goto(url)
         page.fill("#caption", "a bird with black wings")
