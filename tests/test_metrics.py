@@ -261,3 +261,24 @@ def test_r_precision_dmgan_splits_shuffle_and_drop_the_last_of_each_chunk():
     assert (mean, std) == r_precision_dmgan(img, sent, classes, pool, pool_cls, n_neg=9, splits=4, seed=7)[:2]
     with pytest.raises(AttnGANError, match="at least 8 images"):
         r_precision_dmgan(img[:7], sent[:7], classes[:7], pool, pool_cls, splits=4)
+
+
+def test_every_metric_states_what_it_needs_and_the_notes_come_from_there():
+    from types import SimpleNamespace
+
+    from attngan.metrics.evaluation import DEFAULT_METRICS, EvalOptions
+    from attngan.metrics.registry import REGISTRY, REQUIREMENTS, missing_input
+
+    for spec in REGISTRY.values():
+        assert set(spec.requires) <= set(REQUIREMENTS), spec.name
+    assert DEFAULT_METRICS == tuple(n for n, s in REGISTRY.items() if n != "sharpness")
+    bare = EvalOptions()
+    none = {"has_damsm": False, "has_captions": False, "synth": False}
+    assert "--fid-inception" in missing_input(REGISTRY["fid"], bare, **none)
+    assert "DAMSM" in missing_input(REGISTRY["r_precision"], bare, **none)
+    assert "captioner" in missing_input(REGISTRY["roundtrip"], bare, **none)
+    everything = SimpleNamespace(is_classifier=None, fid_inception="f", inception="i", oracle="o",
+                                 captioner="c")
+    given = {"has_damsm": True, "has_captions": True, "synth": True}
+    assert all(missing_input(spec, everything, **given) is None for spec in REGISTRY.values())
+    assert "SynthBirds" in missing_input(REGISTRY["roundtrip"], everything, **dict(given, synth=False))

@@ -6,10 +6,11 @@ from __future__ import annotations
 NAME = "eval"
 HELP = "score a model's samples (or a folder of images): IS, FID, KID, R-precision, binding, sharpness"
 
-METRIC_HELP = "is,fid,fid_legacy,kid,r_precision,binding,localisation,fid_oracle,roundtrip,sharpness"
 
 
 def add_arguments(p) -> None:
+    from attngan.metrics.registry import REGISTRY  # numpy only: --help stays quick
+
     src = p.add_argument_group("what to score")
     src.add_argument("--model", default=None, help="model folder: generate from the test split's captions")
     src.add_argument("--images", default=None,
@@ -17,9 +18,10 @@ def add_arguments(p) -> None:
                           "enables r_precision and binding)")
     src.add_argument("--data", required=True, help="dataset folder (test split: captions and real images)")
     p.add_argument("--metrics", default=None,
-                   help=f"comma-separated subset of {METRIC_HELP} (default: every metric whose "
-                        "weights are given, except sharpness, which runs when named; a requested "
-                        "one without its weights is an error)")
+                   help=f"comma-separated subset of {','.join(REGISTRY)} (default: every metric whose "
+                        "inputs are given, except "
+                        f"{', '.join(n for n, s in REGISTRY.items() if not s.default)}, which runs "
+                        "when named; a requested one without its inputs is an error)")
     p.add_argument("--num-images", type=int, default=30000,
                    help="samples to generate (the paper: 30000); with --images, a cap")
     p.add_argument("--splits", type=int, default=10, help="splits for IS and R-precision mean/std")

@@ -33,15 +33,13 @@ from attngan.metrics.extractors import (
     legacy_fid_stream,
     quantize,
 )
-from attngan.metrics.registry import REGISTRY, MetricSpec
+from attngan.metrics.registry import REGISTRY, MetricSpec, missing_input
 
 REPORT_FORMAT = "attngan-eval"
 REPORT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-# `sharpness` runs only when named: it is a diagnostic of the stages, not one of the published
-# comparisons (and it would otherwise run on every call, since it needs no weights).
-DEFAULT_METRICS = ("is", "fid", "fid_legacy", "kid", "r_precision", "binding", "localisation", "fid_oracle",
-                   "roundtrip")
+# What runs when --metrics is not given (MetricSpec.default), in the registry's order.
+DEFAULT_METRICS = tuple(name for name, spec in REGISTRY.items() if spec.default)
 
 
 @dataclass
@@ -403,46 +401,21 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 # Which metrics can run.
 
-def _missing_input(name: str, o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool) -> str | None:
-    """Why metric `name` cannot run with these inputs, or None."""
-    if name == "is" and not (o.is_classifier or o.fid_inception or o.oracle):
-        return ("needs --is-classifier FILE|ORACLE_DIR, --fid-inception FILE (pt_inception-2015-12-05, "
-                "improved-gan's network) or --oracle DIR (SynthBirds)")
-    if name in ("fid", "kid") and not o.fid_inception:
-        return "needs --fid-inception FILE (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)"
-    if name == "fid_legacy" and not o.inception:
-        return "needs --inception FILE (torchvision's inception_v3_google-*.pth)"
-    if name in ("r_precision", "localisation") and not has_damsm:
-        return "needs a DAMSM: --model MODEL_DIR or --eval-damsm DIR"
-    if name in ("r_precision", "binding") and not has_captions:
-        return "needs the images' captions: a captions.json {file name: caption} in the --images folder"
-    if name in ("binding", "fid_oracle") and not o.oracle:
-        return "needs --oracle DIR (train one with `attngan train-oracle`)"
-    if name == "roundtrip" and not o.captioner:
-        return "needs --captioner DIR|NAME (attngan train-captioner; the bundled one: synthbirds-captioner)"
-    if name == "roundtrip" and not has_captions:
-        return "needs the images' captions: a captions.json {file name: caption} in the --images folder"
-    if name == "roundtrip" and not synth:
-        return "needs SynthBirds data (synth_birds.json in --data): it parses the SynthBirds caption grammar"
-    if name == "localisation" and not synth:
-        return "needs SynthBirds data with part masks (synth_birds.json in --data)"
-    return None
-
-
 def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool
                    ) -> tuple[list[MetricSpec], dict[str, str]]:
     """The metrics to run and a note for each one skipped; a requested one that cannot run fails."""
+    inputs = {"has_damsm": has_damsm, "has_captions": has_captions, "synth": synth}
     if o.metrics:
         unknown = [m for m in o.metrics if m not in REGISTRY]
         if unknown:
             raise AttnGANError(f"unknown metric '{unknown[0]}'; choose from {', '.join(REGISTRY)}")
         for m in o.metrics:
-            why = _missing_input(m, o, has_damsm, has_captions, synth)
+            why = missing_input(REGISTRY[m], o, **inputs)
             if why and o.strict:
                 raise AttnGANError(f"metric '{m}' {why}")
     chosen, skipped = [], {}
     for m in dict.fromkeys(o.metrics) if o.metrics else DEFAULT_METRICS:
-        why = _missing_input(m, o, has_damsm, has_captions, synth)
+        why = missing_input(REGISTRY[m], o, **inputs)
         if why:
             skipped[m] = f"skipped: {why}"
         else:

@@ -30,6 +30,38 @@ class MetricSpec:
     unit: str                      # "" or "%"
     higher_is_better: bool
     fn: Callable[["EvalContext"], dict[str, Any]]
+    requires: tuple[str, ...] = ()  # inputs it cannot run without: keys of REQUIREMENTS
+    default: bool = True           # runs when --metrics is not given (and its inputs are there)
+
+
+# What a metric may need, each as (is it there?, the note a skipped metric gets). `inputs` holds the
+# options and what evaluate() found: has_damsm, has_captions, synth.
+REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
+    "is_classifier": (lambda o, i: bool(o.is_classifier or o.fid_inception or o.oracle),
+                      "needs --is-classifier FILE|ORACLE_DIR, --fid-inception FILE (pt_inception-2015-12-05, "
+                      "improved-gan's network) or --oracle DIR (SynthBirds)"),
+    "fid_inception": (lambda o, i: bool(o.fid_inception),
+                      "needs --fid-inception FILE (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)"),
+    "inception": (lambda o, i: bool(o.inception),
+                  "needs --inception FILE (torchvision's inception_v3_google-*.pth)"),
+    "damsm": (lambda o, i: i["has_damsm"], "needs a DAMSM: --model MODEL_DIR or --eval-damsm DIR"),
+    "captions": (lambda o, i: i["has_captions"],
+                 "needs the images' captions: a captions.json {file name: caption} in the --images folder"),
+    "oracle": (lambda o, i: bool(o.oracle), "needs --oracle DIR (train one with `attngan train-oracle`)"),
+    "captioner": (lambda o, i: bool(o.captioner),
+                  "needs --captioner DIR|NAME (attngan train-captioner; the bundled one: synthbirds-captioner)"),
+    "synth": (lambda o, i: i["synth"],
+              "needs SynthBirds data (synth_birds.json in --data, with its part masks and caption grammar)"),
+}
+
+
+def missing_input(spec: MetricSpec, options: Any, **inputs: bool) -> str | None:
+    """Why `spec` cannot run with these options and inputs (the first missing one), or None."""
+    for need in spec.requires:
+        present, why = REQUIREMENTS[need]
+        if not present(options, inputs):
+            return why
+    return None
 
 
 REGISTRY: dict[str, MetricSpec] = {}
@@ -51,7 +83,7 @@ def register(**kwargs) -> Callable:
     reference="openai/improved-gan inception_score/model.py (COCO); DM-GAN eval/IS/bird/"
               "inception_score_bird.py on StackGAN's CUB Inception, logit 0 dropped (CUB)",
     needs="--is-classifier FILE|ORACLE_DIR, or (SynthBirds) --oracle DIR, or --fid-inception FILE",
-    streams=("is_probs",), real=False, unit="", higher_is_better=True,
+    streams=("is_probs",), real=False, unit="", higher_is_better=True, requires=("is_classifier",),
 )
 def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.inception_score import inception_score
@@ -68,7 +100,7 @@ def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
              "tf1: torch-fidelity's TF1 resize), vs real test images",
     reference="mseitzer/pytorch-fid src/pytorch_fid/fid_score.py + inception.py (TTUR FID)",
     needs="--fid-inception FILE (pt_inception-2015-12-05-6726825d.pth)",
-    streams=("fid_inception",), real=True, unit="", higher_is_better=False,
+    streams=("fid_inception",), real=True, unit="", higher_is_better=False, requires=("fid_inception",),
 )
 def fid_pytorch_fid(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.fid import feature_stats, fid_from_stats
@@ -87,7 +119,7 @@ def fid_pytorch_fid(ctx: "EvalContext") -> dict[str, Any]:
     reference="DM-GAN eval/FID/fid_score.py + inception.py (DF-GAN's early code/eval/FID/"
               "fid_score.py loads square images the same way)",
     needs="--inception FILE (torchvision inception_v3_google-*.pth)",
-    streams=("tv_inception_dmgan",), real=True, unit="", higher_is_better=False,
+    streams=("tv_inception_dmgan",), real=True, unit="", higher_is_better=False, requires=("inception",),
 )
 def fid_legacy_torchvision(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.fid import feature_stats, fid_from_stats
@@ -98,27 +130,11 @@ def fid_legacy_torchvision(ctx: "EvalContext") -> dict[str, Any]:
 
 
 @register(
-    name="fid_oracle", title="FID (oracle features)",
-    protocol="Frechet distance of the SynthBirds oracle's 256-d penultimate features (64 px), vs "
-             "real test images; SynthBirds only, not comparable with Inception FIDs",
-    reference="ours (FID formula of mseitzer/pytorch-fid on a domain classifier's features)",
-    needs="--oracle DIR (attngan train-oracle)",
-    streams=("oracle",), real=True, unit="", higher_is_better=False,
-)
-def fid_oracle_features(ctx: "EvalContext") -> dict[str, Any]:
-    from attngan.metrics.fid import feature_stats, fid_from_stats
-
-    real = ctx.real_features("oracle")["hidden"]
-    value = fid_from_stats(feature_stats(ctx.generated["oracle"]["hidden"]), feature_stats(real))
-    return {"value": value, "std": None, "n_real": int(real.shape[0])}
-
-
-@register(
     name="kid", title="KID",
     protocol="unbiased MMD^2, kernel (x.y/d + 1)^3, 100 subsets of <= 1000, FID Inception pool3 vs real test images",
     reference="Binkowski et al. 2018; torch-fidelity metric_kid.py (same estimator as stylegan2-ada's)",
     needs="--fid-inception FILE (pt_inception-2015-12-05-6726825d.pth)",
-    streams=("fid_inception",), real=True, unit="", higher_is_better=False,
+    streams=("fid_inception",), real=True, unit="", higher_is_better=False, requires=("fid_inception",),
 )
 def kid_poly3(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.fid import kernel_inception_distance
@@ -139,7 +155,7 @@ def kid_poly3(ctx: "EvalContext") -> dict[str, Any]:
              "the scored set, ties miss",
     reference="DM-GAN code/trainer.py sampling() + datasets.py get_mis_caption()",
     needs="a DAMSM: the model's own or --eval-damsm DIR; with --images, captions.json in the folder",
-    streams=("damsm",), real=False, unit="%", higher_is_better=True,
+    streams=("damsm",), real=False, unit="%", higher_is_better=True, requires=("damsm", "captions"),
 )
 def r_precision_dmgan(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.r_precision import r_precision, r_precision_dmgan
@@ -165,7 +181,7 @@ def r_precision_dmgan(ctx: "EvalContext") -> dict[str, Any]:
              "mentioned; value = all mentioned attributes right; plus swap rate",
     reference="ours (SynthBirds ground truth)",
     needs="--oracle DIR (attngan train-oracle), captions with SynthBirds attributes",
-    streams=("oracle",), real=False, unit="%", higher_is_better=True,
+    streams=("oracle",), real=False, unit="%", higher_is_better=True, requires=("captions", "oracle"),
 )
 def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.data.synth_birds import caption_attributes
@@ -200,7 +216,7 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
              "inside the part's ground-truth mask, real test images; chance = mean mask area",
     reference="ours (SynthBirds ground truth)",
     needs="a DAMSM (the model's own or --eval-damsm DIR) and SynthBirds data with part masks",
-    streams=(), real=False, unit="%", higher_is_better=True,
+    streams=(), real=False, unit="%", higher_is_better=True, requires=("damsm", "synth"),
 )
 def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
     per_part, n = ctx.real_localisation()
@@ -214,6 +230,22 @@ def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
 
 
 @register(
+    name="fid_oracle", title="FID (oracle features)",
+    protocol="Frechet distance of the SynthBirds oracle's 256-d penultimate features (64 px), vs "
+             "real test images; SynthBirds only, not comparable with Inception FIDs",
+    reference="ours (FID formula of mseitzer/pytorch-fid on a domain classifier's features)",
+    needs="--oracle DIR (attngan train-oracle)",
+    streams=("oracle",), real=True, unit="", higher_is_better=False, requires=("oracle",),
+)
+def fid_oracle_features(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.fid import feature_stats, fid_from_stats
+
+    real = ctx.real_features("oracle")["hidden"]
+    value = fid_from_stats(feature_stats(ctx.generated["oracle"]["hidden"]), feature_stats(real))
+    return {"value": value, "std": None, "n_real": int(real.shape[0])}
+
+
+@register(
     name="sharpness", title="High-frequency detail",
     protocol="per stage of size S: share of the mean-removed luminance DCT-II energy in the top "
              "octave (max(kx, ky) >= S/2: above the previous stage's Nyquist), generated over real "
@@ -221,7 +253,8 @@ def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
              "top stage's ratio, ± std over splits; 1 = real images' detail, ~0 = only upsampled",
     reference="ours (metrics/sharpness.py)",
     needs="nothing beyond --data (the split's real images)",
-    streams=("sharpness",), real=True, unit="", higher_is_better=True,
+    # A diagnostic of the stages, not one of the published comparisons: it runs when named.
+    streams=("sharpness",), real=True, unit="", higher_is_better=True, default=False,
 )
 def sharpness_top_octave(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.sharpness import stage_table
@@ -246,6 +279,7 @@ def sharpness_top_octave(ctx: "EvalContext") -> dict[str, Any]:
               "metrics/captioning.py)",
     needs="--captioner DIR|NAME (attngan train-captioner; bundled: synthbirds-captioner), SynthBirds data",
     streams=("captioner",), real=True, unit="%", higher_is_better=True,
+    requires=("captioner", "captions", "synth"),
 )
 def roundtrip_captioner(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.data.layout import raw_caption_lines
