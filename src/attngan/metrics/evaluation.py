@@ -333,24 +333,22 @@ class EvalContext:
         from attngan.data.dataset import TextImageDataset
 
         if "caption_pool" not in self._real:
-            from attngan.data.cache import fingerprint
-            from attngan.data.layout import read_image_list
-
             # Cached on disk like the real-image features: the pool is every test caption through
             # the DAMSM (29,510 for SynthBirds), the same for every model scored by that DAMSM.
-            key = {"format": 1, "data": str(self.data_root.resolve()), "split": self.options.split,
-                   "files": fingerprint(read_image_list(self.data_root, self.options.split,
-                                                       self.data_cfg.dataset), self.image_size),
-                   "weights": self.damsm.digest, "words_num": self.damsm.words_num,
-                   "vocab": len(self.vocab), "captions_per_image": self.data_cfg.captions_per_image}
+            # Keyed by the captions' word ids themselves (reading them is cheap; encoding is not).
+            ds = TextImageDataset(self.data_root, self.options.split, self.data_cfg, self.vocab,
+                                  image_sizes=[self.image_size], train=False)
+            words = hashlib.sha256(np.ascontiguousarray(ds._tokens).tobytes()
+                                   + np.ascontiguousarray(ds._offsets).tobytes()
+                                   + np.asarray(ds.class_ids).tobytes()).hexdigest()
+            key = {"format": 2, "data": str(self.data_root.resolve()), "split": self.options.split,
+                   "captions": words, "weights": self.damsm.digest, "words_num": self.damsm.words_num}
             tag = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
             path = self.cache_dir() / f"caption-pool-{self.options.split}-{tag}.npz"
             if path.is_file():
                 with np.load(path) as z:
                     self._real["caption_pool"] = {k: z[k] for k in z.files}
             else:
-                ds = TextImageDataset(self.data_root, self.options.split, self.data_cfg, self.vocab,
-                                      image_sizes=[self.image_size], train=False)
                 emb, cls = self.damsm.encode_pool(ds, self.options.batch * 8)
                 self._real["caption_pool"] = {"emb": np.asarray(emb), "cls": np.asarray(cls)}
                 _atomic_savez(path, self._real["caption_pool"])

@@ -24,7 +24,6 @@ class MetricSpec:
     title: str                     # row label of the Markdown table
     protocol: str                  # what exactly is measured
     reference: str                 # the implementation the numbers follow
-    needs: str                     # weights / inputs, as CLI flags (README and skip notes)
     streams: tuple[str, ...]       # feature streams read on the scored images
     real: bool                     # also needs features of real test images
     unit: str                      # "" or "%"
@@ -82,7 +81,6 @@ def register(**kwargs) -> Callable:
              "head, else --fid-inception (1008-class TF graph, bias-free logits pool3 @ W)",
     reference="openai/improved-gan inception_score/model.py (COCO); DM-GAN eval/IS/bird/"
               "inception_score_bird.py on StackGAN's CUB Inception, logit 0 dropped (CUB)",
-    needs="--is-classifier FILE|ORACLE_DIR, or (SynthBirds) --oracle DIR, or --fid-inception FILE",
     streams=("is_probs",), real=False, unit="", higher_is_better=True, requires=("is_classifier",),
 )
 def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
@@ -99,15 +97,10 @@ def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
              "resized to 299 by F.interpolate bilinear align_corners=False (pytorch-fid; --fid-resize "
              "tf1: torch-fidelity's TF1 resize), vs real test images",
     reference="mseitzer/pytorch-fid src/pytorch_fid/fid_score.py + inception.py (TTUR FID)",
-    needs="--fid-inception FILE (pt_inception-2015-12-05-6726825d.pth)",
     streams=("fid_inception",), real=True, unit="", higher_is_better=False, requires=("fid_inception",),
 )
 def fid_pytorch_fid(ctx: "EvalContext") -> dict[str, Any]:
-    from attngan.metrics.fid import feature_stats, fid_from_stats
-
-    real = ctx.real_features("fid_inception")["pool"]
-    value = fid_from_stats(feature_stats(ctx.generated["fid_inception"]["pool"]), feature_stats(real))
-    return {"value": value, "std": None, "n_real": int(real.shape[0])}
+    return _frechet(ctx, "fid_inception", "pool")
 
 
 @register(
@@ -118,22 +111,16 @@ def fid_pytorch_fid(ctx: "EvalContext") -> dict[str, Any]:
              "normalisation), vs real test images",
     reference="DM-GAN eval/FID/fid_score.py + inception.py (DF-GAN's early code/eval/FID/"
               "fid_score.py loads square images the same way)",
-    needs="--inception FILE (torchvision inception_v3_google-*.pth)",
     streams=("tv_inception_dmgan",), real=True, unit="", higher_is_better=False, requires=("inception",),
 )
 def fid_legacy_torchvision(ctx: "EvalContext") -> dict[str, Any]:
-    from attngan.metrics.fid import feature_stats, fid_from_stats
-
-    real = ctx.real_features("tv_inception_dmgan")["pool"]
-    value = fid_from_stats(feature_stats(ctx.generated["tv_inception_dmgan"]["pool"]), feature_stats(real))
-    return {"value": value, "std": None, "n_real": int(real.shape[0])}
+    return _frechet(ctx, "tv_inception_dmgan", "pool")
 
 
 @register(
     name="kid", title="KID",
     protocol="unbiased MMD^2, kernel (x.y/d + 1)^3, 100 subsets of <= 1000, FID Inception pool3 vs real test images",
     reference="Binkowski et al. 2018; torch-fidelity metric_kid.py (same estimator as stylegan2-ada's)",
-    needs="--fid-inception FILE (pt_inception-2015-12-05-6726825d.pth)",
     streams=("fid_inception",), real=True, unit="", higher_is_better=False, requires=("fid_inception",),
 )
 def kid_poly3(ctx: "EvalContext") -> dict[str, Any]:
@@ -154,7 +141,6 @@ def kid_poly3(ctx: "EvalContext") -> dict[str, Any]:
              "shuffled into 10 splits, the conditioning sentence embedding; set: negatives from "
              "the scored set, ties miss",
     reference="DM-GAN code/trainer.py sampling() + datasets.py get_mis_caption()",
-    needs="a DAMSM: the model's own or --eval-damsm DIR; with --images, captions.json in the folder",
     streams=("damsm",), real=False, unit="%", higher_is_better=True, requires=("damsm", "captions"),
 )
 def r_precision_dmgan(ctx: "EvalContext") -> dict[str, Any]:
@@ -180,7 +166,6 @@ def r_precision_dmgan(ctx: "EvalContext") -> dict[str, Any]:
     protocol="SynthBirds oracle colour of wing/belly/crown/bill == caption's, per attribute "
              "mentioned; value = all mentioned attributes right; plus swap rate",
     reference="ours (SynthBirds ground truth)",
-    needs="--oracle DIR (attngan train-oracle), captions with SynthBirds attributes",
     streams=("oracle",), real=False, unit="%", higher_is_better=True, requires=("captions", "oracle"),
 )
 def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
@@ -215,7 +200,6 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
     protocol="share of DAMSM word-region attention of part words (wing(s), belly, crown, bill) "
              "inside the part's ground-truth mask, real test images; chance = mean mask area",
     reference="ours (SynthBirds ground truth)",
-    needs="a DAMSM (the model's own or --eval-damsm DIR) and SynthBirds data with part masks",
     streams=(), real=False, unit="%", higher_is_better=True, requires=("damsm", "synth"),
 )
 def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
@@ -234,15 +218,10 @@ def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
     protocol="Frechet distance of the SynthBirds oracle's 256-d penultimate features (64 px), vs "
              "real test images; SynthBirds only, not comparable with Inception FIDs",
     reference="ours (FID formula of mseitzer/pytorch-fid on a domain classifier's features)",
-    needs="--oracle DIR (attngan train-oracle)",
     streams=("oracle",), real=True, unit="", higher_is_better=False, requires=("oracle",),
 )
 def fid_oracle_features(ctx: "EvalContext") -> dict[str, Any]:
-    from attngan.metrics.fid import feature_stats, fid_from_stats
-
-    real = ctx.real_features("oracle")["hidden"]
-    value = fid_from_stats(feature_stats(ctx.generated["oracle"]["hidden"]), feature_stats(real))
-    return {"value": value, "std": None, "n_real": int(real.shape[0])}
+    return _frechet(ctx, "oracle", "hidden")
 
 
 @register(
@@ -252,7 +231,6 @@ def fid_oracle_features(ctx: "EvalContext") -> dict[str, Any]:
              "test images (the loader's centre crop, smaller stages downscaled from it); value = the "
              "top stage's ratio, ± std over splits; 1 = real images' detail, ~0 = only upsampled",
     reference="ours (metrics/sharpness.py)",
-    needs="nothing beyond --data (the split's real images)",
     # A diagnostic of the stages, not one of the published comparisons: it runs when named.
     streams=("sharpness",), real=True, unit="", higher_is_better=True, default=False,
 )
@@ -277,7 +255,6 @@ def sharpness_top_octave(ctx: "EvalContext") -> dict[str, Any]:
              "the captioner on real test images vs their own captions (chance: another image's)",
     reference="ours (the seed's CaptionBot round trip; BLEU: Papineni 2002, CIDEr-D: Vedantam 2015, "
               "metrics/captioning.py)",
-    needs="--captioner DIR|NAME (attngan train-captioner; bundled: synthbirds-captioner), SynthBirds data",
     streams=("captioner",), real=True, unit="%", higher_is_better=True,
     requires=("captioner", "captions", "synth"),
 )
@@ -310,6 +287,15 @@ def roundtrip_captioner(ctx: "EvalContext") -> dict[str, Any]:
         "examples": [{"prompt": p, "caption": c} for p, c in list(zip(ctx.full_captions, captions))[:8]],
         "captioner": ctx.descriptions.get("captioner", ""),
     }
+
+
+def _frechet(ctx: "EvalContext", stream: str, key: str) -> dict[str, Any]:
+    """The Frechet distance between the generated and the real images' `key` features of `stream`."""
+    from attngan.metrics.fid import feature_stats, fid_from_stats
+
+    real = ctx.real_features(stream)[key]
+    value = fid_from_stats(feature_stats(ctx.generated[stream][key]), feature_stats(real))
+    return {"value": value, "std": None, "n_real": int(real.shape[0])}
 
 
 def _pct(x: float) -> float:
