@@ -53,7 +53,6 @@ def setup(spec: dict):
         from attngan.perf import configure_allocator_env
 
         configure_allocator_env()  # before torch is imported, as the CLI does
-    import copy
 
     import torch
 
@@ -61,7 +60,8 @@ def setup(spec: dict):
     from attngan.networks import (build_discriminators, build_generator, build_image_encoder,
                                   build_text_encoder)
     from attngan import perf
-    from attngan.training.gan_loop import GANLoss, GANModels, gan_step
+    from attngan.losses import GANLoss
+    from attngan.training.gan_loop import GANModels, gan_step
 
     dev = torch.device(spec["device"])
     if dev.type == "cpu":
@@ -86,18 +86,10 @@ def setup(spec: dict):
     image_encoder = build_image_encoder(cfg).to(dev).eval().requires_grad_(False)
     G = build_generator(cfg, cfg.text.embedding_dim).to(dev)
     Ds = build_discriminators(cfg).to(dev)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     if t.channels_last:
-        G, Ds = G.to(memory_format=torch.channels_last), Ds.to(memory_format=torch.channels_last)
         image_encoder = image_encoder.to(memory_format=torch.channels_last)
-    opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=t.betas)
-    opt_Ds = [torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=t.betas) for D in Ds]
-    amp = lambda: perf.autocast(t.amp, dev)  # noqa: E731
-    models = GANModels(G, Ds, G_ema, perf.maybe_compile(G, t.compile),
-                       [perf.maybe_compile(D, t.compile) for D in Ds], opt_G, opt_Ds,
-                       perf.grad_scaler(t.amp, dev), amp,
-                       Ds_g=[perf.maybe_compile(D, t.compile) for D in Ds])
-    loss = GANLoss(cfg, image_encoder, amp)
+    models = GANModels.create(cfg, G, Ds, dev)
+    loss = GANLoss(cfg, image_encoder, models.amp)
 
     # Two random batches, cycled, built before timing.
     gen = torch.Generator().manual_seed(1)

@@ -14,7 +14,6 @@ This file is also the torchrun worker: `python tests/test_ddp.py cli|equivalence
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -63,14 +62,8 @@ def _equivalence_setup(world: int):
     G = _strip_batchnorm(build_generator(cfg, cfg.text.embedding_dim))
     Ds = _strip_batchnorm(build_discriminators(cfg))
     image_encoder = build_image_encoder(cfg).eval().requires_grad_(False)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=cfg.train.betas)
-    opt_Ds = [torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=cfg.train.betas) for D in Ds]
-    G_train, Ds_train = G, list(Ds)
-    if world > 1:
-        G_train = torch.nn.parallel.DistributedDataParallel(G)
-        Ds_train = [torch.nn.parallel.DistributedDataParallel(D) for D in Ds]
-    return cfg, GANModels(G, Ds, G_ema, G_train, Ds_train, opt_G, opt_Ds), image_encoder
+    cfg.train.amp = "off"
+    return cfg, GANModels.create(cfg, G, Ds, torch.device("cpu"), world), image_encoder
 
 
 def _equivalence_batch(cfg, step: int) -> dict[str, torch.Tensor]:

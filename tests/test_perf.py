@@ -180,11 +180,7 @@ def _tiny_models(cfg, device: str = "cpu"):
     torch.manual_seed(0)
     G = build_generator(cfg, cfg.text.embedding_dim).to(device)
     Ds = build_discriminators(cfg).to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=cfg.train.betas)
-    opt_Ds = [torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=cfg.train.betas) for D in Ds]
-    amp = lambda: perf.autocast(cfg.train.amp, device)  # noqa: E731
-    return GANModels(G, Ds, G_ema, G, list(Ds), opt_G, opt_Ds, perf.grad_scaler(cfg.train.amp, device), amp)
+    return GANModels.create(cfg, G, Ds, torch.device(device))
 
 
 def _tiny_batch(cfg, B: int = 4, T: int = 6):

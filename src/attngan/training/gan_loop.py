@@ -14,7 +14,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -41,26 +41,73 @@ def update_ema(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> Non
         be.copy_(b)
 
 
-def _unwrap(m: torch.nn.Module) -> torch.nn.Module:
-    m = getattr(m, "_orig_mod", m)
-    return m.module if isinstance(m, torch.nn.parallel.DistributedDataParallel) else m
+@dataclass
+class Critic:
+    """One stage's discriminator D_i, held in one place. `D` owns the weights; `d_step` runs its
+    own update (DDP under torchrun, so gradients are all-reduced; compiled when asked); `g_step`
+    judges G's fakes (the plain module: its weights do not change there, so nothing to all-reduce)."""
+
+    D: torch.nn.Module
+    d_step: torch.nn.Module
+    g_step: torch.nn.Module
+    opt: torch.optim.Optimizer
 
 
 @dataclass
 class GANModels:
-    """What one iteration updates. `*_train` are the wrapped modules that run the forward passes
-    (DDP under torchrun, torch.compile'd when asked); the plain ones own the weights."""
+    """What one iteration updates. `G` owns the generator's weights and `G_train` runs its forward
+    passes (DDP under torchrun, compiled when asked); `G_ema` is the exponential moving average
+    that inference uses."""
 
     G: torch.nn.Module
-    Ds: torch.nn.ModuleList
-    G_ema: torch.nn.Module
     G_train: torch.nn.Module
-    Ds_train: list
+    G_ema: torch.nn.Module
     opt_G: torch.optim.Optimizer
-    opt_Ds: list
+    critics: list[Critic]
     scaler: Any = None
     amp: Any = nullcontext
-    Ds_g: list | None = None      # what the G phase calls (compiled plain Ds); default: the plain Ds
+
+    @classmethod
+    def create(cls, cfg: Config, G: torch.nn.Module, Ds: torch.nn.ModuleList, device: torch.device,
+               world: int = 1) -> "GANModels":
+        """Wire built networks for training: SyncBN and channels-last when asked, the EMA copy, one
+        Adam per network, DDP when world > 1, torch.compile when asked, the precision policy."""
+        t = cfg.train
+        if t.sync_bn and world > 1 and device.type != "cuda":
+            raise AttnGANError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
+                               "implementation); drop --set train.sync_bn=true for CPU processes")
+        if t.sync_bn and world > 1:
+            G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
+            Ds = torch.nn.SyncBatchNorm.convert_sync_batchnorm(Ds)
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        if t.channels_last:
+            G, Ds = G.to(memory_format=torch.channels_last), Ds.to(memory_format=torch.channels_last)
+        opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=t.betas)
+        opt_Ds = [torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=t.betas) for D in Ds]
+
+        def wrap(m: torch.nn.Module) -> torch.nn.Module:
+            ddp = torch.nn.parallel.DistributedDataParallel(m) if world > 1 else m
+            return perf.maybe_compile(ddp, t.compile)
+
+        critics = [Critic(D, wrap(D), perf.maybe_compile(D, t.compile), opt) for D, opt in zip(Ds, opt_Ds)]
+        return cls(G, wrap(G), G_ema, opt_G, critics, perf.grad_scaler(t.amp, device),
+                   lambda: perf.autocast(t.amp, device))
+
+    @property
+    def Ds(self) -> torch.nn.ModuleList:
+        return torch.nn.ModuleList([c.D for c in self.critics])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"G": self.G.state_dict(), "G_ema": self.G_ema.state_dict(), "Ds": self.Ds.state_dict(),
+                "opt_G": self.opt_G.state_dict(), "opt_Ds": [c.opt.state_dict() for c in self.critics]}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.G.load_state_dict(st["G"])
+        self.G_ema.load_state_dict(st["G_ema"])
+        self.Ds.load_state_dict(st["Ds"])
+        self.opt_G.load_state_dict(st["opt_G"])
+        for c, s in zip(self.critics, st["opt_Ds"]):
+            c.opt.load_state_dict(s)
 
 
 def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor], words: torch.Tensor,
@@ -74,27 +121,25 @@ def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor]
     m.G.train()
     with m.amp():
         fakes, _, mu, logvar = m.G_train(z, sent, words, mask, ca_noise)
-    n = len(m.Ds_train)
+    n = len(m.critics)
 
     # D phase: one step per stage, fakes detached.
     d_terms: dict[str, torch.Tensor] = {}
-    for i, (D, opt) in enumerate(zip(m.Ds_train, m.opt_Ds)):
+    for i, c in enumerate(m.critics):
         real = reals[i - n] if cfg.gan.dcgan else reals[i]
-        terms = loss.d_phase(Judge(D, _unwrap(D), m.amp), real, fakes[i - n].detach(), sent)
+        terms = loss.d_phase(Judge(c.d_step, c.D, m.amp), real, fakes[i - n].detach(), sent)
         errD = terms["loss"].float()
         d_terms[f"d_loss{i}"] = errD.detach()
         d_terms[f"d_prob_real{i}"] = terms["prob_real"]
         d_terms[f"d_prob_fake{i}"] = terms["prob_fake"]
-        opt.zero_grad(set_to_none=True)
+        c.opt.zero_grad(set_to_none=True)
         scaler.scale(errD).backward()
-        scaler.step(opt)
+        scaler.step(c.opt)
 
-    # G phase: the updated Ds judge the same fakes. They run unwrapped (their weights are not
-    # updated here, so nothing to all-reduce) and, with freeze_d_in_g_step, without weight
-    # gradients: the backward pass then skips the ~98M D weight gradients of the bird preset.
-    Ds_plain = [_unwrap(D) for D in m.Ds_train]
-    judges = [Judge(D, _unwrap(D), m.amp) for D in (m.Ds_g or Ds_plain)]
-    with perf.frozen(Ds_plain) if cfg.train.freeze_d_in_g_step else nullcontext():
+    # G phase: the updated Ds judge the same fakes. With freeze_d_in_g_step they run without
+    # weight gradients: the backward pass then skips the ~98M D weight gradients of the bird preset.
+    judges = [Judge(c.g_step, c.D, m.amp) for c in m.critics]
+    with perf.frozen([c.D for c in m.critics]) if cfg.train.freeze_d_in_g_step else nullcontext():
         g_terms = loss.g_phase(judges, fakes, words, sent, cap_lens, class_ids, mu, logvar)
         errG = sum(v.float() for v in g_terms.values())
         finite = bool(torch.isfinite(errG)) and all(bool(torch.isfinite(v)) for v in d_terms.values())
@@ -104,8 +149,16 @@ def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor]
             scaler.scale(errG).backward()
             scaler.step(m.opt_G)
     scaler.update()
-    update_ema(m.G_ema, _unwrap(m.G), cfg.train.ema_decay)
+    update_ema(m.G_ema, m.G, cfg.train.ema_decay)
     return {**d_terms, **{k: v.detach() for k, v in g_terms.items()}}, finite
+
+
+class FrozenDAMSM(NamedTuple):
+    """The pretrained DAMSM encoders G trains against (eval mode, no gradients) and their vocabulary."""
+
+    vocab: Any
+    text_encoder: torch.nn.Module
+    image_encoder: torch.nn.Module
 
 
 # What a resumed run cannot change: the networks' shapes, the batch and the data order.
@@ -117,76 +170,74 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
               device: str = "auto", progress: bool = True, max_steps: int | None = None,
               init_generator: str | Path | None = None) -> dict[str, Any]:
     """Train AttnGAN; re-running with the same out_dir resumes from its last training state.
-    The run holds out_dir's lock throughout (one writer; temporaries of killed runs removed)."""
+    Builds what the loop takes (encoders, data, networks) and holds out_dir's lock throughout
+    (one writer; temporaries of killed runs removed)."""
+    from attngan.data.dataset import open_split
+    from attngan.io import load_damsm, with_damsm_sections
+    from attngan.networks import build_discriminators, build_generator
     from attngan.rundir import claim_run_dir
 
     dist.init()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
     with claim_run_dir(out_dir, enabled=dist.is_main()) as removed:
         if removed:
             print(f"removed {len(removed)} temporaries of an earlier, killed run in {out_dir}")
-        return _train_gan(cfg, data_dir, damsm, out_dir, device=device, progress=progress,
-                          max_steps=max_steps, init_generator=init_generator)
+        dev = resolve_device(device)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        perf.configure_backends(dev)
+        perf.amp_dtype(cfg.train.amp, dev)  # a bad train.amp fails here, before anything is written
+        if cfg.train.amp != "off" and dist.is_main():
+            print(f"precision: {perf.describe_amp(cfg.train.amp, dev)}")  # what auto resolved to here
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank (G_ema is not broadcast)
+        np.random.seed(cfg.seed + rank)
+        dcfg, vocab, text_encoder, image_encoder = load_damsm(damsm, dev)
+        # The encoders decide the text features' layout (`attngan train` resolved this before printing).
+        cfg = with_damsm_sections(cfg, dcfg)
+        encoders = FrozenDAMSM(vocab, text_encoder.eval().requires_grad_(False),
+                               image_encoder.eval().requires_grad_(False))
+        train_ds = open_split(data_dir, "train", cfg.data, vocab, train=True)
+        test_ds = open_split(data_dir, "test", cfg.data, vocab, train=False)
+        if len(train_ds) < cfg.train.batch_size * world:
+            raise AttnGANError(f"{data_dir}: {len(train_ds)} training images, fewer than one batch "
+                               f"({cfg.train.batch_size} x {world} processes)")
+        G = build_generator(cfg, cfg.text.embedding_dim).to(dev)
+        Ds = build_discriminators(cfg).to(dev)
+        # A run that resumes takes every weight from its state: the init was its starting point.
+        if init_generator is not None and not (out_dir / "state.pt").is_file():
+            load_init(G, Ds, init_generator)
+        models = GANModels.create(cfg, G, Ds, dev, world)
+        torch.manual_seed(cfg.seed + rank)  # from here on (noise, dropout) each rank draws its own
+        return training_loop(cfg, models, encoders, train_ds, test_ds, out_dir, dev,
+                             progress=progress, max_steps=max_steps)
 
 
-def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str | Path, *,
-               device: str, progress: bool, max_steps: int | None,
-               init_generator: str | Path | None) -> dict[str, Any]:
-    from attngan.data.dataset import make_train_loader, open_split
-    from attngan.networks import build_discriminators, build_generator
-    from attngan.io import load_damsm, with_damsm_sections
+def load_init(G: torch.nn.Module, Ds: torch.nn.ModuleList, init_generator: str | Path) -> None:
+    """Start from a trained generator (a model folder or a bundled model's name), grown to G's
+    stages when it has fewer; its discriminators too when the folder has them (import-original
+    --netD) and G was not grown."""
+    from attngan.io import load_safetensors, load_state, resolve_model
 
-    # Setup.
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    dev = resolve_device(device)
+    folder = resolve_model(init_generator)
+    sd = load_safetensors(folder / "generator.safetensors")
+    grown = grow_state(G, sd)
+    if grown and dist.is_main():
+        print(f"growing {folder}: new {', '.join(grown)} start as copies of the last trained "
+              f"stage; their discriminators start fresh")
+    load_state(G, sd, "generator")
+    d_file = folder / "discriminators.safetensors"
+    if d_file.is_file() and not grown:
+        load_state(Ds, load_safetensors(d_file), "discriminators")
+
+
+def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, test_ds, out_dir: Path,
+                  dev: torch.device, *, progress: bool = True, max_steps: int | None = None) -> dict[str, Any]:
+    """Train `models` on `train_ds` until cfg.train.total_kimg, the minutes budget or max_steps;
+    resumes from out_dir/state.pt when it is there, and snapshots the EMA model folder and the
+    state every snapshot_kimg. Previews draw test_ds's captions."""
+    from attngan.data.dataset import make_train_loader
+
     rank, world = dist.get_rank(), dist.get_world_size()
-    perf.configure_backends(dev)
-    perf.amp_dtype(cfg.train.amp, dev)  # a bad train.amp fails here, before anything is written
-    if cfg.train.amp != "off" and dist.is_main():
-        print(f"precision: {perf.describe_amp(cfg.train.amp, dev)}")  # what auto resolved to here
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank (G_ema is not broadcast)
-    np.random.seed(cfg.seed + rank)
-    dcfg, vocab, text_encoder, image_encoder = load_damsm(damsm, dev)
-    # The encoders decide the text features' layout (`attngan train` resolved this before printing).
-    cfg = with_damsm_sections(cfg, dcfg)
-    for m in (text_encoder, image_encoder):
-        m.eval()
-        m.requires_grad_(False)
-    nef = cfg.text.embedding_dim
-    train_ds = open_split(data_dir, "train", cfg.data, vocab, train=True)
-    test_ds = open_split(data_dir, "test", cfg.data, vocab, train=False)
-    B = cfg.train.batch_size
-    if len(train_ds) < B * world:
-        raise AttnGANError(f"{data_dir}: {len(train_ds)} training images, fewer than one batch "
-                           f"({B} x {world} processes)")
-
-    G = build_generator(cfg, nef).to(dev)
-    Ds = build_discriminators(cfg).to(dev)
-    # A run that resumes takes every weight from its state: the init was its starting point.
-    if init_generator is not None and not (out_dir / "state.pt").is_file():
-        from attngan.io import load_safetensors, load_state, resolve_model
-
-        init_generator = resolve_model(init_generator)  # a folder or a bundled model's name
-        sd = load_safetensors(init_generator / "generator.safetensors")
-        grown = grow_state(G, sd)
-        if grown and dist.is_main():
-            print(f"growing {init_generator}: new {', '.join(grown)} start as copies of the last trained "
-                  f"stage; their discriminators start fresh")
-        load_state(G, sd, "generator")
-        d_file = init_generator / "discriminators.safetensors"  # import-original --netD
-        if d_file.is_file() and not grown:
-            load_state(Ds, load_safetensors(d_file), "discriminators")
-    if cfg.train.sync_bn and world > 1 and dev.type != "cuda":
-        raise AttnGANError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU "
-                           "implementation); drop --set train.sync_bn=true for CPU processes")
-    if cfg.train.sync_bn and world > 1:
-        G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
-        Ds = torch.nn.SyncBatchNorm.convert_sync_batchnorm(Ds)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    if cfg.train.channels_last:
-        G, Ds = G.to(memory_format=torch.channels_last), Ds.to(memory_format=torch.channels_last)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=cfg.train.betas)
-    opt_Ds = [torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=cfg.train.betas) for D in Ds]
-    torch.manual_seed(cfg.seed + rank)  # from here on (noise, dropout) each rank draws its own
+    vocab, text_encoder, image_encoder = damsm
 
     # Resume.
     state_path = out_dir / "state.pt"
@@ -196,12 +247,7 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
         changes = resume_changes(out_dir, cfg.to_dict(), RESUME_FIXED)
         if changes and dist.is_main():
             print("resuming with changed settings: " + "; ".join(changes))
-        G.load_state_dict(st["G"])
-        G_ema.load_state_dict(st["G_ema"])
-        Ds.load_state_dict(st["Ds"])
-        opt_G.load_state_dict(st["opt_G"])
-        for o, s in zip(opt_Ds, st["opt_Ds"]):
-            o.load_state_dict(s)
+        models.load_state_dict(st)
         images_seen, step, epoch, batch_in_epoch = st["images_seen"], st["step"], st["epoch"], st["batch_in_epoch"]
         bad_steps = st.get("bad_steps", 0)
         set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
@@ -214,48 +260,32 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
         atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
     dist.barrier()
 
-    G_train = G
-    Ds_train = list(Ds)
-    if world > 1:
-        G_train = torch.nn.parallel.DistributedDataParallel(G)
-        Ds_train = [torch.nn.parallel.DistributedDataParallel(D) for D in Ds]
-    G_train = perf.maybe_compile(G_train, cfg.train.compile)
-    Ds_train = [perf.maybe_compile(D, cfg.train.compile) for D in Ds_train]
     if cfg.train.channels_last:
         image_encoder = image_encoder.to(memory_format=torch.channels_last)
-    amp = lambda: perf.autocast(cfg.train.amp, dev)  # noqa: E731
-    loss = GANLoss(cfg, image_encoder, amp)
-    models = GANModels(G, Ds, G_ema, G_train, Ds_train, opt_G, opt_Ds,
-                       perf.grad_scaler(cfg.train.amp, dev), amp,
-                       Ds_g=[perf.maybe_compile(D, cfg.train.compile) for D in Ds])
-
+    loss = GANLoss(cfg, image_encoder, models.amp)
+    B = cfg.train.batch_size
     loader, sampler = make_train_loader(train_ds, B, seed=cfg.seed, loader_seed=cfg.seed + rank,
                                         rank=rank, world=world, workers=cfg.data.workers)
     fixed = _fixed_batch(test_ds, cfg, dev)
     total = int(cfg.train.total_kimg * 1000)
-    next_log = _next_tick(images_seen, cfg.train.log_kimg)
     next_sample = _next_tick(images_seen, cfg.train.sample_kimg)
     next_snap = _next_tick(images_seen, cfg.train.snapshot_kimg)
-    sums: dict[str, float] = {}
-    n_sum = 0
-    t_start = t_tick = time.time()
-    tb = None  # TensorBoard writer, created at the first log when tensorboard is installed
+    t_start = time.time()
     # A minutes budget usually ends the run long before total_kimg: the bar then counts images
     # without a (meaningless) ETA, and the postfix shows the time left instead.
     budget_s = cfg.train.minutes * 60 if cfg.train.minutes else None
     bar = tqdm(total=None if budget_s else total, initial=min(images_seen, total), unit="img", desc="AttnGAN",
                disable=not (progress and dist.is_main()), smoothing=0.1)
+    log = TrainingLog(out_dir, cfg.train.log_kimg, images_seen, bar, budget_s)
 
     def snapshot() -> None:
         # Inference folder from the EMA weights, plus the full state for --resume.
         if dist.is_main():
-            save_model_folder(out_dir / "model", cfg, vocab, G_ema, text_encoder, image_encoder,
+            save_model_folder(out_dir / "model", cfg, vocab, models.G_ema, text_encoder, image_encoder,
                               extra={"images_seen": images_seen, "step": step})
         rngs = _gather_rng()
         if dist.is_main():
-            atomic_torch_save({"kind": "attngan", "G": _unwrap(G).state_dict(), "G_ema": G_ema.state_dict(),
-                               "Ds": Ds.state_dict(), "opt_G": opt_G.state_dict(),
-                               "opt_Ds": [o.state_dict() for o in opt_Ds], "images_seen": images_seen,
+            atomic_torch_save({"kind": "attngan", **models.state_dict(), "images_seen": images_seen,
                                "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                                "bad_steps": bad_steps, "rng": rngs}, state_path)
         dist.barrier()
@@ -266,17 +296,15 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
         sampler.set_position(epoch, batch_in_epoch)
         for batch in loader:
             captions, cap_lens = batch["captions"].to(dev), batch["cap_lens"].to(dev)
-            class_ids = batch["class_ids"].to(dev)
             reals = [x.to(dev) for x in batch["images"]]
             if cfg.train.channels_last:
                 reals = [x.contiguous(memory_format=torch.channels_last) for x in reals]
-            T = int(cap_lens.max())
-            captions = captions[:, :T]
+            captions = captions[:, :int(cap_lens.max())]
             with torch.no_grad():
                 words, sent = text_encoder(captions, cap_lens)
-            mask = captions == 0
             z = torch.randn(captions.shape[0], cfg.gan.z_dim, device=dev)
-            terms, finite = gan_step(models, loss, cfg, reals, words, sent, mask, cap_lens, class_ids, z)
+            terms, finite = gan_step(models, loss, cfg, reals, words, sent, captions == 0, cap_lens,
+                                     batch["class_ids"].to(dev), z)
             if not finite:
                 bad_steps += 1
                 if bad_steps > cfg.train.max_bad_steps:
@@ -287,34 +315,13 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
             batch_in_epoch += 1
             images_seen += captions.shape[0] * world
             bar.update(captions.shape[0] * world)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n_sum += 1
-            if images_seen >= next_log:
-                next_log = _next_tick(images_seen, cfg.train.log_kimg)
-                record = {"kimg": images_seen / 1000, "step": step, "sec_per_kimg":
-                          (time.time() - t_tick) / max(cfg.train.log_kimg, 1e-9),
-                          "bad_steps": bad_steps, **{k: v / n_sum for k, v in sums.items()}}
-                t_tick, sums, n_sum = time.time(), {}, 0
-                if dist.is_main():
-                    with open(out_dir / "log.jsonl", "a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
-                    if tb is None:
-                        tb = _tensorboard(out_dir)
-                    if tb:
-                        for k, v in record.items():
-                            tb.add_scalar(k, v, images_seen)
-                    bar.set_postfix(D=f"{sum(v for k, v in record.items() if k.startswith('d_loss')):.2f}",
-                                    G=f"{sum(v for k, v in record.items() if k.startswith('g_')):.2f}",
-                                    damsm=f"{record.get('damsm_words', 0) + record.get('damsm_sent', 0):.2f}",
-                                    **({"left": f"{max(0.0, budget_s - (time.time() - t_start)) / 60:.1f}min"}
-                                       if budget_s else {}))
+            log.add(terms, images_seen, step, bad_steps)
             if images_seen >= next_sample and dist.is_main():
                 next_sample = _next_tick(images_seen, cfg.train.sample_kimg)
-                viz.save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / f"{images_seen // 1000:06d}kimg.png")
-            out_of_time = bool(cfg.train.minutes) and time.time() - t_start > cfg.train.minutes * 60
-            done = (images_seen >= total or out_of_time
-                    or (max_steps is not None and step >= max_steps))
+                viz.save_samples(models.G_ema, text_encoder, fixed, vocab,
+                                 out_dir / "samples" / f"{images_seen // 1000:06d}kimg.png")
+            out_of_time = budget_s is not None and time.time() - t_start > budget_s
+            done = images_seen >= total or out_of_time or (max_steps is not None and step >= max_steps)
             done = bool(dist.broadcast_object(done))
             if images_seen >= next_snap or done:
                 next_snap = _next_tick(images_seen, cfg.train.snapshot_kimg)
@@ -324,12 +331,55 @@ def _train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: st
         else:
             epoch, batch_in_epoch = epoch + 1, 0
     bar.close()
-    if tb:
-        tb.close()
+    log.close()
     if dist.is_main():
-        viz.save_samples(G_ema, text_encoder, fixed, vocab, out_dir / "samples" / "final.png")
+        viz.save_samples(models.G_ema, text_encoder, fixed, vocab, out_dir / "samples" / "final.png")
     return {"images_seen": images_seen, "step": step, "bad_steps": bad_steps,
             "seconds": time.time() - t_start}
+
+
+class TrainingLog:
+    """Loss terms averaged over each log_kimg of images: a row of out_dir/log.jsonl, TensorBoard
+    scalars (when tensorboard is installed) and the progress bar's postfix, on the main process."""
+
+    def __init__(self, out_dir: Path, every_kimg: float, images_seen: int, bar, budget_s: float | None):
+        self.out_dir, self.every_kimg, self.bar, self.budget_s = out_dir, every_kimg, bar, budget_s
+        self.next = _next_tick(images_seen, every_kimg)
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.t_start = self.t_tick = time.time()
+        self.tb = None  # created at the first row
+
+    def add(self, terms: dict[str, torch.Tensor], images_seen: int, step: int, bad_steps: int) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.n += 1
+        if images_seen < self.next:
+            return
+        self.next = _next_tick(images_seen, self.every_kimg)
+        record = {"kimg": images_seen / 1000, "step": step,
+                  "sec_per_kimg": (time.time() - self.t_tick) / max(self.every_kimg, 1e-9),
+                  "bad_steps": bad_steps, **{k: v / self.n for k, v in self.sums.items()}}
+        self.t_tick, self.sums, self.n = time.time(), {}, 0
+        if not dist.is_main():
+            return
+        with open(self.out_dir / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is None:
+            self.tb = _tensorboard(self.out_dir)
+        if self.tb:
+            for k, v in record.items():
+                self.tb.add_scalar(k, v, images_seen)
+        left = {}
+        if self.budget_s:
+            left["left"] = f"{max(0.0, self.budget_s - (time.time() - self.t_start)) / 60:.1f}min"
+        self.bar.set_postfix(D=f"{sum(v for k, v in record.items() if k.startswith('d_loss')):.2f}",
+                             G=f"{sum(v for k, v in record.items() if k.startswith('g_')):.2f}",
+                             damsm=f"{record.get('damsm_words', 0) + record.get('damsm_sent', 0):.2f}", **left)
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
 
 
 def _number(x: Any) -> float:
