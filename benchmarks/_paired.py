@@ -33,7 +33,7 @@ ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"
 
 def serve(setup) -> None:
     """Run in the child: set up, say ready, then answer step/done requests on stdin."""
-    from attngan.perf import minor_faults
+    from _measure import minor_faults
 
     steps, info, finish = setup()
     _say(info)

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _measure
 from _paired import load_average, paired_speedup, run_paired, serve
 
 SWITCHES = ("alloc", "fuse", "channels_last", "tf32", "compile")
@@ -98,7 +99,7 @@ def setup(spec: dict):
         last[batch] = pipe.generate_from_ids(*batches[batch])  # images come back on the CPU
 
     # FLOPs of one batch-1 pass (convolutions and matmuls; linear in the batch).
-    flops1 = perf.count_flops(lambda: generate(1))
+    flops1 = _measure.count_flops(lambda: generate(1))
     info = {"switches": sorted(switches), "torch": torch.__version__, "gflop_per_image": flops1 / 1e9,
             "allocator": os.environ.get("ATTNGAN_ALLOCATOR_APPLIED", "default"),
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda"
@@ -106,8 +107,8 @@ def setup(spec: dict):
 
     def finish() -> dict:
         torch.save(last[16].images[-1], spec["images_out"])
-        peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else perf.peak_rss_mb())
-        return {"peak_mem_mb": peak, "matmul_peak_gflops": perf.matmul_peak_gflops(dev)}
+        peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _measure.peak_rss_mb())
+        return {"peak_mem_mb": peak, "matmul_peak_gflops": _measure.matmul_peak_gflops(dev)}
 
     return {"latency": lambda: generate(1), "throughput": lambda: generate(16)}, info, finish
 

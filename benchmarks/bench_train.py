@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 
+import _measure
 from _paired import load_average, paired_speedup, run_paired, serve
 
 SWITCHES = ("alloc", "freeze", "reuse", "channels_last", "amp", "tf32", "compile")
@@ -126,7 +127,7 @@ def setup(spec: dict):
     # The first iteration warms up (allocations, compile) and, unless compiling, counts the FLOPs.
     if t.compile:
         iteration()
-    flops = perf.count_flops(iteration)
+    flops = _measure.count_flops(iteration)
     info = {"switches": sorted(switches), "preset": spec["preset"], "batch": B, "torch": torch.__version__,
             "gflop_per_iter": flops / 1e9, "allocator": os.environ.get("ATTNGAN_ALLOCATOR_APPLIED", "default"),
             "amp": t.amp, "precision": perf.describe_amp(t.amp, dev),
@@ -136,8 +137,8 @@ def setup(spec: dict):
         torch.cuda.reset_peak_memory_stats(dev)
 
     def finish() -> dict:
-        peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else perf.peak_rss_mb()
-        gflops = perf.matmul_peak_gflops(dev) if spec.get("matmul_peak", True) else float("nan")
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _measure.peak_rss_mb()
+        gflops = _measure.matmul_peak_gflops(dev) if spec.get("matmul_peak", True) else float("nan")
         return {"peak_mem_mb": peak, "matmul_peak_gflops": gflops}
 
     return {"iteration": iteration}, info, finish
