@@ -28,6 +28,36 @@ ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"
                  "MALLOC_ARENA_MAX", "THP_MEM_ALLOC_ENABLE", "ATTNGAN_ALLOCATOR_APPLIED", "ATTNGAN_ALLOCATOR")
 
 
+# --- Command line -------------------------------------------------------------------------------
+
+
+def add_common_arguments(parser, quick_help: str) -> None:
+    """The arguments every paired benchmark takes: --quick, --device, --threads and the hidden
+    --child (a configuration's process)."""
+    import argparse
+
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per process")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+
+
+def switches_of(name: str, named: dict[str, set[str]], switches: tuple[str, ...]) -> set[str]:
+    """A configuration's switches: a named set ("off", "on") or switches joined by +."""
+    if name in named:
+        return set(named[name])
+    parts = set(name.split("+"))
+    if parts - set(switches):
+        sys.exit(f"unknown configuration {name!r}: use {', '.join(named)}, or switches joined by + "
+                 f"({', '.join(switches)})")
+    return parts
+
+
+def child_argv(script: str, spec: dict) -> list[str]:
+    """The command line of one configuration's process."""
+    return [sys.executable, os.path.abspath(script), "--child", json.dumps(spec)]
+
+
 # --- Child side ---------------------------------------------------------------------------------
 
 

@@ -27,13 +27,12 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import _measure
-from _paired import load_average, paired_speedup, run_paired, serve
+from _paired import add_common_arguments, child_argv, switches_of, load_average, paired_speedup, run_paired, serve
 
 SWITCHES = ("alloc", "fuse", "channels_last", "tf32", "compile")
 # "on" is what `attngan generate` / `serve` run: BN folding. The allocator setting ("alloc") is the
@@ -116,21 +115,9 @@ def setup(spec: dict):
 # --- Parent: run the configurations and compare ----------------------------------------------
 
 
-def switches_of(name: str) -> set[str]:
-    if name in PRESETS_ON:
-        return set(PRESETS_ON[name])
-    parts = set(name.split("+"))
-    unknown = parts - set(SWITCHES)
-    if unknown:
-        sys.exit(f"unknown configuration {name!r}: use off, on, or switches joined by + ({', '.join(SWITCHES)})")
-    return parts
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, off and on only (< 3 min on 2 CPU cores)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads per process")
+    add_common_arguments(parser, "fewer rounds, off and on only (< 3 min on 2 CPU cores)")
     parser.add_argument("--compile", action="store_true", help="add torch.compile to the 'on' configuration")
     parser.add_argument("--configs", default=None,
                         help="comma-separated: off, on, or switches joined by + (default: off,on; "
@@ -138,7 +125,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help="timed rounds per configuration (default: 5 latency / 3 throughput with "
                              "--quick, else 15 / 6)")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         serve(lambda: setup(json.loads(args.child)))
@@ -162,9 +148,9 @@ def main() -> None:
         for name in names:  # each configuration is timed in rounds interleaved with "off"
             argvs = {}
             for n in ("off", name):
-                spec = {"switches": sorted(switches_of(n)), "device": device, "threads": args.threads,
+                spec = {"switches": sorted(switches_of(n, PRESETS_ON, SWITCHES)), "device": device, "threads": args.threads,
                         "images_out": str(Path(tmp) / f"{n}.pt")}
-                argvs[n] = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)]
+                argvs[n] = child_argv(__file__, spec)
             res = run_paired(argvs, {"latency": (2, lat_rounds), "throughput": (1, thr_rounds)})
             results[name] = res
             images[name] = torch.load(Path(tmp) / f"{name}.pt", weights_only=True)

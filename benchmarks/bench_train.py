@@ -38,7 +38,7 @@ import sys
 import time
 
 import _measure
-from _paired import load_average, paired_speedup, run_paired, serve
+from _paired import add_common_arguments, child_argv, switches_of, load_average, paired_speedup, run_paired, serve
 
 SWITCHES = ("alloc", "freeze", "reuse", "channels_last", "amp", "tf32", "compile")
 CONFIGS = {"off": set(), "on": {"alloc", "freeze", "reuse"}}  # + amp, channels_last on a GPU
@@ -147,20 +147,9 @@ def setup(spec: dict):
 # --- Parent -----------------------------------------------------------------------------------
 
 
-def switches_of(name: str) -> set[str]:
-    if name in CONFIGS:
-        return set(CONFIGS[name])
-    parts = set(name.split("+"))
-    if parts - set(SWITCHES):
-        sys.exit(f"unknown configuration {name!r}: use off, on, or switches joined by + ({', '.join(SWITCHES)})")
-    return parts
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few rounds, off and on only (< 3 min on 2 CPU cores)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads per process")
+    add_common_arguments(parser, "few rounds, off and on only (< 3 min on 2 CPU cores)")
     parser.add_argument("--presets", default=None, help="default: bird,tiny (--precision: synthbirds-128)")
     parser.add_argument("--batch", type=int, default=None,
                         help="--precision only: batch size (default: the preset's, half of it with --quick)")
@@ -175,7 +164,6 @@ def main() -> None:
                              "else 5 / 10)")
     parser.add_argument("--channels-last", action="store_true", help="add channels_last to 'on'")
     parser.add_argument("--compile", action="store_true", help="add torch.compile to 'on'")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         serve(lambda: setup(json.loads(args.child)))
@@ -207,9 +195,9 @@ def main() -> None:
         big = preset_name in ("bird", "bird-attn1", "coco")
         rounds = args.rounds or ((2 if big else 3) if args.quick else (5 if big else 10))
         for name in (n for n in names if n != "off"):  # each configuration interleaved with "off"
-            argvs = {n: [sys.executable, os.path.abspath(__file__), "--child", json.dumps(
-                {"preset": preset_name, "switches": sorted(switches_of(n)), "device": device,
-                 "threads": args.threads, "batch": batch})] for n in ("off", name)}
+            argvs = {n: child_argv(__file__, {"preset": preset_name, "switches": sorted(switches_of(n, CONFIGS, SWITCHES)),
+                                              "device": device, "threads": args.threads, "batch": batch})
+                     for n in ("off", name)}
             results[(preset_name, name)] = run_paired(argvs, {"iteration": (0 if big else 1, rounds)})
     report(results, args, time.time() - t_start, load_before)
 
@@ -285,10 +273,9 @@ def run_precision(args, device: str) -> None:
     batch = args.batch or (cfg.train.batch_size // 2 if args.quick else cfg.train.batch_size)
     t_start = time.time()
     load_before = load_average()
-    argvs = {name: [sys.executable, os.path.abspath(__file__), "--child", json.dumps(
-        {"preset": preset_name, "switches": sorted(switches), "device": device, "threads": args.threads,
-         "batch": batch, "amp": amp, "matmul_peak": False})]
-        for name, amp in (("float32", "off"), ("default", default_amp))}
+    argvs = {name: child_argv(__file__, {"preset": preset_name, "switches": sorted(switches), "device": device,
+                                         "threads": args.threads, "batch": batch, "amp": amp, "matmul_peak": False})
+             for name, amp in (("float32", "off"), ("default", default_amp))}
     # The FLOP-counting iteration in each child's setup is its warm-up.
     res = run_paired(argvs, {"iteration": (0 if args.quick else 1, rounds)})
     seconds = time.time() - t_start
