@@ -48,6 +48,7 @@ def main() -> None:
     from attngan.demo import demo_config
     from attngan.metrics import evaluate
     from attngan.metrics.oracle import train_oracle
+    from attngan.metrics.report import report_rows
     from attngan.training.damsm_loop import train_damsm
     from attngan.training.gan_loop import train_gan
 
@@ -76,9 +77,9 @@ def main() -> None:
                 cfg.train.minutes = args.gan_minutes
                 cfg.train.total_kimg = 10_000
                 train_gan(cfg, data, damsm, run)
-                metrics = evaluate(model_dir=run / "model", data_dir=data,
-                                   metrics=["r_precision", "binding"], num_images=args.num_images,
-                                   splits=10, eval_damsm=eval_damsm, oracle=oracle, seed=seed)
+                metrics = report_rows(evaluate(data, model_dir=run / "model", metrics=["r_precision", "binding"],
+                                               num_images=args.num_images, splits=10, eval_damsm=eval_damsm,
+                                               oracle=oracle, seed=seed, strict=False))
                 result_file.write_text(json.dumps(metrics, indent=2))
             metrics = json.loads(result_file.read_text())
             rows.append({"variant": variant, "seed": seed, **_pick(metrics)})

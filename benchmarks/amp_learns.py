@@ -150,14 +150,15 @@ def summarise(records: list[dict]) -> dict[str, tuple[float, float]]:
 
 def evaluate_runs(args, data: Path, out: Path) -> dict[str, dict[str, str]]:
     from attngan.metrics import evaluate
+    from attngan.metrics.report import report_rows
 
     metrics = (["r_precision"] if args.eval_damsm else []) + (["binding"] if args.oracle else [])
     scores: dict[str, dict[str, str]] = {}
     for name, _ in MODES:
         print(f"evaluating {name} ({', '.join(metrics)}, {args.num_images} images)")
-        rows = evaluate(out / name / "model", data, metrics=metrics, num_images=args.num_images,
-                        eval_damsm=args.eval_damsm, oracle=args.oracle, device=args.device,
-                        seed=0, progress=False)
+        rows = report_rows(evaluate(data, model_dir=out / name / "model", metrics=metrics,
+                                    num_images=args.num_images, eval_damsm=args.eval_damsm, oracle=args.oracle,
+                                    device=args.device, seed=0, progress=False, strict=False))
         for row in rows:
             value, std = row.get("value"), row.get("std")
             if value is None:

@@ -30,10 +30,11 @@ def main() -> None:
     args = p.parse_args()
 
     from attngan.demo import export_bundle
-    from attngan.metrics import report_rows
+    from attngan.metrics.report import report_rows
 
     report = json.loads(Path(args.report).read_text(encoding="utf-8"))
-    rows = report_rows(report)
+    # The card lists the metrics that ran, as its eval settings below do.
+    rows = [row for row in report_rows(report) if row["name"] in report["results"]]
     commands = [line for line in Path(args.commands).read_text(encoding="utf-8").splitlines() if line.strip()]
     export_bundle(Path(args.model), args.out, rows, commands, args.seed, {"note": "see MODEL.md"},
                   name=args.name, data=json.loads(args.data),

@@ -296,6 +296,7 @@ def test_eval_roundtrip_metric_on_real_images(birds, tmp_path):
     """`attngan eval --images` with the real test images and their captions: the round trip
     recovers most attributes, and the report carries the ceiling and the chance level."""
     from attngan.metrics import evaluate
+    from attngan.metrics.report import report_rows
     from attngan.training.captioner_loop import CaptionedImages
     from attngan.viz import to_pil
 
@@ -308,15 +309,15 @@ def test_eval_roundtrip_metric_on_real_images(birds, tmp_path):
         to_pil(ds.images[i]["images"][0]).save(folder / f"{i:03d}.png")
         captions[f"{i:03d}.png"] = ds.texts[i][0]
     (folder / "captions.json").write_text(json.dumps(captions))
-    rows = evaluate(data_dir=birds, images_dir=folder, metrics=["roundtrip"], captioner="synthbirds-captioner",
-                    splits=1, device="cpu", progress=False, cache_dir=str(tmp_path / "cache"))
-    row = rows[0]
+    report = evaluate(birds, images_dir=folder, metrics=["roundtrip"], captioner="synthbirds-captioner",
+                      splits=1, device="cpu", progress=False, cache_dir=str(tmp_path / "cache"))
+    row = report_rows(report)[0]
     assert row["name"] == "roundtrip" and row["per_attribute"]["wing"] > 70 and row["per_attribute"]["belly"] > 70
     assert row["value"] > 2 * row["real_shuffled"]["recall"]
     assert row["real_ceiling"]["recall"] > row["real_shuffled"]["recall"] + 20
     assert 0 <= row["bleu4"] <= 1 and row["cider_d"] >= 0
-    with pytest.raises(AttnGANError, match="roundtrip needs --captioner"):
-        evaluate(data_dir=birds, images_dir=folder, metrics=["roundtrip"], splits=1, device="cpu", progress=False)
+    with pytest.raises(AttnGANError, match="'roundtrip' needs --captioner"):
+        evaluate(birds, images_dir=folder, metrics=["roundtrip"], splits=1, device="cpu", progress=False)
 
 
 # The web page and the report show what the captioner reads.

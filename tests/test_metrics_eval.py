@@ -274,13 +274,16 @@ def test_train_oracle_cli_writes_a_folder_and_says_when_it_is_void(synth, tmp_pa
     assert not (tmp_path / "o2").exists()
 
 
-def test_library_evaluate_returns_rows_and_notes_instead_of_errors(test_items, synth, oracle_dir, tmp_path):
+def test_library_evaluate_takes_keywords_and_its_rows_note_what_was_skipped(test_items, synth, oracle_dir, tmp_path):
     from attngan.metrics import evaluate
+    from attngan.metrics.report import report_rows
 
     pairs = [(it, it["captions"][0]) for it in test_items[:20]]
     folder = write_folder(tmp_path / "imgs", [p[0] for p in pairs], [p[1] for p in pairs])
-    rows = evaluate(data_dir=synth, images_dir=folder, metrics=["binding", "is", "fid"], splits=2,
-                    oracle=oracle_dir, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    report = evaluate(synth, images_dir=folder, metrics=["binding", "is", "fid"], splits=2, strict=False,
+                      oracle=oracle_dir, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    assert set(report["results"]) == {"binding", "is"} and set(report["skipped"]) == {"fid"}
+    rows = report_rows(report)
     by_name = {r["name"]: r for r in rows}
     assert [r["name"] for r in rows] == ["binding", "is", "fid"]
     assert by_name["binding"]["metric"] == "Attribute binding" and by_name["binding"]["value"] >= 90
@@ -291,8 +294,9 @@ def test_library_evaluate_returns_rows_and_notes_instead_of_errors(test_items, s
 
 
 def test_r_precision_protocols_and_the_conditioning_sentence(synth, model_dir, tmp_path):
-    from attngan.metrics.evaluation import EvalOptions, ScoredBatch, evaluate
+    from attngan.metrics.evaluation import EvalOptions, evaluate
     from attngan.metrics.extractors import DamsmStream
+    from attngan.metrics.sources import ScoredBatch
     from attngan.pipeline import AttnGANPipeline
 
     values = {}

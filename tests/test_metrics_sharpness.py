@@ -122,7 +122,8 @@ def _options(tmp_path: Path, **kw):
     (3, True, [2], [64]),
 ])
 def test_evaluate_reports_one_row_per_stage(synth, tmp_path, branch_num, dcgan, stages, sizes):
-    from attngan.metrics.evaluation import evaluate, format_markdown
+    from attngan.metrics.evaluation import evaluate
+    from attngan.metrics.report import format_markdown
 
     model = _model(synth, tmp_path / "model", branch_num, dcgan)
     report = evaluate(synth, _options(tmp_path), model_dir=model)
@@ -149,7 +150,7 @@ def test_evaluate_reports_one_row_per_stage(synth, tmp_path, branch_num, dcgan, 
 def test_other_streams_read_the_top_stage(synth, tmp_path):
     from attngan.config import DataConfig
     from attngan.data.dataset import TextImageDataset
-    from attngan.metrics.evaluation import GeneratedImages
+    from attngan.metrics.sources import GeneratedImages
     from attngan.pipeline import AttnGANPipeline
 
     pipe = AttnGANPipeline.from_pretrained(_model(synth, tmp_path / "model", 3), device="cpu")

@@ -16,7 +16,8 @@ def test_export_bundle_writes_a_half_precision_folder_with_its_card(tiny_model_d
 
     report = {"num_images": 40, "seed": 3, "results": {
         "binding": {"value": 0.75, "std": None, "n": 40, "protocol": "p", "per_attribute": {"wing": 0.8}},
-        "r_precision": {"value": 0.5, "std": 0.1, "n": 40, "protocol": "q", "void": True}}}
+        "r_precision": {"value": 0.5, "std": 0.1, "n": 40, "protocol": "q", "void": True}},
+        "skipped": {"fid": "skipped: needs --fid-inception FILE"}}
     (tmp_path / "eval.json").write_text(json.dumps(report))
     (tmp_path / "commands.txt").write_text("attngan synth-birds --out d\n\n# a note\nattngan train ...\n")
     out = tmp_path / "bundle"
@@ -32,6 +33,7 @@ def test_export_bundle_writes_a_half_precision_folder_with_its_card(tiny_model_d
     rows = {m["name"]: m for m in card["metrics"]}
     assert rows["binding"]["value"] == 0.75 and rows["binding"]["per_attribute"] == {"wing": 0.8}
     assert rows["r_precision"]["value"] is None  # a void metric is not reported as a number
+    assert "fid" not in rows  # the card lists the metrics that ran
     weights = load_file(str(out / "generator.safetensors"))
     assert {v.dtype for k, v in weights.items() if v.is_floating_point() and "running_" not in k} == {
         torch.float16}

@@ -369,12 +369,14 @@ def _piece(folder: Path, settings: dict[str, Any], command: str, train, commands
 def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle_dir: Path,
                    ev: dict[str, Any], device: str, out_dir: Path, commands: list[str],
                    captioner_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """`attngan.metrics.evaluate` with the given protocol; the result is cached in out_dir and
-    reused while the model, the evaluation pieces, the data and the protocol stay the same.
-    `captioner_dir` serves the `roundtrip` metric when the protocol names it."""
+    """`attngan.metrics.evaluate` with the given protocol, as report rows (a metric whose inputs
+    are missing is a row with a note); the rows are cached in out_dir and reused while the model,
+    the evaluation pieces, the data and the protocol stay the same. `captioner_dir` serves the
+    `roundtrip` metric when the protocol names it."""
     from attngan import __version__
     from attngan.fileio import atomic_write_json
     from attngan.metrics import evaluate
+    from attngan.metrics.report import report_rows
 
     out_dir = Path(out_dir)
     cache = out_dir / "demo_eval.json"
@@ -398,9 +400,10 @@ def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle
             commands.append(f"# {cache}: evaluated before with these settings, reused; made by: {command}")
             return saved["metrics"]
     commands.append(command)
-    metrics = evaluate(model_dir=model_dir, data_dir=data_dir, metrics=ev["metrics"],
-                       num_images=ev["num_images"], splits=ev["splits"], eval_damsm=eval_damsm_dir,
-                       oracle=oracle_dir, device=device, seed=ev["seed"], **extra)
+    report = evaluate(data_dir, model_dir=model_dir, metrics=ev["metrics"], num_images=ev["num_images"],
+                      splits=ev["splits"], eval_damsm=eval_damsm_dir, oracle=oracle_dir, device=device,
+                      seed=ev["seed"], strict=False, **extra)
+    metrics = report_rows(report)
     atomic_write_json(cache, {"key": key, "metrics": metrics})
     return metrics
 

@@ -71,7 +71,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from attngan.commands._common import check_writable_file
     from attngan.errors import AttnGANError, check_seed
-    from attngan.metrics.evaluation import EvalOptions, evaluate, format_markdown, write_report
+    from attngan.metrics.evaluation import EvalOptions, evaluate
+    from attngan.metrics.report import format_markdown, write_report
 
     if args.model is None and args.images is None:
         raise AttnGANError("give --model MODEL_DIR (generate and score) or --images DIR (score a folder)")
@@ -90,8 +91,7 @@ def run(args) -> int:
         is_shuffle_seed=args.is_shuffle_seed, rp_protocol=args.rp_protocol,
         progress=not args.no_progress,
     )
-    report = evaluate(args.data, options, model_dir=args.model,
-                      images_dir=args.images)
+    report = evaluate(args.data, options, model_dir=args.model, images_dir=args.images)
     json_path, md_path = write_report(report, args.out, args.log)
     print(format_markdown(report), end="")
     print(f"wrote {json_path} and {md_path}")

@@ -260,11 +260,12 @@ class DamsmStream:
     reads_batch = True
 
     def __init__(self, text_encoder, image_encoder, vocab, words_num: int, device: torch.device, digest: str,
-                 protocol: str = "dmgan", own: bool = False):
+                 protocol: str = "dmgan", own: bool = False, gamma1: float = 4.0):
         self.text_encoder = text_encoder.to(device).eval()
         self.image_encoder = image_encoder.to(device).eval()
         self.vocab, self.words_num, self.device, self.digest = vocab, words_num, device, digest
         self.protocol, self.own = protocol, own
+        self.gamma1 = gamma1  # the DAMSM's attention sharpness (its config's damsm.gamma1): localisation
 
     def encode_captions(self, captions: list[str]) -> tuple[Tensor, Tensor]:
         from attngan.text import tokenize

@@ -1,21 +1,24 @@
 """Metric registry: name -> function, each with the protocol it measures and the reference
-implementation its numbers follow (as stylegan2-ada's metric_main.py).
+implementation its numbers follow (as stylegan2-ada's metric_main.py), and the feature streams
+the metrics read, name -> the function that builds one.
 
-A metric function takes an `EvalContext` (metrics/evaluation.py) whose streams already hold the
+A metric function takes an `EvalContext` (metrics/context.py) whose streams already hold the
 features of the scored images, and returns {"value", "std", ...extras}. `streams` names what it
-reads from the generated images; `real` says it also compares against real test images.
+reads from the generated images, `uses` streams it only calls itself (on real images); both are
+keys of `STREAMS`. `real` says it also compares against real test images.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from attngan.metrics.evaluation import EvalContext
+    from attngan.metrics.context import EvalContext
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,14 @@ class MetricSpec:
     fn: Callable[["EvalContext"], dict[str, Any]]
     requires: tuple[str, ...] = ()  # inputs it cannot run without: keys of REQUIREMENTS
     default: bool = True           # runs when --metrics is not given (and its inputs are there)
+    uses: tuple[str, ...] = ()     # streams it needs built but that read no scored image
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    # (context, the model's pipeline or None) -> (the stream, its line in the report's "streams")
+    build: Callable[["EvalContext", Any], tuple[Any, str]]
 
 
 # What a metric may need, each as (is it there?, the note a skipped metric gets). `inputs` holds the
@@ -64,12 +75,22 @@ def missing_input(spec: MetricSpec, options: Any, **inputs: bool) -> str | None:
 
 
 REGISTRY: dict[str, MetricSpec] = {}
+# Registration order is the order of the report's "streams" (the Markdown's "Extractors" line).
+STREAMS: dict[str, StreamSpec] = {}
 
 
 def register(**kwargs) -> Callable:
     def wrap(fn: Callable) -> Callable:
         REGISTRY[kwargs["name"]] = MetricSpec(fn=fn, **kwargs)
         return fn
+
+    return wrap
+
+
+def register_stream(name: str) -> Callable:
+    def wrap(build: Callable) -> Callable:
+        STREAMS[name] = StreamSpec(name, build)
+        return build
 
     return wrap
 
@@ -172,7 +193,7 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.data.synth_birds import caption_attributes
     from attngan.metrics.binding import binding_scores
 
-    oracle = ctx.oracle
+    oracle = ctx.streams["oracle"].oracle
     preds = ctx.generated["oracle"]
     predicted = {p: [oracle.cfg.colours[int(i)] for i in preds[p]] for p in oracle.cfg.parts}
     # The caption as written (the ids the model reads have lost its commas).
@@ -200,7 +221,7 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
     protocol="share of DAMSM word-region attention of part words (wing(s), belly, crown, bill) "
              "inside the part's ground-truth mask, real test images; chance = mean mask area",
     reference="ours (SynthBirds ground truth)",
-    streams=(), real=False, unit="%", higher_is_better=True, requires=("damsm", "synth"),
+    streams=(), uses=("damsm",), real=False, unit="%", higher_is_better=True, requires=("damsm", "synth"),
 )
 def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
     per_part, n = ctx.real_localisation()
@@ -300,3 +321,82 @@ def _frechet(ctx: "EvalContext", stream: str, key: str) -> dict[str, Any]:
 
 def _pct(x: float) -> float:
     return float("nan") if x is None or (isinstance(x, float) and math.isnan(x)) else 100.0 * float(x)
+
+
+# Feature streams. Each builder loads its network from the options; the imports stay inside so
+# that reading the registry (`attngan eval --help`) does not import torch.
+
+@register_stream("sharpness")
+def _sharpness(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.metrics.sharpness import SharpnessStream
+
+    return SharpnessStream(ctx.device), "luminance DCT-II top-octave energy share, every stage"
+
+
+@register_stream("fid_inception")
+def _fid_inception(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.metrics.extractors import fid_stream
+
+    o = ctx.options
+    return (fid_stream(o.fid_inception, ctx.device, resize=o.fid_resize),
+            f"FID Inception {Path(o.fid_inception).name}, {o.fid_resize} resize")
+
+
+@register_stream("tv_inception_dmgan")
+def _tv_inception_dmgan(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.metrics.extractors import legacy_fid_stream
+
+    path = ctx.options.inception
+    return (legacy_fid_stream(path, ctx.device), f"torchvision Inception-v3 {Path(path).name}, DM-GAN "
+                                                 "eval/FID input (PIL bilinear 299, [0, 1], transform_input)")
+
+
+@register_stream("is_probs")
+def _is_probs(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.metrics.extractors import classifier_stream
+
+    o = ctx.options
+    path = o.is_classifier or o.oracle or o.fid_inception
+    stream, what = classifier_stream(path, ctx.device)
+    return stream, f"{what}: {Path(path).name}"
+
+
+@register_stream("oracle")
+def _oracle(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.metrics.extractors import OracleStream
+    from attngan.metrics.oracle import load_oracle
+
+    path = ctx.options.oracle
+    oracle = load_oracle(path, ctx.device)
+    return OracleStream(oracle, ctx.device), f"SynthBirds oracle {Path(path).name} (valid={oracle.cfg.valid})"
+
+
+@register_stream("captioner")
+def _captioner(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.captioner import Captioner
+    from attngan.metrics.roundtrip import CaptionerStream
+
+    name = ctx.options.captioner
+    captioner = Captioner.from_pretrained(name, device=str(ctx.device))
+    c = captioner.config
+    return CaptionerStream(captioner), (f"captioner {name} ({c.name}, beam {c.beam_size}"
+                                        + (f", must mention {c.mention}" if c.mention else "")
+                                        + "), trained on real images only")
+
+
+@register_stream("damsm")
+def _damsm(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.metrics.extractors import DamsmStream
+
+    o = ctx.options
+    if o.eval_damsm:
+        from attngan.io import load_damsm
+
+        cfg, vocab, text_enc, img_enc = load_damsm(o.eval_damsm, ctx.device)
+        what, digest = f"evaluation DAMSM {o.eval_damsm}", f"damsm:{Path(o.eval_damsm).resolve()}"
+    else:
+        cfg, vocab, text_enc, img_enc = pipe.config, pipe.vocab, pipe.text_encoder, pipe.image_encoder
+        what, digest = "the model's own DAMSM (the encoders G was trained against: optimistic)", "model"
+    stream = DamsmStream(text_enc, img_enc, vocab, cfg.damsm.words_num, ctx.device, digest,
+                         protocol=o.rp_protocol, own=not o.eval_damsm, gamma1=cfg.damsm.gamma1)
+    return stream, what
