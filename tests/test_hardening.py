@@ -201,9 +201,11 @@ BAD_CONFIG_JSON = [
     ("{bad json", "is not valid JSON"),
     ("\xff\xfe", "not UTF-8"),
     ("[" * 100000, "nested too deeply"),
-    ('{"format_version": 1}', 'has no "config" object'),
-    ('{"format_version": 1, "config": [1]}', '"config" must be a JSON object'),
-    ('{"format_version": "x' + "y" * 500 + '", "config": {}}', "format version"),
+    ('{"format": "attngan-model", "version": 2, "kind": "generator", "files": []}', 'has no "config" object'),
+    ('{"format": "attngan-model", "version": 2, "kind": "generator", "files": [], "config": [1]}',
+     '"config" must be a JSON object'),
+    ('{"format": "attngan-model", "version": "x' + "y" * 500 + '", "config": {}}', "format version"),
+    ('{"format_version": 1, "config": [1]}', '"config" must be a JSON object'),  # a version-1 folder
     ("GF_DIM", "'gan.gf_dim' must be at least 1, got -16"),
     ("BATCH", "'train.batch_size' must be at least 1, got 0"),
 ]
@@ -253,21 +255,21 @@ def _damsm_folder(tiny_model_dir, tmp_path, text: str):
     return folder
 
 
-def test_read_config_json_for_damsm_folders(tiny_model_dir, tmp_path):
+def test_read_damsm_config_checks_the_folder_and_its_config(tiny_model_dir, tmp_path):
     from attngan.config import ConfigError
-    from attngan.io import read_config_json
+    from attngan.io import read_damsm_config
 
     meta = _tiny_config(tiny_model_dir)
     folder = _damsm_folder(tiny_model_dir, tmp_path, json.dumps({"config": meta["config"], "n_words": 3}))
-    cfg, got = read_config_json(folder / "config.json", "DAMSM config")
-    assert cfg.name == "tiny" and got["n_words"] == 3
+    assert read_damsm_config(folder).name == "tiny"
     (folder / "config.json").write_text("{bad")
     with pytest.raises(AttnGANError, match="DAMSM config .* is not valid JSON"):
-        read_config_json(folder / "config.json", "DAMSM config")
+        read_damsm_config(folder)
+    meta.update(kind="damsm", files=["vocab.json", "text_encoder.safetensors", "image_encoder.safetensors"])
     meta["config"]["damsm"]["batch_size"] = 0
     (folder / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="'damsm.batch_size' must be at least 1, got 0"):
-        read_config_json(folder / "config.json", "DAMSM config")
+        read_damsm_config(folder)
 
 
 @pytest.mark.parametrize("text", ["{bad json", "[]", "null", '{"n_words": 3}'])

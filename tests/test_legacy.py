@@ -200,6 +200,7 @@ def test_import_bird_puts_every_tensor_in_its_parameter(bird):
             else:
                 assert torch.equal(tensors[name][our_key], original[orig_key]), (name, orig_key)
     ds = build_discriminators(cfg, init=False)
+    assert "discriminators.safetensors" in meta["files"]  # an optional part, listed when present
     d_tensors = load_safetensors(bird["model"] / "discriminators.safetensors")
     assert set(d_tensors) == set(ds.state_dict())  # the training state's "Ds" layout
     for i, d in enumerate(ds):

@@ -80,7 +80,7 @@ def test_model_folder_errors(tiny_model_dir, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(tiny_model_dir, old)
     meta = json.loads((old / "config.json").read_text())
-    meta["format_version"] = 99
+    meta["version"] = 99
     (old / "config.json").write_text(json.dumps(meta))
     with pytest.raises(AttnGANError, match="format version 99"):
         AttnGANPipeline.from_pretrained(old)

@@ -8,11 +8,9 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 
 import pytest
-import torch
 
 from attngan.cli import main
 from attngan.errors import AttnGANError

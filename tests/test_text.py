@@ -74,6 +74,12 @@ def test_vocabulary_round_trip_and_atomic_save(tmp_path):
     (tmp_path / "bad.json").write_text('{"words": ["a"]}')
     with pytest.raises(AttnGANError, match="not an attngan vocabulary"):
         Vocabulary.load(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text('["<end>", "a"]')
+    with pytest.raises(AttnGANError, match="not an attngan vocabulary"):
+        Vocabulary.load(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text('{"format": "attngan-vocab", "version": 2, "words": ["<end>"]}')
+    with pytest.raises(AttnGANError, match="bad.json has format version 2; this attngan reads version 1"):
+        Vocabulary.load(tmp_path / "bad.json")
     with pytest.raises(AttnGANError, match="must start with '<end>'"):
         Vocabulary(["a", "b"])
 

@@ -46,12 +46,14 @@ def _params(m):
 
 @pytest.mark.parametrize("reset_optimizer", [True, False])
 def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, reset_optimizer):
+    import shutil
+
     from attngan.training.checkpoint import load_training_state
-    from attngan.io import load_damsm
+    from attngan.io import damsm_folder, load_damsm
     from attngan.training.damsm_loop import train_damsm
 
-    for name in ("best", "last"):
-        assert (damsm_run / name / "text_encoder.safetensors").is_file()
+    assert (damsm_run / "best" / "text_encoder.safetensors").is_file()
+    assert not (damsm_run / "last").exists()  # one snapshot folder, written once per epoch
     rows = [json.loads(x) for x in (damsm_run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["epoch"] == 1 and 0.0 <= rows[-1]["r_precision"] <= 1.0
     assert list((damsm_run / "attention").glob("*.png"))
@@ -65,7 +67,11 @@ def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, 
     full, part = tmp_path / "full", tmp_path / "part"
     train_damsm(cfg, synth, full, device="cpu", max_epochs=2, progress=False, eval_items=16)
     train_damsm(cfg, synth, part, device="cpu", max_epochs=1, progress=False, eval_items=16)
+    # As a run folder of earlier releases, which wrote last/ beside best/: resuming it leaves no
+    # stale last/ behind, and best/ is what the run folder names.
+    shutil.copytree(part / "best", part / "last")
     train_damsm(cfg, synth, part, device="cpu", max_epochs=2, progress=False, eval_items=16)
+    assert not (part / "last").exists() and damsm_folder(part) == part / "best"
     a, b = load_training_state(full / "state.pt"), load_training_state(part / "state.pt")
     assert a["epoch"] == b["epoch"] == 2
     assert (a["optimizer"] is None) == reset_optimizer
@@ -176,7 +182,7 @@ def test_damsm_trains_with_bf16_and_channels_last(synth, tmp_path):
                       eval_items=64)
     assert out["bad_steps"] == 0
     assert all(v == v for v in out.values())  # no NaN
-    _, _, te, ie = load_damsm(tmp_path / "run" / "last")  # channels_last weights saved and loaded
+    _, _, te, ie = load_damsm(tmp_path / "run" / "best")  # channels_last weights saved and loaded
     assert all(p.dtype == torch.float32 for p in ie.parameters())
     cfg.damsm.amp = "fp8"
     with pytest.raises(AttnGANError, match="damsm.amp"):

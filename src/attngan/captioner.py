@@ -8,7 +8,6 @@ Used by `attngan caption`, the round-trip metric of `attngan eval`, the demo rep
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,10 +17,8 @@ import torch
 from attngan.errors import AttnGANError
 from attngan.text import END_TOKEN, Vocabulary, tokenize
 
-CAPTIONER_FORMAT = "attngan-captioner"
-CAPTIONER_VERSION = 1
 WEIGHTS_FILE = "captioner.safetensors"
-CAPTIONER_FILES = ("config.json", "vocab.json", WEIGHTS_FILE)
+CAPTIONER_FILES = ("vocab.json", WEIGHTS_FILE)
 ASSETS = Path(__file__).parent / "assets"
 # Captioners shipped inside the package, by name; the first one found is the default.
 BUNDLED_CAPTIONERS = ("synthbirds-captioner",)
@@ -65,62 +62,31 @@ def resolve_captioner(name: str | Path | None) -> Path:
     return path
 
 
-# The saved folder (one format, one loader).
+# The saved folder (attngan.io's format).
 
 def save_captioner_folder(folder: str | Path, cfg, vocab: Vocabulary, model: torch.nn.Module,
                           metrics: dict[str, Any] | None = None, half: bool = False,
                           extra: dict[str, Any] | None = None) -> Path:
     """config.json + vocab.json + captioner.safetensors, written beside `folder` and renamed over it.
     `half` stores weights in fp16 (BatchNorm statistics stay fp32)."""
-    from attngan.fileio import atomic_write_json, tmp_dir_beside
-    from attngan.io import atomic_save_safetensors, replace_dir, state_dict_for_save
+    from attngan.io import state_dict_for_save, write_folder
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir_beside(folder)
-    try:
-        meta = {"format": CAPTIONER_FORMAT, "version": CAPTIONER_VERSION, "config": cfg.to_dict(),
-                "n_words": len(vocab), "metrics": metrics or {}}
-        meta.update(extra or {})
-        atomic_write_json(tmp / "config.json", meta)
-        vocab.save(tmp / "vocab.json")
-        atomic_save_safetensors(state_dict_for_save(model, half), tmp / WEIGHTS_FILE)
-        replace_dir(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    fields = {"config": cfg.to_dict(), "n_words": len(vocab), "metrics": metrics or {}, **(extra or {})}
+    return write_folder(folder, "captioner", fields, {WEIGHTS_FILE: state_dict_for_save(model, half)}, vocab)
 
 
 def load_captioner_folder(folder: str | Path, device: str | torch.device = "cpu"):
-    """(config, metadata, vocabulary, network in eval mode) of a captioner folder."""
-    from attngan.config import CaptionerConfig, ConfigError
-    from attngan.fileio import read_json_object
+    """(config, metadata, vocabulary, network in eval mode) of a captioner folder, or of a
+    train-captioner run folder (its best/)."""
+    from attngan.config import CaptionerConfig
+    from attngan.io import CONFIG_FILE, config_from_meta, load_safetensors, load_state, read_folder
     from attngan.networks.captioner import build_captioner
-    from attngan.io import load_safetensors, load_state
 
     folder = Path(folder)
-    if (folder / "best" / "config.json").is_file():  # a training run folder: its best snapshot
+    if (folder / "best" / CONFIG_FILE).is_file():
         folder = folder / "best"
-    if not folder.is_dir():
-        raise AttnGANError(f"captioner folder {folder} does not exist")
-    missing = [f for f in CAPTIONER_FILES if not (folder / f).is_file()]
-    if missing:
-        raise AttnGANError(f"captioner folder {folder} is incomplete: missing {', '.join(missing)}")
-    meta = read_json_object(folder / "config.json", "captioner config")
-    if meta.get("format") != CAPTIONER_FORMAT:
-        raise AttnGANError(f"{folder} is not a captioner folder (config.json has no format "
-                           f"'{CAPTIONER_FORMAT}')")
-    if meta.get("version") != CAPTIONER_VERSION:
-        raise AttnGANError(f"captioner folder {folder} has version {str(meta.get('version'))[:20]!r}; "
-                           f"this attngan reads version {CAPTIONER_VERSION}")
-    raw = meta.get("config")
-    if not isinstance(raw, dict):
-        raise AttnGANError(f"{folder / 'config.json'} has no \"config\" object")
-    try:
-        cfg = CaptionerConfig.from_dict(raw)
-    except ConfigError as e:
-        raise AttnGANError(f"{folder / 'config.json'}: {e}") from None
+    meta = read_folder(folder, ("captioner",), CAPTIONER_FILES)
+    cfg = config_from_meta(meta, folder / CONFIG_FILE, CaptionerConfig)
     vocab = Vocabulary.load(folder / "vocab.json")
     if len(vocab) != meta.get("n_words", len(vocab)):
         raise AttnGANError(f"{folder}: vocab.json has {len(vocab)} words, the captioner was built "
@@ -154,6 +120,41 @@ def greedy_decode(model, images: torch.Tensor, max_len: int) -> list[list[int]]:
     return out
 
 
+class _Beams:
+    """The live hypotheses of one image's beam search: word ids, summed log-probabilities and
+    decoder states, starting from <start> alone."""
+
+    def __init__(self, decoder, regions: torch.Tensor):
+        self.decoder, self.regions = decoder, regions
+        self.h, self.c, self.proj = decoder.init_state(regions)
+        self.seqs: list[list[int]] = [[]]
+        self.scores = torch.zeros(1, device=regions.device)
+        self.prev = torch.full((1,), decoder.start_id, dtype=torch.long, device=regions.device)
+
+    def log_probs(self) -> torch.Tensor:
+        """k x V: each hypothesis's summed log-probability followed by each word."""
+        k = len(self.seqs)
+        logits, self.h, self.c, _ = self.decoder.step(self.prev, self.h, self.c, self.regions.expand(k, -1, -1),
+                                                      self.proj.expand(k, -1, -1))
+        return torch.log_softmax(logits.float(), 1) + self.scores[:, None]
+
+    def keep(self, rows: list[int], words: list[int], scores: list[float]) -> None:
+        """The next hypotheses: hypothesis rows[i] followed by words[i], scored scores[i]."""
+        device = self.scores.device
+        self.seqs = [self.seqs[r] + [w] for r, w in zip(rows, words)]
+        self.scores = torch.tensor(scores, device=device)
+        index = torch.tensor(rows, device=device)
+        self.h, self.c = self.h[index], self.c[index]
+        self.prev = torch.tensor(words, device=device)
+
+
+def _image_beams(model, images: torch.Tensor):
+    """A fresh _Beams for each image in turn (the encoder reads the batch at once)."""
+    regions = model.encoder(images)
+    for b in range(images.shape[0]):
+        yield _Beams(model.decoder, regions[b:b + 1])
+
+
 @torch.no_grad()
 def beam_decode(model, images: torch.Tensor, max_len: int, beam_size: int) -> list[list[int]]:
     """Beam search per image: the `beam_size` best partial captions by summed log-probability; a
@@ -161,20 +162,11 @@ def beam_decode(model, images: torch.Tensor, max_len: int, beam_size: int) -> li
     captions are not penalised for their length. Width 1 is greedy decoding exactly."""
     if beam_size < 1:
         raise AttnGANError(f"beam size must be at least 1, got {beam_size}")
-    dec = model.decoder
-    regions_all = model.encoder(images)
     results = []
-    for b in range(images.shape[0]):
-        regions = regions_all[b:b + 1]
-        h, c, proj = dec.init_state(regions)
-        seqs: list[list[int]] = [[]]
-        scores = torch.zeros(1, device=images.device)
-        prev = torch.full((1,), dec.start_id, dtype=torch.long, device=images.device)
+    for beams in _image_beams(model, images):
         finished: list[tuple[float, list[int]]] = []
-        for t in range(max_len):
-            k = len(seqs)
-            logits, h, c, _ = dec.step(prev, h, c, regions.expand(k, -1, -1), proj.expand(k, -1, -1))
-            logp = torch.log_softmax(logits.float(), 1) + scores[:, None]          # k x V
+        for _ in range(max_len):
+            logp = beams.log_probs()
             flat = logp.flatten()
             # Enough candidates that `beam_size` of them go on even if some end here.
             top_v, top_i = flat.topk(min(flat.numel(), 2 * beam_size))
@@ -182,7 +174,7 @@ def beam_decode(model, images: torch.Tensor, max_len: int, beam_size: int) -> li
             for v, i in zip(top_v.tolist(), top_i.tolist()):
                 row, word = divmod(i, logp.shape[1])
                 if word == 0:
-                    finished.append((v / (len(seqs[row]) + 1), seqs[row]))
+                    finished.append((v / (len(beams.seqs[row]) + 1), beams.seqs[row]))
                 else:
                     keep_rows.append(row)
                     keep_words.append(word)
@@ -192,13 +184,9 @@ def beam_decode(model, images: torch.Tensor, max_len: int, beam_size: int) -> li
             # Done once `beam_size` captions have ended (width 1: the first, as greedy decoding).
             if not keep_rows or len(finished) >= beam_size:
                 break
-            rows = torch.tensor(keep_rows, device=images.device)
-            seqs = [seqs[r] + [w] for r, w in zip(keep_rows, keep_words)]
-            scores = torch.tensor(keep_scores, device=images.device)
-            h, c = h[rows], c[rows]
-            prev = torch.tensor(keep_words, device=images.device)
+            beams.keep(keep_rows, keep_words, keep_scores)
         if not finished:  # max_len reached: the best live beam, unfinished
-            finished = [(float(scores[0]) / max(len(seqs[0]), 1), seqs[0])]
+            finished = [(float(beams.scores[0]) / max(len(beams.seqs[0]), 1), beams.seqs[0])]
         results.append(max(finished, key=lambda x: x[0])[1])
     return results
 
@@ -233,8 +221,6 @@ def constrained_beam_decode(model, images: torch.Tensor, max_len: int, beam_size
     """
     if not groups:
         return beam_decode(model, images, max_len, beam_size)
-    dec = model.decoder
-    regions_all = model.encoder(images)
     full = (1 << len(groups)) - 1
     bits = {}
     for g, ids in enumerate(groups):
@@ -242,29 +228,22 @@ def constrained_beam_decode(model, images: torch.Tensor, max_len: int, beam_size
             bits[w] = bits.get(w, 0) | (1 << g)
     constraint_words = torch.tensor(sorted(bits))
     results = []
-    for b in range(images.shape[0]):
-        regions = regions_all[b:b + 1]
-        h, c, proj = dec.init_state(regions)
-        seqs: list[list[int]] = [[]]
-        masks = [0]
-        scores = torch.zeros(1, device=images.device)
-        prev = torch.full((1,), dec.start_id, dtype=torch.long, device=images.device)
+    for b, beams in enumerate(_image_beams(model, images)):
+        masks = [0]  # per hypothesis: the groups it has a word of
         finished: list[tuple[float, list[int]]] = []
         for _ in range(max_len):
-            k = len(seqs)
-            logits, h, c, _ = dec.step(prev, h, c, regions.expand(k, -1, -1), proj.expand(k, -1, -1))
-            logp = torch.log_softmax(logits.float(), 1) + scores[:, None]
+            logp = beams.log_probs()
             # Candidates per hypothesis: its best words and every constraint word.
             top = logp.topk(min(beam_size + 1, logp.shape[1]), dim=1).indices
             cands: dict[int, list[tuple[float, int, int]]] = {}
-            for row in range(k):
+            for row in range(len(beams.seqs)):
                 words = set(top[row].tolist()) | set(constraint_words.tolist())
                 for w in words:
                     v = float(logp[row, w])
                     mask = masks[row] | bits.get(w, 0)
                     if w == 0:
                         if masks[row] == full:
-                            finished.append((v / (len(seqs[row]) + 1), seqs[row]))
+                            finished.append((v / (len(beams.seqs[row]) + 1), beams.seqs[row]))
                         continue
                     cands.setdefault(mask, []).append((v, row, w))
             keep = []
@@ -273,12 +252,8 @@ def constrained_beam_decode(model, images: torch.Tensor, max_len: int, beam_size
                 keep += [(v, row, w, mask) for v, row, w in items[:beam_size]]
             if not keep or len(finished) >= beam_size:
                 break
-            rows = torch.tensor([r for _, r, _, _ in keep], device=images.device)
-            seqs = [seqs[r] + [w] for _, r, w, _ in keep]
+            beams.keep([r for _, r, _, _ in keep], [w for _, _, w, _ in keep], [v for v, *_ in keep])
             masks = [m for *_, m in keep]
-            scores = torch.tensor([v for v, *_ in keep], device=images.device)
-            h, c = h[rows], c[rows]
-            prev = torch.tensor([w for _, _, w, _ in keep], device=images.device)
         if finished:
             results.append(max(finished, key=lambda x: x[0])[1])
         else:

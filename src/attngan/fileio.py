@@ -1,7 +1,7 @@
 """Atomic file writes (torch-free): a temp file beside the target, then a rename.
 
 Readers never see half a file, and a process killed mid-write leaves the previous version.
-Also the reading side of small JSON metadata files (read_json_object).
+Also the reading side of small JSON metadata files (read_json_object, check_format).
 """
 
 from __future__ import annotations
@@ -110,6 +110,23 @@ def read_json_object(path: str | os.PathLike, what: str, max_bytes: int = MAX_JS
     if not isinstance(obj, dict):
         raise AttnGANError(f"{what} {path} must hold a JSON object, got {_json_kind(obj)}")
     return obj
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """repr(value) for an error message, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_format(meta: dict[str, Any], fmt: str, version: int, where: str | os.PathLike, what: str) -> None:
+    """The one check of a versioned metadata file (saved-model folders, vocabularies): its
+    "format" must be `fmt` and its "version" `version`, else a one-line AttnGANError naming
+    `where`; `what` names the expected kind of file ("an attngan vocabulary")."""
+    if meta.get("format") != fmt:
+        raise AttnGANError(f"{where} is not {what} (format {shown(meta.get('format'))}; expected '{fmt}')")
+    if meta.get("version") != version:
+        raise AttnGANError(f"{where} has format version {shown(meta.get('version'))}; "
+                           f"this attngan reads version {version}")
 
 
 def _json_kind(obj: Any) -> str:

@@ -1,11 +1,18 @@
 """Saved models: the folders inference loads, and the atomic writes every saved file goes through.
 
-A model folder holds what inference needs and nothing else (GUIDE.md, example 7): config.json
-(format version, the resolved Config), vocab.json and safetensors weights. The generator's folder
-has the generator and both DAMSM encoders; a DAMSM folder has the encoders; a name from
-BUNDLED_MODELS is a folder shipped in the package. Every weight is checked on load (keys, shapes,
-dtype, finiteness: load_state) and every config.json is validated (config_from_meta), each problem
-a one-line AttnGANError naming the file. Training states for --resume are training/checkpoint.py's.
+Every saved model is a folder in one format: config.json and the files it lists, nothing else.
+config.json is {"format": "attngan-model", "version": 2, "kind": KIND, "files": [...], ...} plus
+the fields of its kind:
+  generator  the model folder inference loads ("config", "n_words", optional "model_card"):
+             vocab.json, generator, text_encoder and image_encoder .safetensors, optionally
+             discriminators.safetensors (import-original --netD);
+  damsm      the two encoders the generator trains against ("config", "n_words", "metrics");
+  oracle     the SynthBirds oracle (metrics/oracle.py; its OracleConfig fields);
+  captioner  captioner.py's folder ("config", "n_words", "metrics").
+write_folder writes one and read_folder checks one (format, version, kind, the listed files); a
+name from BUNDLED_MODELS is a folder shipped in the package. Every weight is checked on load
+(keys, shapes, dtype, finiteness: load_state), each problem a one-line AttnGANError naming the
+file. Training states for --resume are training/checkpoint.py's.
 
 Every write goes to a temporary beside its target and is renamed over it, so a process killed at
 any moment leaves the last complete file (attngan.rundir removes the temporaries it leaves).
@@ -23,11 +30,16 @@ from safetensors.torch import load_file, save_file
 
 from attngan.config import Config, ConfigError
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write, atomic_write_json, publish_mode, read_json_object, tmp_dir_beside
+from attngan.fileio import (atomic_write, atomic_write_json, check_format, publish_mode, read_json_object,
+                            shown, tmp_dir_beside)
 
-FORMAT_VERSION = 1
-MODEL_FILES = ("config.json", "vocab.json", "generator.safetensors", "text_encoder.safetensors",
-               "image_encoder.safetensors")
+FOLDER_FORMAT = "attngan-model"
+FOLDER_VERSION = 2
+CONFIG_FILE = "config.json"
+# What each kind of folder is called in messages.
+KIND_NAMES = {"generator": "model", "damsm": "DAMSM", "oracle": "oracle", "captioner": "captioner"}
+# The files a model folder's loaders read (its config.json lists them, and may list more).
+MODEL_FILES = ("vocab.json", "generator.safetensors", "text_encoder.safetensors", "image_encoder.safetensors")
 
 
 # Atomic writes of tensors (bytes and JSON: attngan.fileio, which needs no torch).
@@ -108,64 +120,115 @@ def load_state(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) 
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=False)
 
 
-# The inference model folder.
+# Saved-model folders: one writer, one reader.
 
-def save_model_folder(out_dir: str | Path, cfg: Config, vocab, generator: torch.nn.Module,
-                      text_encoder: torch.nn.Module, image_encoder: torch.nn.Module,
-                      half: bool = False, extra: dict[str, Any] | None = None) -> Path:
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir_beside(out_dir)
+def write_folder(folder: str | Path, kind: str, fields: dict[str, Any],
+                 weights: dict[str, dict[str, torch.Tensor]], vocab=None) -> Path:
+    """A saved-model folder of `kind`: vocab.json (when `vocab` is given), one safetensors file per
+    entry of `weights` (file name -> tensors) and config.json (`fields` with the format, version,
+    kind and the list of those files), written into a temporary folder beside `folder` and renamed
+    over it once complete."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    files = (["vocab.json"] if vocab is not None else []) + list(weights)
+    tmp = tmp_dir_beside(folder)
     try:
-        meta = {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "n_words": len(vocab)}
-        meta.update(extra or {})
-        atomic_write_json(tmp / "config.json", meta)
-        vocab.save(tmp / "vocab.json")
-        atomic_save_safetensors(state_dict_for_save(generator, half), tmp / "generator.safetensors")
-        atomic_save_safetensors(state_dict_for_save(text_encoder, half),
-                                tmp / "text_encoder.safetensors")
-        atomic_save_safetensors(state_dict_for_save(image_encoder, half),
-                                tmp / "image_encoder.safetensors")
-        replace_dir(tmp, out_dir)
+        if vocab is not None:
+            vocab.save(tmp / "vocab.json")
+        for name, tensors in weights.items():
+            atomic_save_safetensors(tensors, tmp / name)
+        atomic_write_json(tmp / CONFIG_FILE, {**fields, "format": FOLDER_FORMAT, "version": FOLDER_VERSION,
+                                              "kind": kind, "files": files})
+        replace_dir(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return folder
 
 
-def read_model_config(model_dir: str | Path) -> tuple[Config, dict[str, Any]]:
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise AttnGANError(f"model folder {model_dir} does not exist")
-    missing = [f for f in MODEL_FILES if not (model_dir / f).is_file()]
+def read_folder(folder: str | Path, kinds: tuple[str, ...], needs: tuple[str, ...]) -> dict[str, Any]:
+    """The config.json of a saved-model folder whose kind is one of `kinds` (the first names it in
+    messages), checked: the folder exists, its config.json is of this format and version, and every
+    file it lists and every file of `needs` (those its loader reads) is there. Each problem is a
+    one-line AttnGANError naming the folder or its config.json. Folders of the older layouts read
+    as the current one (see _legacy_kind)."""
+    folder = Path(folder)
+    name = KIND_NAMES[kinds[0]]
+    a_name = f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+    if not folder.is_dir():
+        raise AttnGANError(f"{name} folder {folder} does not exist")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise AttnGANError(f"{folder} is not {a_name} folder (it has no {CONFIG_FILE})")
+    meta = read_json_object(path, f"{name} config")
+    kind, files = _legacy_kind(meta), []
+    if kind is None:
+        check_format(meta, FOLDER_FORMAT, FOLDER_VERSION, path, f"{a_name} config")
+        kind, files = meta.get("kind"), meta.get("files")
+        if not (isinstance(files, list)
+                and all(isinstance(f, str) and f not in ("", "..") and Path(f).name == f for f in files)):
+            raise AttnGANError(f"{path}: \"files\" must be a list of the names of the folder's files")
+    if kind not in kinds:
+        raise AttnGANError(f"{folder} is not {a_name} folder (its kind is {shown(kind)})")
+    missing = [f for f in dict.fromkeys([*needs, *files]) if not (folder / f).is_file()]
     if missing:
-        raise AttnGANError(f"model folder {model_dir} is incomplete: missing {', '.join(missing)}")
-    meta = read_json_object(model_dir / "config.json", "model config")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        shown = repr(version) if len(repr(version)) <= 40 else repr(version)[:40] + "..."
-        raise AttnGANError(f"model folder {model_dir} has format version {shown}; "
-                           f"this attngan reads version {FORMAT_VERSION}")
-    return config_from_meta(meta, model_dir / "config.json"), meta
+        raise AttnGANError(f"{name} folder {folder} is incomplete: missing {', '.join(missing)}")
+    return meta
 
 
-def read_config_json(path: str | Path, what: str = "config") -> tuple[Config, dict[str, Any]]:
-    """A folder's config.json ({"config": {...}, ...}: model and DAMSM folders) -> (validated
-    Config, the whole JSON object); every problem is a one-line AttnGANError naming the file."""
-    meta = read_json_object(path, what)
-    return config_from_meta(meta, Path(path)), meta
+# The config.json of each kind before the one format: a model folder {"format_version": 1, ...},
+# a DAMSM folder {"config", ...} with no version at all, the oracle and the captioner a "format" of
+# their own at version 1.
+LEGACY_FORMATS = {"attngan-oracle": "oracle", "attngan-captioner": "captioner"}
 
 
-def config_from_meta(meta: dict[str, Any], path: Path) -> Config:
-    """The validated Config under meta["config"]; `path` (the file it came from) is named in errors."""
+def _legacy_kind(meta: dict[str, Any]) -> str | None:
+    """The kind of a config.json in an older layout, or None for any other (the current format).
+
+    Folders in those layouts keep loading, since users' runs and earlier installations hold them;
+    their files are the ones their loaders read (an old config.json lists none)."""
+    if meta.get("format") in LEGACY_FORMATS and meta.get("version") == 1:
+        return LEGACY_FORMATS[meta["format"]]
+    if "format" not in meta and "version" not in meta:
+        if meta.get("format_version") == 1:
+            return "generator"
+        if "format_version" not in meta and "config" in meta:
+            return "damsm"
+    return None
+
+
+def config_from_meta(meta: dict[str, Any], path: Path, config_type: type = Config):
+    """The validated config (a `config_type`: Config, or CaptionerConfig) under meta["config"];
+    `path` (the file it came from) is named in errors."""
     raw = meta.get("config")
     if not isinstance(raw, dict):
         raise AttnGANError(f"{path} has no \"config\" object" if raw is None else
                            f"{path}: \"config\" must be a JSON object, got {type(raw).__name__}")
     try:
-        return Config.from_dict(raw)
+        return config_type.from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+# The inference model folder.
+
+def save_model_folder(out_dir: str | Path, cfg: Config, vocab, generator: torch.nn.Module,
+                      text_encoder: torch.nn.Module, image_encoder: torch.nn.Module,
+                      half: bool = False, extra: dict[str, Any] | None = None,
+                      discriminators: torch.nn.Module | None = None) -> Path:
+    weights = {"generator.safetensors": state_dict_for_save(generator, half),
+               "text_encoder.safetensors": state_dict_for_save(text_encoder, half),
+               "image_encoder.safetensors": state_dict_for_save(image_encoder, half)}
+    if discriminators is not None:
+        weights["discriminators.safetensors"] = state_dict_for_save(discriminators, half)
+    fields = {"config": cfg.to_dict(), "n_words": len(vocab), **(extra or {})}
+    return write_folder(out_dir, "generator", fields, weights, vocab)
+
+
+def read_model_config(model_dir: str | Path) -> tuple[Config, dict[str, Any]]:
+    """(the validated Config, the whole config.json) of a model folder, checked (read_folder)."""
+    meta = read_folder(model_dir, ("generator",), MODEL_FILES)
+    return config_from_meta(meta, Path(model_dir) / CONFIG_FILE), meta
 
 
 # Bundled models.
@@ -203,44 +266,43 @@ def resolve_model(model: str | Path | None) -> Path:
 
 # DAMSM folders: the two encoders the generator trains against, frozen.
 
-DAMSM_FILES = ("config.json", "vocab.json", "text_encoder.safetensors", "image_encoder.safetensors")
+DAMSM_FILES = ("vocab.json", "text_encoder.safetensors", "image_encoder.safetensors")
+# A model folder holds the encoders its generator was trained against: it serves as a DAMSM too.
+DAMSM_KINDS = ("damsm", "generator")
 
 
 def save_damsm_folder(folder: Path, cfg: Config, vocab, text_encoder, image_encoder,
-                      metrics: dict[str, Any] | None = None) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir_beside(folder)
-    atomic_write_json(tmp / "config.json", {"config": cfg.to_dict(), "n_words": len(vocab),
-                                            "metrics": metrics or {}})
-    vocab.save(tmp / "vocab.json")
-    atomic_save_safetensors(state_dict_for_save(text_encoder), tmp / "text_encoder.safetensors")
-    atomic_save_safetensors(state_dict_for_save(image_encoder), tmp / "image_encoder.safetensors")
-    replace_dir(tmp, folder)
+                      metrics: dict[str, Any] | None = None) -> Path:
+    weights = {"text_encoder.safetensors": state_dict_for_save(text_encoder),
+               "image_encoder.safetensors": state_dict_for_save(image_encoder)}
+    fields = {"config": cfg.to_dict(), "n_words": len(vocab), "metrics": metrics or {}}
+    return write_folder(folder, "damsm", fields, weights, vocab)
 
 
 def damsm_folder(path: str | Path) -> Path:
     """The folder whose encoders `path` names: a DAMSM run folder's best/ snapshot, a snapshot
-    folder, or a model folder or bundled model name; checked complete.
+    folder, or a model folder or bundled model name; checked (read_folder)."""
+    return _read_damsm(path)[0]
 
-    A run folder written before best/ recorded how it was selected chose it by R-precision on the
-    test split, the split evaluation scores on; its last/ is used instead."""
+
+def _read_damsm(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(the folder damsm_folder names, its checked config.json).
+
+    A run folder written before best/ recorded how it was selected (metrics["selection"]) chose
+    it by R-precision on the test split, the split evaluation scores on; its last/ is used instead."""
     path = resolve_model(path)  # a bundled model's name: its encoders
-    if (path / "best" / "config.json").is_file():
-        meta = read_json_object(path / "best" / "config.json", "DAMSM config")
+    if (path / "best" / CONFIG_FILE).is_file():
+        meta = read_json_object(path / "best" / CONFIG_FILE, "DAMSM config")
         metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
-        chosen_on_test = "selection" not in metrics and (path / "last" / "config.json").is_file()
+        chosen_on_test = "selection" not in metrics and (path / "last" / CONFIG_FILE).is_file()
         path = path / ("last" if chosen_on_test else "best")
-    if not path.is_dir():
-        raise AttnGANError(f"DAMSM folder {path} does not exist")
-    missing = [f for f in DAMSM_FILES if not (path / f).is_file()]
-    if missing:
-        raise AttnGANError(f"DAMSM folder {path} is incomplete: missing {', '.join(missing)}")
-    return path
+    return path, read_folder(path, DAMSM_KINDS, DAMSM_FILES)
 
 
 def read_damsm_config(path: str | Path) -> Config:
     """The config the encoders of `path` (see damsm_folder) were built with, without loading them."""
-    return read_config_json(damsm_folder(path) / "config.json", "DAMSM config")[0]
+    folder, meta = _read_damsm(path)
+    return config_from_meta(meta, folder / CONFIG_FILE)
 
 
 def with_damsm_sections(cfg: Config, dcfg: Config, overrides: dict[str, Any] | None = None) -> Config:
@@ -270,8 +332,8 @@ def load_damsm(path: str | Path, device: torch.device | str = "cpu"):
     from attngan.networks import build_image_encoder, build_text_encoder
     from attngan.text import Vocabulary
 
-    path = damsm_folder(path)
-    cfg, meta = read_config_json(path / "config.json", "DAMSM config")
+    path, meta = _read_damsm(path)
+    cfg = config_from_meta(meta, path / CONFIG_FILE)
     vocab = Vocabulary.load(path / "vocab.json")
     text_encoder = build_text_encoder(cfg, len(vocab))
     image_encoder = build_image_encoder(cfg)

@@ -324,7 +324,7 @@ def import_original(preset_name: str, net_g: str | os.PathLike, text_encoder: st
     from attngan.networks import (build_discriminators, build_generator, build_image_encoder,
                                   build_text_encoder)
     from attngan.text import load_captions_pickle
-    from attngan.io import atomic_save_safetensors, replace_dir, save_model_folder
+    from attngan.io import replace_dir, save_model_folder
 
     cfg = imported_config(preset_name)
     out_dir = Path(out_dir)
@@ -376,9 +376,7 @@ def import_original(preset_name: str, net_g: str | os.PathLike, text_encoder: st
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = tmp_dir_beside(out_dir.with_name(out_dir.name + ".import"))
     try:
-        folder = save_model_folder(staging / "model", cfg, vocab, g, te, ie, extra=extra)
-        if ds is not None:
-            atomic_save_safetensors(ds.state_dict(), folder / "discriminators.safetensors")
+        folder = save_model_folder(staging / "model", cfg, vocab, g, te, ie, extra=extra, discriminators=ds)
         replace_dir(folder, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

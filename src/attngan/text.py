@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes
+from attngan.fileio import atomic_write_bytes, check_format
 
 END_TOKEN = "<end>"  # id 0: padding only; the original never appends it to a caption
 VOCAB_FORMAT = "attngan-vocab"
@@ -154,11 +154,9 @@ class Vocabulary:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise AttnGANError(f"{source} is not valid JSON: {e}") from None
-        if not isinstance(raw, dict) or raw.get("format") != VOCAB_FORMAT:
-            raise AttnGANError(f"{source} is not an attngan vocabulary (no format '{VOCAB_FORMAT}')")
-        if raw.get("version") != VOCAB_VERSION:
-            raise AttnGANError(f"{source} has vocabulary version {raw.get('version')!r}; "
-                               f"this attngan reads version {VOCAB_VERSION}")
+        if not isinstance(raw, dict):
+            raise AttnGANError(f"{source} is not an attngan vocabulary (it holds no JSON object)")
+        check_format(raw, VOCAB_FORMAT, VOCAB_VERSION, source, "an attngan vocabulary")
         words = raw.get("words")
         if not isinstance(words, list):
             raise AttnGANError(f"{source} has no word list")

@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
     p.add_argument("--data", required=True,
                    help="data: a CUB/COCO folder, an image folder with metadata.jsonl/.csv, or "
                         "WebDataset shards ('shards/train-{000000..000009}.tar' or their folder)")
-    p.add_argument("--out", required=True, help="run folder (best/, last/, state.pt, metrics.jsonl)")
+    p.add_argument("--out", required=True, help="run folder (best/: the last epoch; state.pt, metrics.jsonl)")
     p.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (default: config)")
     p.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget (0 = none)")
     p.add_argument("--device", default="auto")

@@ -23,12 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attngan.errors import AttnGANError
-from attngan.fileio import publish_mode, tmp_dir_beside
+from attngan.io import CONFIG_FILE, load_safetensors, load_state, read_folder, state_dict_for_save, write_folder
 
 ORACLE_PARTS = ("wing", "belly", "crown", "bill")   # the attributes binding checks
 MIN_ACCURACY = 0.97                                 # per attribute, on held-out real images
-ORACLE_FORMAT = "attngan-oracle"
-ORACLE_VERSION = 1
 WEIGHTS_FILE = "oracle.safetensors"
 
 
@@ -104,26 +102,9 @@ class AttributeOracle(nn.Module):
 # Saving and loading.
 
 def save_oracle(oracle: AttributeOracle, out_dir: str | Path) -> Path:
-    """A folder with config.json + oracle.safetensors, written to a temp folder and renamed."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir_beside(out)
-    meta = {"format": ORACLE_FORMAT, "version": ORACLE_VERSION, **asdict(oracle.cfg)}
-    (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-    save_file({k: v.detach().cpu().contiguous() for k, v in oracle.state_dict().items()}, str(tmp / WEIGHTS_FILE))
-    publish_mode(tmp)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{int(time.time() * 1e6)}")
-        out.rename(old)
-        tmp.rename(out)
-        import shutil
-
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
-    return out
+    """An oracle folder (attngan.io's format: config.json with the OracleConfig fields, and
+    oracle.safetensors), written to a temp folder and renamed."""
+    return write_folder(out_dir, "oracle", asdict(oracle.cfg), {WEIGHTS_FILE: state_dict_for_save(oracle)})
 
 
 def _oracle_config(meta: dict[str, Any], path: Path) -> OracleConfig:
@@ -154,21 +135,13 @@ def _oracle_config(meta: dict[str, Any], path: Path) -> OracleConfig:
 
 
 def load_oracle(path: str | Path, device: torch.device | str = "cpu") -> AttributeOracle:
-    from attngan.fileio import read_json_object
+    """An oracle folder (made by `attngan train-oracle`), in eval mode."""
     from attngan.metrics.inception_fid import weights_digest
-    from attngan.io import load_safetensors, load_state
 
     folder = Path(path)
-    cfg_path, w_path = folder / "config.json", folder / WEIGHTS_FILE
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise AttnGANError(f"{folder} is not an oracle folder (needs config.json and {WEIGHTS_FILE}; "
-                           "make one with `attngan train-oracle`)")
-    meta = read_json_object(cfg_path, "oracle config")
-    if meta.get("format") != ORACLE_FORMAT:
-        raise AttnGANError(f"{cfg_path} is not an oracle config (format {meta.get('format')!r})")
-    if meta.get("version") != ORACLE_VERSION:
-        raise AttnGANError(f"{cfg_path} has oracle format version {meta.get('version')}, this code reads {ORACLE_VERSION}")
-    oracle = AttributeOracle(_oracle_config(meta, cfg_path))
+    meta = read_folder(folder, ("oracle",), (WEIGHTS_FILE,))
+    w_path = folder / WEIGHTS_FILE
+    oracle = AttributeOracle(_oracle_config(meta, folder / CONFIG_FILE))
     load_state(oracle, load_safetensors(w_path), str(w_path))
     oracle.digest = weights_digest(w_path)
     return oracle.to(device).eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,8 @@ from attngan.perf import resolve_device
 from attngan.training import distributed as dist
 from attngan.training.checkpoint import load_training_state, rng_state, set_rng_state
 
-# How best/ is chosen, recorded in its config.json metrics: never by the test split.
+# How best/, the run's one snapshot, is chosen, recorded in its config.json metrics: never by the
+# test split.
 DAMSM_SELECTION = "last epoch (the test split is not used to select)"
 
 # Evaluation on real images.
@@ -248,14 +250,16 @@ def _train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devi
                 f"{k}={v:.3f}" for k, v in record.items() if isinstance(v, float) and k != "lr"))
             with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            # Snapshots: last/ every epoch, and best/, the snapshot other commands load. Choosing
-            # it by the test split's R-precision would select on the data the evaluation scores
-            # on, so best/ is the last epoch (the original ships a fixed epoch: 200 birds, 100
-            # COCO) and says so; the test R-precision is only reported.
-            save_damsm_folder(out_dir / "last", cfg, vocab, text_encoder, image_encoder, record)
+            # The snapshot, best/: the folder other commands load (io.damsm_folder). Choosing it
+            # by the test split's R-precision would select on the data the evaluation scores on,
+            # so it is the last epoch (the original ships a fixed epoch: 200 birds, 100 COCO) and
+            # says so; the test R-precision is only reported.
             best = max(best, record["r_precision"])
             save_damsm_folder(out_dir / "best", cfg, vocab, text_encoder, image_encoder,
                               {**record, "selection": DAMSM_SELECTION})
+            # A resumed run folder that also has a last/ snapshot (written beside best/ by earlier
+            # releases) would keep it at the epoch this run started from, out of step with best/.
+            shutil.rmtree(out_dir / "last", ignore_errors=True)
             atomic_torch_save({"kind": "damsm", "text_encoder": text_encoder.state_dict(),
                                "image_encoder": image_encoder.state_dict(), "epoch": epoch + 1,
                                "lr": lr, "history": history, "best": best, "bad_steps": bad_steps,
