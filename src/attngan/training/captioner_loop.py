@@ -197,41 +197,49 @@ def train_captioner(cfg: CaptionerConfig, data_dir: str | Path, out_dir: str | P
                     max_epochs: int | None = None, minutes: float = 0.0, progress: bool = True,
                     max_steps: int | None = None) -> dict[str, Any]:
     """Train a captioner into out_dir (best/, last/, state.pt, metrics.jsonl); resumes from state.pt.
-    `max_steps` caps the optimiser steps per epoch (speed measurements and tests). The run holds
-    out_dir's lock throughout (one writer; temporaries of killed runs removed)."""
+    `max_steps` caps the optimiser steps per epoch (speed measurements and tests). Builds what the
+    loop takes (vocabulary, data, the model) and holds out_dir's lock throughout (one writer;
+    temporaries of killed runs removed)."""
+    from attngan.networks.captioner import build_captioner
+    from attngan.perf import resolve_device
     from attngan.rundir import claim_run_dir
 
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
     with claim_run_dir(out_dir) as removed:
         if removed:
             print(f"removed {len(removed)} temporaries of an earlier, killed run in {out_dir}")
-        return _train_captioner(cfg, data_dir, out_dir, device=device, max_epochs=max_epochs,
-                                minutes=minutes, progress=progress, max_steps=max_steps)
+        dev = resolve_device(device)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        vocab = build_vocabulary(data_dir)
+        train_ds = CaptionedImages(data_dir, "train", cfg, vocab, train=True)
+        test_ds = CaptionedImages(data_dir, "test", cfg, vocab, train=False)
+        if len(train_ds) < 2:
+            raise AttnGANError(f"{data_dir}: the train split needs at least 2 images to train a captioner")
+        model = build_captioner(cfg, len(vocab)).to(dev)
+        # A run that resumes takes every weight from its state: the init was its starting point.
+        if cfg.init_encoder and not (out_dir / "state.pt").is_file():
+            init_region_encoder(model.encoder, cfg.init_encoder)
+        return training_loop(cfg, model, vocab, train_ds, test_ds, out_dir, dev, progress=progress,
+                             max_epochs=max_epochs, minutes=minutes, max_steps=max_steps)
 
 
-def _train_captioner(cfg: CaptionerConfig, data_dir: str | Path, out_dir: str | Path, *, device: str,
-                     max_epochs: int | None, minutes: float, progress: bool,
-                     max_steps: int | None) -> dict[str, Any]:
+def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab, train_ds: CaptionedImages,
+                  test_ds: CaptionedImages, out_dir: Path, dev: torch.device, *, progress: bool = True,
+                  max_epochs: int | None = None, minutes: float = 0.0,
+                  max_steps: int | None = None) -> dict[str, Any]:
+    """Train `model` on `train_ds` for cfg.epochs (or `max_epochs`) or until the minutes budget,
+    at most `max_steps` optimiser steps an epoch; resumes from out_dir/state.pt when it is there.
+    After each epoch it scores greedy captions of test_ds and snapshots last/, best/ and the state.
+    Returns the last epoch's record."""
     from attngan.data.dataset import make_loader
     from attngan.data.sampler import EpochSampler
-    from attngan.networks.captioner import build_captioner
-    from attngan.perf import resolve_device
     from attngan.rundir import resume_changes, truncate_jsonl
 
-    # Setup.
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    dev = resolve_device(device)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    vocab = build_vocabulary(data_dir)
-    train_ds = CaptionedImages(data_dir, "train", cfg, vocab, train=True)
-    test_ds = CaptionedImages(data_dir, "test", cfg, vocab, train=False)
-    if len(train_ds) < 2:
-        raise AttnGANError(f"{data_dir}: the train split needs at least 2 images to train a captioner")
-    synth = (data_dir / "synth_birds.json").is_file()
-    model = build_captioner(cfg, len(vocab)).to(dev)
-    start_id = model.decoder.start_id
     batch_size = min(cfg.batch_size, len(train_ds))
     epochs = cfg.epochs if max_epochs is None else max_epochs
+    # SynthBirds captions come from a grammar that names the attributes: score their recall too.
+    synth = (test_ds.images.root / "synth_birds.json").is_file()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
 
     # Resume.
@@ -243,24 +251,22 @@ def _train_captioner(cfg: CaptionerConfig, data_dir: str | Path, out_dir: str | 
         if changes:
             print("resuming with changed settings: " + "; ".join(changes))
         if st.get("n_words") != len(vocab):
-            raise AttnGANError(f"{state_path} was trained with {st.get('n_words')} words; {data_dir} "
-                               f"has {len(vocab)}: use another --out")
+            raise AttnGANError(f"{state_path} was trained with {st.get('n_words')} words; "
+                               f"{train_ds.images.root} has {len(vocab)}: use another --out")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         start_epoch, history, best = st["epoch"], st["history"], st["best"]
         set_rng_state(st["rng"])
         print(f"resuming the captioner from {state_path} at epoch {start_epoch}")
-    elif cfg.init_encoder:
-        init_region_encoder(model.encoder, cfg.init_encoder)
     # Epochs logged after the snapshot this run starts from (all, without one) are written again.
     truncate_jsonl(out_dir / "metrics.jsonl",
                    lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch)
     atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
     sampler = EpochSampler(len(train_ds), batch_size, cfg.seed, 0, 1,
-                                dataset=train_ds.images if cfg.data.workers == 0 else None)
+                           dataset=train_ds.images if cfg.data.workers == 0 else None)
     loader = make_loader(train_ds, batch_size, shuffle=False, workers=cfg.data.workers, drop_last=True,
                          seed=cfg.seed, sampler=sampler)
-    loader.collate_fn = functools.partial(collate_captions, start_id=start_id)
+    loader.collate_fn = functools.partial(collate_captions, start_id=model.decoder.start_id)
     t_start = time.time()
 
     # Epochs.

@@ -118,50 +118,55 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
                 minutes: float = 0.0, max_epochs: int | None = None, progress: bool = True,
                 eval_items: int = 1000) -> dict[str, Any]:
     """Pretrain the DAMSM encoders. Re-running with the same out_dir resumes from the last epoch.
-    The run holds out_dir's lock throughout (one writer; temporaries of killed runs removed)."""
+    Builds what the loop takes (vocabulary, data, encoders) and holds out_dir's lock throughout
+    (one writer; temporaries of killed runs removed)."""
+    from attngan.data.vocab import copy_vocab_report
+    from attngan.networks import build_image_encoder, build_text_encoder
     from attngan.rundir import claim_run_dir
 
     dist.init()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
     with claim_run_dir(out_dir, enabled=dist.is_main()) as removed:
         if removed:
             print(f"removed {len(removed)} temporaries of an earlier, killed run in {out_dir}")
-        return _train_damsm(cfg, data_dir, out_dir, device=device, minutes=minutes,
-                            max_epochs=max_epochs, progress=progress, eval_items=eval_items)
+        dev = resolve_device(device)
+        perf.configure_backends(dev)  # TF32 matmuls on CUDA
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        vocab, train_ds, test_ds = _datasets(cfg, data_dir)
+        if len(train_ds) < 2 * dist.get_world_size():
+            raise AttnGANError(f"{data_dir}: the train split needs at least 2 images per process for DAMSM")
+        text_encoder = build_text_encoder(cfg, len(vocab)).to(dev)
+        image_encoder = build_image_encoder(cfg).to(dev)
+        if cfg.damsm.channels_last:
+            image_encoder = image_encoder.to(memory_format=torch.channels_last)
+        perf.encoder_autocast(cfg.damsm.amp, dev)  # a bad damsm.amp fails here, before anything is written
+        if cfg.damsm.backbone == "inception":
+            if not cfg.damsm.inception_weights:
+                raise AttnGANError("the inception backbone needs ImageNet weights: set damsm.inception_weights "
+                                   "to a local inception_v3_google-*.pth (README, Training)")
+            image_encoder.load_inception_weights(cfg.damsm.inception_weights)
+        if dist.is_main():
+            copy_vocab_report(data_dir, out_dir)
+        return training_loop(cfg, text_encoder, image_encoder, vocab, train_ds, test_ds, out_dir, dev,
+                             minutes=minutes, epochs=max_epochs if max_epochs is not None else cfg.damsm.epochs,
+                             progress=progress, eval_items=eval_items)
 
 
-def _train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, device: str,
-                 minutes: float, max_epochs: int | None, progress: bool,
-                 eval_items: int) -> dict[str, Any]:
+def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: torch.nn.Module, vocab,
+                  train_ds, test_ds, out_dir: Path, dev: torch.device, *, minutes: float = 0.0,
+                  epochs: int, progress: bool = True, eval_items: int = 1000) -> dict[str, Any]:
+    """Train the encoders on `train_ds` for `epochs` (or `minutes`), validating on `test_ds` and
+    snapshotting best/ and the state after every epoch; resumes from out_dir/state.pt when it is
+    there. Returns the last epoch's record."""
     from attngan.data.dataset import make_loader, make_train_loader
-    from attngan.data.vocab import copy_vocab_report
-    from attngan.networks import build_image_encoder, build_text_encoder
     from attngan.rundir import resume_changes, truncate_jsonl
 
-    # Setup.
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    dev = resolve_device(device)
-    perf.configure_backends(dev)  # TF32 matmuls on CUDA
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    vocab, train_ds, test_ds = _datasets(cfg, data_dir)
     world = dist.get_world_size()
-    if len(train_ds) < 2 * world:
-        raise AttnGANError(f"{data_dir}: the train split needs at least 2 images per process for DAMSM")
     batch_size = min(cfg.damsm.batch_size, len(train_ds) // world)  # per process
-    text_encoder = build_text_encoder(cfg, len(vocab)).to(dev)
-    image_encoder = build_image_encoder(cfg).to(dev)
-    if cfg.damsm.channels_last:
-        image_encoder = image_encoder.to(memory_format=torch.channels_last)
     # Mixed precision in training steps only; validation and R-precision run in float32.
     amp = lambda: perf.encoder_autocast(cfg.damsm.amp, dev)  # noqa: E731
-    amp()  # a bad damsm.amp fails here, before anything is written
-    if cfg.damsm.backbone == "inception":
-        if not cfg.damsm.inception_weights:
-            raise AttnGANError("the inception backbone needs ImageNet weights: set damsm.inception_weights "
-                               "to a local inception_v3_google-*.pth (README, Training)")
-        image_encoder.load_inception_weights(cfg.damsm.inception_weights)
     params = list(text_encoder.parameters()) + list(image_encoder.projection_parameters())
-    epochs = max_epochs if max_epochs is not None else cfg.damsm.epochs
 
     # Resume.
     state_path = out_dir / "state.pt"
@@ -186,15 +191,13 @@ def _train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devi
         truncate_jsonl(out_dir / "metrics.jsonl",
                        lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch)
         atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
-        copy_vocab_report(data_dir, out_dir)
     # A seeded permutation per epoch (sharded under torchrun), so a resumed run sees the same order.
     train_loader, sampler = make_train_loader(train_ds, batch_size, seed=cfg.seed, loader_seed=cfg.seed,
-                                              rank=dist.get_rank(), world=dist.get_world_size(),
-                                              workers=cfg.data.workers)
+                                              rank=dist.get_rank(), world=world, workers=cfg.data.workers)
     test_loader = make_loader(test_ds, min(batch_size, len(test_ds)), shuffle=False,
                               workers=cfg.data.workers, drop_last=False, seed=cfg.seed)
     trainable = [text_encoder, image_encoder]
-    if dist.get_world_size() > 1:
+    if world > 1:
         trainable = [torch.nn.parallel.DistributedDataParallel(m) for m in trainable]
     te, ie = trainable
     fixed_batch = next(iter(test_loader))
