@@ -65,7 +65,8 @@ def _holder(lock: Path) -> str:
 @contextmanager
 def claim_run_dir(folder: str | os.PathLike, enabled: bool = True) -> Iterator[list[Path]]:
     """Hold `folder`'s lock for the body (creating the folder) and clean its stale temporaries
-    first; yields what was removed. A folder another live process holds is a one-line error.
+    first (saying how many); yields what was removed. A folder another live process holds is a
+    one-line error.
     `enabled=False` (non-zero DDP ranks: rank 0 holds the lock for the run) does nothing."""
     if not enabled:
         yield []
@@ -98,7 +99,10 @@ def claim_run_dir(folder: str | os.PathLike, enabled: bool = True) -> Iterator[l
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        yield clean_temporaries(folder)
+        removed = clean_temporaries(folder)
+        if removed:
+            print(f"removed {len(removed)} temporaries of an earlier, killed run in {folder}")
+        yield removed
     finally:
         # Unlink while still holding the lock, so a run folder that ended holds only its files.
         try:

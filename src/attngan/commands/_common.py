@@ -12,6 +12,13 @@ from typing import Any
 from attngan.errors import AttnGANError, check_seed
 
 
+def add_training_data_argument(p) -> None:
+    """--data of the training commands: every layout the training loaders read."""
+    p.add_argument("--data", required=True,
+                   help="data: a CUB/COCO folder, an image folder with metadata.jsonl/.csv, or "
+                        "WebDataset shards ('shards/train-{000000..000009}.tar' or their folder)")
+
+
 def add_config_arguments(p: argparse.ArgumentParser, default: str = "bird") -> None:
     p.add_argument("--config", default=default,
                    help=f"preset name (bird, bird-attn1, bird-dcgan, coco, tiny), our YAML, or an "

@@ -7,12 +7,10 @@ HELP = "train the attentional generator and discriminators (run again, or --resu
 
 
 def add_arguments(p) -> None:
-    from attngan.commands._common import add_config_arguments
+    from attngan.commands._common import add_config_arguments, add_training_data_argument
 
     add_config_arguments(p)
-    p.add_argument("--data", required=True,
-                   help="data: a CUB/COCO folder, an image folder with metadata.jsonl/.csv, or "
-                        "WebDataset shards ('shards/train-{000000..000009}.tar' or their folder)")
+    add_training_data_argument(p)
     p.add_argument("--damsm", required=True, help="DAMSM run folder (best/ is used), snapshot folder, or model folder / bundled model name (its encoders)")
     p.add_argument("--out", required=True, help="run folder: model/ (inference), state.pt, log.jsonl, samples/")
     p.add_argument("--resume", action="store_true",

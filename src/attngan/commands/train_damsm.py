@@ -7,12 +7,10 @@ HELP = "pretrain the DAMSM text and image encoders (run again to resume)"
 
 
 def add_arguments(p) -> None:
-    from attngan.commands._common import add_config_arguments
+    from attngan.commands._common import add_config_arguments, add_training_data_argument
 
     add_config_arguments(p)
-    p.add_argument("--data", required=True,
-                   help="data: a CUB/COCO folder, an image folder with metadata.jsonl/.csv, or "
-                        "WebDataset shards ('shards/train-{000000..000009}.tar' or their folder)")
+    add_training_data_argument(p)
     p.add_argument("--out", required=True, help="run folder (best/: the last epoch; state.pt, metrics.jsonl)")
     p.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (default: config)")
     p.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget (0 = none)")

@@ -205,9 +205,7 @@ def train_captioner(cfg: CaptionerConfig, data_dir: str | Path, out_dir: str | P
     from attngan.rundir import claim_run_dir
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    with claim_run_dir(out_dir) as removed:
-        if removed:
-            print(f"removed {len(removed)} temporaries of an earlier, killed run in {out_dir}")
+    with claim_run_dir(out_dir):
         dev = resolve_device(device)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)

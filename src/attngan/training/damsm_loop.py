@@ -126,9 +126,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
 
     dist.init()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    with claim_run_dir(out_dir, enabled=dist.is_main()) as removed:
-        if removed:
-            print(f"removed {len(removed)} temporaries of an earlier, killed run in {out_dir}")
+    with claim_run_dir(out_dir, enabled=dist.is_main()):
         dev = resolve_device(device)
         perf.configure_backends(dev)  # TF32 matmuls on CUDA
         torch.manual_seed(cfg.seed)

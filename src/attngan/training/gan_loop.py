@@ -179,9 +179,7 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
 
     dist.init()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    with claim_run_dir(out_dir, enabled=dist.is_main()) as removed:
-        if removed:
-            print(f"removed {len(removed)} temporaries of an earlier, killed run in {out_dir}")
+    with claim_run_dir(out_dir, enabled=dist.is_main()):
         dev = resolve_device(device)
         rank, world = dist.get_rank(), dist.get_world_size()
         perf.configure_backends(dev)
