@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from attngan.metrics.binding import attention_localisation, attention_mass_in_masks, binding_scores
+from attngan.metrics.binding import (attention_localisation, attention_mass_in_masks, binding_scores,
+                                     colour_word_positions, part_noun_positions)
 
 PARTS = ("wing", "belly", "crown", "bill")
 
@@ -54,15 +55,34 @@ def test_attention_mass_in_masks_counts_partial_cover():
     assert share[1] == pytest.approx(0.25 * 1 + 0.25 * 0.5)
 
 
-def test_attention_localisation_maps_part_words_to_masks():
+def test_attention_localisation_scores_the_given_words_against_their_parts_masks():
     att = torch.zeros(1, 3, 2, 2)
     att[0, 0, 0, 0] = 1.0                    # "belly": inside its mask
     att[0, 2, 1, 1] = 1.0                    # "wings": outside its mask
-    att[0, 1] = 0.25                         # "red": not a part word
+    att[0, 1] = 0.25                         # "red": not scored here
     tokens = [["belly", "red", "wings"]]
     masks = [{"belly": np.pad(np.ones((2, 2)), ((0, 2), (0, 2))), "wing": np.pad(np.ones((2, 2)), ((0, 2), (2, 0)))}]
-    out = attention_localisation(att, tokens, masks)
+    out = attention_localisation(att, [part_noun_positions(tokens[0])], masks)
     assert set(out) == {"belly", "wing"}
     assert out["belly"]["share"] == pytest.approx(1.0) and out["belly"]["n"] == 1
     assert out["wing"]["share"] == pytest.approx(0.0)
     assert out["belly"]["chance"] == pytest.approx(0.25)
+    # The uniform map of "red", scored against the belly: the mask's area.
+    out = attention_localisation(att, [[(1, "belly")]], masks)
+    assert out["belly"]["share"] == pytest.approx(0.25) and out["belly"]["n"] == 1
+
+
+@pytest.mark.parametrize("caption, expected", [
+    # Each colour bound to one part: its word is scored against that part.
+    ("a bird with wings that are black and a white belly", {"black": "wing", "white": "belly"}),
+    ("this bird has a red crown and a short yellow bill", {"red": "crown", "yellow": "bill"}),
+    # One colour for two parts: its word cannot be assigned to one region.
+    ("a bird with black wings and a black belly", {}),
+    ("black wings and crown and a white belly", {"white": "belly"}),
+    # A colour written twice (once for the whole bird) is ambiguous as well.
+    ("a black bird with black wings", {}),
+])
+def test_colour_word_positions_follow_the_caption_grammar(caption, expected):
+    tokens = caption.replace(",", "").split()
+    got = {tokens[t]: part for t, part in colour_word_positions(tokens, caption)}
+    assert got == expected

@@ -206,7 +206,11 @@ def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir
     assert 0 <= res["r_precision"]["value"] <= 100 and res["r_precision"]["std"] is not None
     assert "the model's own DAMSM" in res["r_precision"]["encoders"]
     assert set(res["localisation"]["per_part"]) <= {"wing", "belly", "crown", "bill"}
-    assert all(0 <= v["share"] <= 100 for v in res["localisation"]["per_part"].values())
+    for table in ("per_part", "per_part_noun"):  # the colour words' attention, and the nouns'
+        assert res["localisation"][table] and set(res["localisation"][table]) <= {"wing", "belly", "crown", "bill"}
+        assert all(0 <= v["share"] <= 100 and v["n"] > 0 for v in res["localisation"][table].values())
+    assert res["localisation"]["value"] == pytest.approx(
+        sum(v["share"] for v in res["localisation"]["per_part"].values()) / len(res["localisation"]["per_part"]))
     md = out.with_suffix(".md").read_text()
     assert "| Metric | Value | Protocol | n images |" in md and "| FID (`fid`" in md and "n/a" in md
     assert len(list(cache.glob("real-fid_inception-test-64px-*.npz"))) == 1

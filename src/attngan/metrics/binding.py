@@ -1,12 +1,14 @@
 """Attribute binding on SynthBirds: does the bird wear the colours its caption names, on the
-parts it names them for? And does DAMSM attend to the part a part word names?
+parts it names them for? And does DAMSM attend to the part a word is about?
 
 `binding_scores` compares the oracle's per-part colour predictions with the colours a caption
 asks for: accuracy per attribute mentioned, the share of images with every mentioned attribute
 right, and a swap rate (the caption says wing A, belly B with A != B, the oracle sees wing B and
 belly A): the failure mode a bag-of-words conditioning would show. `attention_localisation`
-measures the share of a part word's word-region attention that falls inside that part's
-ground-truth mask.
+measures the share of a word's word-region attention that falls inside the ground-truth mask of
+the part it refers to: the colour word the caption binds to the part (the word that tells the
+image apart; "black" in "wings that are black") and, for reference, the part noun itself (which
+every bird's caption shares, so a DAMSM has no reason to attend with it).
 """
 
 from __future__ import annotations
@@ -88,22 +90,45 @@ def attention_mass_in_masks(attention: torch.Tensor, masks: torch.Tensor) -> tor
     return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.zeros_like(total))
 
 
+def part_noun_positions(tokens: Sequence[str]) -> list[tuple[int, str]]:
+    """(position, part) of each word that names a part ("wings" -> wing)."""
+    return [(t, PART_WORDS[w]) for t, w in enumerate(tokens) if w in PART_WORDS]
+
+
+def colour_word_positions(tokens: Sequence[str], caption: str) -> list[tuple[int, str]]:
+    """(position, part) of each colour word the caption binds to one part ("wings that are
+    black": black -> wing), by SynthBirds' caption grammar. A colour stated for two parts, or
+    written twice, is left out: its word cannot be assigned to one region."""
+    from attngan.data.synth_birds import caption_attributes
+
+    bound: dict[str, list[str]] = {}
+    for part, colour in caption_attributes(caption).items():
+        if part in PART_NAMES:
+            bound.setdefault(colour, []).append(part)
+    return [(t, bound[w][0]) for t, w in enumerate(tokens)
+            if len(bound.get(w, ())) == 1 and list(tokens).count(w) == 1]
+
+
+# The parts with ground-truth masks.
+PART_NAMES = ("wing", "belly", "crown", "bill")
+
+
 def attention_localisation(
     attention: torch.Tensor,
-    tokens: Sequence[Sequence[str]],
+    positions: Sequence[Sequence[tuple[int, str]]],
     part_masks: Sequence[Mapping[str, np.ndarray | torch.Tensor]],
 ) -> dict[str, dict[str, float]]:
-    """Mean share of a part word's attention inside its part's mask, per part.
+    """Mean share of a word's attention inside the mask of the part it refers to, per part.
 
-    attention: B x T x h x w word-region attention (row b, word t); tokens: the words of each
-    caption (position t of row b is tokens[b][t]); part_masks: per image, {part: H x W mask}.
-    Also reports the mean mask area on the attention grid: the share a uniform map would get.
+    attention: B x T x h x w word-region attention (row b, word t); positions: per caption, the
+    (word position, part) pairs to score (part_noun_positions, colour_word_positions);
+    part_masks: per image, {part: H x W mask}. Also reports the mean mask area on the attention
+    grid: the share a uniform map would get.
     """
     maps, masks, names = [], [], []
-    for b, words in enumerate(tokens):
-        for t, word in enumerate(words[: attention.shape[1]]):
-            part = PART_WORDS.get(word)
-            if part is None or part not in part_masks[b]:
+    for b, pairs in enumerate(positions):
+        for t, part in pairs:
+            if t >= attention.shape[1] or part not in part_masks[b]:
                 continue
             maps.append(attention[b, t])
             masks.append(torch.as_tensor(np.asarray(part_masks[b][part]), dtype=torch.float32))

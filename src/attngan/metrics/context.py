@@ -159,18 +159,19 @@ class EvalContext:
         pool = self._real["caption_pool"]
         return pool["emb"], pool["cls"]
 
-    def real_localisation(self) -> tuple[dict[str, dict[str, float]], int]:
-        """DAMSM part-word attention vs SynthBirds part masks on real split images."""
+    def real_localisation(self) -> tuple[dict[str, dict[str, dict[str, float]]], int]:
+        """DAMSM word attention vs SynthBirds part masks on real split images, per part: of the
+        colour words bound to a part ("colour") and of the part nouns ("noun")."""
         from attngan.losses import damsm_attention
-        from attngan.metrics.binding import attention_localisation
-        from attngan.metrics.binding import load_part_masks
+        from attngan.metrics.binding import (attention_localisation, colour_word_positions, load_part_masks,
+                                             part_noun_positions)
 
         damsm = self.streams["damsm"]
         size = damsm.image_encoder.image_size
         ds = self.real_dataset(size, center=True)   # the part masks are of the centre crop
         n = min(self.options.num_images, len(ds))
         masks_for = load_part_masks(self.data_root, self.options.split, size)
-        sums: dict[str, list[float]] = {}
+        sums: dict[str, dict[str, list[float]]] = {"colour": {}, "noun": {}}
         for s in tqdm(range(0, n, self.options.batch), desc="attention localisation",
                       disable=not self.options.progress, leave=False):
             items = [ds[i] for i in range(s, min(s + self.options.batch, n))]
@@ -183,12 +184,16 @@ class EvalContext:
                 _, attn = damsm_attention(words, regions, damsm.gamma1, ids.to(self.device) == 0)
             tokens = [[damsm.vocab.id_to_word[int(t)] for t in row[: int(m)]] for row, m in zip(ids, lens)]
             masks = [masks_for(it["key"]) for it in items]
-            for part, v in attention_localisation(attn.float().cpu(), tokens, masks).items():
-                acc = sums.setdefault(part, [0.0, 0.0, 0])
-                acc[0] += v["share"] * v["n"]
-                acc[1] += v["chance"] * v["n"]
-                acc[2] += v["n"]
-        return {p: {"share": a[0] / a[2], "chance": a[1] / a[2], "n": a[2]} for p, a in sums.items()}, n
+            attn = attn.float().cpu()
+            for kind, positions in (("colour", [colour_word_positions(t, c) for t, c in zip(tokens, texts)]),
+                                    ("noun", [part_noun_positions(t) for t in tokens])):
+                for part, v in attention_localisation(attn, positions, masks).items():
+                    acc = sums[kind].setdefault(part, [0.0, 0.0, 0])
+                    acc[0] += v["share"] * v["n"]
+                    acc[1] += v["chance"] * v["n"]
+                    acc[2] += v["n"]
+        return {kind: {p: {"share": a[0] / a[2], "chance": a[1] / a[2], "n": a[2]} for p, a in d.items()}
+                for kind, d in sums.items()}, n
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -218,18 +218,23 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
 
 @register(
     name="localisation", title="Attention localisation",
-    protocol="share of DAMSM word-region attention of part words (wing(s), belly, crown, bill) "
-             "inside the part's ground-truth mask, real test images; chance = mean mask area",
+    protocol="share of DAMSM word-region attention inside the part's ground-truth mask, real test "
+             "images, of the colour word the caption binds to that part (\"black\" in \"wings that "
+             "are black\"; a colour stated for two parts is left out); value = mean over wing, belly, "
+             "crown, bill; chance = mean mask area; per_part_noun: the same for the part nouns",
     reference="ours (SynthBirds ground truth)",
     streams=(), uses=("damsm",), real=False, unit="%", higher_is_better=True, requires=("damsm", "synth"),
 )
 def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
-    per_part, n = ctx.real_localisation()
-    shares = [v["share"] for v in per_part.values()]
+    per_kind, n = ctx.real_localisation()
+
+    def table(per_part: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return {p: {"share": _pct(v["share"]), "chance": _pct(v["chance"]), "n": v["n"]} for p, v in per_part.items()}
+
+    shares = [v["share"] for v in per_kind["colour"].values()]
     return {
         "value": _pct(float(np.mean(shares))) if shares else float("nan"), "std": None,
-        "per_part": {p: {"share": _pct(v["share"]), "chance": _pct(v["chance"]), "n": v["n"]}
-                     for p, v in per_part.items()},
+        "per_part": table(per_kind["colour"]), "per_part_noun": table(per_kind["noun"]),
         "n": n, "encoders": ctx.descriptions.get("damsm", ""),
     }
 

@@ -56,6 +56,9 @@ def format_markdown(report: dict[str, Any]) -> str:
         if "per_part" in r:
             per = ", ".join(f"{p} {_num(v['share'])}% (chance {_num(v['chance'])}%)" for p, v in r["per_part"].items())
             details.append(f"- `{name}`: {per}")
+        if "per_part_noun" in r:
+            per = ", ".join(f"{p} {_num(v['share'])}%" for p, v in r["per_part_noun"].items())
+            details.append(f"- `{name}`, the part nouns' attention: {per}")
         if "per_stage" in r:
             details += [f"- `{name}` per stage (top-octave share of luminance energy; ratio = generated / real):",
                         "", "| Stage | Size | Share | Real share | Ratio | Previous stage upsampled: share | ratio |",
