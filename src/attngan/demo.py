@@ -404,6 +404,18 @@ def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle
                       splits=ev["splits"], eval_damsm=eval_damsm_dir, oracle=oracle_dir, device=device,
                       seed=ev["seed"], strict=False, **extra)
     metrics = report_rows(report)
+    if "localisation" in ev["metrics"]:
+        # Localisation measures a DAMSM on real images, not the generator: with the evaluation
+        # DAMSM every model would show the same value. The row shows the encoders this model was
+        # trained against instead.
+        commands.append(f"attngan eval --model {_q(model_dir)} --data {_q(data_dir)} --metrics localisation "
+                        f"--num-images {ev['num_images']} --seed {ev['seed']} "
+                        f"--out {_q(out_dir / 'eval' / 'localisation.json')}")
+        own = report_rows(evaluate(data_dir, model_dir=model_dir, metrics=["localisation"],
+                                   num_images=ev["num_images"], splits=ev["splits"], device=device,
+                                   seed=ev["seed"], strict=False))[0]
+        own["metric"] = "Attention localisation (the model's DAMSM)"
+        metrics = [own if m["name"] == "localisation" else m for m in metrics]
     atomic_write_json(cache, {"key": key, "metrics": metrics})
     return metrics
 
