@@ -186,7 +186,7 @@ def test_report_has_both_parts_every_prompt_stage_and_attention(demo_out):
         assert all(m["n"] == NUM_EVAL for m in section["metrics"] if m["value"] is not None)
         # Localisation is a DAMSM's: each section scores the encoders its model was trained against.
         loc = next(m for m in section["metrics"] if m["name"] == "localisation")
-        assert "the model's own DAMSM" in loc["encoders"] and loc["metric"].endswith("(the model's DAMSM)")
+        assert "the model's own DAMSM" in loc["encoders"] and loc["metric"].endswith("(own DAMSM)")
     assert set(own["plots"]) >= {"DAMSM losses"}
     assert {"data", "evaluation", "prompts"} <= set(shipped["timings"])
     assert {"damsm", "attngan", "evaluation", "prompts"} <= set(own["timings"])

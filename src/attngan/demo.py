@@ -414,7 +414,7 @@ def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle
         own = report_rows(evaluate(data_dir, model_dir=model_dir, metrics=["localisation"],
                                    num_images=ev["num_images"], splits=ev["splits"], device=device,
                                    seed=ev["seed"], strict=False))[0]
-        own["metric"] = "Attention localisation (the model's DAMSM)"
+        own["metric"] = "Attention localisation (own DAMSM)"
         metrics = [own if m["name"] == "localisation" else m for m in metrics]
     atomic_write_json(cache, {"key": key, "metrics": metrics})
     return metrics
