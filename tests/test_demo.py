@@ -181,7 +181,7 @@ def test_report_has_both_parts_every_prompt_stage_and_attention(demo_out):
             assert len(p["retrieved"]) == 3
             # The bundled captioner's reading of the top image, and which prompted attributes it names.
             assert p["captioned"] and set(p["attributes_back"]) == set(caption_attributes(p["caption"]))
-        assert {"r_precision", "binding", "localisation", "is", "fid_oracle", "roundtrip"} <= {
+        assert {"r_precision", "binding", "localisation", "attention_colour", "is", "fid_oracle", "roundtrip"} <= {
             m["name"] for m in section["metrics"]}
         assert all(m["n"] == NUM_EVAL for m in section["metrics"] if m["value"] is not None)
         # Localisation is a DAMSM's: each section scores the encoders its model was trained against.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attngan.metrics.binding import (attention_localisation, attention_mass_in_masks, binding_scores,
-                                     colour_word_positions, part_noun_positions)
+                                     colour_attention, colour_word_positions, part_noun_positions)
 
 PARTS = ("wing", "belly", "crown", "bill")
 
@@ -86,3 +86,21 @@ def test_colour_word_positions_follow_the_caption_grammar(caption, expected):
     tokens = caption.replace(",", "").split()
     got = {tokens[t]: part for t, part in colour_word_positions(tokens, caption)}
     assert got == expected
+
+
+def test_colour_attention_measures_attention_on_the_regions_painted_the_words_colour():
+    from attngan.data.synth_render import COLOUR_RGB
+
+    # A 4 x 4 image: the left half black, the right half white, on a 2 x 2 attention grid.
+    img = torch.empty(1, 3, 4, 4)
+    for c, cols in (("black", slice(0, 2)), ("white", slice(2, 4))):
+        img[0, :, :, cols] = torch.tensor(COLOUR_RGB[c], dtype=torch.float32)[:, None, None] / 127.5 - 1
+    caption = "a bird with wings that are black and a white belly"
+    tokens = [caption.split()]
+    att = torch.zeros(1, len(tokens[0]), 2, 2)
+    att[0, tokens[0].index("black"), :, 0] = 0.5       # all on the black half
+    att[0, tokens[0].index("white")] = 0.25            # uniform
+    out = colour_attention(img, [att, att], tokens, [caption])
+    assert out["stage"].tolist() == [1, 1, 2, 2]       # two words per attentional stage
+    assert out["share"].tolist() == pytest.approx([1.0, 0.5, 1.0, 0.5])
+    assert out["chance"].tolist() == pytest.approx([0.5, 0.5, 0.5, 0.5])

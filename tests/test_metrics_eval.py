@@ -197,7 +197,12 @@ def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir
     assert main(argv) == 0
     report = json.loads(out.read_text())
     res = report["results"]
-    assert set(res) == {"is", "fid", "kid", "r_precision", "binding", "localisation", "fid_oracle"}
+    assert set(res) == {"is", "fid", "kid", "r_precision", "binding", "localisation", "fid_oracle",
+                        "attention_colour"}
+    # G's attention: one entry per attentional stage of the tiny preset (one), shares in range.
+    ac = res["attention_colour"]
+    assert [row["stage"] for row in ac["per_attention_stage"]] == [1] and 0 <= ac["value"] <= 100
+    assert ac["per_attention_stage"][0]["n"] > 0 and 0 <= ac["chance"] <= 100  # an untrained G may paint no named colour
     assert report["skipped"]["fid_legacy"].startswith("skipped: needs --inception")
     assert report["num_images"] == 12 and report["image_size"] == 64
     assert 1.0 <= res["is"]["value"] <= 4  # species head of a 16-class oracle; 2 splits of 6 images

@@ -40,7 +40,7 @@ KIMG = 15.0
 # The SynthBirds set and the evaluation protocol of a model card that does not name its own.
 DEFAULT_DATA = {"images": 11788, "classes": 884, "size": 256, "seed": 0}
 DEFAULT_EVAL = {"num_images": 400, "seed": 0, "splits": 10,
-                "metrics": ["r_precision", "binding", "localisation", "is", "fid_oracle"]}
+                "metrics": ["r_precision", "binding", "localisation", "attention_colour", "is", "fid_oracle"]}
 
 STAGE_DISPLAY_PX = 256  # every stage is shown this wide (nearest-neighbour), so stages line up
 ATTENTION_TILE_PX = 96

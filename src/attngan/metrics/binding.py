@@ -145,6 +145,52 @@ def attention_localisation(
     return out
 
 
+def colour_attention(images: torch.Tensor, attention: Sequence[torch.Tensor], tokens: Sequence[Sequence[str]],
+                     captions: Sequence[str]) -> dict[str, np.ndarray]:
+    """Does G attend with a colour word where it paints that colour? For each generated image,
+    attentional stage and colour word the caption binds to one part (colour_word_positions): the
+    share of the word's attention on regions whose colour is that word's, and the share of such
+    regions (what a uniform map would get). A region's colour is the SynthBirds palette colour
+    nearest to the top image's mean RGB over the region.
+
+    images: B x 3 x H x W in [-1, 1]; attention: per attentional stage B x T x h x w. Returns arrays
+    "share", "chance" and "stage" (the 0-based index of the image stage the map serves), one entry
+    per scored word and stage.
+    """
+    from attngan.data.synth_render import COLOUR_RGB
+
+    names = list(COLOUR_RGB)
+    palette = torch.tensor([COLOUR_RGB[c] for c in names], dtype=torch.float32)
+    rgb = (images.float().clamp(-1, 1) + 1) * 127.5
+    share, chance, stage = [], [], []
+    for k, att in enumerate(attention):
+        region = F.adaptive_avg_pool2d(rgb, att.shape[-2:]).permute(0, 2, 3, 1)          # B x h x w x 3
+        colour = ((region[..., None, :] - palette) ** 2).sum(-1).argmin(-1)             # B x h x w
+        for b, words in enumerate(tokens):
+            for t, _part in colour_word_positions(words, captions[b]):
+                if words[t] not in COLOUR_RGB or t >= att.shape[1]:
+                    continue
+                painted = (colour[b] == names.index(words[t])).float()
+                a = att[b, t].float().clamp_min(0)
+                share.append(float((a * painted).sum() / a.sum().clamp_min(1e-12)))
+                chance.append(float(painted.mean()))
+                stage.append(k + 1)  # the image stage it refines: attention k serves stage k + 1
+    return {"share": np.asarray(share, dtype=np.float64), "chance": np.asarray(chance, dtype=np.float64),
+            "stage": np.asarray(stage, dtype=np.int64)}
+
+
+class ColourAttentionStream:
+    """colour_attention on each generated batch (it reads G's attention maps and words)."""
+
+    name = "colour_attention"
+    reads_batch = True
+
+    def from_batch(self, batch) -> dict[str, np.ndarray]:
+        if batch.attention is None or batch.tokens is None:
+            raise AttnGANError("colour attention needs generated images (--model): G's attention maps")
+        return colour_attention(batch.images, batch.attention, batch.tokens, batch.full_captions)
+
+
 def load_part_masks(root, split: str, size: int, parts: Sequence[str] = ("wing", "belly", "crown", "bill")):
     """A function key -> {part: size x size bool mask} framed as the data loader frames the image.
 

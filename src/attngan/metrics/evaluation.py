@@ -71,10 +71,10 @@ def _check_options(o: EvalOptions) -> None:
 
 # Which metrics can run.
 
-def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool
+def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool, generated: bool = False
                    ) -> tuple[list[MetricSpec], dict[str, str]]:
     """The metrics to run and a note for each one skipped; a requested one that cannot run fails."""
-    inputs = {"has_damsm": has_damsm, "has_captions": has_captions, "synth": synth}
+    inputs = {"has_damsm": has_damsm, "has_captions": has_captions, "synth": synth, "generated": generated}
     if o.metrics:
         unknown = [m for m in o.metrics if m not in REGISTRY]
         if unknown:
@@ -142,7 +142,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     if len(source) < o.splits:
         raise AttnGANError(f"{len(source)} images cannot be cut into {o.splits} splits; raise --num-images or lower --splits")
     synth = (root / "synth_birds.json").is_file()
-    metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, synth)
+    metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, synth,
+                                      generated=images_dir is None)
     if not metrics:
         raise AttnGANError("no metric can run: " + "; ".join(f"{k} {v.removeprefix('skipped: ')}" for k, v in skipped.items()))
 

@@ -45,7 +45,7 @@ class StreamSpec:
 
 
 # What a metric may need, each as (is it there?, the note a skipped metric gets). `inputs` holds the
-# options and what evaluate() found: has_damsm, has_captions, synth.
+# options and what evaluate() found: has_damsm, has_captions, generated, synth.
 REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
     "is_classifier": (lambda o, i: bool(o.is_classifier or o.fid_inception or o.oracle),
                       "needs --is-classifier FILE|ORACLE_DIR, --fid-inception FILE (pt_inception-2015-12-05, "
@@ -60,6 +60,8 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
     "oracle": (lambda o, i: bool(o.oracle), "needs --oracle DIR (train one with `attngan train-oracle`)"),
     "captioner": (lambda o, i: bool(o.captioner),
                   "needs --captioner DIR|NAME (attngan train-captioner; the bundled one: synthbirds-captioner)"),
+    "generated": (lambda o, i: i["generated"],
+                  "needs generated images (--model): it reads the generator's attention maps"),
     "synth": (lambda o, i: i["synth"],
               "needs SynthBirds data (synth_birds.json in --data, with its part masks and caption grammar)"),
 }
@@ -240,6 +242,25 @@ def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
 
 
 @register(
+    name="attention_colour", title="Word attention on its colour",
+    protocol="generated images: share of G's word attention, per attentional stage, of each colour "
+             "word the caption binds to one part, on the regions G painted that colour (a region's "
+             "colour: the SynthBirds palette colour nearest its mean RGB in the top image); value = "
+             "the mean over words and stages; chance = the share of such regions",
+    reference="ours (the paper's attention figures, as a number)",
+    streams=("colour_attention",), real=False, unit="%", higher_is_better=True, requires=("generated", "synth"),
+)
+def attention_colour_generator(ctx: "EvalContext") -> dict[str, Any]:
+    d = ctx.generated["colour_attention"]
+    per_stage = [{"stage": int(k), "share": _pct(float(d["share"][d["stage"] == k].mean())),
+                  "chance": _pct(float(d["chance"][d["stage"] == k].mean())), "n": int((d["stage"] == k).sum())}
+                 for k in sorted(set(d["stage"].tolist()))]
+    return {"value": _pct(float(d["share"].mean())) if len(d["share"]) else float("nan"), "std": None,
+            "chance": _pct(float(d["chance"].mean())) if len(d["chance"]) else float("nan"),
+            "per_attention_stage": per_stage}
+
+
+@register(
     name="fid_oracle", title="FID (oracle features)",
     protocol="Frechet distance of the SynthBirds oracle's 256-d penultimate features (64 px), vs "
              "real test images; SynthBirds only, not comparable with Inception FIDs",
@@ -374,6 +395,13 @@ def _oracle(ctx: "EvalContext", pipe) -> tuple[Any, str]:
     path = ctx.options.oracle
     oracle = load_oracle(path, ctx.device)
     return OracleStream(oracle, ctx.device), f"SynthBirds oracle {Path(path).name} (valid={oracle.cfg.valid})"
+
+
+@register_stream("colour_attention")
+def _colour_attention(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.metrics.binding import ColourAttentionStream
+
+    return ColourAttentionStream(), "the generator's word attention maps, SynthBirds palette colours"
 
 
 @register_stream("captioner")

@@ -56,6 +56,10 @@ def format_markdown(report: dict[str, Any]) -> str:
         if "per_part" in r:
             per = ", ".join(f"{p} {_num(v['share'])}% (chance {_num(v['chance'])}%)" for p, v in r["per_part"].items())
             details.append(f"- `{name}`: {per}")
+        if "per_attention_stage" in r:
+            per = ", ".join(f"stage {row['stage'] + 1} {_num(row['share'])}% (chance {_num(row['chance'])}%)"
+                            for row in r["per_attention_stage"])
+            details.append(f"- `{name}`: {per}")
         if "per_part_noun" in r:
             per = ", ".join(f"{p} {_num(v['share'])}%" for p, v in r["per_part_noun"].items())
             details.append(f"- `{name}`, the part nouns' attention: {per}")

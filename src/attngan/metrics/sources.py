@@ -36,6 +36,9 @@ class ScoredBatch:
     # The word ids and lengths G was conditioned on (generated images only).
     caption_ids: torch.Tensor | None = None
     caption_lens: torch.Tensor | None = None
+    # G's word attention per attentional stage (B x T x h x w) and the words it attended over.
+    attention: list[torch.Tensor] | None = None
+    tokens: list[list[str]] | None = None
 
 
 class GeneratedImages:
@@ -83,7 +86,8 @@ class GeneratedImages:
             out = self.pipe.generate_from_ids(torch.stack(caps), torch.tensor(lens), noise=self.z[s:e],
                                               ca_noise=self.eps[s:e])
             yield ScoredBatch(quantize(out.images[-1]), texts, full, self.ds.class_ids[self.items[s:e]],
-                              stages=out.images, caption_ids=torch.stack(caps), caption_lens=torch.tensor(lens))
+                              stages=out.images, caption_ids=torch.stack(caps), caption_lens=torch.tensor(lens),
+                              attention=out.attention, tokens=out.tokens)
 
 
 class FolderImages:
