@@ -273,12 +273,13 @@ def test_every_metric_states_what_it_needs_and_the_notes_come_from_there():
         assert set(spec.requires) <= set(REQUIREMENTS), spec.name
     assert DEFAULT_METRICS == tuple(n for n, s in REGISTRY.items() if n != "sharpness")
     bare = EvalOptions()
-    none = {"has_damsm": False, "has_captions": False, "synth": False}
+    none = {"has_damsm": False, "has_captions": False, "synth": False, "generated": False}
     assert "--fid-inception" in missing_input(REGISTRY["fid"], bare, **none)
+    assert "--model" in missing_input(REGISTRY["attention_colour"], bare, **none)
     assert "DAMSM" in missing_input(REGISTRY["r_precision"], bare, **none)
     assert "captioner" in missing_input(REGISTRY["roundtrip"], bare, **none)
     everything = SimpleNamespace(is_classifier=None, fid_inception="f", inception="i", oracle="o",
                                  captioner="c")
-    given = {"has_damsm": True, "has_captions": True, "synth": True}
+    given = {"has_damsm": True, "has_captions": True, "synth": True, "generated": True}
     assert all(missing_input(spec, everything, **given) is None for spec in REGISTRY.values())
     assert "SynthBirds" in missing_input(REGISTRY["roundtrip"], everything, **dict(given, synth=False))
