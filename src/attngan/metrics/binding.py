@@ -162,21 +162,24 @@ def colour_attention(images: torch.Tensor, attention: Sequence[torch.Tensor], to
     names = list(COLOUR_RGB)
     palette = torch.tensor([COLOUR_RGB[c] for c in names], dtype=torch.float32)
     rgb = (images.float().clamp(-1, 1) + 1) * 127.5
+    # The scored words, found once for every stage: (image, word position, palette index).
+    found = [(b, t, names.index(words[t])) for b, words in enumerate(tokens)
+             for t, _part in colour_word_positions(words, captions[b]) if words[t] in COLOUR_RGB]
     share, chance, stage = [], [], []
     for k, att in enumerate(attention):
+        kept = [(b, t, c) for b, t, c in found if t < att.shape[1]]
+        if not kept:
+            continue
+        rows, words_at, colours = (torch.tensor(x) for x in zip(*kept))
         region = F.adaptive_avg_pool2d(rgb, att.shape[-2:]).permute(0, 2, 3, 1)          # B x h x w x 3
         colour = ((region[..., None, :] - palette) ** 2).sum(-1).argmin(-1)             # B x h x w
-        for b, words in enumerate(tokens):
-            for t, _part in colour_word_positions(words, captions[b]):
-                if words[t] not in COLOUR_RGB or t >= att.shape[1]:
-                    continue
-                painted = (colour[b] == names.index(words[t])).float()
-                a = att[b, t].float().clamp_min(0)
-                share.append(float((a * painted).sum() / a.sum().clamp_min(1e-12)))
-                chance.append(float(painted.mean()))
-                stage.append(k + 1)  # the image stage it refines: attention k serves stage k + 1
-    return {"share": np.asarray(share, dtype=np.float64), "chance": np.asarray(chance, dtype=np.float64),
-            "stage": np.asarray(stage, dtype=np.int64)}
+        painted = (colour[rows] == colours[:, None, None]).float()                       # N x h x w
+        a = att[rows, words_at].float().clamp_min(0)
+        share.append(((a * painted).flatten(1).sum(1) / a.flatten(1).sum(1).clamp_min(1e-12)).double())
+        chance.append(painted.flatten(1).mean(1).double())
+        stage.append(torch.full((len(kept),), k + 1))  # the image stage it refines: attention k serves stage k + 1
+    cat = lambda xs, dtype: torch.cat(xs).numpy() if xs else np.zeros(0, dtype=dtype)  # noqa: E731
+    return {"share": cat(share, np.float64), "chance": cat(chance, np.float64), "stage": cat(stage, np.int64)}
 
 
 class ColourAttentionStream:

@@ -71,7 +71,7 @@ def _check_options(o: EvalOptions) -> None:
 
 # Which metrics can run.
 
-def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool, generated: bool = False
+def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool, generated: bool
                    ) -> tuple[list[MetricSpec], dict[str, str]]:
     """The metrics to run and a note for each one skipped; a requested one that cannot run fails."""
     inputs = {"has_damsm": has_damsm, "has_captions": has_captions, "synth": synth, "generated": generated}

@@ -274,7 +274,8 @@ def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, 
     budget_s = cfg.train.minutes * 60 if cfg.train.minutes else None
     bar = tqdm(total=None if budget_s else total, initial=min(images_seen, total), unit="img", desc="AttnGAN",
                disable=not (progress and dist.is_main()), smoothing=0.1)
-    log = TrainingLog(out_dir, cfg.train.log_kimg, images_seen, bar, budget_s)
+    deadline = t_start + budget_s if budget_s else None
+    log = TrainingLog(out_dir, cfg.train.log_kimg, images_seen, bar, deadline)
 
     def snapshot() -> None:
         # Inference folder from the EMA weights, plus the full state for --resume.
@@ -318,7 +319,7 @@ def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, 
                 next_sample = _next_tick(images_seen, cfg.train.sample_kimg)
                 viz.save_samples(models.G_ema, text_encoder, fixed, vocab,
                                  out_dir / "samples" / f"{images_seen // 1000:06d}kimg.png")
-            out_of_time = budget_s is not None and time.time() - t_start > budget_s
+            out_of_time = deadline is not None and time.time() > deadline
             done = images_seen >= total or out_of_time or (max_steps is not None and step >= max_steps)
             done = bool(dist.broadcast_object(done))
             if images_seen >= next_snap or done:
@@ -340,12 +341,12 @@ class TrainingLog:
     """Loss terms averaged over each log_kimg of images: a row of out_dir/log.jsonl, TensorBoard
     scalars (when tensorboard is installed) and the progress bar's postfix, on the main process."""
 
-    def __init__(self, out_dir: Path, every_kimg: float, images_seen: int, bar, budget_s: float | None):
-        self.out_dir, self.every_kimg, self.bar, self.budget_s = out_dir, every_kimg, bar, budget_s
+    def __init__(self, out_dir: Path, every_kimg: float, images_seen: int, bar, deadline: float | None):
+        self.out_dir, self.every_kimg, self.bar, self.deadline = out_dir, every_kimg, bar, deadline
         self.next = _next_tick(images_seen, every_kimg)
         self.sums: dict[str, float] = {}
         self.n = 0
-        self.t_start = self.t_tick = time.time()
+        self.t_tick = time.time()
         self.tb = None  # created at the first row
 
     def add(self, terms: dict[str, torch.Tensor], images_seen: int, step: int, bad_steps: int) -> None:
@@ -369,8 +370,8 @@ class TrainingLog:
             for k, v in record.items():
                 self.tb.add_scalar(k, v, images_seen)
         left = {}
-        if self.budget_s:
-            left["left"] = f"{max(0.0, self.budget_s - (time.time() - self.t_start)) / 60:.1f}min"
+        if self.deadline is not None:
+            left["left"] = f"{max(0.0, self.deadline - time.time()) / 60:.1f}min"
         self.bar.set_postfix(D=f"{sum(v for k, v in record.items() if k.startswith('d_loss')):.2f}",
                              G=f"{sum(v for k, v in record.items() if k.startswith('g_')):.2f}",
                              damsm=f"{record.get('damsm_words', 0) + record.get('damsm_sent', 0):.2f}", **left)
