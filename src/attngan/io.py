@@ -292,9 +292,10 @@ def _read_damsm(path: str | Path) -> tuple[Path, dict[str, Any]]:
     it by R-precision on the test split, the split evaluation scores on; its last/ is used instead."""
     path = resolve_model(path)  # a bundled model's name: its encoders
     if (path / "best" / CONFIG_FILE).is_file():
-        meta = read_json_object(path / "best" / CONFIG_FILE, "DAMSM config")
-        metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
-        chosen_on_test = "selection" not in metrics and (path / "last" / CONFIG_FILE).is_file()
+        chosen_on_test = False
+        if (path / "last" / CONFIG_FILE).is_file():  # only run folders of older releases have last/
+            meta = read_json_object(path / "best" / CONFIG_FILE, "DAMSM config")
+            chosen_on_test = "selection" not in (meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {})
         path = path / ("last" if chosen_on_test else "best")
     return path, read_folder(path, DAMSM_KINDS, DAMSM_FILES)
 
