@@ -90,7 +90,7 @@ def setup(spec: dict):
     if t.channels_last:
         image_encoder = image_encoder.to(memory_format=torch.channels_last)
     models = GANModels.create(cfg, G, Ds, dev)
-    loss = GANLoss(cfg, image_encoder, models.amp)
+    loss = GANLoss(cfg, image_encoder)
 
     # Two random batches, cycled, built before timing.
     gen = torch.Generator().manual_seed(1)

@@ -200,13 +200,14 @@ def _tiny_batch(cfg, B: int = 4, T: int = 6):
             "ca_noise": torch.randn(B, cfg.gan.condition_dim, generator=g)}
 
 
-def test_frozen_discriminators_give_the_same_step_without_their_gradients():
+def test_frozen_discriminators_give_the_same_step_without_their_gradients(amp):
     from attngan.losses import GANLoss
     from attngan.training.gan_loop import gan_step
 
     results = {}
     for freeze in (False, True):
         cfg = preset("tiny")
+        cfg.train.amp = amp
         cfg.train.freeze_d_in_g_step = freeze
         m = _tiny_models(cfg)
         torch.manual_seed(0)
@@ -260,9 +261,14 @@ def test_amp_and_backend_switches_on_the_cpu():
 def test_amp_auto_is_bf16_only_where_native(monkeypatch, native):
     # The CPU feature probes native_bf16 reads (AVX512-BF16, AMX), as on an AVX2-only CPU or a
     # Xeon with AMX.
+    monkeypatch.delenv(perf.NATIVE_BF16_ENV, raising=False)  # the probes, not the override
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert perf.native_bf16("cpu") is native
+    # The override wins over the probes either way, for the CPU only.
+    monkeypatch.setenv(perf.NATIVE_BF16_ENV, "0" if native else "1")
+    assert perf.native_bf16("cpu") is (not native)
+    monkeypatch.setenv(perf.NATIVE_BF16_ENV, "1" if native else "0")
     expected = torch.bfloat16 if native else None
     assert perf.amp_dtype("auto", "cpu") is expected
     with perf.autocast("auto", "cpu"):
@@ -311,7 +317,7 @@ def test_bf16_training_step_keeps_losses_and_softmaxes_in_float32():
             if isinstance(module, WordAttention):
                 module.register_forward_hook(lambda mod, a, o: seen.setdefault("attention", set()).add(o[1].dtype))
         before = copy.deepcopy(m.G.state_dict())
-        terms, finite = gan_step(m, GANLoss(cfg, image_encoder, m.amp), cfg, **_tiny_batch(cfg))
+        terms, finite = gan_step(m, GANLoss(cfg, image_encoder), cfg, **_tiny_batch(cfg))
         assert finite
         assert all(v.dtype == torch.float32 and bool(torch.isfinite(v)) for v in terms.values())
         assert all(p.dtype == torch.float32 for p in [*m.G.parameters(), *m.Ds.parameters()])
@@ -365,7 +371,7 @@ def test_amp_step_on_cuda_is_finite_and_close_to_float32(amp):
         torch.manual_seed(0)
         image_encoder = build_image_encoder(cfg).cuda().eval().requires_grad_(False)
         batch = {k: ([x.cuda() for x in v] if k == "reals" else v.cuda()) for k, v in _tiny_batch(cfg).items()}
-        terms, finite = gan_step(m, GANLoss(cfg, image_encoder, m.amp), cfg, **batch)
+        terms, finite = gan_step(m, GANLoss(cfg, image_encoder), cfg, **batch)
         assert finite and all(v.dtype == torch.float32 for v in terms.values())
         out[mode] = terms
     for k in out["off"]:

@@ -10,8 +10,9 @@ import torch
 from attngan.config import preset
 
 
-def tiny_cfg():
+def tiny_cfg(amp: str = "off"):
     cfg = preset("tiny")
+    cfg.train.amp = amp
     cfg.data.workers = 0
     cfg.damsm.batch_size = 8
     cfg.damsm.snapshot_epochs = 1
@@ -81,7 +82,7 @@ def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, 
         torch.testing.assert_close(a["image_encoder"][k], b["image_encoder"][k], atol=1e-6, rtol=0)
 
 
-def test_training_loop_runs_on_what_it_is_given(synth, damsm_run, tmp_path):
+def test_training_loop_runs_on_what_it_is_given(synth, damsm_run, tmp_path, amp):
     """The GAN loop builds nothing itself: given networks, frozen encoders and datasets it trains,
     snapshots and resumes; each D is held once (its optimiser steps the weights the D step and the
     G step both call)."""
@@ -92,7 +93,7 @@ def test_training_loop_runs_on_what_it_is_given(synth, damsm_run, tmp_path):
     from attngan.training.gan_loop import FrozenDAMSM, GANModels, training_loop
 
     dcfg, vocab, te, ie = load_damsm(damsm_run)
-    cfg = with_damsm_sections(tiny_cfg(), dcfg)
+    cfg = with_damsm_sections(tiny_cfg(amp), dcfg)
     train_ds = open_split(synth, "train", cfg.data, vocab, train=True)
     test_ds = open_split(synth, "test", cfg.data, vocab, train=False)
     dev = torch.device("cpu")
@@ -118,13 +119,13 @@ def test_training_loop_runs_on_what_it_is_given(synth, damsm_run, tmp_path):
             assert torch.equal(v, st[key][k]), f"{key}.{k}"
 
 
-def test_gan_step_updates_g_and_d_but_not_the_encoders(synth, damsm_run, tmp_path):
+def test_gan_step_updates_g_and_d_but_not_the_encoders(synth, damsm_run, tmp_path, amp):
     from attngan.pipeline import AttnGANPipeline
     from attngan.training.checkpoint import load_training_state
     from attngan.io import load_damsm
     from attngan.training.gan_loop import train_gan
 
-    cfg = tiny_cfg()
+    cfg = tiny_cfg(amp)
     out = tmp_path / "gan"
     train_gan(cfg, synth, damsm_run, out, device="cpu", progress=False, max_steps=1)
     s1 = load_training_state(out / "state.pt")
@@ -153,11 +154,11 @@ def test_gan_step_updates_g_and_d_but_not_the_encoders(synth, damsm_run, tmp_pat
     assert out_img.images[-1].shape[-1] == cfg.data.image_size
 
 
-def test_gan_kill_and_resume_matches_uninterrupted(synth, damsm_run, tmp_path):
+def test_gan_kill_and_resume_matches_uninterrupted(synth, damsm_run, tmp_path, amp):
     from attngan.training.checkpoint import load_training_state
     from attngan.training.gan_loop import train_gan
 
-    cfg = tiny_cfg()
+    cfg = tiny_cfg(amp)
     full, part = tmp_path / "full", tmp_path / "part"
     train_gan(cfg, synth, damsm_run, full, device="cpu", progress=False, max_steps=4)
     train_gan(cfg, synth, damsm_run, part, device="cpu", progress=False, max_steps=2)

@@ -52,6 +52,9 @@ def demo_config(seed: int = 0) -> Config:
     cfg.seed = seed
     cfg.data.workers = 0  # two cores: workers would compete with the training process
     cfg.data.cache = True  # decode each JPEG once, not once per epoch (same pixels, tested)
+    # float32 on every CPU: `auto` would train in bf16 where the CPU has it natively (faster), and
+    # the demo's numbers would then depend on which CPU ran it.
+    cfg.train.amp = cfg.damsm.amp = "off"
     return cfg
 
 
@@ -232,7 +235,7 @@ def train_your_own(out_dir: str | Path, data_dir: str | Path, eval_damsm_dir: st
     commands: list[str] = []
     timings: dict[str, float] = {}
     clock = _Clock()
-    sets = "--set data.workers=0 --set data.cache=true"
+    sets = "--set data.workers=0 --set data.cache=true --set train.amp=off --set damsm.amp=off"
 
     damsm_dir = out_dir / "damsm"
     cfg = demo_config(seed)

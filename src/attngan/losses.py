@@ -238,7 +238,7 @@ class Judge:
     heads, which the wrappers do not expose. Both run under autocast when amp is on and hand the
     losses float32 (BCE is computed in float32, outside autocast)."""
 
-    def __init__(self, wrapped: torch.nn.Module, plain: torch.nn.Module, amp=nullcontext):
+    def __init__(self, wrapped: torch.nn.Module, plain: torch.nn.Module, amp):
         self.wrapped, self.plain, self.amp = wrapped, plain, amp
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -253,25 +253,27 @@ class Judge:
 
 class GANLoss:
     """The D and G phases of the AttnGAN objective; returns named terms, the loop steps.
-    Networks run under `amp` (G, the Ds, the frozen image encoder); the D heads' sigmoid, BCE, G's
-    conditioning augmentation and KL, the word-attention softmax and the DAMSM similarities run in
-    float32 (the networks and losses cast autocast outputs up themselves)."""
 
-    def __init__(self, cfg: "Config", image_encoder: torch.nn.Module, amp=nullcontext):
+    The precision is not the loss's to choose: the step hands its models' autocast to `g_phase`
+    (the frozen image encoder must run as G did, or a bf16 image meets float32 weights), and the
+    Judges carry the same one. The D heads' sigmoid, BCE, G's conditioning augmentation and KL, the
+    word-attention softmax and the DAMSM similarities run in float32 (the networks and losses cast
+    autocast outputs up themselves)."""
+
+    def __init__(self, cfg: "Config", image_encoder: torch.nn.Module):
         self.cfg = cfg
         self.image_encoder = image_encoder
-        self.amp = amp
 
     def d_phase(self, D, real, fake, sent) -> dict[str, torch.Tensor]:
         return discriminator_loss(D, real, fake, sent, reuse_real_code=self.cfg.train.reuse_real_features)
 
-    def g_phase(self, Ds, fakes, words, sent, cap_lens, class_ids, mu, logvar) -> dict[str, torch.Tensor]:
+    def g_phase(self, Ds, fakes, words, sent, cap_lens, class_ids, mu, logvar, *, amp) -> dict[str, torch.Tensor]:
         d = self.cfg.damsm
         terms: dict[str, torch.Tensor] = {}
         stages = fakes[-len(Ds):]  # DCGAN: one D on the last image
         for i, (D, fake) in enumerate(zip(Ds, stages)):
             terms[f"g_adv{i}"] = generator_adv_loss(D, fake, sent)["loss"]
-        with self.amp():
+        with amp():
             regions, code = self.image_encoder(fakes[-1])
         regions, code = regions.float(), code.float()
         w0, w1, _ = words_loss(regions, words.float(), cap_lens, class_ids, d.gamma1, d.gamma2, d.gamma3)

@@ -140,7 +140,7 @@ def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor]
     # weight gradients: the backward pass then skips the ~98M D weight gradients of the bird preset.
     judges = [Judge(c.g_step, c.D, m.amp) for c in m.critics]
     with perf.frozen([c.D for c in m.critics]) if cfg.train.freeze_d_in_g_step else nullcontext():
-        g_terms = loss.g_phase(judges, fakes, words, sent, cap_lens, class_ids, mu, logvar)
+        g_terms = loss.g_phase(judges, fakes, words, sent, cap_lens, class_ids, mu, logvar, amp=m.amp)
         errG = sum(v.float() for v in g_terms.values())
         finite = bool(torch.isfinite(errG)) and all(bool(torch.isfinite(v)) for v in d_terms.values())
         finite = dist.all_true(finite)  # every rank skips together, or DDP's all-reduce would hang
@@ -260,7 +260,7 @@ def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, 
 
     if cfg.train.channels_last:
         image_encoder = image_encoder.to(memory_format=torch.channels_last)
-    loss = GANLoss(cfg, image_encoder, models.amp)
+    loss = GANLoss(cfg, image_encoder)
     B = cfg.train.batch_size
     loader, sampler = make_train_loader(train_ds, B, seed=cfg.seed, loader_seed=cfg.seed + rank,
                                         rank=rank, world=world, workers=cfg.data.workers)
