@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch/torchvision pinned to the builds that resolve from this workplace's local disk.
+	# torch 2.14.1 / torchvision 0.29.1: the versions the project is tested with.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[serve,test]'
 	@touch $(STAMP)

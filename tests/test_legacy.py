@@ -3,8 +3,9 @@
 State dicts are built in the original key layout from tests/data/original-checkpoints.json (vendored)
 (random values, fixed seeds, no `num_batches_tracked`) and written the way PyTorch 0.3 wrote them
 (legacy serialization, `torch._utils._rebuild_tensor`). The numerics are checked against a compact
-reference forward written from the facts file (shared/reference/original-attngan-facts.md,
-sections 2, 4, 5), in functional form over the original-keyed state dicts.
+reference forward written from the original AttnGAN code (github.com/taoxugit/AttnGAN: G_NET,
+RNN_ENCODER and CNN_ENCODER in code/model.py, code/GlobalAttention.py), in functional form over the
+original-keyed state dicts.
 """
 
 import json
@@ -382,7 +383,7 @@ def test_truncated_and_missing_files(bird, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-# --- Original .yml configs (facts file, section 1) ---------------------------------------------
+# --- Original .yml configs (code/cfg/*.yml, read by code/miscc/config.py) ----------------------
 
 def _yml(dataset, config_name, workers, tree, train, smooth, gan, text, gpu=0):
     raw = {"CONFIG_NAME": config_name, "DATASET_NAME": dataset, "DATA_DIR": f"../data/{dataset}",
@@ -502,7 +503,8 @@ def test_original_yml_errors_and_defaults():
 
 
 # --- Numerics: imported model vs a reference forward over the original keys -------------------
-# Written from the facts file (sections 2, 4, 5), in functional form. Eval mode throughout.
+# Written from the original code/model.py and code/GlobalAttention.py, in functional form. Eval mode
+# throughout.
 
 def ref_glu(x):
     n = x.size(1) // 2

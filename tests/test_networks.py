@@ -49,7 +49,7 @@ def shape_list(m: nn.Module) -> list[list[int]]:
 # --- Parameter counts and original layouts --------------------------------------------------
 
 G_CASES = {
-    # name: (constructor args, original section, parameter count from the brief / facts)
+    # name: (constructor args, original section, parameter count of the original G_NET in code/model.py)
     "bird": (dict(gf_dim=32, z_dim=100, condition_dim=100, nef=256, r_num=2, branch_num=3), "bird", 7_084_592),
     "coco": (dict(gf_dim=48, z_dim=100, condition_dim=100, nef=256, r_num=3, branch_num=3), "coco", 13_811_456),
     "dcgan": (dict(gf_dim=32, z_dim=100, condition_dim=100, nef=256, r_num=0, branch_num=3, dcgan=True),

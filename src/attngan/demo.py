@@ -23,7 +23,7 @@ from attngan.config import Config, preset
 from attngan.data.synth_birds import MOTIVATING_PROMPTS
 from attngan.errors import AttnGANError
 
-PROMPTS = list(MOTIVATING_PROMPTS)  # the seed's three prompts
+PROMPTS = list(MOTIVATING_PROMPTS)  # the three motivating prompts
 MORE_PROMPTS = [
     "a small bird with a red crown and a short pointed bill",
     "this bird has wings that are green and a yellow belly",

@@ -1,7 +1,7 @@
 """AttnGANPipeline: captions in, every stage's image and every attention map out.
 
-One `__call__` that the CLI (`attngan generate`), the demo report and the web app all wrap
-(GUIDE.md, example 10). Runs in eval mode under `torch.inference_mode`, batched, CPU or GPU.
+One `__call__` that the CLI (`attngan generate`), the demo report and the web app all wrap.
+Runs in eval mode under `torch.inference_mode`, batched, CPU or GPU.
 """
 
 from __future__ import annotations

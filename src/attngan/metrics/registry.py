@@ -300,7 +300,7 @@ def sharpness_top_octave(ctx: "EvalContext") -> dict[str, Any]:
              "SynthBirds attributes (caption_attributes) its caption states with the same value, "
              "all and per attribute; BLEU-4 and CIDEr-D of the captions vs the prompts; ceiling: "
              "the captioner on real test images vs their own captions (chance: another image's)",
-    reference="ours (the seed's CaptionBot round trip; BLEU: Papineni 2002, CIDEr-D: Vedantam 2015, "
+    reference="ours (the CaptionBot round trip of AttnGAN's slides; BLEU: Papineni 2002, CIDEr-D: Vedantam 2015, "
               "metrics/captioning.py)",
     streams=("captioner",), real=True, unit="%", higher_is_better=True,
     requires=("captioner", "captions", "synth"),

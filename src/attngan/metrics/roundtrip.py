@@ -1,6 +1,6 @@
 """The round trip: caption each generated image and check that the prompt comes back.
 
-The seed's last slide sent each generated image through a captioning system and printed what it
+AttnGAN's last slide sent each generated image through a captioning system and printed what it
 said. Here an independently trained captioner (attngan train-captioner: real images only, its own
 seed) writes a caption for every scored image; the SynthBirds caption grammar (`caption_attributes`)
 parses both the prompt and that caption, and the metric is the share of the prompt's attributes

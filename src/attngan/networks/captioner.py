@@ -8,7 +8,7 @@ attention trains in minutes on one CPU thread; its per-step attention maps also 
 colour word was read, like the generator's word attention.
 
 The captioner never reads generated images in training: it learns from real images only, so that
-it can judge a generator's samples (the seed's CaptionBot slide).
+it can judge a generator's samples (the captioning round trip of AttnGAN's last slide).
 """
 
 from __future__ import annotations

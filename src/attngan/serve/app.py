@@ -1,4 +1,4 @@
-"""The web page and JSON API: a thin shell over AttnGANPipeline (GUIDE.md, example 10).
+"""The web page and JSON API: a thin shell over AttnGANPipeline.
 
 `create_app(pipeline)` returns a FastAPI app:
   GET  /                   the single page (static/index.html, app.js, style.css; works offline)
