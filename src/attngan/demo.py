@@ -30,10 +30,9 @@ MORE_PROMPTS = [
     "a bird with a white belly, grey wings and a black crown",
 ]
 
-# Work for "train your own", sized so that `make demo` (install included) stays within 12 minutes
-# on an idle 2-core AVX2 CPU, where the rest of the demo takes about 4 minutes: the tiny DAMSM's
-# 4 epochs over the ~8,800 training images take ~170 s (image cache included), and the tiny
-# AttnGAN trains ~60 images/s (float32).
+# Work for "train your own", sized so that `make demo` takes about 14 minutes after the install on
+# 2 AVX2 cores (docs/experiments.md): the tiny DAMSM's 4 epochs over the ~8,800 training images take
+# 170-220 s (image cache included), and the tiny AttnGAN trains 43-60 images/s (float32).
 DAMSM_EPOCHS = 4
 KIMG = 15.0
 
