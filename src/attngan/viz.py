@@ -84,9 +84,10 @@ def dimmed(image: Image.Image) -> np.ndarray:
 def attention_overlay(image: Image.Image, att: torch.Tensor) -> Image.Image:
     """One word's attention as a heat map over the dimmed image (the paper's figure style).
 
-    The map is upsampled to the image bilinearly and normalised to its own peak; the heat's
-    opacity follows the map, so where the word did not attend the image stays dimmed and where it
-    did the colour runs from purple to pale yellow. The report and the serve page both draw with it.
+    The map is upsampled to the image bilinearly and stretched to [0, 1] between its own minimum
+    and peak; the heat's opacity follows the map, so where the word did not attend the image stays
+    dimmed and where it did the colour runs from purple to pale yellow. The report and the serve
+    page both draw with it.
     """
     m = upsample_map(att, (image.height, image.width))
     back = dimmed(image)
