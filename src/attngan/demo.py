@@ -42,7 +42,8 @@ DEFAULT_EVAL = {"num_images": 400, "seed": 0, "splits": 10,
                 "metrics": ["r_precision", "binding", "localisation", "attention_colour", "is", "fid_oracle"]}
 
 STAGE_DISPLAY_PX = 256  # every stage is shown this wide (nearest-neighbour), so stages line up
-ATTENTION_TILE_PX = 96
+ATTENTION_TILE_PX = 128  # each word's heat map: large enough to see which part lit
+ATTENTION_COLUMNS = 7   # tiles per row of an attention figure, so it fits the report's column
 EVAL_ASSETS = Path(__file__).parent / "assets" / "synthbirds-eval"
 
 
@@ -449,7 +450,7 @@ def _digest(folder: Path) -> str:
 def prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed, captioner_dir=None) -> list:
     """Every stage and every attentional stage's word attention for the prompts, what the
     captioner (when given) reads in each top-stage image, and what the evaluation DAMSM retrieves
-    for it."""
+    for it (when a data folder and an evaluation DAMSM are given)."""
     from attngan.pipeline import AttnGANPipeline
     from attngan.report import Figure, PromptResult
     from attngan.viz import png_bytes, to_pil, word_attention_figure
@@ -457,7 +458,8 @@ def prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed, captioner_
     pipe = AttnGANPipeline.from_pretrained(model_dir, device=device)
     prompts = PROMPTS + MORE_PROMPTS
     out = pipe(prompts, seed=seed)
-    retr = _retrieve(out.images[-1], data_dir, eval_damsm_dir, pipe.device)
+    retr = ([[] for _ in prompts] if data_dir is None or eval_damsm_dir is None
+            else _retrieve(out.images[-1], data_dir, eval_damsm_dir, pipe.device))
     captioned = _caption(out.images[-1], captioner_dir, pipe.device)
     n_stages, n_att = len(out.images), len(out.attention)
     display = max(STAGE_DISPLAY_PX, out.images[-1].shape[-1])
@@ -474,10 +476,11 @@ def prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed, captioner_
             s = n_stages - n_att + k  # the stage whose refinement attended with these maps
             h, w = out.images[s].shape[-2:]
             ah, aw = att.shape[-2:]
-            fig = word_attention_figure(out.images[s][i], att[i], out.tokens[i], size=ATTENTION_TILE_PX)
+            fig = word_attention_figure(out.images[s][i], att[i], out.tokens[i], size=ATTENTION_TILE_PX,
+                                        ncol=ATTENTION_COLUMNS, highlight=True)
             attention.append(Figure(png_bytes(fig), f"word attention at stage {s + 1} ({w}×{h} px image, "
                                                     f"{aw}×{ah} attention regions)", cls="attention"))
-        found = _colours_found(caption, [c for c, _ in retr[i]])
+        found = _colours_found(caption, [c for c, _ in retr[i]]) if retr[i] else None
         results.append(PromptResult(caption, stages, attention, out.tokens[i], out.dropped[i], retr[i], found,
                                     captioned=captioned[i], attributes_back=_attributes_back(caption, captioned[i])))
     return results

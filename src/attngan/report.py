@@ -1,9 +1,12 @@
 """A self-contained HTML report (images embedded as data URIs, so it opens offline anywhere).
 
-The page is one or more sections (a model each: its metrics, prompts, training curves, timings
-and the commands that reproduce it). Everything wraps to the window: rows of images are flex rows
-that wrap, images never exceed their column, and long text (protocols, commands) breaks, so the
-page has no horizontal scrolling at 1400 px or narrower.
+The page is about one or more sections (a model each: its prompts, metrics, training curves,
+timings and the commands that reproduce it) and opens on pictures: a figure of every prompt beside
+each section's top-stage image and what the captioner reads in it; then each section's stages and
+word attention; then the numbers, as bar charts (inline SVG) and a full table whose protocols fold
+away; then how each section was made. Everything wraps to the window: rows of images are flex rows
+that wrap, images and charts never exceed their column, and long text (protocols, commands)
+breaks, so the page has no horizontal scrolling at 1400 px or narrower.
 """
 
 from __future__ import annotations
@@ -156,23 +159,148 @@ def comparison_rows(sections: list[Section]) -> list[dict[str, str]]:
     return [{"metric": m, **{s.title: values[m].get(s.title, "") for s in sections}} for m in order]
 
 
+# Bar charts of the numbers people compare, one per metric group. Each group is a list of bars
+# (a label each) with one value per section; a group that compares other things (seen vs novel
+# compositions, say) is one more entry in CHART_GROUPS.
+
+@dataclass
+class ChartGroup:
+    title: str
+    note: str                                # what a bar measures, under the title
+    labels: list[str]                        # one row of bars per label
+    values: dict[str, list[float | None]]    # series (a section's title) -> one value per label
+    unit: str = "%"
+    scale: float = 100.0                     # the axis runs from 0 to this
+
+
+def _binding_bars(m: dict[str, Any]) -> list[tuple[str, float | None]]:
+    per = m.get("per_attribute") or {}
+    return ([(f"{p} colour", per.get(p)) for p in ROUNDTRIP_PARTS if p in per]
+            + [("all colours right", m.get("value"))])
+
+
+def _rprecision_bars(m: dict[str, Any]) -> list[tuple[str, float | None]]:
+    return [("R-precision", m.get("value"))]
+
+
+def _roundtrip_bars(m: dict[str, Any]) -> list[tuple[str, float | None]]:
+    per = m.get("per_attribute") or {}
+    bars = [(f"{p} colour read back", per.get(p)) for p in ROUNDTRIP_PARTS if p in per]
+    bars.append(("all attributes", m.get("value")))
+    ceiling = m.get("real_ceiling") or {}
+    if ceiling.get("recall") is not None:
+        bars.append(("real images (ceiling)", ceiling["recall"]))
+    return bars
+
+
+# (metric name, chart title, what a bar measures, the bars of one section's result)
+CHART_GROUPS = [
+    ("binding", "Attribute binding", "the oracle reads the colour the caption gave each part (%)", _binding_bars),
+    ("r_precision", "R-precision", "the true caption ranks first among 100 by the evaluation DAMSM (%)",
+     _rprecision_bars),
+    ("roundtrip", "Round trip", "the captioner's caption of the image states the prompt's attribute (%)",
+     _roundtrip_bars),
+]
+
+
+def metric_charts(sections: list[Section]) -> list[ChartGroup]:
+    """The chart groups the sections' metrics fill (a group no section measured is left out)."""
+    groups = []
+    for name, title, note, bars in CHART_GROUPS:
+        found = {s.title: next((m for m in s.metrics if m.get("name") == name), None) for s in sections}
+        if not any(found.values()):
+            continue
+        labels: list[str] = []
+        per_series: dict[str, dict[str, float | None]] = {}
+        for series, m in found.items():
+            per_series[series] = dict(bars(m)) if m else {}
+            labels += [label for label in per_series[series] if label not in labels]
+        groups.append(ChartGroup(title, note, labels,
+                                 {series: [v.get(label) for label in labels] for series, v in per_series.items()}))
+    return groups
+
+
+SERIES_COLOURS = ("#2f6fb0", "#e07b1f", "#3a9a5b", "#8e5bb5")
+
+
+def bar_chart_svg(g: ChartGroup) -> str:
+    """A horizontal grouped bar chart as inline SVG (no script, no external resource)."""
+    series = list(g.values)
+    label_w, bar_w, value_w, bar_h, gap = 170, 300, 64, 14, 10
+    width = label_w + bar_w + value_w
+    legend_h = 22 if len(series) > 1 else 0
+    row_h = len(series) * bar_h + gap
+    height = legend_h + len(g.labels) * row_h + 18
+    top = legend_h
+    out = [f"<svg class='chart' viewBox='0 0 {width} {height}' width='{width}' "
+           f"height='{height}' role='img' aria-label='{html.escape(g.title)}'><title>{html.escape(g.title)}</title>"]
+    if len(series) > 1:
+        x = label_w
+        for k, name in enumerate(series):
+            out.append(f"<rect x='{x}' y='4' width='12' height='12' fill='{SERIES_COLOURS[k % len(SERIES_COLOURS)]}'/>"
+                       f"<text x='{x + 16}' y='14' class='legend'>{html.escape(_short(name))}</text>")
+            x += 16 + 7 * len(_short(name)) + 18
+    for t in range(5):  # gridlines at 0, 25, 50, 75, 100 % of the scale
+        x = label_w + bar_w * t / 4
+        out.append(f"<line x1='{x:.1f}' y1='{top}' x2='{x:.1f}' y2='{height - 16}' class='grid'/>"
+                   f"<text x='{x:.1f}' y='{height - 4}' class='tick'>{g.scale * t / 4:g}</text>")
+    for i, label in enumerate(g.labels):
+        y0 = top + i * row_h + gap / 2
+        out.append(f"<text x='{label_w - 6}' y='{y0 + len(series) * bar_h / 2 + 4:.1f}' class='label'>"
+                   f"{html.escape(label)}</text>")
+        for k, name in enumerate(series):
+            v = g.values[name][i]
+            y = y0 + k * bar_h
+            colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
+            if v is None:
+                out.append(f"<text x='{label_w + 4}' y='{y + bar_h - 3}' class='value'>n/a</text>")
+                continue
+            w = bar_w * min(max(v / g.scale, 0.0), 1.0)
+            out.append(f"<rect x='{label_w}' y='{y + 1}' width='{w:.1f}' height='{bar_h - 2}' fill='{colour}'>"
+                       f"<title>{html.escape(name)}: {v:.1f}{g.unit}</title></rect>"
+                       f"<text x='{label_w + w + 4:.1f}' y='{y + bar_h - 3}' class='value'>{v:.1f}{g.unit}</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _short(title: str) -> str:
+    return title.split(": ", 1)[-1]
+
+
 CSS = """
 *{box-sizing:border-box}
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1240px;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.2rem auto;max-width:1240px;
 color:#1d2430;padding:0 1rem;overflow-wrap:anywhere}
-h1{margin-bottom:.2rem}h2{border-bottom:2px solid #c9d0de;padding-bottom:.3rem;margin-top:2.6rem}
+h1{margin:.2rem 0}h2{border-bottom:2px solid #c9d0de;padding-bottom:.3rem;margin-top:2.6rem}
 h3{margin-top:1.8rem}
 img{max-width:100%;height:auto}
 nav a{margin-right:1rem}
+.lead{margin:.3rem 0 .6rem}
+.hero{display:flex;flex-wrap:wrap;gap:14px;margin:.8rem 0}
+.hero-card{flex:1 1 260px;border:1px solid #e3e6ee;border-radius:8px;padding:.7rem;margin:0;background:#fafbfd}
+.hero-card>figcaption{font-size:1.05rem;font-weight:600;color:#1d2430;margin:0 0 .5rem}
+.hero-card .row{gap:10px;flex-wrap:nowrap}
+.hero-card figure{flex:0 1 224px}
+img.hero{image-rendering:pixelated;border:1px solid #ccd;background:#fff;display:block}
+.hero-card figure figcaption{font-size:.85rem}
+.who{display:block;font-weight:600;color:#334}
 .prompt{border:1px solid #e3e6ee;border-radius:8px;padding:1rem;margin:1rem 0}
 .row{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 figure{margin:0;max-width:100%}
 figcaption{font-size:.85rem;color:#556;margin-top:.2rem}
 img.stage,img.stage-top{image-rendering:pixelated;border:1px solid #ccd;background:#fff}
 .attention-list figure{margin-top:.6rem}
+.charts{display:flex;flex-wrap:wrap;gap:18px 28px}
+.charts figure{flex:0 1 534px}
+svg.chart{max-width:100%;height:auto;display:block}
+svg.chart text{font-size:12px;fill:#334}
+svg.chart .label{text-anchor:end}svg.chart .tick{text-anchor:middle;fill:#778;font-size:10px}
+svg.chart .grid{stroke:#e3e6ee}
 table{border-collapse:collapse;margin:.6rem 0;max-width:100%}
 td,th{border:1px solid #d5d9e2;padding:.3rem .6rem;text-align:left;vertical-align:top}
 th{background:#f2f4f8}
+details summary{cursor:pointer;color:#556;font-size:.85rem}
+details p{margin:.3rem 0;font-size:.85rem;color:#445}
 .caption{font-size:1.1rem;font-weight:600;margin-bottom:.5rem}
 .think{color:#3a4a6a;margin:.6rem 0}.think ol{margin:.3rem 0}
 .ok{color:#18794e}.no{color:#b42318}
@@ -181,6 +309,35 @@ pre{background:#f2f4f8;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere
 code{background:#f2f4f8;padding:.1rem .3rem}
 .muted{color:#667}
 """
+
+HERO_PX = 224  # the opening figure's images: large enough to see each part's colour
+
+
+def _pictures_html(sections: list[Section]) -> str:
+    """The opening figure: each prompt, its top-stage image from every section side by side, and
+    what the captioner reads in it."""
+    shown = [s for s in sections if s.prompts]
+    if not shown:
+        return ""
+    cards = []
+    for i, p in enumerate(shown[0].prompts):
+        figs = []
+        for s in shown:
+            if i >= len(s.prompts):
+                continue
+            q = s.prompts[i]
+            img = _img(q.stages[-1].png, f"{s.title}: {q.caption}", "hero", HERO_PX) if q.stages else ""
+            said = (f"I think it's: “{html.escape(q.captioned)}”" if q.captioned is not None else "")
+            figs.append(f"<figure>{img}<figcaption><span class='who'>{html.escape(_short(s.title))}</span>"
+                        f"{said}</figcaption></figure>")
+        # Wide enough for the sections' images side by side (the cards wrap, the images do not).
+        basis = len(figs) * (HERO_PX + 10) + 20
+        cards.append(f"<figure class='hero-card' style='flex-basis:{basis}px'><figcaption>“{html.escape(p.caption)}”"
+                     f"</figcaption><div class='row'>{''.join(figs)}</div></figure>")
+    note = ("Each prompt and the top-stage image it gave, with what an independent captioner (trained "
+            "on real images only) reads in that image.")
+    return (f"<section id='pictures'><p class='muted lead'>{note}</p><div class='hero'>{''.join(cards)}</div>"
+            "</section>")
 
 
 def _prompt_html(p: PromptResult, key: str, i: int) -> str:
@@ -214,31 +371,78 @@ def _prompt_html(p: PromptResult, key: str, i: int) -> str:
             f"{dropped}{stages}{att}{think}</div>")
 
 
-def _section_html(s: Section) -> str:
-    parts = [f"<section id='{html.escape(s.key)}'><h2>{html.escape(s.title)}</h2>",
-             f"<p>{html.escape(s.summary)}</p>", "<h3>Metrics</h3>", _table(metric_rows(s.metrics), "metrics")]
+def _section_pictures_html(s: Section) -> str:
+    parts = [f"<section id='{html.escape(s.key)}'><h2>{html.escape(s.title)}</h2>", f"<p>{html.escape(s.summary)}</p>"]
     if s.prompts:
         parts.append("<h3>Prompts</h3><p class='muted'>Every stage at its true resolution, enlarged without "
                      "smoothing; then, for every stage that attends over the words, each word's attention "
-                     "over the image regions.</p>")
+                     "as a heat map over the dimmed image (bright: the regions the word drew), the words "
+                     "that attend most framed.</p>")
         parts += [_prompt_html(p, s.key, i) for i, p in enumerate(s.prompts)]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _numbers_table(sections: list[Section]) -> str:
+    """Every metric row, one value column per section; each row's protocol folded under it."""
+    order: list[str] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for s in sections:
+        for row in metric_rows(s.metrics):
+            r = rows.setdefault(row["metric"], {"protocol": row.get("protocol", ""), "images": row.get("images", "")})
+            if row["metric"] not in order:
+                order.append(row["metric"])
+            r[s.title] = row["value"]
+    head = "<th>metric</th>" + "".join(f"<th>{html.escape(s.title)}</th>" for s in sections)
+    body = []
+    for label in order:
+        r = rows[label]
+        about = html.escape(str(r["protocol"] or ""))
+        n = f" · {r['images']} images" if r["images"] not in ("", None) else ""
+        folded = f"<details><summary>protocol</summary><p>{about}{html.escape(n)}</p></details>" if about else ""
+        body.append(f"<tr><td>{html.escape(label)}{folded}</td>"
+                    + "".join(f"<td>{html.escape(_fmt(r.get(s.title)))}</td>" for s in sections) + "</tr>")
+    return f"<table class='metrics'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _numbers_html(sections: list[Section]) -> str:
+    if not any(s.metrics for s in sections):
+        return ""
+    parts = ["<section id='numbers'><h2>Numbers</h2>"]
+    charts = metric_charts(sections)
+    if charts:
+        parts.append("<div class='charts'>" + "".join(
+            f"<figure><figcaption><strong>{html.escape(g.title)}</strong>: {html.escape(g.note)}</figcaption>"
+            f"{bar_chart_svg(g)}</figure>" for g in charts) + "</div>")
+    parts.append("<h3>Metrics</h3>" + _numbers_table(sections) + "</section>")
+    return "\n".join(parts)
+
+
+def _section_details_html(s: Section) -> str:
+    parts = [f"<section id='{html.escape(s.key)}-details'><h2>How it was made: {html.escape(_short(s.title))}</h2>"]
     if s.plots:
         parts.append("<h3>Training</h3><div class='row plots'>"
                      + "".join(_figure(Figure(png, name)) for name, png in s.plots.items()) + "</div>")
-    parts.append("<h3>Timings</h3>" + _table([{"step": k, "seconds": f"{v:.1f}"} for k, v in s.timings.items()]))
-    parts.append("<h3>Reproduce</h3><pre>" + html.escape("\n".join(s.commands)) + "</pre></section>")
+    if s.timings:
+        parts.append("<h3>Timings</h3>" + _table([{"step": k, "seconds": f"{v:.1f}"} for k, v in s.timings.items()]))
+    if s.commands:
+        parts.append("<h3>Reproduce</h3><pre>" + html.escape("\n".join(s.commands)) + "</pre>")
+    parts.append("</section>")
     return "\n".join(parts)
 
 
 def render_html(r: Report) -> str:
-    nav = "".join(f"<a href='#{html.escape(s.key)}'>{html.escape(s.title)}</a>" for s in r.sections)
+    """Pictures first (the opening figure, then each section's stages and attention), then the
+    numbers (charts, then the full table), then how each section was made."""
+    links = [("pictures", "Pictures")] + [(s.key, s.title) for s in r.sections] + [("numbers", "Numbers")]
+    nav = "".join(f"<a href='#{html.escape(k)}'>{html.escape(t)}</a>" for k, t in links)
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(r.title)}"
              f"</title><style>{CSS}</style></head><body>", f"<h1>{html.escape(r.title)}</h1>",
-             f"<p class='muted'>{html.escape(r.summary)}</p>", f"<nav>{nav}</nav>"]
-    if len(r.sections) > 1:
-        parts.append("<h3>Side by side</h3>" + _table(comparison_rows(r.sections), "comparison"))
-    parts += [_section_html(s) for s in r.sections]
+             f"<p class='muted'>{html.escape(r.summary)}</p>", f"<nav>{nav}</nav>", _pictures_html(r.sections)]
+    parts += [_section_pictures_html(s) for s in r.sections]
+    parts.append(_numbers_html(r.sections))
+    parts += [_section_details_html(s) for s in r.sections]
     if r.timings:
         parts.append("<h2>Total time</h2>" + _table([{"part": k, "seconds": f"{v:.1f}"} for k, v in r.timings.items()]))
     parts.append("</body></html>")

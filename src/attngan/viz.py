@@ -50,30 +50,50 @@ def _font(size: int = 12):
         return ImageFont.load_default()
 
 
-def _colormap(x: np.ndarray) -> np.ndarray:
-    """A perceptually ordered dark-blue -> red -> yellow map without matplotlib (fast, offline)."""
-    stops = np.array([[0, 0, 64], [0, 64, 255], [0, 200, 200], [255, 200, 0], [255, 0, 0]], np.float32)
+# Stops of an inferno-like map (black, purple, red, orange, pale yellow): monotonic in lightness,
+# so the brightest tile region is the most attended one in colour and in greyscale alike.
+_HEAT_STOPS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32)
+DIM = 0.4            # brightness of the image under the heat map
+HEAT_OPACITY = 0.9   # the heat's opacity where a map peaks
+TOP_WORDS = 5        # words highlighted as attending most (the serve page highlights as many)
+
+
+def heat_colours(x: np.ndarray) -> np.ndarray:
+    """[0, 1] values -> RGB floats along the heat map's stops (piecewise linear)."""
+    stops = _HEAT_STOPS
     pos = np.clip(x, 0, 1) * (len(stops) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
     t = (pos - lo)[..., None]
     return stops[lo] * (1 - t) + stops[lo + 1] * t
 
 
-def upsample_map(att: torch.Tensor, size: int) -> np.ndarray:
-    """h x w attention -> size x size, smooth (bilinear) and normalised to [0, 1] per map."""
-    a = F.interpolate(att[None, None].float(), size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+def upsample_map(att: torch.Tensor, size: int | tuple[int, int]) -> np.ndarray:
+    """h x w attention -> size x size (or H x W), smooth (bilinear) and normalised to [0, 1] per map."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    a = F.interpolate(att[None, None].float(), size=hw, mode="bilinear", align_corners=False)[0, 0]
     a = a - a.min()
     return (a / a.max().clamp_min(1e-12)).numpy()
 
 
-def attention_overlay(image: Image.Image, att: torch.Tensor, alpha: float = 0.55) -> Image.Image:
-    m = upsample_map(att, image.width)
-    heat = _colormap(m)
+def dimmed(image: Image.Image) -> np.ndarray:
+    """The image as the heat map's background: half desaturated, at DIM brightness (float RGB)."""
     base = np.asarray(image.convert("RGB"), np.float32)
-    # Weight the blend by the map itself so unattended regions keep the image visible.
-    w = (alpha * m)[..., None]
-    out = base * (1 - w) + heat * w
-    return Image.fromarray(out.clip(0, 255).astype(np.uint8), "RGB")
+    return (0.5 * base + 0.5 * base.mean(-1, keepdims=True)) * DIM
+
+
+def attention_overlay(image: Image.Image, att: torch.Tensor) -> Image.Image:
+    """One word's attention as a heat map over the dimmed image (the paper's figure style).
+
+    The map is upsampled to the image bilinearly and stretched to [0, 1] between its own minimum
+    and peak; the heat's opacity follows the map, so where the word did not attend the image stays
+    dimmed and where it did the colour runs from purple to pale yellow. The report and the serve
+    page both draw with it.
+    """
+    m = upsample_map(att, (image.height, image.width))
+    back = dimmed(image)
+    a = (HEAT_OPACITY * m)[..., None]
+    out = back * (1 - a) + heat_colours(m) * a
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8), "RGB")
 
 
 def word_confidence(att: torch.Tensor, cap_len: int) -> torch.Tensor:
@@ -83,16 +103,34 @@ def word_confidence(att: torch.Tensor, cap_len: int) -> torch.Tensor:
     return (flat * (flat > 2 * t)).sum(1) + 1e-6 * flat.sum(1)  # ties broken by total mass
 
 
-def _label(im: Image.Image, text: str, height: int = 16) -> Image.Image:
-    out = Image.new("RGB", (im.width, im.height + height), (255, 255, 255))
+def top_words(att: torch.Tensor, cap_len: int, k: int = TOP_WORDS) -> list[int]:
+    """Indices of the k words whose attention is most concentrated, among those with any (the
+    serve page ranks its words by the same score)."""
+    conf = word_confidence(att[:cap_len], cap_len)
+    order = sorted(range(cap_len), key=lambda i: -float(conf[i]))
+    return sorted(i for i in order[:k] if float(conf[i]) > 1e-3)
+
+
+HIGHLIGHT = (255, 140, 0)
+
+
+def _label(im: Image.Image, text: str, height: int = 18, strong: bool = False) -> Image.Image:
+    """The tile with its word above; a highlighted word gets a coloured bar and frame."""
+    out = Image.new("RGB", (im.width, im.height + height), HIGHLIGHT if strong else (255, 255, 255))
     out.paste(im, (0, height))
-    ImageDraw.Draw(out).text((2, 1), text, fill=(0, 0, 0), font=_font(12))
+    draw = ImageDraw.Draw(out)
+    draw.text((3, 2), text, fill=(0, 0, 0), font=_font(14 if height >= 18 else 12))
+    if strong:
+        draw.rectangle([0, height, im.width - 1, out.height - 1], outline=HIGHLIGHT, width=3)
     return out
 
 
 def word_attention_figure(image: torch.Tensor, attention: torch.Tensor, tokens: list[str],
-                          top_k: int | None = None, size: int = 128) -> Image.Image:
-    """One row: the image, then one labelled overlay per word (top_k by attention mass if given).
+                          top_k: int | None = None, size: int = 128, ncol: int | None = None,
+                          highlight: bool = False) -> Image.Image:
+    """The image, then one labelled heat map per word (top_k by attention mass if given), in rows
+    of `ncol` tiles (default: one row). With `highlight`, the TOP_WORDS most attending words are
+    framed.
 
     `attention` is T x h x w for one caption; padding rows beyond len(tokens) are ignored.
     """
@@ -102,11 +140,14 @@ def word_attention_figure(image: torch.Tensor, attention: torch.Tensor, tokens: 
     if top_k is not None and top_k < T:
         conf = word_confidence(att, T)
         order = sorted(torch.topk(conf, top_k).indices.tolist())
+    strong = set(top_words(att, T)) if highlight else set()
     base = to_pil(image).resize((size, size), Image.BICUBIC)
-    tiles = [_label(base, "image")]
+    height = 18 if size >= 96 else 16
+    tiles = [_label(base, "image", height)]
     for i in order:
-        tiles.append(_label(attention_overlay(base, att[i]), f"{i}:{tokens[i][:10]}"))
-    return image_grid(tiles, ncol=len(tiles))
+        text = tokens[i][:12] if highlight else f"{i}:{tokens[i][:10]}"
+        tiles.append(_label(attention_overlay(base, att[i]), text, height, strong=i in strong))
+    return image_grid(tiles, ncol=min(ncol or len(tiles), len(tiles)))
 
 
 def caption_strip(text: str, width: int, height: int = 18) -> Image.Image:
