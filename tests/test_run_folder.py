@@ -24,22 +24,64 @@ def _dead_pid() -> int:
     return p.pid
 
 
-def test_temporary_names_are_only_the_atomic_writers_own(tmp_path):
-    from attngan.fileio import tmp_dir_beside, tmp_path_beside
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
-    made = [tmp_path_beside(tmp_path / "state.pt"), tmp_dir_beside(tmp_path / "model"),
-            tmp_path / ".last.old"]
-    made[-1].mkdir()
+
+# What a user may keep in a folder they point --out at: hidden names that look like backups or
+# temporaries of other tools, and one that looks like the project's own but is not (a name too
+# long), and a subfolder the run does not write.
+USER_FILES = (".bashrc.old", ".config.backup_1", ".notes.old", ".env.20240101", ".state.pt.abcd1234.tmp",
+              "sub/.env.20240101", "sub/.notes.old", ".attngan-tmp-12-abcdefghij.tmp", ".attngan-tmp-x-abcd1234.tmp",
+              ".attngan-tmp-12-abcd1234")
+USER_DIRS = (".venv.old", ".cache.abcd1234")
+
+
+def _plant_user_files(folder) -> None:
+    for name in USER_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("mine")
+    for name in USER_DIRS:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "keep.txt").write_text("mine")
+
+
+def _user_files_intact(folder) -> bool:
+    return (all((folder / n).read_text() == "mine" for n in USER_FILES)
+            and all((folder / n / "keep.txt").read_text() == "mine" for n in USER_DIRS))
+
+
+def test_only_the_temporaries_of_dead_writers_are_removed_and_only_where_runs_write(tmp_path):
+    from attngan.fileio import TMP_PREFIX, temporary_writer, tmp_dir_beside, tmp_path_beside
+
+    dead = _dead_pid()
+    mine = [tmp_path_beside(tmp_path / "state.pt"), tmp_dir_beside(tmp_path / "model")]
+    assert [temporary_writer(p.name) for p in mine] == [os.getpid()] * 2
     (tmp_path / "samples").mkdir()
-    made.append(tmp_path_beside(tmp_path / "samples" / "000001kimg.png"))
-    keep = [tmp_path / "state.pt", tmp_path / "log.jsonl", tmp_path / ".hidden", tmp_path / "a.tmp",
-            tmp_path / ".notes.txt", tmp_path / "samples" / "000001kimg.png"]
-    for k in keep:
-        k.write_text("x")
-    removed = clean_temporaries(tmp_path)
-    assert sorted(removed) == sorted(made)
-    assert all(not p.exists() for p in made) and all(k.exists() for k in keep)
-    assert not is_temporary(LOCK_NAME)
+    stale = [tmp_path / f"{TMP_PREFIX}{dead}-abcd_123.tmp", tmp_path / "samples" / f"{TMP_PREFIX}{dead}-x1y2z3w4.tmp"]
+    stale[0].mkdir()
+    (stale[0] / "generator.safetensors").write_text("half")
+    stale[1].write_text("half")
+    # Outside the folder and the run's own subfolders nothing is looked at, not even a real one.
+    (tmp_path / "sub").mkdir()
+    elsewhere = tmp_path / "sub" / f"{TMP_PREFIX}{dead}-abcd_123.tmp"
+    elsewhere.write_text("half")
+    sleeper = _sleeper()
+    try:
+        live = tmp_path / f"{TMP_PREFIX}{sleeper.pid}-livelive.tmp"
+        live.write_text("being written")
+        _plant_user_files(tmp_path)
+        assert sorted(clean_temporaries(tmp_path)) == sorted(stale)
+        assert live.exists() and elsewhere.exists() and all(p.exists() for p in mine)
+        assert _user_files_intact(tmp_path)
+        # A run that has just taken the lock counts its own PID as dead: the name is a reused PID's.
+        assert sorted(clean_temporaries(tmp_path, own_are_stale=True)) == sorted(mine)
+        assert live.exists() and _user_files_intact(tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert clean_temporaries(tmp_path) == [live]
+    assert not is_temporary(LOCK_NAME) and not any(is_temporary(n.split("/")[-1]) for n in USER_FILES)
 
 
 def test_lock_refuses_a_live_writer_and_takes_over_from_a_killed_one(tmp_path):
@@ -62,14 +104,14 @@ def test_lock_refuses_a_live_writer_and_takes_over_from_a_killed_one(tmp_path):
         with pytest.raises(AttnGANError, match=f"in use by PID {holder.pid}"):
             with claim_run_dir(run):
                 pass
-        (run / ".state.pt.abcd1234.tmp").write_text("half")
+        (run / f".attngan-tmp-{holder.pid}-abcd1234.tmp").write_text("half")
     finally:
         holder.kill()  # SIGKILL: no cleanup of its own; the kernel drops its lock
         holder.wait()
     try:
         assert (run / LOCK_NAME).exists()
         with claim_run_dir(run) as removed:  # while the forked child still lives
-            assert [p.name for p in removed] == [".state.pt.abcd1234.tmp"]
+            assert [p.name for p in removed] == [f".attngan-tmp-{holder.pid}-abcd1234.tmp"]
             assert (run / LOCK_NAME).read_text().strip() == str(os.getpid())
     finally:
         if child:
@@ -253,3 +295,40 @@ def test_a_run_killed_before_its_first_snapshot_leaves_no_log_rows_behind(synth,
     assert main(_train_argv(synth, damsm_run, out, 0.008)) == 0
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in rows] == [0.004, 0.008] and not any("stale" in r for r in rows)
+
+
+def test_a_killed_and_resumed_run_keeps_the_users_files_and_a_live_writers_temporary(synth, damsm_run,
+                                                                                     tmp_path, capsys):
+    import signal
+    import time
+
+    from attngan.fileio import TMP_PREFIX
+
+    out = tmp_path / "existing"
+    out.mkdir()
+    _plant_user_files(out)
+    dead = out / f"{TMP_PREFIX}{_dead_pid()}-deadbeef.tmp"
+    dead.write_text("half")
+    sleeper = _sleeper()
+    live = out / f"{TMP_PREFIX}{sleeper.pid}-livelive.tmp"
+    live.write_text("being written")
+    try:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        p = subprocess.Popen([sys.executable, "-m", "attngan", *_train_argv(synth, damsm_run, out, 0.04)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while p.poll() is None and not (out / "state.pt").is_file() and time.time() < deadline:
+            time.sleep(0.02)
+        assert p.poll() is None, p.stderr.read()
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert _user_files_intact(out) and live.exists()
+        assert main(_train_argv(synth, damsm_run, out, 0.016)) == 0
+        assert (out / "model" / "generator.safetensors").is_file()
+        assert _user_files_intact(out) and live.exists() and not dead.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # What the run left is its own files and the user's: no temporary of its own.
+    hidden = sorted(str(q.relative_to(out)) for q in out.rglob(".*") if q != live)
+    assert hidden == sorted([*USER_FILES, *USER_DIRS])
