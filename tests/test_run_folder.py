@@ -332,3 +332,50 @@ def test_a_killed_and_resumed_run_keeps_the_users_files_and_a_live_writers_tempo
     # What the run left is its own files and the user's: no temporary of its own.
     hidden = sorted(str(q.relative_to(out)) for q in out.rglob(".*") if q != live)
     assert hidden == sorted([*USER_FILES, *USER_DIRS])
+
+
+def test_run_state_snapshots_counts_images_and_notes_a_resume_on_other_data(tmp_path, capsys):
+    from attngan.training.checkpoint import load_training_state
+    from attngan.training.runstate import RunState
+
+    first, other = tmp_path / "data-a", tmp_path / "data-b"
+    first.mkdir()
+    other.mkdir()
+    out = tmp_path / "run"
+    cfg = {"seed": 0, "damsm": {"batch_size": 8}, "lr": 0.1}
+    with RunState.claim(out):
+        run = RunState(out, "damsm", data_dir=first)
+        assert run.resume(cfg, ("seed",)) is None and run.images_seen == 0
+        run.begin(cfg, lambda r: False)
+        for epoch in (1, 2):
+            run.add_images(24)
+            run.log({"epoch": epoch, "kimg": run.kimg})
+            if epoch == 1:
+                run.snapshot({"epoch": 1, "text_encoder": {}})
+    st = load_training_state(out / "state.pt", "damsm")
+    assert (st["kind"], st["images_seen"], st["epoch"], st["data"]) == ("damsm", 24, 1, str(first.resolve()))
+    assert json.loads((out / "resolved_config.json").read_text()) == cfg
+    capsys.readouterr()
+
+    # Resumed on the same data: no note; the log is cut back to the snapshot's rows.
+    run = RunState(out, "damsm", data_dir=first)
+    assert run.resume(cfg, ("seed",))["epoch"] == 1 and run.images_seen == 24
+    run.begin(cfg, lambda r: r["epoch"] <= 1)
+    assert [json.loads(x)["kimg"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0.024]
+    assert capsys.readouterr().out == ""
+    # On other data: said in one note, and the run goes on; a changed fixed key is refused.
+    run = RunState(out, "damsm", data_dir=other)
+    assert run.resume({**cfg, "lr": 0.2}, ("seed",)) is not None
+    said = capsys.readouterr().out
+    assert "lr: 0.1 -> 0.2" in said and f"trained on {first.resolve()} and resumes on {other.resolve()}" in said
+    with pytest.raises(AttnGANError, match="seed was 0"):
+        RunState(out, "damsm", data_dir=first).resume({**cfg, "seed": 1}, ("seed",))
+    # A state of another loop is named, not misread; a process that is not the main one writes nothing.
+    with pytest.raises(AttnGANError, match="is a DAMSM"):
+        RunState(out, "attngan").resume(cfg, ())
+    quiet = RunState(out, "damsm", main=False)
+    quiet.resume(cfg, ())
+    quiet.add_images(8)
+    quiet.log({"epoch": 2})
+    quiet.snapshot({"epoch": 2})
+    assert load_training_state(out / "state.pt")["epoch"] == 1 and quiet.rows == []

@@ -56,6 +56,8 @@ def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, 
     assert not (damsm_run / "last").exists()  # one snapshot folder, written once per epoch
     rows = [json.loads(x) for x in (damsm_run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["epoch"] == 1 and 0.0 <= rows[-1]["r_precision"] <= 1.0
+    # Progress in images, as the GAN counts it: one epoch of the 8-image batches (drop_last).
+    assert rows[-1]["kimg"] > 0 and rows[-1]["kimg"] * 1000 % 8 == 0
     assert list((damsm_run / "attention").glob("*.png"))
     cfg, vocab, te, ie = load_damsm(damsm_run)
     assert cfg.damsm.backbone == "small" and len(vocab) > 10
@@ -74,6 +76,8 @@ def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, 
     assert not (part / "last").exists() and damsm_folder(part) == part / "best"
     a, b = load_training_state(full / "state.pt"), load_training_state(part / "state.pt")
     assert a["epoch"] == b["epoch"] == 2
+    assert a["images_seen"] == b["images_seen"] == 2 * rows[-1]["kimg"] * 1000
+    assert a["data"] == b["data"] == str(synth.resolve())
     assert (a["optimizer"] is None) == reset_optimizer
     for k in a["text_encoder"]:
         torch.testing.assert_close(a["text_encoder"][k], b["text_encoder"][k], atol=1e-6, rtol=0)
@@ -163,7 +167,8 @@ def test_gan_kill_and_resume_matches_uninterrupted(synth, damsm_run, tmp_path):
     train_gan(cfg, synth, damsm_run, part, device="cpu", progress=False, max_steps=2)
     train_gan(cfg, synth, damsm_run, part, device="cpu", progress=False, max_steps=4)
     a, b = load_training_state(full / "state.pt"), load_training_state(part / "state.pt")
-    assert a["step"] == b["step"] == 4
+    assert a["step"] == b["step"] == 4 and a["images_seen"] == b["images_seen"] == 16
+    assert a["data"] == str(synth.resolve())
     for key in ("G", "G_ema", "Ds"):
         for k in a[key]:
             torch.testing.assert_close(a[key][k].float(), b[key][k].float(), atol=1e-6, rtol=0,
