@@ -379,3 +379,40 @@ def test_run_state_snapshots_counts_images_and_notes_a_resume_on_other_data(tmp_
     quiet.log({"epoch": 2})
     quiet.snapshot({"epoch": 2})
     assert load_training_state(out / "state.pt")["epoch"] == 1 and quiet.rows == []
+
+
+def test_replace_dir_parks_the_previous_version_under_a_temporary_name(tmp_path, monkeypatch):
+    from attngan import io
+    from attngan.fileio import temporary_writer, tmp_dir_beside
+
+    target = tmp_path / "model"
+    for version in ("1", "2"):
+        staging = tmp_dir_beside(target)
+        (staging / "v").write_text(version)
+        io.replace_dir(staging, target)
+    assert (target / "v").read_text() == "2" and [p.name for p in tmp_path.iterdir()] == ["model"]
+    # A file where the folder goes is replaced the same way.
+    (tmp_path / "file").write_text("old")
+    staging = tmp_dir_beside(tmp_path / "file")
+    io.replace_dir(staging, tmp_path / "file")
+    assert (tmp_path / "file").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]
+
+    # Killed between the two renames: the previous version is left under a name of the writer's
+    # (which a later run of the folder removes once the writer is dead), never under a user's name.
+    staging = tmp_dir_beside(target)
+    (staging / "v").write_text("3")
+    real, calls = os.replace, []
+
+    def killed_at_the_second(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        io.replace_dir(staging, target)
+    monkeypatch.undo()
+    parked = [p for p in tmp_path.iterdir() if p.name not in ("file", staging.name)]
+    assert len(parked) == 1 and temporary_writer(parked[0].name) == os.getpid()
+    assert (parked[0] / "v").read_text() == "2"

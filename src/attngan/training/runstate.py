@@ -100,13 +100,14 @@ class RunState:
         return self.images_seen / 1000
 
     def log(self, row: dict[str, Any]) -> None:
-        """Append one row to the log (the main process only)."""
+        """Append one row to the log (the main process only); without a folder, to `rows`."""
         if not self.main:
             return
-        self.rows.append(row)
-        if self.out_dir is not None:
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+        if self.out_dir is None:
+            self.rows.append(row)
+            return
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
     def snapshot(self, state: dict[str, Any]) -> None:
         """Write the resumable state (atomically; the main process only): the loop's `state` plus
