@@ -47,7 +47,7 @@ def main() -> None:
     from attngan.data.synth_birds import generate_synth_birds
     from attngan.demo import demo_config
     from attngan.metrics import evaluate
-    from attngan.metrics.oracle import train_oracle
+    from attngan.training.oracle_loop import train_oracle
     from attngan.metrics.report import report_rows
     from attngan.training.damsm_loop import train_damsm
     from attngan.training.gan_loop import train_gan

@@ -219,13 +219,15 @@ def test_training_loop_writes_snapshots_and_resumes(birds, tmp_path):
     cfg = _small_cfg()
     out = tmp_path / "run"
     first = train_captioner(cfg, birds, out, device="cpu", max_epochs=1, progress=False, max_steps=2)
-    assert first["epoch"] == 1 and first["steps"] == 2
+    assert first["epoch"] == 1 and first["steps"] == 2 and first["kimg"] == 2 * 8 / 1000
     for f in ("best/config.json", "best/captioner.safetensors", "last/vocab.json", "state.pt",
               "metrics.jsonl", "resolved_config.json"):
         assert (out / f).is_file(), f
     assert "recall_all" in first and "val_cider_d" in first
     again = train_captioner(cfg, birds, out, device="cpu", max_epochs=2, progress=False, max_steps=2)
-    assert again["epoch"] == 2
+    assert again["epoch"] == 2 and again["kimg"] == 4 * 8 / 1000  # counted on from the state
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert (state["kind"], state["images_seen"], state["data"]) == ("captioner", 32, str(birds.resolve()))
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     cap = Captioner.from_pretrained(out, device="cpu")  # a run folder: its best/
     assert isinstance(cap(torch.zeros(1, 3, 64, 64))[0], str)

@@ -149,7 +149,8 @@ def _worker_cli(spy: Path, watched: Path, argv: list[str]) -> int:
         elif event in ("os.rename", "os.mkdir", "os.remove", "shutil.rmtree", "tempfile.mkstemp",
                        "tempfile.mkdtemp"):
             if under_watched(args[1] if event == "os.rename" else args[0]):
-                writes.append(f"{event} {args[0]}")
+                # A rename names its target too: the temporary it publishes is named for its writer.
+                writes.append(f"{event} {args[0]}" + (f" -> {args[1]}" if event == "os.rename" else ""))
 
     sys.addaudithook(hook)
     last: dict = {"reals": []}

@@ -43,7 +43,7 @@ def eval_damsm(synth, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def oracle(synth, tmp_path_factory) -> Path:
-    from attngan.metrics.oracle import train_oracle
+    from attngan.training.oracle_loop import train_oracle
 
     out = tmp_path_factory.mktemp("oracle") / "oracle"
     train_oracle(synth, out, minutes=0, max_epochs=3, width=16, batch=16, seed=0, progress=False, device="cpu")

@@ -28,7 +28,7 @@ def synth(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def oracle_dir(synth, tmp_path_factory) -> Path:
-    from attngan.metrics.oracle import train_oracle
+    from attngan.training.oracle_loop import train_oracle
 
     out = tmp_path_factory.mktemp("oracle") / "oracle"
     # No time budget: the result must not depend on how busy the machine is. Training stops
@@ -275,6 +275,10 @@ def test_train_oracle_cli_writes_a_folder_and_says_when_it_is_void(synth, tmp_pa
     text = capsys.readouterr().out
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["info"]["epochs"] == 1 and set(cfg["accuracy"]) == {"wing", "belly", "crown", "bill", "species"}
+    # Its log, in images as every loop counts progress: one epoch over the training share.
+    history = cfg["info"]["history"]
+    assert [r["epoch"] for r in history] == [1] and cfg["info"]["images_seen"] == cfg["info"]["train_images"]
+    assert history[0]["kimg"] == cfg["info"]["train_images"] / 1000 and "heldout_wing" in history[0]
     # One epoch is not enough: the folder is written but marked invalid, and the CLI says so.
     assert not cfg["valid"] and "void" in text
     assert load_oracle(out).cfg.width == 8

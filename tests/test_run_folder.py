@@ -24,22 +24,64 @@ def _dead_pid() -> int:
     return p.pid
 
 
-def test_temporary_names_are_only_the_atomic_writers_own(tmp_path):
-    from attngan.fileio import tmp_dir_beside, tmp_path_beside
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
-    made = [tmp_path_beside(tmp_path / "state.pt"), tmp_dir_beside(tmp_path / "model"),
-            tmp_path / ".last.old"]
-    made[-1].mkdir()
+
+# What a user may keep in a folder they point --out at: hidden names that look like backups or
+# temporaries of other tools, and one that looks like the project's own but is not (a name too
+# long), and a subfolder the run does not write.
+USER_FILES = (".bashrc.old", ".config.backup_1", ".notes.old", ".env.20240101", ".state.pt.abcd1234.tmp",
+              "sub/.env.20240101", "sub/.notes.old", ".attngan-tmp-12-abcdefghij.tmp", ".attngan-tmp-x-abcd1234.tmp",
+              ".attngan-tmp-12-abcd1234")
+USER_DIRS = (".venv.old", ".cache.abcd1234")
+
+
+def _plant_user_files(folder) -> None:
+    for name in USER_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("mine")
+    for name in USER_DIRS:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "keep.txt").write_text("mine")
+
+
+def _user_files_intact(folder) -> bool:
+    return (all((folder / n).read_text() == "mine" for n in USER_FILES)
+            and all((folder / n / "keep.txt").read_text() == "mine" for n in USER_DIRS))
+
+
+def test_only_the_temporaries_of_dead_writers_are_removed_and_only_where_runs_write(tmp_path):
+    from attngan.fileio import TMP_PREFIX, temporary_writer, tmp_dir_beside, tmp_path_beside
+
+    dead = _dead_pid()
+    mine = [tmp_path_beside(tmp_path / "state.pt"), tmp_dir_beside(tmp_path / "model")]
+    assert [temporary_writer(p.name) for p in mine] == [os.getpid()] * 2
     (tmp_path / "samples").mkdir()
-    made.append(tmp_path_beside(tmp_path / "samples" / "000001kimg.png"))
-    keep = [tmp_path / "state.pt", tmp_path / "log.jsonl", tmp_path / ".hidden", tmp_path / "a.tmp",
-            tmp_path / ".notes.txt", tmp_path / "samples" / "000001kimg.png"]
-    for k in keep:
-        k.write_text("x")
-    removed = clean_temporaries(tmp_path)
-    assert sorted(removed) == sorted(made)
-    assert all(not p.exists() for p in made) and all(k.exists() for k in keep)
-    assert not is_temporary(LOCK_NAME)
+    stale = [tmp_path / f"{TMP_PREFIX}{dead}-abcd_123.tmp", tmp_path / "samples" / f"{TMP_PREFIX}{dead}-x1y2z3w4.tmp"]
+    stale[0].mkdir()
+    (stale[0] / "generator.safetensors").write_text("half")
+    stale[1].write_text("half")
+    # Outside the folder and the run's own subfolders nothing is looked at, not even a real one.
+    (tmp_path / "sub").mkdir()
+    elsewhere = tmp_path / "sub" / f"{TMP_PREFIX}{dead}-abcd_123.tmp"
+    elsewhere.write_text("half")
+    sleeper = _sleeper()
+    try:
+        live = tmp_path / f"{TMP_PREFIX}{sleeper.pid}-livelive.tmp"
+        live.write_text("being written")
+        _plant_user_files(tmp_path)
+        assert sorted(clean_temporaries(tmp_path)) == sorted(stale)
+        assert live.exists() and elsewhere.exists() and all(p.exists() for p in mine)
+        assert _user_files_intact(tmp_path)
+        # A run that has just taken the lock counts its own PID as dead: the name is a reused PID's.
+        assert sorted(clean_temporaries(tmp_path, own_are_stale=True)) == sorted(mine)
+        assert live.exists() and _user_files_intact(tmp_path)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert clean_temporaries(tmp_path) == [live]
+    assert not is_temporary(LOCK_NAME) and not any(is_temporary(n.split("/")[-1]) for n in USER_FILES)
 
 
 def test_lock_refuses_a_live_writer_and_takes_over_from_a_killed_one(tmp_path):
@@ -62,14 +104,14 @@ def test_lock_refuses_a_live_writer_and_takes_over_from_a_killed_one(tmp_path):
         with pytest.raises(AttnGANError, match=f"in use by PID {holder.pid}"):
             with claim_run_dir(run):
                 pass
-        (run / ".state.pt.abcd1234.tmp").write_text("half")
+        (run / f".attngan-tmp-{holder.pid}-abcd1234.tmp").write_text("half")
     finally:
         holder.kill()  # SIGKILL: no cleanup of its own; the kernel drops its lock
         holder.wait()
     try:
         assert (run / LOCK_NAME).exists()
         with claim_run_dir(run) as removed:  # while the forked child still lives
-            assert [p.name for p in removed] == [".state.pt.abcd1234.tmp"]
+            assert [p.name for p in removed] == [f".attngan-tmp-{holder.pid}-abcd1234.tmp"]
             assert (run / LOCK_NAME).read_text().strip() == str(os.getpid())
     finally:
         if child:
@@ -253,3 +295,124 @@ def test_a_run_killed_before_its_first_snapshot_leaves_no_log_rows_behind(synth,
     assert main(_train_argv(synth, damsm_run, out, 0.008)) == 0
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["kimg"] for r in rows] == [0.004, 0.008] and not any("stale" in r for r in rows)
+
+
+def test_a_killed_and_resumed_run_keeps_the_users_files_and_a_live_writers_temporary(synth, damsm_run,
+                                                                                     tmp_path, capsys):
+    import signal
+    import time
+
+    from attngan.fileio import TMP_PREFIX
+
+    out = tmp_path / "existing"
+    out.mkdir()
+    _plant_user_files(out)
+    dead = out / f"{TMP_PREFIX}{_dead_pid()}-deadbeef.tmp"
+    dead.write_text("half")
+    sleeper = _sleeper()
+    live = out / f"{TMP_PREFIX}{sleeper.pid}-livelive.tmp"
+    live.write_text("being written")
+    try:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        p = subprocess.Popen([sys.executable, "-m", "attngan", *_train_argv(synth, damsm_run, out, 0.04)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while p.poll() is None and not (out / "state.pt").is_file() and time.time() < deadline:
+            time.sleep(0.02)
+        assert p.poll() is None, p.stderr.read()
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert _user_files_intact(out) and live.exists()
+        assert main(_train_argv(synth, damsm_run, out, 0.016)) == 0
+        assert (out / "model" / "generator.safetensors").is_file()
+        assert _user_files_intact(out) and live.exists() and not dead.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # What the run left is its own files and the user's: no temporary of its own.
+    hidden = sorted(str(q.relative_to(out)) for q in out.rglob(".*") if q != live)
+    assert hidden == sorted([*USER_FILES, *USER_DIRS])
+
+
+def test_run_state_snapshots_counts_images_and_notes_a_resume_on_other_data(tmp_path, capsys):
+    from attngan.training.checkpoint import load_training_state
+    from attngan.training.runstate import RunState
+
+    first, other = tmp_path / "data-a", tmp_path / "data-b"
+    first.mkdir()
+    other.mkdir()
+    out = tmp_path / "run"
+    cfg = {"seed": 0, "damsm": {"batch_size": 8}, "lr": 0.1}
+    with RunState.claim(out):
+        run = RunState(out, "damsm", data_dir=first)
+        assert run.resume(cfg, ("seed",)) is None and run.images_seen == 0
+        run.begin(cfg, lambda r: False)
+        for epoch in (1, 2):
+            run.add_images(24)
+            run.log({"epoch": epoch, "kimg": run.kimg})
+            if epoch == 1:
+                run.snapshot({"epoch": 1, "text_encoder": {}})
+    st = load_training_state(out / "state.pt", "damsm")
+    assert (st["kind"], st["images_seen"], st["epoch"], st["data"]) == ("damsm", 24, 1, str(first.resolve()))
+    assert json.loads((out / "resolved_config.json").read_text()) == cfg
+    capsys.readouterr()
+
+    # Resumed on the same data: no note; the log is cut back to the snapshot's rows.
+    run = RunState(out, "damsm", data_dir=first)
+    assert run.resume(cfg, ("seed",))["epoch"] == 1 and run.images_seen == 24
+    run.begin(cfg, lambda r: r["epoch"] <= 1)
+    assert [json.loads(x)["kimg"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0.024]
+    assert capsys.readouterr().out == ""
+    # On other data: said in one note, and the run goes on; a changed fixed key is refused.
+    run = RunState(out, "damsm", data_dir=other)
+    assert run.resume({**cfg, "lr": 0.2}, ("seed",)) is not None
+    said = capsys.readouterr().out
+    assert "lr: 0.1 -> 0.2" in said and f"trained on {first.resolve()} and resumes on {other.resolve()}" in said
+    with pytest.raises(AttnGANError, match="seed was 0"):
+        RunState(out, "damsm", data_dir=first).resume({**cfg, "seed": 1}, ("seed",))
+    # A state of another loop is named, not misread; a process that is not the main one writes nothing.
+    with pytest.raises(AttnGANError, match="is a DAMSM"):
+        RunState(out, "attngan").resume(cfg, ())
+    quiet = RunState(out, "damsm", main=False)
+    quiet.resume(cfg, ())
+    quiet.add_images(8)
+    quiet.log({"epoch": 2})
+    quiet.snapshot({"epoch": 2})
+    assert load_training_state(out / "state.pt")["epoch"] == 1 and quiet.rows == []
+
+
+def test_replace_dir_parks_the_previous_version_under_a_temporary_name(tmp_path, monkeypatch):
+    from attngan import io
+    from attngan.fileio import temporary_writer, tmp_dir_beside
+
+    target = tmp_path / "model"
+    for version in ("1", "2"):
+        staging = tmp_dir_beside(target)
+        (staging / "v").write_text(version)
+        io.replace_dir(staging, target)
+    assert (target / "v").read_text() == "2" and [p.name for p in tmp_path.iterdir()] == ["model"]
+    # A file where the folder goes is replaced the same way.
+    (tmp_path / "file").write_text("old")
+    staging = tmp_dir_beside(tmp_path / "file")
+    io.replace_dir(staging, tmp_path / "file")
+    assert (tmp_path / "file").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]
+
+    # Killed between the two renames: the previous version is left under a name of the writer's
+    # (which a later run of the folder removes once the writer is dead), never under a user's name.
+    staging = tmp_dir_beside(target)
+    (staging / "v").write_text("3")
+    real, calls = os.replace, []
+
+    def killed_at_the_second(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        io.replace_dir(staging, target)
+    monkeypatch.undo()
+    parked = [p for p in tmp_path.iterdir() if p.name not in ("file", staging.name)]
+    assert len(parked) == 1 and temporary_writer(parked[0].name) == os.getpid()
+    assert (parked[0] / "v").read_text() == "2"

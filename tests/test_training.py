@@ -57,6 +57,8 @@ def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, 
     assert not (damsm_run / "last").exists()  # one snapshot folder, written once per epoch
     rows = [json.loads(x) for x in (damsm_run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["epoch"] == 1 and 0.0 <= rows[-1]["r_precision"] <= 1.0
+    # Progress in images, as the GAN counts it: one epoch of the 8-image batches (drop_last).
+    assert rows[-1]["kimg"] > 0 and rows[-1]["kimg"] * 1000 % 8 == 0
     assert list((damsm_run / "attention").glob("*.png"))
     cfg, vocab, te, ie = load_damsm(damsm_run)
     assert cfg.damsm.backbone == "small" and len(vocab) > 10
@@ -75,6 +77,8 @@ def test_damsm_writes_snapshots_and_resumes_exactly(synth, damsm_run, tmp_path, 
     assert not (part / "last").exists() and damsm_folder(part) == part / "best"
     a, b = load_training_state(full / "state.pt"), load_training_state(part / "state.pt")
     assert a["epoch"] == b["epoch"] == 2
+    assert a["images_seen"] == b["images_seen"] == 2 * rows[-1]["kimg"] * 1000
+    assert a["data"] == b["data"] == str(synth.resolve())
     assert (a["optimizer"] is None) == reset_optimizer
     for k in a["text_encoder"]:
         torch.testing.assert_close(a["text_encoder"][k], b["text_encoder"][k], atol=1e-6, rtol=0)
@@ -164,7 +168,8 @@ def test_gan_kill_and_resume_matches_uninterrupted(synth, damsm_run, tmp_path, a
     train_gan(cfg, synth, damsm_run, part, device="cpu", progress=False, max_steps=2)
     train_gan(cfg, synth, damsm_run, part, device="cpu", progress=False, max_steps=4)
     a, b = load_training_state(full / "state.pt"), load_training_state(part / "state.pt")
-    assert a["step"] == b["step"] == 4
+    assert a["step"] == b["step"] == 4 and a["images_seen"] == b["images_seen"] == 16
+    assert a["data"] == str(synth.resolve())
     for key in ("G", "G_ema", "Ds"):
         for k in a[key]:
             torch.testing.assert_close(a[key][k].float(), b[key][k].float(), atol=1e-6, rtol=0,
@@ -301,3 +306,39 @@ def test_grow_state_leaves_a_same_size_model_and_foreign_weights_alone():
     assert grow_state(big, sd) == ["stage2", "head2"]
     with pytest.raises(AttnGANError, match="shape"):
         load_state(big, sd, "generator")  # other widths: one clear error, not a silent partial load
+
+
+def test_a_first_run_on_a_fresh_data_folder_trains_what_a_run_with_the_cache_built_trains(synth, damsm_run,
+                                                                                          tmp_path):
+    """Building the image cache must draw from no global RNG: the run that builds it (the first on
+    a data folder) trains the weights of a run that finds it built, for the GAN and the captioner."""
+    import hashlib
+    import shutil
+
+    from attngan.config import load_captioner_config
+    from attngan.training.captioner_loop import train_captioner
+    from attngan.training.gan_loop import train_gan
+
+    fresh = [tmp_path / "a", tmp_path / "b"]
+    for d in fresh:
+        shutil.copytree(synth, d, ignore=shutil.ignore_patterns("cache"))
+    cfg = tiny_cfg()
+    cfg.data.cache = True
+    cap = load_captioner_config("captioner", {"width": 8, "embed_dim": 16, "hidden_dim": 16, "attention_dim": 16,
+                                              "batch_size": 8, "eval_images": 4, "max_len": 30})
+    cap.data.workers, cap.data.cache = 0, True
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    gan, captioner = [], []
+    # a: the first run builds the cache, the second finds it; b: another first run.
+    for i, data in enumerate([fresh[0], fresh[0], fresh[1]]):
+        built = (data / "cache").is_dir()
+        train_gan(cfg, data, damsm_run, tmp_path / f"gan{i}", device="cpu", progress=False, max_steps=2)
+        train_captioner(cap, data, tmp_path / f"cap{i}", device="cpu", max_epochs=1, progress=False, max_steps=2)
+        assert built == (i == 1) and any((data / "cache").glob("*.u8"))
+        gan.append(digest(tmp_path / f"gan{i}" / "model" / "generator.safetensors"))
+        captioner.append(digest(tmp_path / f"cap{i}" / "last" / "captioner.safetensors"))
+    assert gan[0] == gan[1] == gan[2]
+    assert captioner[0] == captioner[1] == captioner[2]

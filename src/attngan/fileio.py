@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -25,8 +26,26 @@ def _umask() -> int:
     return mask
 
 
+# Every temporary the project makes is named TMP_PREFIX + the writer's PID + "-" + mkstemp's 8
+# random characters + ".tmp" (torch.save wants an extension), a name no user file has: a later run may then remove the temporaries of
+# a writer that is no longer alive (attngan.rundir) without ever touching a file it did not write.
+TMP_PREFIX, TMP_SUFFIX = ".attngan-tmp-", ".tmp"
+_TMP_NAME = re.compile(r"^" + re.escape(TMP_PREFIX) + r"([1-9][0-9]{0,9})-[a-z0-9_]{8}\.tmp$")
+
+
+def temporary_writer(name: str) -> int | None:
+    """The PID of the process that made the temporary called `name`; None for any other name."""
+    m = _TMP_NAME.match(name)
+    pid = int(m.group(1)) if m else None
+    return pid if pid is not None and pid < 2**31 else None  # no process has a larger PID
+
+
+def _tmp_prefix() -> str:
+    return f"{TMP_PREFIX}{os.getpid()}-"
+
+
 def tmp_path_beside(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(), suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     # mkstemp makes 0600 files; saved models and reports should be readable like any other file.
     os.chmod(tmp, 0o666 & ~_umask())
@@ -52,7 +71,7 @@ def publish_mode(path: str | os.PathLike) -> None:
 def tmp_dir_beside(path: str | os.PathLike) -> Path:
     """A fresh staging folder next to `path`, to fill and then rename over it."""
     path = Path(path)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    return Path(tempfile.mkdtemp(prefix=_tmp_prefix(), suffix=TMP_SUFFIX, dir=path.parent))
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from attngan.config import Config, ConfigError
 from attngan.errors import AttnGANError
 from attngan.fileio import (atomic_write, atomic_write_json, check_format, publish_mode, read_json_object,
-                            shown, tmp_dir_beside)
+                            shown, tmp_dir_beside, tmp_path_beside)
 
 FOLDER_FORMAT = "attngan-model"
 FOLDER_VERSION = 2
@@ -70,12 +70,16 @@ def replace_dir(tmp_dir: Path, target: Path) -> None:
     target = Path(target)
     publish_mode(tmp_dir)
     if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
+        # The previous version moves onto a fresh empty temporary folder (rename may replace an
+        # empty folder), so a kill between the two renames leaves a name only the project makes.
+        real_dir = target.is_dir() and not target.is_symlink()
+        old = tmp_dir_beside(target) if real_dir else tmp_path_beside(target)
         os.replace(target, old)
         os.replace(tmp_dir, target)
-        shutil.rmtree(old, ignore_errors=True)
+        if real_dir:
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
     else:
         os.replace(tmp_dir, target)
 

@@ -2,8 +2,9 @@
 snapshot a run resumes from, and resumes that refuse a changed network or batch.
 
 Every write in a run folder goes through a temporary beside its target (attngan.fileio,
-training/checkpoint.replace_dir), so a process killed mid-write leaves its temporary behind. The
-next run of the same folder takes the folder's lock and removes those. The lock is a POSIX record
+io.replace_dir), so a process killed mid-write leaves its temporary behind. The next run of the
+same folder takes the folder's lock and removes those whose writer is dead: the temporaries carry
+the project's own prefix and their writer's PID, so nothing a user put there is ever removed. The lock is a POSIX record
 lock on `.lock`, whose text is the holder's PID: the kernel drops it when its holder dies, however it
 dies, and forked DataLoader workers do not inherit it (an flock would stay held until the last
 worker exited). A second live run is refused with that PID instead of racing the first one's writes.
@@ -14,43 +15,47 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes
+from attngan.fileio import atomic_write_bytes, temporary_writer
 
 LOCK_NAME = ".lock"
 
-# What the atomic writers leave behind when killed, and nothing else: mkstemp files
-# (.NAME.XXXXXXXX.tmp), mkdtemp staging folders (.NAME.XXXXXXXX) and replace_dir's previous
-# version (.NAME.old). Visible files are never touched.
-_TEMPORARY = re.compile(r"^\..+\.(old|[a-z0-9_]{8}|[a-z0-9_]{8}\.tmp)$")
+# The subfolders a run writes single files into (previews); its saved-model folders are replaced
+# whole, so a killed write inside one of them sits in a temporary folder beside it.
+RUN_SUBFOLDERS = ("samples", "attention")
 
 
 def is_temporary(name: str) -> bool:
-    return name != LOCK_NAME and bool(_TEMPORARY.match(name))
+    """Whether `name` is one of the project's temporaries (attngan.fileio names them)."""
+    return temporary_writer(name) is not None
 
 
-def clean_temporaries(folder: str | os.PathLike, depth: int = 2) -> list[Path]:
-    """Remove what killed writers left in `folder` and its subfolders (down to `depth` levels).
-    Only call while holding the folder's lock. Returns what was removed."""
+def clean_temporaries(folder: str | os.PathLike, subfolders: tuple[str, ...] = RUN_SUBFOLDERS,
+                      own_are_stale: bool = False) -> list[Path]:
+    """Remove the temporaries that writers which are no longer alive left directly in `folder` and
+    in its `subfolders`; returns what was removed. Nothing else is looked at: a user's files (a
+    hidden `.notes.old` included) and the temporaries of a live writer stay. `own_are_stale`:
+    this process's PID counts as dead (a run that has just taken the folder's lock and written
+    nothing yet; its PID on a temporary is a reused one)."""
     removed: list[Path] = []
     folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for entry in sorted(folder.iterdir()):
-        if is_temporary(entry.name):
+    for d in (folder, *(folder / s for s in subfolders)):
+        if not d.is_dir() or d.is_symlink():
+            continue
+        for entry in sorted(d.iterdir()):
+            pid = temporary_writer(entry.name)
+            if pid is None or (pid_alive(pid) and not (own_are_stale and pid == os.getpid())):
+                continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
             removed.append(entry)
-        elif depth > 1 and entry.is_dir() and not entry.is_symlink():
-            removed += clean_temporaries(entry, depth - 1)
     return removed
 
 
@@ -99,7 +104,7 @@ def claim_run_dir(folder: str | os.PathLike, enabled: bool = True) -> Iterator[l
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        removed = clean_temporaries(folder)
+        removed = clean_temporaries(folder, own_are_stale=True)
         if removed:
             print(f"removed {len(removed)} temporaries of an earlier, killed run in {folder}")
         yield removed

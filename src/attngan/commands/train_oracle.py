@@ -22,7 +22,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from attngan.commands._common import check_writable_dir
     from attngan.errors import AttnGANError, check_seed
-    from attngan.metrics.oracle import MIN_ACCURACY, train_oracle
+    from attngan.metrics.oracle import MIN_ACCURACY
+    from attngan.training.oracle_loop import train_oracle
 
     check_seed(args.seed, "--seed")
     if not 0 < args.heldout < 1:

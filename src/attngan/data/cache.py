@@ -146,8 +146,11 @@ def write_cache(images: ImageList, cache_dir: Path, split: str, stored: int, fp:
     index = np.zeros((len(images.keys), 3), dtype=np.int64)
     bad: dict[str, str] = {}
     def fill(tmp: Path) -> None:
+        # The loader draws its workers' base seed from its generator: its own, so that building
+        # the cache leaves torch's global RNG, and with it the first run's weights, as it was.
         loader = torch.utils.data.DataLoader(_Decode(images, stored), batch_size=None,
-                                             num_workers=workers, collate_fn=_identity)
+                                             num_workers=workers, collate_fn=_identity,
+                                             generator=torch.Generator())
         offset = 0
         with open(tmp, "wb") as f:
             for i, arr, reason in tqdm(loader, total=len(images.keys), unit="img",

@@ -14,7 +14,6 @@ or CIDEr-D, `state.pt` to resume: running the same command again continues.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,9 +28,8 @@ from attngan.captioner import (caption_tokens, captioner_vocabulary, detokenize,
                                save_captioner_folder)
 from attngan.config import CaptionerConfig
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_json
-from attngan.io import atomic_torch_save
-from attngan.training.checkpoint import load_training_state, rng_state, set_rng_state
+from attngan.training.checkpoint import rng_state, set_rng_state
+from attngan.training.runstate import RunState
 
 
 # Data.
@@ -202,10 +200,9 @@ def train_captioner(cfg: CaptionerConfig, data_dir: str | Path, out_dir: str | P
     temporaries of killed runs removed)."""
     from attngan.networks.captioner import build_captioner
     from attngan.perf import resolve_device
-    from attngan.rundir import claim_run_dir
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    with claim_run_dir(out_dir):
+    with RunState.claim(out_dir):
         dev = resolve_device(device)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -219,20 +216,19 @@ def train_captioner(cfg: CaptionerConfig, data_dir: str | Path, out_dir: str | P
         if cfg.init_encoder and not (out_dir / "state.pt").is_file():
             init_region_encoder(model.encoder, cfg.init_encoder)
         return training_loop(cfg, model, vocab, train_ds, test_ds, out_dir, dev, progress=progress,
-                             max_epochs=max_epochs, minutes=minutes, max_steps=max_steps)
+                             max_epochs=max_epochs, minutes=minutes, max_steps=max_steps, data_dir=data_dir)
 
 
 def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab, train_ds: CaptionedImages,
                   test_ds: CaptionedImages, out_dir: Path, dev: torch.device, *, progress: bool = True,
                   max_epochs: int | None = None, minutes: float = 0.0,
-                  max_steps: int | None = None) -> dict[str, Any]:
+                  max_steps: int | None = None, data_dir: str | Path | None = None) -> dict[str, Any]:
     """Train `model` on `train_ds` for cfg.epochs (or `max_epochs`) or until the minutes budget,
     at most `max_steps` optimiser steps an epoch; resumes from out_dir/state.pt when it is there.
     After each epoch it scores greedy captions of test_ds and snapshots last/, best/ and the state.
-    Returns the last epoch's record."""
+    Progress is counted in images too (`kimg` in each record). Returns the last epoch's record."""
     from attngan.data.dataset import make_loader
     from attngan.data.sampler import EpochSampler
-    from attngan.rundir import resume_changes, truncate_jsonl
 
     batch_size = min(cfg.batch_size, len(train_ds))
     epochs = cfg.epochs if max_epochs is None else max_epochs
@@ -241,25 +237,20 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab, train_ds:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
 
     # Resume.
-    state_path = out_dir / "state.pt"
+    run = RunState(out_dir, "captioner", "metrics.jsonl", data_dir=data_dir)
     start_epoch, history, best = 0, [], -1.0
-    if state_path.is_file():
-        st = load_training_state(state_path, "captioner")
-        changes = resume_changes(out_dir, cfg.to_dict(), RESUME_FIXED)
-        if changes:
-            print("resuming with changed settings: " + "; ".join(changes))
+    st = run.resume(cfg.to_dict(), RESUME_FIXED)
+    if st is not None:
         if st.get("n_words") != len(vocab):
-            raise AttnGANError(f"{state_path} was trained with {st.get('n_words')} words; "
+            raise AttnGANError(f"{run.state_path} was trained with {st.get('n_words')} words; "
                                f"{train_ds.images.root} has {len(vocab)}: use another --out")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         start_epoch, history, best = st["epoch"], st["history"], st["best"]
         set_rng_state(st["rng"])
-        print(f"resuming the captioner from {state_path} at epoch {start_epoch}")
+        print(f"resuming the captioner from {run.state_path} at epoch {start_epoch} ({run.kimg:.1f} kimg)")
     # Epochs logged after the snapshot this run starts from (all, without one) are written again.
-    truncate_jsonl(out_dir / "metrics.jsonl",
-                   lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch)
-    atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
+    run.begin(cfg.to_dict(), lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch)
     sampler = EpochSampler(len(train_ds), batch_size, cfg.seed, 0, 1,
                            dataset=train_ds.images if cfg.data.workers == 0 else None)
     loader = make_loader(train_ds, batch_size, shuffle=False, workers=cfg.data.workers, drop_last=True,
@@ -288,6 +279,7 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab, train_ds:
             for k, v in terms.items():
                 sums[k] += float(v.detach())
             n_steps += 1
+            run.add_images(len(batch["index"]))
             bar.set_postfix(ce=f"{float(terms['ce'].detach()):.3f}")
             if (max_steps and n_steps >= max_steps) or (minutes and time.time() - t_start > minutes * 60):
                 break
@@ -296,7 +288,7 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab, train_ds:
         # Validation and snapshots.
         val = evaluate_captioner(model, test_ds, vocab, cfg, dev, cfg.eval_images, synth)
         examples = val.pop("examples")
-        record = {"epoch": epoch + 1, "lr": lr, "steps": n_steps, "images": n_steps * batch_size,
+        record = {"epoch": epoch + 1, "kimg": run.kimg, "lr": lr, "steps": n_steps, "images": n_steps * batch_size,
                   "train_s": round(train_s, 1), "seconds": round(time.time() - t_start, 1),
                   **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}, **val}
         history.append(record)
@@ -304,16 +296,14 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab, train_ds:
             f"{k}={v:.3f}" for k, v in record.items() if isinstance(v, float) and k in (
                 "train_ce", "val_bleu4", "val_cider_d", "recall_all", "recall_wing", "recall_belly")))
         tqdm.write(f"  e.g. {examples[0]['caption']!r}  (a reference: {examples[0]['reference']!r})")
-        with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({**record, "examples": examples}) + "\n")
+        run.log({**record, "examples": examples})
         score = record.get("recall_all", record["val_cider_d"])
         save_captioner_folder(out_dir / "last", cfg, vocab, model, record)
         if score >= best:
             best = score
             save_captioner_folder(out_dir / "best", cfg, vocab, model, record)
-        atomic_torch_save({"kind": "captioner", "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                           "history": history, "best": best, "n_words": len(vocab), "rng": rng_state()},
-                          state_path)
+        run.snapshot({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                      "history": history, "best": best, "n_words": len(vocab), "rng": rng_state()})
         if minutes and time.time() - t_start > minutes * 60:
             break
     return history[-1] if history else {}

@@ -9,7 +9,6 @@ re-created every epoch, lr x0.98 per epoch while above 2e-4, RNN gradient norm c
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from dataclasses import replace
@@ -23,11 +22,11 @@ from tqdm.auto import tqdm
 from attngan import perf
 from attngan.config import Config
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_json
-from attngan.io import atomic_torch_save, save_damsm_folder
+from attngan.io import save_damsm_folder
 from attngan.perf import resolve_device
 from attngan.training import distributed as dist
-from attngan.training.checkpoint import load_training_state, rng_state, set_rng_state
+from attngan.training.checkpoint import rng_state, set_rng_state
+from attngan.training.runstate import RunState
 
 # How best/, the run's one snapshot, is chosen, recorded in its config.json metrics: never by the
 # test split.
@@ -122,11 +121,10 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     (one writer; temporaries of killed runs removed)."""
     from attngan.data.vocab import copy_vocab_report
     from attngan.networks import build_image_encoder, build_text_encoder
-    from attngan.rundir import claim_run_dir
 
     dist.init()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    with claim_run_dir(out_dir, enabled=dist.is_main()):
+    with RunState.claim(out_dir, main=dist.is_main()):
         dev = resolve_device(device)
         perf.configure_backends(dev)  # TF32 matmuls on CUDA
         torch.manual_seed(cfg.seed)
@@ -148,17 +146,18 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
             copy_vocab_report(data_dir, out_dir)
         return training_loop(cfg, text_encoder, image_encoder, vocab, train_ds, test_ds, out_dir, dev,
                              minutes=minutes, epochs=max_epochs if max_epochs is not None else cfg.damsm.epochs,
-                             progress=progress, eval_items=eval_items)
+                             progress=progress, eval_items=eval_items, data_dir=data_dir)
 
 
 def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: torch.nn.Module, vocab,
                   train_ds, test_ds, out_dir: Path, dev: torch.device, *, minutes: float = 0.0,
-                  epochs: int, progress: bool = True, eval_items: int = 1000) -> dict[str, Any]:
+                  epochs: int, progress: bool = True, eval_items: int = 1000,
+                  data_dir: str | Path | None = None) -> dict[str, Any]:
     """Train the encoders on `train_ds` for `epochs` (or `minutes`), validating on `test_ds` and
     snapshotting best/ and the state after every epoch; resumes from out_dir/state.pt when it is
-    there. Returns the last epoch's record."""
+    there. Progress is counted in images too (`kimg` in each record). Returns the last epoch's
+    record."""
     from attngan.data.dataset import make_loader, make_train_loader
-    from attngan.rundir import resume_changes, truncate_jsonl
 
     world = dist.get_world_size()
     batch_size = min(cfg.damsm.batch_size, len(train_ds) // world)  # per process
@@ -167,14 +166,11 @@ def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: tor
     params = list(text_encoder.parameters()) + list(image_encoder.projection_parameters())
 
     # Resume.
-    state_path = out_dir / "state.pt"
+    run = RunState(out_dir, "damsm", "metrics.jsonl", main=dist.is_main(), data_dir=data_dir)
     start_epoch, lr, history, best, bad_steps = 0, cfg.damsm.lr, [], -1.0, 0
     opt = torch.optim.Adam(params, lr=lr, betas=cfg.damsm.betas)
-    if state_path.is_file():
-        st = load_training_state(state_path, "damsm")
-        changes = resume_changes(out_dir, cfg.to_dict(), RESUME_FIXED)
-        if changes and dist.is_main():
-            print("resuming with changed settings: " + "; ".join(changes))
+    st = run.resume(cfg.to_dict(), RESUME_FIXED)
+    if st is not None:
         text_encoder.load_state_dict(st["text_encoder"])
         image_encoder.load_state_dict(st["image_encoder"])
         start_epoch, lr, history, best = st["epoch"], st["lr"], st["history"], st["best"]
@@ -183,12 +179,9 @@ def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: tor
             opt.load_state_dict(st["optimizer"])
         set_rng_state(st["rng"])
         if dist.is_main():
-            print(f"resuming DAMSM from {state_path} at epoch {start_epoch}")
-    if dist.is_main():
-        # Epochs logged after the snapshot this run starts from (all, without one) are written again.
-        truncate_jsonl(out_dir / "metrics.jsonl",
-                       lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch)
-        atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
+            print(f"resuming DAMSM from {run.state_path} at epoch {start_epoch} ({run.kimg:.1f} kimg)")
+    # Epochs logged after the snapshot this run starts from (all, without one) are written again.
+    run.begin(cfg.to_dict(), lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch)
     # A seeded permutation per epoch (sharded under torchrun), so a resumed run sees the same order.
     train_loader, sampler = make_train_loader(train_ds, batch_size, seed=cfg.seed, loader_seed=cfg.seed,
                                               rank=dist.get_rank(), world=world, workers=cfg.data.workers)
@@ -218,6 +211,7 @@ def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: tor
         bar = tqdm(train_loader, desc=f"DAMSM epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not (progress and dist.is_main()))
         for batch in bar:
+            run.add_images(batch["captions"].shape[0] * world)
             terms, *_ = _damsm_losses(cfg, te, ie, batch, dev, amp)
             loss = sum(terms.values())
             if not dist.all_true(bool(torch.isfinite(loss))):  # all ranks skip together (DDP)
@@ -242,15 +236,14 @@ def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: tor
 
         # Validation.
         val = validate(cfg, text_encoder, image_encoder, test_loader, dev, eval_items)
-        record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.time() - t_start, 1),
+        record = {"epoch": epoch + 1, "kimg": run.kimg, "lr": lr, "seconds": round(time.time() - t_start, 1),
                   "bad_steps": bad_steps, **{f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()},
                   **val}
         history.append(record)
         if dist.is_main():
             tqdm.write(f"DAMSM epoch {epoch + 1}: " + "  ".join(
-                f"{k}={v:.3f}" for k, v in record.items() if isinstance(v, float) and k != "lr"))
-            with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                f"{k}={v:.3f}" for k, v in record.items() if isinstance(v, float) and k not in ("lr", "kimg")))
+            run.log(record)
             # The snapshot, best/: the folder other commands load (io.damsm_folder). Choosing it
             # by the test split's R-precision would select on the data the evaluation scores on,
             # so it is the last epoch (the original ships a fixed epoch: 200 birds, 100 COCO) and
@@ -261,11 +254,11 @@ def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: tor
             # A resumed run folder that also has a last/ snapshot (written beside best/ by earlier
             # releases) would keep it at the epoch this run started from, out of step with best/.
             shutil.rmtree(out_dir / "last", ignore_errors=True)
-            atomic_torch_save({"kind": "damsm", "text_encoder": text_encoder.state_dict(),
-                               "image_encoder": image_encoder.state_dict(), "epoch": epoch + 1,
-                               "lr": lr, "history": history, "best": best, "bad_steps": bad_steps,
-                               "optimizer": None if cfg.damsm.reset_optimizer else opt.state_dict(),
-                               "rng": rng_state()}, state_path)
+            run.snapshot({"text_encoder": text_encoder.state_dict(),
+                          "image_encoder": image_encoder.state_dict(), "epoch": epoch + 1,
+                          "lr": lr, "history": history, "best": best, "bad_steps": bad_steps,
+                          "optimizer": None if cfg.damsm.reset_optimizer else opt.state_dict(),
+                          "rng": rng_state()})
             if (epoch + 1) % cfg.damsm.snapshot_epochs == 0 or epoch + 1 == epochs:
                 save_attention_preview(cfg, text_encoder, image_encoder, fixed_batch, vocab, dev,
                                        out_dir / "attention" / f"epoch_{epoch + 1:04d}.png")

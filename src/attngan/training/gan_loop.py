@@ -9,7 +9,6 @@ losses on the last stage; then the EMA of G's parameters is updated. Progress co
 from __future__ import annotations
 
 import copy
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,13 +22,12 @@ from tqdm.auto import tqdm
 from attngan import perf, viz
 from attngan.config import Config
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_json
 from attngan.losses import GANLoss, Judge
 from attngan.training import distributed as dist
-from attngan.rundir import resume_changes, truncate_jsonl
-from attngan.io import atomic_torch_save, save_model_folder
+from attngan.io import save_model_folder
 from attngan.perf import resolve_device
-from attngan.training.checkpoint import load_training_state, rng_state, set_rng_state
+from attngan.training.checkpoint import rng_state, set_rng_state
+from attngan.training.runstate import RunState
 
 
 @torch.no_grad()
@@ -175,11 +173,10 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     from attngan.data.dataset import open_split
     from attngan.io import load_damsm, with_damsm_sections
     from attngan.networks import build_discriminators, build_generator
-    from attngan.rundir import claim_run_dir
 
     dist.init()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    with claim_run_dir(out_dir, enabled=dist.is_main()):
+    with RunState.claim(out_dir, main=dist.is_main()):
         dev = resolve_device(device)
         rank, world = dist.get_rank(), dist.get_world_size()
         perf.configure_backends(dev)
@@ -206,7 +203,7 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
         models = GANModels.create(cfg, G, Ds, dev, world)
         torch.manual_seed(cfg.seed + rank)  # from here on (noise, dropout) each rank draws its own
         return training_loop(cfg, models, encoders, train_ds, test_ds, out_dir, dev,
-                             progress=progress, max_steps=max_steps)
+                             progress=progress, max_steps=max_steps, data_dir=data_dir)
 
 
 def load_init(G: torch.nn.Module, Ds: torch.nn.ModuleList, init_generator: str | Path) -> None:
@@ -228,34 +225,31 @@ def load_init(G: torch.nn.Module, Ds: torch.nn.ModuleList, init_generator: str |
 
 
 def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, test_ds, out_dir: Path,
-                  dev: torch.device, *, progress: bool = True, max_steps: int | None = None) -> dict[str, Any]:
+                  dev: torch.device, *, progress: bool = True, max_steps: int | None = None,
+                  data_dir: str | Path | None = None) -> dict[str, Any]:
     """Train `models` on `train_ds` until cfg.train.total_kimg, the minutes budget or max_steps;
     resumes from out_dir/state.pt when it is there, and snapshots the EMA model folder and the
-    state every snapshot_kimg. Previews draw test_ds's captions."""
+    state every snapshot_kimg. Previews draw test_ds's captions. `data_dir` (where train_ds comes
+    from) is recorded in the state, so that a resume on other data is noted."""
     from attngan.data.dataset import make_train_loader
 
     rank, world = dist.get_rank(), dist.get_world_size()
     vocab, text_encoder, image_encoder = damsm
 
     # Resume.
-    state_path = out_dir / "state.pt"
-    images_seen, step, epoch, batch_in_epoch, bad_steps = 0, 0, 0, 0, 0
-    if state_path.is_file():
-        st = load_training_state(state_path, "attngan")
-        changes = resume_changes(out_dir, cfg.to_dict(), RESUME_FIXED)
-        if changes and dist.is_main():
-            print("resuming with changed settings: " + "; ".join(changes))
+    run = RunState(out_dir, "attngan", "log.jsonl", main=dist.is_main(), data_dir=data_dir)
+    step, epoch, batch_in_epoch, bad_steps = 0, 0, 0, 0
+    st = run.resume(cfg.to_dict(), RESUME_FIXED)
+    if st is not None:
         models.load_state_dict(st)
-        images_seen, step, epoch, batch_in_epoch = st["images_seen"], st["step"], st["epoch"], st["batch_in_epoch"]
+        step, epoch, batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
         bad_steps = st.get("bad_steps", 0)
         set_rng_state(st["rng"][rank] if isinstance(st["rng"], list) else st["rng"])
         if dist.is_main():
-            print(f"resuming from {state_path} at {images_seen / 1000:.1f} kimg (step {step})")
-    if dist.is_main():
-        # Rows logged after the snapshot this run starts from (all of them, when a run was killed
-        # before its first snapshot) are written again by this run.
-        truncate_jsonl(out_dir / "log.jsonl", lambda r: _number(r.get("kimg")) * 1000 <= images_seen + 0.5)
-        atomic_write_json(out_dir / "resolved_config.json", cfg.to_dict())
+            print(f"resuming from {run.state_path} at {run.kimg:.1f} kimg (step {step})")
+    # Rows logged after the snapshot this run starts from (all of them, when a run was killed
+    # before its first snapshot) are written again by this run.
+    run.begin(cfg.to_dict(), lambda r: _number(r.get("kimg")) * 1000 <= run.images_seen + 0.5)
     dist.barrier()
 
     if cfg.train.channels_last:
@@ -266,31 +260,29 @@ def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, 
                                         rank=rank, world=world, workers=cfg.data.workers)
     fixed = _fixed_batch(test_ds, cfg, dev)
     total = int(cfg.train.total_kimg * 1000)
-    next_sample = _next_tick(images_seen, cfg.train.sample_kimg)
-    next_snap = _next_tick(images_seen, cfg.train.snapshot_kimg)
+    next_sample = _next_tick(run.images_seen, cfg.train.sample_kimg)
+    next_snap = _next_tick(run.images_seen, cfg.train.snapshot_kimg)
     t_start = time.time()
     # A minutes budget usually ends the run long before total_kimg: the bar then counts images
     # without a (meaningless) ETA, and the postfix shows the time left instead.
     budget_s = cfg.train.minutes * 60 if cfg.train.minutes else None
-    bar = tqdm(total=None if budget_s else total, initial=min(images_seen, total), unit="img", desc="AttnGAN",
+    bar = tqdm(total=None if budget_s else total, initial=min(run.images_seen, total), unit="img", desc="AttnGAN",
                disable=not (progress and dist.is_main()), smoothing=0.1)
     deadline = t_start + budget_s if budget_s else None
-    log = TrainingLog(out_dir, cfg.train.log_kimg, images_seen, bar, deadline)
+    log = TrainingLog(run, cfg.train.log_kimg, bar, deadline)
 
     def snapshot() -> None:
         # Inference folder from the EMA weights, plus the full state for --resume.
         if dist.is_main():
             save_model_folder(out_dir / "model", cfg, vocab, models.G_ema, text_encoder, image_encoder,
-                              extra={"images_seen": images_seen, "step": step})
+                              extra={"images_seen": run.images_seen, "step": step})
         rngs = _gather_rng()
-        if dist.is_main():
-            atomic_torch_save({"kind": "attngan", **models.state_dict(), "images_seen": images_seen,
-                               "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                               "bad_steps": bad_steps, "rng": rngs}, state_path)
+        run.snapshot({**models.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                      "bad_steps": bad_steps, "rng": rngs})
         dist.barrier()
 
     # Training.
-    done = images_seen >= total or (max_steps is not None and step >= max_steps)
+    done = run.images_seen >= total or (max_steps is not None and step >= max_steps)
     while not done:
         sampler.set_position(epoch, batch_in_epoch)
         for batch in loader:
@@ -312,18 +304,18 @@ def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, 
             # Bookkeeping.
             step += 1
             batch_in_epoch += 1
-            images_seen += captions.shape[0] * world
+            run.add_images(captions.shape[0] * world)
             bar.update(captions.shape[0] * world)
-            log.add(terms, images_seen, step, bad_steps)
-            if images_seen >= next_sample and dist.is_main():
-                next_sample = _next_tick(images_seen, cfg.train.sample_kimg)
+            log.add(terms, step, bad_steps)
+            if run.images_seen >= next_sample and dist.is_main():
+                next_sample = _next_tick(run.images_seen, cfg.train.sample_kimg)
                 viz.save_samples(models.G_ema, text_encoder, fixed, vocab,
-                                 out_dir / "samples" / f"{images_seen // 1000:06d}kimg.png")
+                                 out_dir / "samples" / f"{run.images_seen // 1000:06d}kimg.png")
             out_of_time = deadline is not None and time.time() > deadline
-            done = images_seen >= total or out_of_time or (max_steps is not None and step >= max_steps)
+            done = run.images_seen >= total or out_of_time or (max_steps is not None and step >= max_steps)
             done = bool(dist.broadcast_object(done))
-            if images_seen >= next_snap or done:
-                next_snap = _next_tick(images_seen, cfg.train.snapshot_kimg)
+            if run.images_seen >= next_snap or done:
+                next_snap = _next_tick(run.images_seen, cfg.train.snapshot_kimg)
                 snapshot()
             if done:
                 break
@@ -333,23 +325,25 @@ def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, 
     log.close()
     if dist.is_main():
         viz.save_samples(models.G_ema, text_encoder, fixed, vocab, out_dir / "samples" / "final.png")
-    return {"images_seen": images_seen, "step": step, "bad_steps": bad_steps,
+    return {"images_seen": run.images_seen, "step": step, "bad_steps": bad_steps,
             "seconds": time.time() - t_start}
 
 
 class TrainingLog:
-    """Loss terms averaged over each log_kimg of images: a row of out_dir/log.jsonl, TensorBoard
+    """Loss terms averaged over each log_kimg of images: a row of the run's log.jsonl, TensorBoard
     scalars (when tensorboard is installed) and the progress bar's postfix, on the main process."""
 
-    def __init__(self, out_dir: Path, every_kimg: float, images_seen: int, bar, deadline: float | None):
-        self.out_dir, self.every_kimg, self.bar, self.deadline = out_dir, every_kimg, bar, deadline
-        self.next = _next_tick(images_seen, every_kimg)
+    def __init__(self, run: RunState, every_kimg: float, bar, deadline: float | None):
+        self.run, self.every_kimg, self.bar, self.deadline = run, every_kimg, bar, deadline
+        self.out_dir = run.out_dir
+        self.next = _next_tick(run.images_seen, every_kimg)
         self.sums: dict[str, float] = {}
         self.n = 0
         self.t_tick = time.time()
         self.tb = None  # created at the first row
 
-    def add(self, terms: dict[str, torch.Tensor], images_seen: int, step: int, bad_steps: int) -> None:
+    def add(self, terms: dict[str, torch.Tensor], step: int, bad_steps: int) -> None:
+        images_seen = self.run.images_seen
         for k, v in terms.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.n += 1
@@ -362,8 +356,7 @@ class TrainingLog:
         self.t_tick, self.sums, self.n = time.time(), {}, 0
         if not dist.is_main():
             return
-        with open(self.out_dir / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self.run.log(record)
         if self.tb is None:
             self.tb = _tensorboard(self.out_dir)
         if self.tb:
