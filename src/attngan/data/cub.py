@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from attngan.data.layout import (DataWarning, image_paths, preview_list, read_class_info,
-                                 read_filenames, release_captions, release_records, text_captions)
+                                 read_filenames, release_caption_lines, release_captions,
+                                 release_records)
 from attngan.data.records import DataSource, Record
 from attngan.errors import AttnGANError
 
@@ -102,11 +103,7 @@ class CUBSource(DataSource):
                                [boxes[k] for k in keys], lines, ids)
 
     def caption_lines(self, root: Path, split: str) -> list[list[str]]:
-        # The text alone (a vocabulary is built before any image is looked at).
-        lines = text_captions(root, read_filenames(root, split))
-        if lines is None:
-            raise AttnGANError(f"missing caption folder {root / 'text'} (text/<key>.txt per image)")
-        return lines
+        return release_caption_lines(root, split)
 
 
 SOURCE = CUBSource()

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from attngan.data.records import DataSource, Record, inside
+from attngan.data.records import DataSource, Record, check_key, inside
 from attngan.errors import AttnGANError
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
@@ -97,6 +97,8 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise AttnGANError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+            except RecursionError:
+                raise AttnGANError(f"{path}:{n}: not a JSON object (nested too deeply)") from None
             if not isinstance(obj, dict):
                 raise AttnGANError(f"{path}:{n}: not a JSON object")
             rows.append((n, obj))
@@ -122,7 +124,7 @@ def _csv_value(key: str, value: str) -> Any:
             return json.loads(v)
         except json.JSONDecodeError:
             return value
-    if key in _CLASS_KEYS and v.lstrip("-").isdigit():
+    if key in _CLASS_KEYS and v.lstrip("-").isdigit() and len(v) <= 20:  # 64 bits at most
         return int(v)
     return value
 
@@ -153,6 +155,7 @@ def _file_name(root: Path, where: str, value: Any) -> tuple[str, Path]:
     if not isinstance(value, str) or not value.strip():
         raise AttnGANError(f"{where}: 'file_name' must be a path relative to the folder")
     key = value.strip().replace("\\", "/")
+    check_key(key, f"{where}: 'file_name'")
     try:
         path = inside(root, key, where)
     except AttnGANError as e:

@@ -157,6 +157,15 @@ def text_captions(root: Path, keys: list[str]) -> list[list[str]] | None:
     return lines
 
 
+def release_caption_lines(root: Path, split: str) -> list[list[str]]:
+    """Every caption of a split from filenames.pickle and text/ alone (no image is looked at):
+    what a vocabulary is built from."""
+    lines = text_captions(root, read_filenames(root, split))
+    if lines is None:
+        raise AttnGANError(f"missing caption folder {root / 'text'} (text/<key>.txt per image)")
+    return lines
+
+
 def pickle_caption_ids(root: Path, split: str, keys: list[str]) -> list[list[list[int]]] | None:
     """Word ids per key from the release's captions.pickle (filenames order, the same number of
     captions per image), or None without one."""

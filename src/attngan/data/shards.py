@@ -513,14 +513,14 @@ def materialize_split(data: Any, split: str) -> Path:
     if (target / "metadata.jsonl").is_file():
         return target
     tmp = tmp_dir_beside(target)
-    rows, seen = [], set()
+    rows, seen, bad = [], set(), []
     try:
         for p in paths:
             for raw in tqdm(read_shard(p), desc=f"extracting {p.name}", unit="img", leave=False):
                 try:
                     s = parse_sample(raw)
                 except BadSample as e:
-                    warnings.warn(str(e), _data_warning(), stacklevel=2)
+                    bad.append(str(e))
                     continue
                 name = _local_name(s["key"], s["ext"], len(rows))
                 if name in seen:
@@ -535,6 +535,11 @@ def materialize_split(data: Any, split: str) -> Path:
                 seen.add(name)
                 rows.append({"file_name": name, "text": s["captions"], "split": split,
                              "label": s["class_id"], **({"bbox": list(s["bbox"])} if s["bbox"] else {})})
+        if bad:
+            from attngan.data.layout import preview_list
+
+            warnings.warn(f"{len(bad)} of {len(bad) + len(rows)} {split} samples of {data} are unusable "
+                          f"and were skipped: {preview_list(bad)}", _data_warning(), stacklevel=2)
         if not rows:
             raise AttnGANError(f"the {split} shards of {data} hold no usable sample")
         atomic_write_bytes(tmp / "metadata.jsonl",

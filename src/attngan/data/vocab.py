@@ -26,14 +26,17 @@ def load_vocab(root: str | os.PathLike, min_count: int | None = None) -> Vocabul
     saved as vocab.json with vocab_report.json (the words left out, with counts); it is rebuilt
     when the metadata or `min_count` changes.
     """
-    from attngan.data.records import detect_source, find_source
+    from attngan.data.layout import release_caption_lines
+    from attngan.data.records import find_source
 
+    root = Path(root)
     source = find_source(root)
-    if source is None:
-        # The release's vocabulary files alone are enough, without the rest of a layout.
-        return release_vocabulary(Path(root), lambda split: detect_source(root).caption_lines(
-            Path(root), split))
-    return source.vocabulary(Path(root), min_count)
+    if source is not None:
+        return source.vocabulary(root, min_count)
+    if not root.is_dir():
+        raise AttnGANError(f"dataset folder not found: {root}")
+    # The release's vocabulary and caption files alone are enough, without its images.
+    return release_vocabulary(root, lambda split: release_caption_lines(root, split))
 
 
 def release_vocabulary(root: Path, caption_lines: Callable[[str], list[list[str]]]) -> Vocabulary:
