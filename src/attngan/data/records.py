@@ -7,7 +7,8 @@ A data source is an object with
     records(root, split) -> [Record]      the split's images, checked (one-line AttnGANError)
 and, inherited from `DataSource` unless the layout has its own:
     caption_lines(root, split)            every caption of the split, as written (vocabularies)
-    vocabulary(root, min_count)           the data's words (the release's files, else built)
+    vocabulary(root, min_count)           the data's own words, or None: the release's files,
+                                          else built from caption_lines
     folder(root, split)                   the local folder whose files the records name
     varying_captions                      images carry any number of captions (padded by
                                           repeating their own), not a fixed count per image
@@ -19,6 +20,7 @@ go through `inside()`, so data never reaches a file outside its folder.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -68,14 +70,16 @@ class DataSource:
     def folder(self, root: Path, split: str) -> Path:
         return Path(root)
 
-    def vocabulary(self, root: Path, min_count: int | None = None) -> "Vocabulary":
-        """The release's captions.pickle (its word ids are kept), else vocab.json, else one built
-        from the train and test captions and saved as vocab.json (in memory when read-only)."""
-        from attngan.data.vocab import release_vocabulary
-
-        return release_vocabulary(root, lambda split: self.caption_lines(root, split))
+    def vocabulary(self, root: Path, min_count: int | None = None) -> "Vocabulary | None":
+        """The source's own vocabulary, or None for the default (attngan.data.vocab.load_vocab):
+        the release's captions.pickle or vocab.json, else one built from `caption_lines`."""
+        return None
 
 
+# The built-in sources, in detection order (an image folder's metadata file wins over another
+# layout's files beside it). Named, not imported: each source module imports this one.
+BUILTIN_SOURCES = ("attngan.data.shards", "attngan.data.imagefolder", "attngan.data.cub",
+                   "attngan.data.coco")
 _SOURCES: list[DataSource] = []
 _BUILTIN_LOADED = False
 
@@ -99,18 +103,11 @@ def unregister_source(name: str) -> None:
 
 
 def sources() -> list[DataSource]:
-    """The registered sources, in detection order: the built-in ones are imported on first use
-    (each source module imports this one for Record)."""
+    """The registered sources, in detection order; the built-in ones are imported on first use."""
     global _BUILTIN_LOADED
     if not _BUILTIN_LOADED:
         _BUILTIN_LOADED = True
-        from attngan.data.coco import SOURCE as coco
-        from attngan.data.cub import SOURCE as cub
-        from attngan.data.imagefolder import SOURCE as imagefolder
-        from attngan.data.shards import SOURCE as shards
-
-        # An image folder's metadata file wins over any other layout's files beside it.
-        _SOURCES[:0] = [shards, imagefolder, cub, coco]
+        _SOURCES[:0] = [importlib.import_module(name).SOURCE for name in BUILTIN_SOURCES]
     return list(_SOURCES)
 
 

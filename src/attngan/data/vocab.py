@@ -32,7 +32,10 @@ def load_vocab(root: str | os.PathLike, min_count: int | None = None) -> Vocabul
     root = Path(root)
     source = find_source(root)
     if source is not None:
-        return source.vocabulary(root, min_count)
+        own = source.vocabulary(root, min_count)
+        if own is not None:
+            return own
+        return release_vocabulary(root, lambda split: source.caption_lines(root, split))
     if not root.is_dir():
         raise AttnGANError(f"dataset folder not found: {root}")
     # The release's vocabulary and caption files alone are enough, without its images.
