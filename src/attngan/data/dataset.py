@@ -368,13 +368,13 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, 
 
 def open_split(data: str | os.PathLike, split: str, cfg: DataConfig, vocab: Vocabulary,
                image_sizes: list[int] | None = None, train: bool = True, **kwargs):
-    """The dataset of a split of any source: shards streamed for training (ShardDataset), else a
-    TextImageDataset (which reads shards' split extracted to a local image folder, for everything
-    that indexes its items: validation, evaluation)."""
-    from attngan.data.shards import ShardDataset, is_shard_source
-
-    if split == "train" and train and is_shard_source(data):
-        return ShardDataset(data, split, cfg, vocab, image_sizes, train=True)
+    """The dataset of a split of any source: the source's training stream when it has one (shards:
+    ShardDataset), else a TextImageDataset (which reads shards' split extracted to a local image
+    folder, for everything that indexes its items: validation, evaluation)."""
+    if split == "train" and train:
+        stream = detect_source(data).train_stream(data, cfg, vocab, image_sizes)
+        if stream is not None:
+            return stream
     return TextImageDataset(data, split, cfg, vocab, image_sizes, train, **kwargs)
 
 

@@ -10,6 +10,7 @@ and, inherited from `DataSource` unless the layout has its own:
     vocabulary(root, min_count)           the data's own words, or None: the release's files,
                                           else built from caption_lines
     folder(root, split)                   the local folder whose files the records name
+    train_stream(root, cfg, vocab, sizes) a streamed training set, or None (indexed records)
     varying_captions                      images carry any number of captions (padded by
                                           repeating their own), not a fixed count per image
 
@@ -69,6 +70,12 @@ class DataSource:
 
     def folder(self, root: Path, split: str) -> Path:
         return Path(root)
+
+    def train_stream(self, root: Path, cfg: Any, vocab: "Vocabulary",
+                     image_sizes: list[int] | None) -> Any:
+        """A streamed training set (an IterableDataset) for data read in order, or None: the
+        training split is then indexed like every other."""
+        return None
 
     def vocabulary(self, root: Path, min_count: int | None = None) -> "Vocabulary | None":
         """The source's own vocabulary, or None for the default (attngan.data.vocab.load_vocab):

@@ -678,6 +678,9 @@ class ShardSource(DataSource):
     def records(self, root: Path, split: str) -> list[Record]:
         return split_records(self.folder(root, split), split)
 
+    def train_stream(self, root: Path, cfg, vocab, image_sizes: list[int] | None) -> "ShardDataset":
+        return ShardDataset(root, "train", cfg, vocab, image_sizes, train=True)
+
     def caption_lines(self, root: Path, split: str) -> list[list[str]]:
         out = []
         for p in split_shards(root, split):

@@ -82,9 +82,9 @@ def new_data_vocabulary(root: Path, lines: list[str], min_count: int, stamp: str
 
 def copy_vocab_report(data: str | os.PathLike, out_dir: str | os.PathLike) -> None:
     """Keep the data's vocab_report.json (words left out of the vocabulary) with a training run."""
-    from attngan.data.shards import is_shard_source, shard_folder
+    from attngan.data.shards import shard_folder
 
-    folder = shard_folder(data) if is_shard_source(data) else Path(data)
+    folder = shard_folder(data)  # a folder itself, or the folder of a shard pattern
     report = folder / VOCAB_REPORT
     if report.is_file():
         try:
