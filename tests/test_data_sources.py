@@ -251,8 +251,9 @@ def test_a_cub_key_that_climbs_out_is_refused(tmp_path, capsys):
         TextImageDataset(root, "train", DataConfig(workers=0), load_vocab(root))
 
 
-def test_a_listed_file_that_is_not_an_image_is_left_out_of_the_shards(tmp_path):
+def test_a_listed_file_that_is_not_an_image_is_left_out_of_the_shards(tmp_path, capsys):
     pytest.importorskip("webdataset")
+    from attngan.cli import main
     from attngan.data.convert import layout_records
     from attngan.data.layout import DataWarning
     from attngan.data.shards import write_shards
@@ -267,6 +268,9 @@ def test_a_listed_file_that_is_not_an_image_is_left_out_of_the_shards(tmp_path):
     assert index["splits"]["train"]["samples"] == 5 and index["splits"]["train"]["skipped"] == 1
     assert index["splits"]["train"]["counts"] == [2, 2, 1]
     assert SECRET not in _shard_bytes(tmp_path / "shards")
+    with pytest.warns(DataWarning, match="notes.jpg"):
+        assert main(["make-shards", "--data", str(root), "--out", str(tmp_path / "cli")]) == 0
+    assert "train 5 samples in 1 shards (1 not images, left out)" in capsys.readouterr().out
 
 
 # Release pickles: bounded before they are unpickled.

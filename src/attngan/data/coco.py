@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from attngan.data.layout import (SPLITS, image_paths, read_class_info, read_filenames,
-                                 release_captions, release_records, text_captions)
-from attngan.data.records import DataSource, Record, check_key
+from attngan.data.layout import (image_paths, read_class_info, read_filenames, release_captions,
+                                 release_records, text_captions)
+from attngan.data.records import SPLITS, DataSource, Record, check_key
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes
 

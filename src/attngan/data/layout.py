@@ -18,13 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from attngan.data.records import SPLITS, Record, check_key, check_split, detect_source, inside
+from attngan.data.records import Record, check_key, check_split, detect_source, inside
 from attngan.errors import AttnGANError
 from attngan.text import load_captions_pickle, load_plain_pickle
-
-__all__ = ["SPLITS", "DataWarning", "ImageList", "SplitCaptions", "check_split", "preview_list",
-           "read_filenames", "read_class_info", "release_captions", "load_cropped",
-           "read_image_list", "read_class_ids", "read_split_captions", "raw_caption_lines"]
 
 
 class DataWarning(UserWarning):
