@@ -86,3 +86,70 @@ def test_the_import_graph_has_no_cycles():
     cycles = sorted({tuple(sorted({a, b})) for a in list(graph) for b in graph[a]
                      if a in _reaches(graph, b)})
     assert cycles == [], f"modules that import each other (directly or through others): {cycles[:5]}"
+
+
+# Data layouts are decided in one place: the data sources (attngan.data.records and the modules
+# that define a source). Anywhere else, a comparison with a data set's name or a condition on a
+# layout's marker folder is a second detector in the making.
+LAYOUT_NAMES = {"birds", "coco", "cub", "imagefolder", "shards", "CUB_200_2011"}
+DATA_SOURCE_MODULES = {"data/records.py", "data/cub.py", "data/coco.py", "data/imagefolder.py",
+                       "data/shards.py", "data/layout.py"}
+# The config names its presets after the data sets (text settings, the original's yml files):
+# a choice of settings, not of how a folder is read.
+CONFIG_MODULES = {"config.py", "legacy.py"}
+
+
+def _literals(node: ast.AST):
+    for n in ast.walk(node):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str):
+            yield n.value
+
+
+def layout_branches(source: str, names: set[str] = LAYOUT_NAMES) -> list[tuple[int, str]]:
+    """(line, code) of every comparison with a layout name, and every condition that mentions one
+    (`if (root / "CUB_200_2011").is_dir()`, `x if dataset == "coco" else y`)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            parts = [node.left, *node.comparators]
+        elif isinstance(node, (ast.If, ast.IfExp, ast.While, ast.Assert)):
+            parts = [node.test]
+        elif isinstance(node, ast.comprehension):
+            parts = list(node.ifs)
+        elif isinstance(node, ast.match_case):
+            parts = [node.pattern]
+        else:
+            continue
+        if any(v in names for p in parts for v in _literals(p)):
+            found.append((parts[0].lineno, ast.unparse(parts[0])[:80]))
+    return sorted(set(found))
+
+
+def test_no_dataset_name_branch_outside_the_data_sources():
+    from attngan.data.records import sources
+
+    names = LAYOUT_NAMES | {s.name for s in sources()}
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel in DATA_SOURCE_MODULES or rel in CONFIG_MODULES:
+            continue
+        bad += [f"{rel}:{line}: {code}" for line, code in layout_branches(path.read_text(encoding="utf-8"), names)]
+    assert bad == [], ("a branch on a data set's name outside the data sources (add a DataSource "
+                       f"in attngan.data.records instead): {bad}")
+
+
+def test_the_layout_branch_scan_finds_each_form():
+    planted = '''
+def f(root, dataset, fmt):
+    if dataset == "birds":
+        pass
+    kind = "birds" if (root / "CUB_200_2011").is_dir() else "coco"
+    ok = fmt in ("imagefolder", "webdataset")
+    while "cub" != fmt:
+        break
+    return [k for k in root if "shards" in k]
+'''
+    lines = sorted({line for line, _ in layout_branches(planted)})
+    assert lines == [3, 5, 6, 7, 9], lines
+    assert layout_branches("if kind in ('part', 'bird'):\n    pass\n") == []

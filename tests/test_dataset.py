@@ -12,7 +12,8 @@ from PIL import Image
 from attngan.config import DataConfig
 from attngan.data.cache import build_cache
 from attngan.data.dataset import DataWarning, TextImageDataset, collate_sorted, make_loader
-from attngan.data.layout import bbox_crop_box, build_coco_text
+from attngan.data.coco import build_coco_text
+from attngan.data.layout import bbox_crop_box
 from attngan.errors import AttnGANError
 from attngan.text import Vocabulary
 from attngan.data.vocab import load_vocab

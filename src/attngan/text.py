@@ -12,7 +12,9 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import re
+import struct
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -299,6 +301,62 @@ class _PlainConverter:
         return result
 
 
+# The C unpickler sizes its memo from the largest index the file names (a 9-byte file asking for
+# index 2**27 costs gigabytes before any error), and sizes a byte string's buffer from its declared
+# length. A first pass over the opcodes refuses both before it runs: an index larger than the
+# number of opcodes before it (picklers number memo entries 0, 1, 2, ...), or a length longer
+# than the rest of the file. The pass reads the opcodes only, so its memory is constant.
+_ARG_SIZE: list[tuple[int, bool] | None] = [None] * 256   # opcode -> (argument size code, two lines)
+for _op in pickletools.opcodes:
+    _ARG_SIZE[ord(_op.code)] = ((_op.arg.n, _op.arg.name == "stringnl_noescape_pair")
+                                if _op.arg is not None else (0, False))
+_MEMO_OPS = frozenset(b"qrphjg")    # BINPUT, LONG_BINPUT, PUT, BINGET, LONG_BINGET, GET
+_STOP = ord(".")
+
+
+def check_pickle_bounds(data: bytes) -> None:
+    """Raise ValueError for a pickle whose memo index or declared length exceeds the file."""
+    end, pos, ops = len(data), 0, 0
+    unpack_from = struct.unpack_from
+    while pos < end:
+        code = data[pos]
+        entry = _ARG_SIZE[code]
+        if entry is None:
+            raise ValueError(f"unknown opcode {code:#04x} at byte {pos}")
+        n, two_lines = entry
+        pos += 1
+        ops += 1
+        if n >= 0:  # a fixed-size argument
+            if code in _MEMO_OPS and pos + n <= end:
+                idx = data[pos] if n == 1 else unpack_from("<I", data, pos)[0]
+                if idx > ops:
+                    raise ValueError(f"memo index {idx} at byte {pos - 1} in a pickle of {ops} opcodes so far")
+            pos += n
+        elif n == -1:  # text up to a newline (two lines for a global)
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            if code in _MEMO_OPS and int(data[pos:nl]) > ops:
+                raise ValueError(f"memo index {data[pos:nl][:20]!r} at byte {pos - 1}")
+            pos = nl + 1
+            if two_lines:
+                nl = data.find(b"\n", pos)
+                pos = end if nl < 0 else nl + 1
+        else:  # a counted string: 1-byte, signed 4-byte, 4-byte or 8-byte length first
+            width, fmt = {-2: (1, "<B"), -3: (4, "<i"), -4: (4, "<I"), -5: (8, "<Q")}[n]
+            if pos + width > end:
+                break
+            size = unpack_from(fmt, data, pos)[0]
+            pos += width
+            if size < 0 or size > end - pos:
+                raise ValueError(f"a length of {size} bytes at byte {pos - width - 1}, with "
+                                 f"{end - pos} bytes left in the file")
+            pos += size
+        if code == _STOP:
+            return
+    raise ValueError("the pickle ends before its STOP opcode")
+
+
 def _plain(obj: Any, path: str) -> Any:
     """Check the loaded object holds plain data only, turning Python-2 byte strings into str.
 
@@ -321,6 +379,7 @@ def load_plain_pickle(path: str | os.PathLike) -> Any:
     except OSError as e:
         raise AttnGANError(f"cannot read {path}: {e}") from None
     try:
+        check_pickle_bounds(data)
         obj = _PlainDataUnpickler(io.BytesIO(data), encoding="bytes").load()
     except _RefusedGlobal as e:
         raise AttnGANError(

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     index = write_shards(records, out, per_shard=args.per_shard, source=str(args.data),
                          min_count=args.min_count)
     parts = ", ".join(f"{s} {v['samples']} samples in {len(v['shards'])} shards"
+                      + (f" ({v['skipped']} not images, left out)" if v.get("skipped") else "")
                       for s, v in index["splits"].items())
     print(f"shards: {parts} -> {Path(out) / INDEX}")
     return 0

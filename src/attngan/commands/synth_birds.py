@@ -25,12 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from attngan.commands._common import check_writable_dir
+    from attngan.data.convert import CONVERTED, synth_birds_as
     from attngan.data.synth_birds import generate_synth_birds, load_manifest
 
     check_writable_dir(args.out)
-    if getattr(args, "format", "cub") != "cub":
-        from attngan.data.convert import synth_birds_as
-
+    if getattr(args, "format", None) in CONVERTED:  # rendered in CUB's layout, then converted
         out = synth_birds_as(args.format, args.out, images=args.images, classes=args.classes,
                              size=args.size, seed=args.seed, workers=args.workers,
                              overwrite=args.overwrite)

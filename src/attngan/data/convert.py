@@ -1,4 +1,4 @@
-"""Every layout as Records, and Records written as an image folder or as shards.
+"""Records of any data source written as an image folder or as shards.
 
 `attngan make-shards` and `attngan synth-birds --format imagefolder|webdataset` go through here:
 the same images, captions, classes, splits and boxes whichever layout they came from.
@@ -9,48 +9,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from attngan.data.imagefolder import Record, is_imagefolder, read_imagefolder
+from attngan.data.records import Record, split_records
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes
 
-FORMATS = ("cub", "imagefolder", "webdataset")
 
 
-def detect_source_layout(root: Path) -> str:
-    if is_imagefolder(root):
-        return "imagefolder"
-    if (root / "CUB_200_2011").is_dir():
-        return "birds"
-    if (root / "annotations").is_dir() or (root / "images").is_dir() or (root / "train2014").is_dir():
-        return "coco"
-    raise AttnGANError(f"{root} is neither an image folder (metadata.jsonl/.csv), CUB/SynthBirds "
-                       "(CUB_200_2011/) nor COCO (images/, annotations/)")
-
-
-def layout_records(root: str | os.PathLike, split: str, layout: str | None = None) -> list[Record]:
-    """The split's images with their caption lines, class ids and boxes, from any layout."""
-    from attngan.data.layout import read_class_ids, read_image_list, read_split_captions
-
-    root = Path(root)
-    if not root.is_dir():
-        raise AttnGANError(f"dataset folder not found: {root}")
-    layout = layout or detect_source_layout(root)
-    if layout == "imagefolder":
-        return read_imagefolder(root).split(split)
-    images = read_image_list(root, split, layout)
-    source = read_split_captions(root, split, images.keys, layout)
-    if source.lines is None:
+def layout_records(root: str | os.PathLike, split: str) -> list[Record]:
+    """The split's images with their caption lines, class ids and boxes, from any data source."""
+    records = split_records(root, split)
+    if any(r.caption_ids is not None and not r.captions for r in records):
         raise AttnGANError(f"{root} has captions as word ids only (captions.pickle): add its text/ "
                            "folder to convert it")
-    classes = read_class_ids(root, split, layout, images.keys)
     out = []
-    for key, path, bbox, lines, cid in zip(images.keys, images.paths, images.bboxes, source.lines,
-                                           classes):
-        caps = [ln.strip() for ln in lines if ln.strip()]
+    for r in records:
+        caps = [ln.strip() for ln in r.captions if ln.strip()]
         if caps:
-            out.append(Record(key, path, caps, int(cid), split, bbox))
+            out.append(replace(r, captions=caps))
     return out
 
 
@@ -100,33 +78,44 @@ def _check_target(out: Path, overwrite: bool, marker: str) -> None:
             raise AttnGANError(f"refusing to overwrite {out}: it has no {marker}")
 
 
+def _as_shards(records: dict[str, list[Record]], out: Path, per_shard: int, progress: bool) -> None:
+    from attngan.data.shards import write_shards
+
+    if out.is_dir():
+        shutil.rmtree(out)
+    write_shards(records, out, per_shard=per_shard, source="SynthBirds", progress=progress)
+
+
+# Output format -> (the file a finished output holds, its writer). "cub" is SynthBirds' own layout.
+CONVERTED = {
+    "imagefolder": ("metadata.jsonl", lambda records, out, per_shard, progress: write_imagefolder(records, out)),
+    "webdataset": ("shards.json", _as_shards),
+}
+FORMATS = ("cub", *CONVERTED)
+
+
 def synth_birds_as(fmt: str, out: str | os.PathLike, *, images: int, classes: int | None, size: int,
                    seed: int, workers: int = 1, overwrite: bool = False, progress: bool = True,
                    per_shard: int = 1000) -> Path:
     """SynthBirds as an image folder (metadata.jsonl) or as WebDataset shards: rendered in CUB's
     layout in a temporary folder, then converted (same images, captions, classes and boxes)."""
-    from attngan.data.shards import INDEX, write_shards
     from attngan.data.synth_birds import generate_synth_birds
 
     if fmt not in FORMATS:
         raise AttnGANError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
     out = Path(os.path.abspath(Path(out).expanduser()))
-    if fmt == "cub":
+    if fmt not in CONVERTED:  # the renderer's own layout
         return generate_synth_birds(out, images=images, classes=classes, size=size, seed=seed,
                                     workers=workers, overwrite=overwrite, progress=progress)
-    _check_target(out, overwrite, "metadata.jsonl" if fmt == "imagefolder" else INDEX)
+    marker, write = CONVERTED[fmt]
+    _check_target(out, overwrite, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     cub = out.parent / f".{out.name}.cub-{os.getpid()}"
     try:
         generate_synth_birds(cub, images=images, classes=classes, size=size, seed=seed,
                              workers=workers, overwrite=True, progress=progress)
-        records = {s: layout_records(cub, s, "birds") for s in ("train", "test")}
-        if fmt == "imagefolder":
-            write_imagefolder(records, out)
-        else:
-            if out.is_dir():
-                shutil.rmtree(out)
-            write_shards(records, out, per_shard=per_shard, source="SynthBirds", progress=progress)
+        records = {s: layout_records(cub, s) for s in ("train", "test")}
+        write(records, out, per_shard, progress)
     finally:
         shutil.rmtree(cub, ignore_errors=True)
     return out

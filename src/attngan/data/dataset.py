@@ -1,5 +1,5 @@
-"""TextImageDataset: (multi-scale image, caption) pairs from the original AttnGAN layout, or from
-an image folder with a metadata file (attngan.data.imagefolder); shards stream through
+"""TextImageDataset: (multi-scale image, caption) pairs from the records of any data source
+(attngan.data.records: CUB, COCO, image folders, shards); training shards stream through
 attngan.data.shards.ShardDataset, which shares the crop and caption code below.
 
 Per item, as the original `TextDataset` (the original code, datasets.py):
@@ -16,7 +16,6 @@ import random
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,10 +24,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from attngan.config import DataConfig
 from attngan.data.cache import IMAGE_ERRORS, ImageCache, open_or_build, stored_size
-from attngan.data.layout import (
-    DataWarning, preview_list, check_split, detect_layout, load_cropped,
-    read_class_ids, read_image_list, read_split_captions,
-)
+from attngan.data.layout import DataWarning, ImageList, load_cropped, preview_list
+from attngan.data.records import Record, check_split, detect_source, local_folder
 from attngan.errors import AttnGANError
 from attngan.data.items import multi_scale_crops, pad_caption
 from attngan.data.vocab import load_vocab
@@ -53,19 +50,20 @@ class TextImageDataset(Dataset):
         caption_index: int = 0,                        # the caption of each item when train=False
         cache_dir: str | os.PathLike | None = None,    # where cfg.cache keeps its files
     ):
-        self.root = Path(root)
         self.split = check_split(split)
-        self.dataset = detect_layout(self.root, cfg.dataset)
-        self._pad_quietly = False
-        if self.dataset == "imagefolder":
+        # The local folder that holds the split's files (shards: the split extracted once).
+        self.root = local_folder(root, split)
+        self.source = detect_source(self.root)
+        self.dataset = self.source.name
+        records = self.source.records(self.root, split)
+        if not records:
+            raise AttnGANError(f"the {split} split under {self.root} lists no images")
+        self._pad_quietly = self.source.varying_captions
+        if self._pad_quietly:
             # New data has any number of captions per image: every image offers as many as the
             # most-captioned one, an image with fewer repeating its own in turn.
-            from attngan.data.imagefolder import read_imagefolder
-
-            records = read_imagefolder(self.root).split(split)
-            most = max((len(r.captions) for r in records), default=1)
+            most = max(len(r.captions) for r in records)
             cfg = replace(cfg, captions_per_image=most, short_captions="pad")
-            self._pad_quietly = True
         self.cfg = cfg
         self.vocab = vocab
         self.train = train
@@ -83,16 +81,16 @@ class TextImageDataset(Dataset):
                                f"0..{cfg.captions_per_image - 1}")
         self.caption_index = caption_index
 
-        images = read_image_list(self.root, split, self.dataset)
-        class_ids = read_class_ids(self.root, split, self.dataset, images.keys)
-        per_item = self._read_captions(images.keys)
+        class_ids = np.asarray([r.class_id for r in records], dtype=np.int64)
+        per_item = self._read_captions(records)
         keep = [i for i, caps in enumerate(per_item) if caps is not None]
         if not keep:
             raise AttnGANError(f"no {split} image under {self.root} has a usable caption")
-        self.keys: list[str] = [images.keys[i] for i in keep]
+        self.records: list[Record] = [records[i] for i in keep]
+        self.keys: list[str] = [r.key for r in self.records]
         self.class_ids: np.ndarray = class_ids[keep]
-        self._paths = [images.paths[i] for i in keep]
-        self._bboxes = [images.bboxes[i] for i in keep]
+        self._paths = [r.path for r in self.records]
+        self._bboxes = [r.bbox for r in self.records]
         # All captions in one flat array: cheap to share with forked workers.
         flat = [np.asarray(c, dtype=np.int32) for i in keep for c in per_item[i]]
         self._offsets = np.cumsum([0] + [len(c) for c in flat]).astype(np.int64)
@@ -105,7 +103,8 @@ class TextImageDataset(Dataset):
         self._cache: ImageCache | None = None
         self._cache_rows: np.ndarray | None = None
         if cfg.cache:
-            self._cache = open_or_build(images, self.root, split, max(sizes), cache_dir, cfg.workers)
+            self._cache = open_or_build(ImageList.of(records), self.root, split, max(sizes), cache_dir,
+                                        cfg.workers)
             self._cache_rows = np.asarray([self._cache.row(k) for k in self.keys], dtype=np.int64)
             bad = [k for k in self.keys if k in self._cache.bad]
             if bad:
@@ -121,18 +120,18 @@ class TextImageDataset(Dataset):
 
     # Captions.
 
-    def _read_captions(self, keys: list[str]) -> list[list[list[int]] | None]:
-        """Exactly captions_per_image id lists per key, or None for an image that is dropped."""
+    def _read_captions(self, records: list[Record]) -> list[list[list[int]] | None]:
+        """Exactly captions_per_image id lists per record, or None for an image that is dropped."""
         n = self.cfg.captions_per_image
-        source = read_split_captions(self.root, self.split, keys, self.dataset, n)
-        if source.ids is not None:
+        keys = [r.key for r in records]
+        if any(r.caption_ids is not None for r in records):
             if load_vocab(self.root) != self.vocab:
                 raise AttnGANError(f"{self.root} has no text/ folder, and the word ids in its "
                                    "captions.pickle need that file's own vocabulary")
-            candidates: list[list[list[int]]] = [[c for c in caps if c] for caps in source.ids]
+            candidates: list[list[list[int]]] = [[c for c in r.caption_ids or [] if c] for r in records]
         else:
             candidates, oov = [], set()
-            for lines in source.lines or []:
+            for lines in (r.captions for r in records):
                 caps = []
                 for line in lines:
                     ids, dropped = self.vocab.encode_tokens(tokenize(line))
@@ -369,15 +368,13 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, 
 
 def open_split(data: str | os.PathLike, split: str, cfg: DataConfig, vocab: Vocabulary,
                image_sizes: list[int] | None = None, train: bool = True, **kwargs):
-    """The dataset of a split of any source: a folder (CUB, COCO, image folder) as a
-    TextImageDataset; shards streamed for training (ShardDataset), extracted to a local image
-    folder for everything that indexes its items (validation, evaluation)."""
-    from attngan.data.shards import ShardDataset, is_shard_source, materialize_split
-
-    if is_shard_source(data):
-        if split == "train" and train:
-            return ShardDataset(data, split, cfg, vocab, image_sizes, train=True)
-        data = materialize_split(data, split)
+    """The dataset of a split of any source: the source's training stream when it has one (shards:
+    ShardDataset), else a TextImageDataset (which reads shards' split extracted to a local image
+    folder, for everything that indexes its items: validation, evaluation)."""
+    if split == "train" and train:
+        stream = detect_source(data).train_stream(data, cfg, vocab, image_sizes)
+        if stream is not None:
+            return stream
     return TextImageDataset(data, split, cfg, vocab, image_sizes, train, **kwargs)
 
 

@@ -29,11 +29,12 @@ import json
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from attngan.data.records import DataSource, Record, check_key, inside
 from attngan.errors import AttnGANError
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
@@ -42,19 +43,6 @@ TEST_FRACTION = 0.25
 _SPLIT_NAMES = {"train": "train", "test": "test", "validation": "test", "val": "test"}
 _TEXT_KEYS = ("text", "caption", "captions")
 _CLASS_KEYS = ("label", "class")
-
-
-@dataclass
-class Record:
-    """One image of new data, in whatever layout it came from (folder, shards, CUB, COCO)."""
-
-    key: str                                  # file name relative to the folder (posix)
-    path: Path | None                         # the image file (None when it lives in a shard)
-    captions: list[str]
-    class_id: int
-    split: str
-    bbox: tuple[int, int, int, int] | None = None
-    row: int = 0                              # line of the metadata file (0: not from one)
 
 
 @dataclass
@@ -109,6 +97,8 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise AttnGANError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+            except RecursionError:
+                raise AttnGANError(f"{path}:{n}: not a JSON object (nested too deeply)") from None
             if not isinstance(obj, dict):
                 raise AttnGANError(f"{path}:{n}: not a JSON object")
             rows.append((n, obj))
@@ -134,7 +124,7 @@ def _csv_value(key: str, value: str) -> Any:
             return json.loads(v)
         except json.JSONDecodeError:
             return value
-    if key in _CLASS_KEYS and v.lstrip("-").isdigit():
+    if key in _CLASS_KEYS and v.lstrip("-").isdigit() and len(v) <= 20:  # 64 bits at most
         return int(v)
     return value
 
@@ -161,13 +151,17 @@ def _bbox(where: str, value: Any) -> tuple[int, int, int, int]:
     return x, y, max(w, 1), max(h, 1)
 
 
-def _file_name(where: str, value: Any) -> str:
+def _file_name(root: Path, where: str, value: Any) -> tuple[str, Path]:
     if not isinstance(value, str) or not value.strip():
         raise AttnGANError(f"{where}: 'file_name' must be a path relative to the folder")
-    p = PurePosixPath(value.strip().replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts or str(p) in ("", "."):
-        raise AttnGANError(f"{where}: 'file_name' {value!r} must stay inside the folder")
-    return str(p)
+    key = value.strip().replace("\\", "/")
+    check_key(key, f"{where}: 'file_name'")
+    try:
+        path = inside(root, key, where)
+    except AttnGANError as e:
+        raise AttnGANError(f"{where}: 'file_name' {value[:60]!r} must stay inside the folder "
+                           f"({str(e).removeprefix(where + ': ')})") from None
+    return path.relative_to(root).as_posix(), path
 
 
 _CACHE: dict[tuple[str, int, int], ImageFolderMeta] = {}
@@ -201,7 +195,7 @@ def _parse(root: Path, path: Path) -> ImageFolderMeta:
         where = f"{name}:{n}"
         if "file_name" not in obj:
             raise AttnGANError(f"{where}: no 'file_name'")
-        key = _file_name(where, obj["file_name"])
+        key, file = _file_name(root, where, obj["file_name"])
         if key in seen:
             raise AttnGANError(f"{where}: '{key}' is listed twice (first on line {seen[key]})")
         seen[key] = n
@@ -217,10 +211,13 @@ def _parse(root: Path, path: Path) -> ImageFolderMeta:
         label_key = next((k for k in _CLASS_KEYS if k in obj and obj[k] is not None), None)
         label = obj[label_key] if label_key else None
         if label is not None and (isinstance(label, bool) or not isinstance(label, (int, str))
-                                  or (isinstance(label, str) and not label.strip())):
-            raise AttnGANError(f"{where}: {label_key} must be an integer or a name, got {label!r}")
+                                  or (isinstance(label, str) and not label.strip())
+                                  or (isinstance(label, int) and not -2 ** 63 <= label < 2 ** 63)
+                                  or (isinstance(label, str) and len(label) > 1000)):
+            raise AttnGANError(f"{where}: {label_key} must be an integer (64-bit) or a name, got "
+                               f"{str(label)[:40]!r}")
         bbox = _bbox(where, obj["bbox"]) if obj.get("bbox") is not None else None
-        parsed.append((n, key, caps, split, label, bbox))
+        parsed.append((n, key, caps, split, label, bbox, file))
 
     for idx, what in ((3, "split"), (4, "label")):
         have = [p for p in parsed if p[idx] is not None]
@@ -228,7 +225,7 @@ def _parse(root: Path, path: Path) -> ImageFolderMeta:
             lacking = next(p for p in parsed if p[idx] is None)
             raise AttnGANError(f"{name}:{lacking[0]}: no '{what}', while other rows have one "
                                f"(give every row a {what}, or none)")
-    missing = [(n, key) for n, key, *_ in parsed if not (root / key).is_file()]
+    missing = [(p[0], p[1]) for p in parsed if not p[6].is_file()]
     if missing:
         shown = ", ".join(f"line {n}: {key}" for n, key in missing[:3])
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
@@ -250,8 +247,8 @@ def _parse(root: Path, path: Path) -> ImageFolderMeta:
         class_ids = list(range(len(keys)))  # every image its own class
     splits = ([p[3] for p in parsed] if split_given
               else seeded_split(keys, class_ids if classes_given else None, path))
-    records = [Record(key, root / key, caps, int(cid), split, bbox, n)
-               for (n, key, caps, _, _, bbox), cid, split in zip(parsed, class_ids, splits)]
+    records = [Record(key, file, caps, int(cid), split, bbox, n)
+               for (n, key, caps, _, _, bbox, file), cid, split in zip(parsed, class_ids, splits)]
     stamp = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return ImageFolderMeta(root, path, records, stamp, classes_given, split_given)
 
@@ -277,3 +274,34 @@ def seeded_split(keys: list[str], class_ids: list[int] | None, where: Path | str
     n_test = min(max(1, round(len(keys) * TEST_FRACTION)), len(keys) - 1) if len(keys) >= 2 else 0
     test = set(order[:n_test].tolist())
     return ["test" if i in test else "train" for i in range(len(keys))]
+
+
+class ImageFolderSource(DataSource):
+    """Any images with a metadata.jsonl/.csv beside them (and not the release's filenames.pickle)."""
+
+    name = "imagefolder"
+    varying_captions = True
+
+    def detect(self, root: Path) -> bool:
+        return is_imagefolder(root)
+
+    def records(self, root: Path, split: str) -> list[Record]:
+        records = read_imagefolder(root).split(split)
+        if not records:
+            raise AttnGANError(f"the {split} split under {root} lists no images (its metadata file "
+                               "gives every image the other split)")
+        return records
+
+    def caption_lines(self, root: Path, split: str) -> list[list[str]]:
+        return [r.captions for r in read_imagefolder(root).split(split)]
+
+    def vocabulary(self, root: Path, min_count: int | None = None):
+        from attngan.data.vocab import new_data_vocabulary
+
+        meta = read_imagefolder(root)
+        lines = [line for rec in meta.records if rec.split == "train" for line in rec.captions]
+        return new_data_vocabulary(root, lines, 1 if min_count is None else min_count, meta.stamp,
+                                   str(meta.metadata_path))
+
+
+SOURCE = ImageFolderSource()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import warnings
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from attngan.data.records import DataSource, Record, check_key, split_records
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes, atomic_write_json, tmp_dir_beside
 
@@ -165,13 +167,14 @@ class BadSample(ValueError):
 def parse_sample(raw: dict[str, Any]) -> dict[str, Any]:
     """{"key", "image" (bytes), "ext", "captions", "class_id", "split", "bbox", "shard"} of a raw
     sample; a BadSample names the shard and the sample."""
-    where = f"{Path(raw.get('__url__', '?')).name}: sample '{raw.get('__key__')}'"
+    where = f"{Path(raw.get('__url__', '?')).name}: sample {str(raw.get('__key__'))[:80]!r}"
     meta: dict[str, Any] = {}
     if "json" in raw:
         try:
             meta = json.loads(raw["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadSample(f"{where}: its .json is not valid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # also UnicodeDecodeError; too deep a nesting
+            raise BadSample(f"{where}: its .json is not valid JSON ({type(e).__name__}: "
+                            f"{str(e)[:80]})") from None
         if not isinstance(meta, dict):
             raise BadSample(f"{where}: its .json is not an object")
     ext = next((e for e in IMAGE_EXTS if e in raw), None)
@@ -187,19 +190,28 @@ def parse_sample(raw: dict[str, Any]) -> dict[str, Any]:
     captions = [line.strip() for c in items if isinstance(c, str) for line in c.splitlines() if line.strip()]
     if not captions:
         raise BadSample(f"{where}: its caption is empty")
-    key = str(meta.get("key") or raw["__key__"])
+    key = meta.get("key") or raw["__key__"]
+    try:
+        check_key(key, where)
+    except AttnGANError as e:
+        raise BadSample(str(e)) from None
     cls = meta.get("class", meta.get("label"))
     if cls is None and "cls" in raw:
         try:
             cls = int(raw["cls"].decode("ascii").strip())
         except (UnicodeDecodeError, ValueError):
             raise BadSample(f"{where}: its .cls is not an integer") from None
+    if isinstance(cls, int) and not isinstance(cls, bool) and not -2 ** 63 <= cls < 2 ** 63:
+        raise BadSample(f"{where}: its class {str(cls)[:30]} does not fit in 64 bits")
     if cls is None or isinstance(cls, bool) or not isinstance(cls, int):
-        cls = zlib.crc32(key.encode("utf-8"))  # its own class
+        cls = zlib.crc32(key.encode("utf-8", errors="replace"))  # its own class
     bbox = meta.get("bbox")
     if bbox is not None:
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise BadSample(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
+        if not (isinstance(bbox, list) and len(bbox) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        and abs(v) < 2 ** 31 for v in bbox) and bbox[2] > 0 and bbox[3] > 0):
+            raise BadSample(f"{where}: bbox must be [x, y, w, h] of finite numbers with w, h > 0, "
+                            f"got {str(bbox)[:60]}")
         bbox = tuple(int(v) for v in bbox)
     return {"key": key, "image": raw[ext], "ext": ext, "captions": captions, "class_id": int(cls),
             "split": meta.get("split"), "bbox": bbox, "shard": Path(raw.get("__url__", "?")).name}
@@ -501,22 +513,33 @@ def materialize_split(data: Any, split: str) -> Path:
     if (target / "metadata.jsonl").is_file():
         return target
     tmp = tmp_dir_beside(target)
-    rows, seen = [], set()
+    rows, seen, bad = [], set(), []
     try:
         for p in paths:
             for raw in tqdm(read_shard(p), desc=f"extracting {p.name}", unit="img", leave=False):
                 try:
                     s = parse_sample(raw)
                 except BadSample as e:
-                    warnings.warn(str(e), _data_warning(), stacklevel=2)
+                    bad.append(str(e))
                     continue
                 name = _local_name(s["key"], s["ext"], len(rows))
                 if name in seen:
                     name = f"images/{len(rows):09d}.{s['ext']}"
+                try:
+                    atomic_write_bytes(tmp / name, s["image"])
+                except (OSError, ValueError):
+                    # A key that names a file where another key made a folder (a.jpg, a.jpg/b),
+                    # or the reverse: a numbered name instead.
+                    name = f"images/{len(rows):09d}.{s['ext']}"
+                    atomic_write_bytes(tmp / name, s["image"])
                 seen.add(name)
-                atomic_write_bytes(tmp / name, s["image"])
                 rows.append({"file_name": name, "text": s["captions"], "split": split,
                              "label": s["class_id"], **({"bbox": list(s["bbox"])} if s["bbox"] else {})})
+        if bad:
+            from attngan.data.layout import preview_list
+
+            warnings.warn(f"{len(bad)} of {len(bad) + len(rows)} {split} samples of {data} are unusable "
+                          f"and were skipped: {preview_list(bad)}", _data_warning(), stacklevel=2)
         if not rows:
             raise AttnGANError(f"the {split} shards of {data} hold no usable sample")
         atomic_write_bytes(tmp / "metadata.jsonl",
@@ -543,11 +566,31 @@ def _local_name(key: str, ext: str, i: int) -> str:
 
 # Writing shards.
 
-def write_shards(records_by_split: dict[str, list], out: str | Path, per_shard: int = 1000,
+def image_bytes(path: Path) -> tuple[bytes, str]:
+    """(the file's bytes, its member suffix) for an image that decodes as one; ValueError or
+    OSError otherwise (a shard holds images only, whatever a metadata file lists)."""
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+            size = img.size
+    except (SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+    if min(size) < 1:
+        raise ValueError(f"an image of size {size}")
+    ext = Path(path).suffix.lower().lstrip(".") or "jpg"
+    # The decoder sniffs the format; the suffix only names the member.
+    return data, ext if ext in IMAGE_EXTS else "jpg"
+
+
+def write_shards(records_by_split: dict[str, list[Record]], out: str | Path, per_shard: int = 1000,
                  source: str = "", min_count: int = 1, progress: bool = True) -> dict[str, Any]:
     """<out>/<split>-NNNNNN.tar per split (each written to a temp file, then renamed), the
     vocabulary of the training captions and shards.json (written last). `records_by_split` maps
-    split -> Records (attngan.data.imagefolder.Record) with image paths."""
+    split -> Records with image paths. A record whose file is not an image is left out, and the
+    warning names it."""
     from tqdm import tqdm
 
     from attngan.text import build_vocab_from_lines, save_vocab_and_report, summarize_dropped
@@ -558,40 +601,55 @@ def write_shards(records_by_split: dict[str, list], out: str | Path, per_shard: 
     if per_shard < 1:
         raise AttnGANError("--per-shard must be at least 1")
     splits: dict[str, Any] = {}
+    written: dict[str, list[Record]] = {}
     for split, records in records_by_split.items():
-        names, counts = [], []
-        n_shards = max(1, -(-len(records) // per_shard))
+        names, counts, kept, bad = [], [], [], []
         bar = tqdm(total=len(records), desc=f"writing {split} shards", unit="img",
                    disable=not progress, leave=False)
-        for s in range(n_shards):
-            name = f"{split}-{s:06d}.tar"
-            chunk = records[s * per_shard:(s + 1) * per_shard]
+        pending = iter(records)
+        while True:
+            name = f"{split}-{len(names):06d}.tar"
             tmp = out / f".{name}.tmp"
+            n = 0
             try:
                 with open(tmp, "wb") as f:
                     writer = wds.TarWriter(f, mtime=0.0)
-                    for i, r in enumerate(chunk):
+                    for r in pending:
+                        bar.update(1)
                         try:
-                            data = Path(r.path).read_bytes()
-                        except OSError as e:
-                            raise AttnGANError(f"cannot read {r.path}: {e.strerror}") from None
-                        ext = Path(r.path).suffix.lower().lstrip(".") or "jpg"
-                        if ext not in IMAGE_EXTS:
-                            ext = "jpg"  # the decoder sniffs the format; the suffix names the member
-                        writer.write({"__key__": f"{split}-{s * per_shard + i:08d}", ext: data,
+                            data, ext = image_bytes(r.path)
+                        except (OSError, ValueError) as e:
+                            bad.append(f"{r.key} ({type(e).__name__})")
+                            continue
+                        writer.write({"__key__": f"{split}-{len(kept):08d}", ext: data,
                                       "json": {"key": r.key, "captions": list(r.captions),
                                                "class": int(r.class_id), "split": split,
                                                "bbox": list(r.bbox) if r.bbox else None}})
-                        bar.update(1)
+                        kept.append(r)
+                        n += 1
+                        if n == per_shard:
+                            break
                     writer.close()
+                if n == 0 and names:
+                    break  # the records ran out at a shard's end
                 os.replace(tmp, out / name)
             finally:
                 tmp.unlink(missing_ok=True)
             names.append(name)
-            counts.append(len(chunk))
+            counts.append(n)
+            if n < per_shard:
+                break
         bar.close()
-        splits[split] = {"shards": names, "counts": counts, "samples": sum(counts)}
-    train_lines = [c for r in records_by_split.get("train", []) for c in r.captions]
+        if bad:
+            from attngan.data.layout import DataWarning, preview_list
+
+            warnings.warn(f"{len(bad)} of {len(records)} {split} images are not readable images and "
+                          f"were left out of the shards: {preview_list(bad)}", DataWarning,
+                          stacklevel=2)
+        splits[split] = {"shards": names, "counts": counts, "samples": sum(counts),
+                         "skipped": len(bad)}
+        written[split] = kept
+    train_lines = [c for r in written.get("train", []) for c in r.captions]
     if train_lines:
         vocab, report = build_vocab_from_lines(train_lines, min_count, source=source or str(out))
         stamp = shards_stamp([out / n for n in splits["train"]["shards"]])
@@ -601,3 +659,40 @@ def write_shards(records_by_split: dict[str, list], out: str | Path, per_shard: 
     index = {"format": INDEX_FORMAT, "version": 1, "source": source, "splits": splits}
     atomic_write_json(out / INDEX, index)
     return index
+
+
+class ShardSource(DataSource):
+    """WebDataset shards: a .tar, a brace pattern of them, or a folder with shards.json. Their
+    records are those of the split extracted once into an image folder (`materialize_split`);
+    training streams them instead (ShardDataset)."""
+
+    name = "shards"
+    varying_captions = True
+
+    def detect(self, root: Path) -> bool:
+        return is_shard_source(root)
+
+    def folder(self, root: Path, split: str) -> Path:
+        return materialize_split(root, split)
+
+    def records(self, root: Path, split: str) -> list[Record]:
+        return split_records(self.folder(root, split), split)
+
+    def train_stream(self, root: Path, cfg, vocab, image_sizes: list[int] | None) -> "ShardDataset":
+        return ShardDataset(root, "train", cfg, vocab, image_sizes, train=True)
+
+    def caption_lines(self, root: Path, split: str) -> list[list[str]]:
+        out = []
+        for p in split_shards(root, split):
+            for raw in read_shard(p):
+                try:
+                    out.append(parse_sample(raw)["captions"])
+                except BadSample:
+                    continue
+        return out
+
+    def vocabulary(self, root: Path, min_count: int | None = None):
+        return shard_vocab(root, min_count)
+
+
+SOURCE = ShardSource()

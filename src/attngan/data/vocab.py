@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from attngan.errors import AttnGANError
@@ -14,71 +15,76 @@ from attngan.text import (VOCAB_REPORT, Vocabulary, _stamped_vocab, build_vocab_
 
 
 def load_vocab(root: str | os.PathLike, min_count: int | None = None) -> Vocabulary:
-    """The vocabulary of a dataset folder (or of WebDataset shards).
+    """The vocabulary of a dataset folder (or of WebDataset shards), as its data source keeps it.
 
-    `captions.pickle` (the original; its word ids are kept) wins over our `vocab.json`. Without
-    either, one is built from the train and test captions and saved as `vocab.json` (kept in
-    memory only when the folder is read-only).
+    The release's layouts: `captions.pickle` (the original; its word ids are kept) wins over our
+    `vocab.json`; without either, one is built from the train and test captions and saved as
+    `vocab.json` (kept in memory only when the folder is read-only).
 
     New data (an image folder with metadata.jsonl/.csv, or shards) gets a vocabulary of its
     training captions only, of the words seen at least `min_count` times (default 1, every word),
     saved as vocab.json with vocab_report.json (the words left out, with counts); it is rebuilt
     when the metadata or `min_count` changes.
     """
-    from attngan.data.imagefolder import is_imagefolder
+    from attngan.data.layout import release_caption_lines
+    from attngan.data.records import find_source
 
-    if str(root).endswith(".tar") or (Path(root) / "shards.json").is_file():
-        from attngan.data.shards import shard_vocab  # imports torch: only for shards
-
-        return shard_vocab(root, min_count)
     root = Path(root)
-    if is_imagefolder(root):
-        return _imagefolder_vocab(root, 1 if min_count is None else min_count)
+    source = find_source(root)
+    if source is not None:
+        own = source.vocabulary(root, min_count)
+        if own is not None:
+            return own
+        return release_vocabulary(root, lambda split: source.caption_lines(root, split))
+    if not root.is_dir():
+        raise AttnGANError(f"dataset folder not found: {root}")
+    # The release's vocabulary and caption files alone are enough, without its images.
+    return release_vocabulary(root, lambda split: release_caption_lines(root, split))
+
+
+def release_vocabulary(root: Path, caption_lines: Callable[[str], list[list[str]]]) -> Vocabulary:
+    """captions.pickle, else vocab.json, else one built from `caption_lines(split)` of both
+    splits and saved as vocab.json."""
     if (root / "captions.pickle").is_file():
         return load_captions_pickle(root / "captions.pickle").vocab
     if (root / "vocab.json").is_file():
         return Vocabulary.load(root / "vocab.json")
-    from attngan.data.layout import read_all_caption_lines  # the layout imports this module
-
-    if not root.is_dir():
-        raise AttnGANError(f"dataset folder not found: {root}")
     token_lists = []
     for split in ("train", "test"):
-        for lines in read_all_caption_lines(root, split):
+        for lines in caption_lines(split):
             token_lists.extend(tokenize(line) for line in lines)
     vocab = Vocabulary.build(token_lists)
     try:
         vocab.save(root / "vocab.json")
     except OSError as e:
         warnings.warn(f"cannot save {root / 'vocab.json'} ({e.strerror}); "
-                      "the vocabulary is kept in memory only", stacklevel=2)
+                      "the vocabulary is kept in memory only", stacklevel=3)
     return vocab
 
 
-def _imagefolder_vocab(root: Path, min_count: int) -> Vocabulary:
-    from attngan.data.imagefolder import read_imagefolder
-
-    meta = read_imagefolder(root)
-    saved = _stamped_vocab(root / "vocab.json", min_count, meta.stamp)
+def new_data_vocabulary(root: Path, lines: list[str], min_count: int, stamp: str, source: str
+                        ) -> Vocabulary:
+    """The words of new data's training captions seen at least `min_count` times, saved with its
+    report beside the data and reused while `stamp` (the data's version) is unchanged."""
+    saved = _stamped_vocab(root / "vocab.json", min_count, stamp)
     if saved is not None:
         return saved
-    lines = [line for rec in meta.records if rec.split == "train" for line in rec.captions]
-    vocab, report = build_vocab_from_lines(lines, min_count, source=str(meta.metadata_path))
+    vocab, report = build_vocab_from_lines(lines, min_count, source=source)
     if report["dropped"]:
-        warnings.warn(f"vocabulary of {root}: {summarize_dropped(report)}", stacklevel=3)
+        warnings.warn(f"vocabulary of {root}: {summarize_dropped(report)}", stacklevel=4)
     try:
-        save_vocab_and_report(root, vocab, report, meta.stamp)
+        save_vocab_and_report(root, vocab, report, stamp)
     except OSError as e:
         warnings.warn(f"cannot save {root / 'vocab.json'} ({e.strerror}); "
-                      "the vocabulary is kept in memory only", stacklevel=3)
+                      "the vocabulary is kept in memory only", stacklevel=4)
     return vocab
 
 
 def copy_vocab_report(data: str | os.PathLike, out_dir: str | os.PathLike) -> None:
     """Keep the data's vocab_report.json (words left out of the vocabulary) with a training run."""
-    from attngan.data.shards import is_shard_source, shard_folder
+    from attngan.data.shards import shard_folder
 
-    folder = shard_folder(data) if is_shard_source(data) else Path(data)
+    folder = shard_folder(data)  # a folder itself, or the folder of a shard pattern
     report = folder / VOCAB_REPORT
     if report.is_file():
         try:

@@ -208,7 +208,7 @@ def load_part_masks(root, split: str, size: int, parts: Sequence[str] = ("wing",
 
     root = Path(root)
     manifest = load_manifest(root)
-    images = read_image_list(root, split, "birds")
+    images = read_image_list(root, split)
     boxes = dict(zip(images.keys, images.bboxes))
     full = int(manifest["size"])
     load = stored_size(size)

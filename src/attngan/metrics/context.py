@@ -87,7 +87,7 @@ class EvalContext:
 
         stream = self.streams[stream_name]
         # The file list with sizes and mtimes: a data set regenerated in place gets new statistics.
-        files = fingerprint(read_image_list(self.data_root, self.options.split, self.data_cfg.dataset), self.image_size)
+        files = fingerprint(read_image_list(self.data_root, self.options.split), self.image_size)
         key = {
             "format": 1, "data": str(self.data_root.resolve()), "files": files, "split": self.options.split,
             "image_size": self.image_size, "stream": stream_name, "weights": stream.digest,

@@ -112,11 +112,9 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     if model_dir is None and images_dir is None:
         raise AttnGANError("give --model MODEL_DIR (to generate) or --images DIR (to score a folder)")
     _check_options(o)
-    from attngan.data.shards import materialize_split
+    from attngan.data.records import local_folder
 
-    root = materialize_split(data_dir, o.split)  # shards: their split as a local image folder
-    if not root.is_dir():
-        raise AttnGANError(f"data folder not found: {root}")
+    root = local_folder(data_dir, o.split)  # shards: their split as a local image folder
     device = resolve_device(o.device)
     torch.manual_seed(o.seed)
 
@@ -125,7 +123,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
         from attngan.pipeline import AttnGANPipeline
 
         pipe = AttnGANPipeline.from_pretrained(model_dir, device=str(device))
-    data_cfg = pipe.config.data if pipe is not None else DataConfig(dataset=_detect_dataset(root))
+    # Without a model the data settings are the defaults: the data source reads the folder's layout.
+    data_cfg = pipe.config.data if pipe is not None else DataConfig()
     # Every test image counts for the real statistics, even one with too few captions.
     data_cfg = replace(data_cfg, short_captions="pad", cache=False)
     vocab = pipe.vocab if pipe is not None else load_vocab(root)
@@ -211,10 +210,6 @@ def _with_values(options: EvalOptions, values: dict[str, Any]) -> EvalOptions:
         raise AttnGANError(f"unknown evaluation option '{unknown[0]}'")
     # Paths as text, as the CLI gives them (the fields are str).
     return replace(options, **{k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
-
-
-def _detect_dataset(root: Path) -> str:
-    return "birds" if (root / "CUB_200_2011").is_dir() else "coco"
 
 
 def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe) -> None:

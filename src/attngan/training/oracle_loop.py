@@ -54,7 +54,7 @@ def load_oracle_data(root: str | Path, colours: list[str], parts: tuple[str, ...
     labels: dict[str, list[int]] = {p: [] for p in parts}
     index = {c: i for i, c in enumerate(colours)}
     for split in ("train", "test"):
-        images = read_image_list(root, split, "birds")
+        images = read_image_list(root, split)
         for key, path, bbox in tqdm(list(zip(images.keys, images.paths, images.bboxes)),
                                     desc=f"oracle data ({split})", disable=not progress, leave=False):
             entry = manifest.get(key)
