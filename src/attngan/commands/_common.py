@@ -41,7 +41,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         try:
             value = yaml_load(raw)
-        except (yaml.YAMLError, ValueError):  # ValueError: an int beyond Python's digit limit
+        except yaml.YAMLError as e:
+            reason = str(e).splitlines()[0] if str(e) else "not YAML"
+            raise AttnGANError(f"--set {key}: cannot parse value {raw[:80]!r}: {reason}") from None
+        except ValueError:  # an int beyond Python's digit limit
             raise AttnGANError(f"--set {key}: cannot parse value {raw[:80]!r}") from None
         node = out
         parts = key.strip().split(".")
