@@ -453,6 +453,14 @@ def _setup(name, tmp_path, tiny_model_dir) -> dict:
         (model / "vocab.json").write_text("[" * 100_000 + "]" * 100_000 if name == "vocab_deep" else
                                           '{"format": "attngan-vocab", "version": ' + "9" * 5000 + "}")
         return {"model": str(model)}
+    elif name in ("metadata_deep", "metadata_label"):
+        from PIL import Image
+
+        (tmp_path / "photos").mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "a.png")
+        line = ("[" * 100_000 if name == "metadata_deep" else
+                '{"file_name": "a.png", "text": "a red bird", "label": ' + "9" * 5000 + "}")
+        (tmp_path / "photos" / "metadata.jsonl").write_text(line + "\n")
     elif name == "live_run":
         (tmp_path / "live_run" / "model").mkdir(parents=True)
         (tmp_path / "live_run" / "state.pt").write_bytes(b"a run's training state")
@@ -507,6 +515,10 @@ HOSTILE_CASES = [
      "is inside the run folder"),
     ("train-damsm --out live_run/model/x", "live_run", ["train-damsm", "--config", "tiny", "--data", "{tmp}/none",
                                                         "--out", "{tmp}/live_run/model/x"], "is inside the run folder"),
+    ("metadata of 100k [", "metadata_deep", ["make-shards", "--data", "{tmp}/photos", "--out", "{tmp}/out"],
+     "metadata.jsonl:1: not a JSON object (nested too deeply)"),
+    ("metadata label of 5000 digits", "metadata_label", ["make-shards", "--data", "{tmp}/photos", "--out",
+                                                          "{tmp}/out"], "metadata.jsonl:1: not a JSON object"),
     ("negative BN variance", "negative_bn_variance", ["generate", "--model", "{model}", "--out", "{tmp}/out",
                                                       "a bird"], "non-finite values (NaN/inf)"),
     ("3e38 weights", "weights_3e38", ["generate", "--model", "{model}", "--out", "{tmp}/out", "a bird"],
