@@ -536,3 +536,19 @@ def test_make_shards_after_a_killed_run_rewrites_its_own_files_only(photos, shar
     assert len(err) == 1 and "train-000000.tar, which make-shards did not write" in err[0]
     assert (foreign / "train-000000.tar").read_bytes() == before
     assert sorted(p.name for p in foreign.iterdir()) == ["train-000000.tar"]
+
+
+def test_brace_patterns_are_bounded_before_expanding():
+    import time
+
+    from attngan.data.shards import MAX_SHARD_NAMES, expand
+
+    assert expand("s/train-{000..002}.tar") == ["s/train-000.tar", "s/train-001.tar", "s/train-002.tar"]
+    assert expand("s/{train,test}-{0..1}.tar") == ["s/train-0.tar", "s/train-1.tar", "s/test-0.tar", "s/test-1.tar"]
+    assert len(expand("s/train-{000000..099999}.tar")) == MAX_SHARD_NAMES
+    t0 = time.perf_counter()
+    for pattern in ("s/train-{00000000..99999999}.tar", "s/{0..999}-{0..999}.tar", "s/{a,b}" * 20 + ".tar",
+                    "s/train-{0.." + "9" * 5000 + "}.tar"):
+        with pytest.raises(AttnGANError, match="names more than 100000 files"):
+            expand(pattern)
+    assert time.perf_counter() - t0 < 1
