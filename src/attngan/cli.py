@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"attngan {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        os._exit(1)
     except Exception as e:  # noqa: BLE001 - only a full disk is answered here; the rest re-raised
         message = _disk_full(e)
         if message is None:
             raise
         print(f"attngan {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        os._exit(1)
 
 
 if __name__ == "__main__":
