@@ -4,6 +4,7 @@ written, and no work started (no model loaded, no data read) before the mistake 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -603,7 +604,6 @@ def _yaml_alias_bomb() -> str:
 
 def _peak_rss_mb(argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     """Peak resident memory of `attngan ARGV` in a fresh interpreter, in MB."""
-    import os
     import sys
 
     code = ("import resource, sys\nfrom attngan.cli import main\nrc = main(sys.argv[1:])\n"
@@ -645,3 +645,29 @@ def test_yaml_bombs_are_refused_fast_and_small(kind, tmp_path):
     assert peak - baseline <= 100, (peak, baseline)
     assert took < 30  # the interpreter's start-up included
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("failure", ["OSError", "SafetensorError"])
+def test_a_full_disk_during_real_damsm_training_is_one_line(failure, tmp_path, capsys, monkeypatch):
+    """The weight writer itself fails as a full disk does, in a real (tiny) train-damsm run."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    import attngan.io
+    from attngan.data.synth_birds import generate_synth_birds
+
+    data = generate_synth_birds(tmp_path / "birds", images=32, classes=8, size=64, seed=0, progress=False)
+
+    def full_disk(*a, **k):
+        if failure == "OSError":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), a[1] if len(a) > 1 else None)
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(attngan.io, "save_file", full_disk)
+    rc, _, err = run_cli(["train-damsm", "--config", "tiny", "--data", str(data), "--out", str(tmp_path / "run"),
+                          "--epochs", "1", "--set", "data.workers=0", "--set", "damsm.batch_size=8"], capsys)
+    err = [line for line in err if line.strip() and not line.startswith("DAMSM epoch")]  # progress bar
+    assert_one_line_error(rc, err, "no space left on the device")
+    assert not list((tmp_path / "run").rglob("*.safetensors"))
