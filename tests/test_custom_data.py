@@ -487,3 +487,68 @@ def test_torchrun_ranks_stream_disjoint_shards_in_step(shards, tmp_path):
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "ddp":
     raise SystemExit(_ddp_worker(sys.argv[2], sys.argv[3]))
+
+
+# A killed make-shards.
+
+def test_make_shards_after_a_killed_run_rewrites_its_own_files_only(photos, shards, tmp_path, capsys):
+    from attngan.cli import main
+
+    done = sorted(p.name for p in shards.iterdir() if p.suffix in (".tar", ".json"))  # not a cache/
+    assert "shards.json" in done and "train-000001.tar" in done
+    # What SIGKILL during the second shard leaves: the first shard, a half-written temporary and no
+    # shards.json; beside them a user's files, two of them named like ours but not of our making.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train-000000.tar").write_bytes((shards / "train-000000.tar").read_bytes())
+    (out / ".train-000001.tar.tmp").write_bytes((shards / "train-000001.tar").read_bytes()[:700])
+    users = {"notes.tar": b"mine", ".train-000001.tar.old": b"mine too", "train-final.tar": b"x",
+             ".bashrc.tmp": b"keep"}
+    for name, data in users.items():
+        (out / name).write_bytes(data)
+    capsys.readouterr()
+    assert main(["make-shards", "--data", str(photos), "--out", str(out), "--per-shard", "4"]) == 0
+    assert "removed 2 shard files of an earlier run" in capsys.readouterr().out
+    for name in done:  # the same bytes as an uninterrupted run
+        if name not in ("shards.json", "vocab.json", "vocab_report.json"):
+            assert (out / name).read_bytes() == (shards / name).read_bytes(), name
+    for name in ("shards.json", "vocab.json"):
+        theirs, ours = json.loads((shards / name).read_text()), json.loads((out / name).read_text())
+        for varies in ("source", "source_stamp"):  # where the photos were read from, and when
+            theirs.pop(varies, None), ours.pop(varies, None)
+        assert ours == theirs
+    for name, data in users.items():
+        assert (out / name).read_bytes() == data
+    assert not list(out.glob(".*.tar.tmp"))
+
+    # A finished folder still needs --overwrite; a user's shard-named tar is never removed.
+    assert main(["make-shards", "--data", str(photos), "--out", str(out), "--per-shard", "4"]) == 2
+    assert "already holds shards (pass --overwrite" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    with tarfile.open(foreign / "train-000000.tar", "w") as tar:
+        info = tarfile.TarInfo("holiday.jpg")
+        info.size, info.mtime = 3, 1700000000
+        tar.addfile(info, io.BytesIO(b"abc"))
+    before = (foreign / "train-000000.tar").read_bytes()
+    assert main(["make-shards", "--data", str(photos), "--out", str(foreign), "--per-shard", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train-000000.tar, which make-shards did not write" in err[0]
+    assert (foreign / "train-000000.tar").read_bytes() == before
+    assert sorted(p.name for p in foreign.iterdir()) == ["train-000000.tar"]
+
+
+def test_brace_patterns_are_bounded_before_expanding():
+    import time
+
+    from attngan.data.shards import MAX_SHARD_NAMES, expand
+
+    assert expand("s/train-{000..002}.tar") == ["s/train-000.tar", "s/train-001.tar", "s/train-002.tar"]
+    assert expand("s/{train,test}-{0..1}.tar") == ["s/train-0.tar", "s/train-1.tar", "s/test-0.tar", "s/test-1.tar"]
+    assert len(expand("s/train-{000000..099999}.tar")) == MAX_SHARD_NAMES
+    t0 = time.perf_counter()
+    for pattern in ("s/train-{00000000..99999999}.tar", "s/{0..999}-{0..999}.tar", "s/{a,b}" * 20 + ".tar",
+                    "s/train-{0.." + "9" * 5000 + "}.tar"):
+        with pytest.raises(AttnGANError, match="names more than 100000 files"):
+            expand(pattern)
+    assert time.perf_counter() - t0 < 1

@@ -4,8 +4,10 @@ written, and no work started (no model loaded, no data read) before the mistake 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+import subprocess
 import time
 import tracemalloc
 
@@ -400,3 +402,272 @@ def test_train_resolves_the_damsm_sections_before_printing(tiny_model_dir, tmp_p
     rc, _, err = run_cli(base + ["--set", "damsm.gamma1=9.5"], capsys)
     assert_one_line_error(rc, err, "--set damsm.gamma1=9.5 contradicts the DAMSM")
     assert not (tmp_path / "run").exists()
+
+
+# --- Hostile inputs, table-driven: each is one line and exit 2, before any damage ---------------
+
+def _png_header_only(path, width: int, height: int) -> None:
+    """A 57-byte PNG that claims width x height pixels: PIL refuses it at open (decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def _model_copy(tiny_model_dir, tmp_path, spoil=None):
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    if spoil is not None:
+        sd = load_file(str(model / "generator.safetensors"))
+        save_file({k: spoil(k, v) for k, v in sd.items()}, str(model / "generator.safetensors"))
+    return model
+
+
+def _setup(name, tmp_path, tiny_model_dir) -> dict:
+    import torch
+
+    if name == "bomb_png":
+        _png_header_only(tmp_path / "bomb.png", 30000, 30000)
+    elif name == "float8":
+        first = []
+
+        def to_float8(k, v):
+            if v.is_floating_point() and v.dim() > 1 and not first:
+                first.append(k)
+                return v.to(torch.float8_e4m3fn)
+            return v
+        return {"model": str(_model_copy(tiny_model_dir, tmp_path, to_float8))}
+    elif name == "negative_bn_variance":
+        return {"model": str(_model_copy(tiny_model_dir, tmp_path, lambda k, v: -v.abs() - 1
+                                         if k.endswith("running_var") else v))}
+    elif name == "weights_3e38":
+        return {"model": str(_model_copy(tiny_model_dir, tmp_path, lambda k, v: torch.full_like(v, 3e38)
+                                         if v.is_floating_point() and not k.endswith("running_var") else v))}
+    elif name in ("vocab_deep", "vocab_number"):
+        model = _model_copy(tiny_model_dir, tmp_path)
+        (model / "vocab.json").write_text("[" * 100_000 + "]" * 100_000 if name == "vocab_deep" else
+                                          '{"format": "attngan-vocab", "version": ' + "9" * 5000 + "}")
+        return {"model": str(model)}
+    elif name in ("metadata_deep", "metadata_label"):
+        from PIL import Image
+
+        (tmp_path / "photos").mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "a.png")
+        line = ("[" * 100_000 if name == "metadata_deep" else
+                '{"file_name": "a.png", "text": "a red bird", "label": ' + "9" * 5000 + "}")
+        (tmp_path / "photos" / "metadata.jsonl").write_text(line + "\n")
+    elif name == "live_run":
+        (tmp_path / "live_run" / "model").mkdir(parents=True)
+        (tmp_path / "live_run" / "state.pt").write_bytes(b"a run's training state")
+    return {}
+
+
+HOSTILE_CASES = [
+    # (id, setup, argv, message)
+    ("device meta", None, ["generate", "--model", "{model}", "--device", "meta", "--out", "{tmp}/out", "a bird"],
+     "unsupported device 'meta'"),
+    ("caption bomb.png", "bomb_png", ["caption", "{tmp}/bomb.png"], "decompression bomb"),
+    ("train --kimg 1e308", None, TRAIN + ["--kimg", "1e308"], "'train.total_kimg' must be at most"),
+    ("train-captioner --threads", None, ["train-captioner", "--data", "{tmp}/none", "--out", "{tmp}/out",
+                                         "--threads", "1000000"], "--threads must be from 1 to"),
+    ("train-oracle --width 0", None, ["train-oracle", "--data", "{tmp}/none", "--out", "{tmp}/out", "--width", "0"],
+     "--width must be from 1 to 1024, got 0"),
+    ("train-oracle --minutes nan", None, ["train-oracle", "--data", "{tmp}/none", "--out", "{tmp}/out",
+                                          "--minutes", "nan"], "--minutes must be 0 or more"),
+    ("float8 weights", "float8", ["generate", "--model", "{model}", "--out", "{tmp}/out", "a bird"],
+     "is float8_e4m3fn; weights must be floating point"),
+    ("deep vocab.json", "vocab_deep", ["generate", "--model", "{model}", "--out", "{tmp}/out", "a bird"],
+     "vocab.json is nested too deeply"),
+    ("huge number in vocab.json", "vocab_number", ["generate", "--model", "{model}", "--out", "{tmp}/out",
+                                                   "a bird"], "vocab.json is not valid JSON"),
+    ("generate --n", None, ["generate", "--model", "{model}", "--out", "{tmp}/out", "--n", "1000000000", "a bird"],
+     "--n must be from 1 to 1000"),
+    ("caption --beam", None, ["caption", "--beam", "100000", "{tmp}/none.png"], "--beam must be from 1 to 100"),
+    ("synth-birds --images", None, ["synth-birds", "--out", "{tmp}/out", "--images", "1000000000"],
+     "--images must be from 1 to 1000000"),
+    ("synth-birds --workers", None, ["synth-birds", "--out", "{tmp}/out", "--images", "4", "--workers", "1000"],
+     "--workers must be from 1 to"),
+    ("data.workers", None, TRAIN + ["--set", "data.workers=100000"], "'data.workers' must be at most 256"),
+    ("words_num 1e9", None, TRAIN + ["--set", "data.words_num=1e9"], "'data.words_num' must be an integer"),
+    ("words_num 10^9", None, TRAIN + ["--set", "data.words_num=1000000000"], "'data.words_num' must be at most"),
+    ("branch_num", None, TRAIN + ["--set", "data.branch_num=50"], "'data.branch_num' must be at most 6"),
+    ("image size", None, TRAIN + ["--set", "data.base_size=1024", "--set", "data.branch_num=4"],
+     "the last stage would be 8192 px"),
+    ("r_num", None, TRAIN + ["--set", "gan.r_num=100000"], "'gan.r_num' must be at most 64"),
+    ("damsm.image_size", None, DAMSM + ["--set", "damsm.image_size=100000"], "'damsm.image_size' must be at most"),
+    ("captioner beam_size", None, ["train-captioner", "--data", "{tmp}/none", "--out", "{tmp}/out", "--set",
+                                   "beam_size=100000"], "'beam_size' must be at most 100"),
+    ("brace pattern of 10^8", None, ["train", "--config", "tiny", "--data", "{tmp}/s/train-{{00000000..99999999}}.tar",
+                                     "--damsm", "{model}", "--out", "{tmp}/out"], "names more than 100000 files"),
+    ("generate --out ''", None, ["generate", "--model", "{model}", "--out", "", "a bird"], "--out is empty"),
+    ("train --out ''", None, ["train", "--config", "tiny", "--data", "{tmp}/none", "--damsm", "{model}", "--out", ""],
+     "--out is empty"),
+    ("eval --out ''", None, ["eval", "--model", "{model}", "--data", "{tmp}/none", "--out", ""], "--out is empty"),
+    ("eval --real-images -1", None, ["eval", "--model", "{model}", "--data", "{tmp}/none", "--out", "{tmp}/out/r.json",
+                                     "--real-images", "-1"], "--real-images must be at least 1"),
+    ("train --out live_run/model", "live_run", ["train", "--config", "tiny", "--data", "{tmp}/none", "--damsm",
+                                                "{model}", "--out", "{tmp}/live_run/model"],
+     "is inside the run folder"),
+    ("train-damsm --out live_run/model/x", "live_run", ["train-damsm", "--config", "tiny", "--data", "{tmp}/none",
+                                                        "--out", "{tmp}/live_run/model/x"], "is inside the run folder"),
+    ("metadata of 100k [", "metadata_deep", ["make-shards", "--data", "{tmp}/photos", "--out", "{tmp}/out"],
+     "metadata.jsonl:1: not a JSON object (nested too deeply)"),
+    ("metadata label of 5000 digits", "metadata_label", ["make-shards", "--data", "{tmp}/photos", "--out",
+                                                          "{tmp}/out"], "metadata.jsonl:1: not a JSON object"),
+    ("negative BN variance", "negative_bn_variance", ["generate", "--model", "{model}", "--out", "{tmp}/out",
+                                                      "a bird"], "non-finite values (NaN/inf)"),
+    ("3e38 weights", "weights_3e38", ["generate", "--model", "{model}", "--out", "{tmp}/out", "a bird"],
+     "non-finite values (NaN/inf)"),
+]
+
+
+@pytest.mark.parametrize("setup, argv, message", [c[1:] for c in HOSTILE_CASES], ids=[c[0] for c in HOSTILE_CASES])
+def test_hostile_inputs_are_one_line(setup, argv, message, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    subs = {"model": str(tiny_model_dir), "tmp": str(tmp_path), "data": str(tmp_path / "none"),
+            "damsm": str(tiny_model_dir), "out": str(tmp_path / "out")}
+    subs.update(_setup(setup, tmp_path, tiny_model_dir))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # nothing may land in the current folder either
+    before = {p.relative_to(tmp_path): p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    rc, stdout, err = run_cli([a.format(**subs) for a in argv], capsys)
+    assert_one_line_error(rc, err, message)
+    assert not (tmp_path / "out").exists()
+    assert not any(cwd.iterdir())
+    after = {p.relative_to(tmp_path): p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert after == before  # nothing written, nothing changed
+
+
+def test_an_exponent_without_a_dot_is_a_number(tiny_model_dir, tmp_path, capsys):
+    rc, out, err = run_cli(["train-damsm", "--config", "tiny", "--data", str(tmp_path / "d"), "--out",
+                            str(tmp_path / "r"), "--set", "damsm.lr=1e-3", "--set", "damsm.gamma1=2.5e0",
+                            "--dry-run"], capsys)
+    assert rc == 0, err
+    printed = json.loads(out)["damsm"]
+    assert printed["lr"] == 0.001 and printed["gamma1"] == 2.5
+
+
+def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from safetensors import SafetensorError
+
+    import attngan.training.damsm_loop as damsm_loop
+    import attngan.training.gan_loop as gan_loop
+
+    argv = ["train-damsm", "--config", "tiny", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")]
+    for failure in (OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "log.jsonl")),
+                    SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                    'message: "No space left on device" })')):
+        def full(*a, _e=failure, **k):
+            raise _e
+        monkeypatch.setattr(damsm_loop, "train_damsm", full)
+        rc, _, err = run_cli(argv, capsys)
+        assert_one_line_error(rc, err, "no space left on the device")
+    # Other errors keep their traceback: only a full disk is a user's matter.
+    monkeypatch.setattr(damsm_loop, "train_damsm", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(argv)
+    capsys.readouterr()
+
+    def full_in_train(*a, **k):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise RuntimeError("while writing a snapshot") from e
+    monkeypatch.setattr(gan_loop, "train_gan", full_in_train)
+    rc, _, err = run_cli(["train", "--config", "tiny", "--data", str(tmp_path / "d"), "--damsm",
+                          str(_tiny_damsm(tmp_path)), "--out", str(tmp_path / "g")], capsys)
+    assert_one_line_error(rc, err, "no space left on the device")
+
+
+def _tiny_damsm(tmp_path):
+    from helpers import save_random_tiny_model
+
+    return save_random_tiny_model(tmp_path / "damsm-model")
+
+
+# --- YAML that expands or nests without bound ----------------------------------------------------
+
+def _yaml_alias_bomb() -> str:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def _peak_rss_mb(argv: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    """Peak resident memory of `attngan ARGV` in a fresh interpreter, in MB."""
+    import sys
+
+    code = ("import resource, sys\nfrom attngan.cli import main\nrc = main(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
+                          env=env)
+    lines = proc.stderr.strip().splitlines()
+    return int(lines[-1]) / 1024, proc  # Linux reports kilobytes
+
+
+
+@pytest.mark.parametrize("kind", ["alias bomb in --config", "alias bomb in --set", "10,000 deep --config",
+                                  "10,000 deep --set"])
+def test_yaml_bombs_are_refused_fast_and_small(kind, tmp_path):
+    import sys
+
+    if sys.platform != "linux":
+        pytest.skip("ru_maxrss is in kilobytes on Linux only")
+    bomb = _yaml_alias_bomb() if "alias" in kind else "damsm: " + "[" * 10_000 + "]" * 10_000 + "\n"
+    assert len(bomb.encode()) < 400 or "deep" in kind
+    good = tmp_path / "good.yaml"
+    good.write_text("preset: tiny\ndamsm:\n  lr: 1.0e-3\n")
+    base = ["train-damsm", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--dry-run"]
+    baseline, proc = _peak_rss_mb(base + ["--config", str(good)])
+    assert proc.returncode == 0, proc.stderr
+    if "--config" in kind:
+        (tmp_path / "bomb.yaml").write_text(bomb)
+        argv = base + ["--config", str(tmp_path / "bomb.yaml")]
+    else:
+        argv = base + ["--config", "tiny", "--set", "damsm=" + bomb.replace("damsm: ", "").strip()
+                       if "deep" in kind else "damsm.lr=" + "{" + bomb.replace("\n", ", ") + "}"]
+    t0 = time.perf_counter()
+    peak, proc = _peak_rss_mb(argv)
+    took = time.perf_counter() - t0
+    err = proc.stderr.strip().splitlines()[:-1]  # the last line is the measurement
+    assert proc.returncode == 2 and len(err) == 1 and "Traceback" not in err[0], proc.stderr
+    assert ("aliases" in err[0]) if "alias" in kind else ("nested more than 50 deep" in err[0]), err
+    assert peak - baseline <= 100, (peak, baseline)
+    assert took < 30  # the interpreter's start-up included
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("failure", ["OSError", "SafetensorError"])
+def test_a_full_disk_during_real_damsm_training_is_one_line(failure, tmp_path, capsys, monkeypatch):
+    """The weight writer itself fails as a full disk does, in a real (tiny) train-damsm run."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    import attngan.io
+    from attngan.data.synth_birds import generate_synth_birds
+
+    data = generate_synth_birds(tmp_path / "birds", images=32, classes=8, size=64, seed=0, progress=False)
+
+    def full_disk(*a, **k):
+        if failure == "OSError":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), a[1] if len(a) > 1 else None)
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(attngan.io, "save_file", full_disk)
+    rc, _, err = run_cli(["train-damsm", "--config", "tiny", "--data", str(data), "--out", str(tmp_path / "run"),
+                          "--epochs", "1", "--set", "data.workers=0", "--set", "damsm.batch_size=8"], capsys)
+    err = [line for line in err if line.strip() and not line.startswith("DAMSM epoch")]  # progress bar
+    assert_one_line_error(rc, err, "no space left on the device")
+    assert not list((tmp_path / "run").rglob("*.safetensors"))

@@ -502,3 +502,128 @@ def test_serve_command_serves_and_stops(model_dir):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
+
+
+# Honest failure: bounded settings, a dead worker, slow clients.
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e9"])
+def test_batch_wait_must_be_finite_and_bounded(value, pipe, capsys):
+    assert cli.main(["serve", "--batch-wait-ms", value, "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch-wait-ms must be from 0 to 1000" in err[0], err
+    with pytest.raises(ValueError):
+        MicroBatcher(pipe, wait_ms=float(value))
+    with pytest.raises(AttnGANError, match="batch wait"):
+        create_app(pipe, batch_wait_ms=float(value))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--read-timeout", "0"], "--read-timeout must be greater than 0"),
+    (["--read-timeout", "nan"], "--read-timeout must be greater than 0"),
+    (["--max-connections", "0"], "--max-connections must be from 1 to"),
+    (["--max-connections", str(10**9)], "--max-connections must be from 1 to"),
+])
+def test_serve_limits_are_checked(argv, message, capsys):
+    assert cli.main(["serve", "--port", "0", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_a_dead_worker_fails_health_and_answers_503(pipe, model_dir, monkeypatch):
+    def die(self):
+        raise OverflowError("timeout value is too large")
+
+    monkeypatch.setattr(MicroBatcher, "_loop", die)
+    app = create_app(pipe)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as c:
+            app.state.batcher._thread.join(10)
+            r = c.get("/api/v1/health")
+            message = assert_clean_error(r, 503, model_dir)
+            assert "inference worker stopped" in message and r.json()["status"] == "failed"
+            t0 = time.monotonic()
+            r = c.post("/api/v1/generate", json={"caption": CAPTION, "seed": 0})
+            assert "restarted" in assert_clean_error(r, 503, model_dir)
+            assert time.monotonic() - t0 < 5  # answered, not left waiting on a queue nobody reads
+    finally:
+        app.state.shutdown()
+
+
+def test_jobs_waiting_when_the_worker_dies_are_failed():
+    from attngan.serve.batching import WorkerDied
+
+    class Exploding(RecordingPipeline):
+        def generate_from_ids(self, *a):
+            raise SystemExit("not an Exception: ends the thread")
+
+    batcher = MicroBatcher(Exploding(), max_batch=2, queue_size=8, wait_ms=0)
+    futures = [batcher.submit(Job([1], torch.zeros(n, 2), torch.zeros(n, 2))) for n in (2, 1, 1)]
+    batcher.start()
+    for f in futures:  # the running batch, the carried job and the queued one all hear of it
+        with pytest.raises((WorkerDied, SystemExit)):
+            f.result(timeout=10)
+    assert not batcher.alive
+    with pytest.raises(WorkerDied):
+        batcher.submit(Job([1], torch.zeros(1, 2), torch.zeros(1, 2)))
+    batcher.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts the server's files in /proc")
+def test_slow_header_connections_are_timed_out_and_capped(model_dir, tmp_path):
+    """400 connections that send half a header to a server allowed 256 open files: the server
+    never runs out of descriptors, closes them after --read-timeout, and still answers."""
+    import resource
+
+    def low_file_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "attngan", "serve", "--model", str(model_dir), "--port", "0",
+             "--device", "cpu", "--no-captioner", "--read-timeout", "1"],
+            stdout=log, stderr=subprocess.STDOUT, text=True, preexec_fn=low_file_limit,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    socks = []
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"open http://127\.0\.0\.1:(\d+)/", log_path.read_text())
+            port = int(m.group(1)) if m else time.sleep(0.1)
+        assert port, log_path.read_text()
+        url = f"http://127.0.0.1:{port}/api/v1/health"
+        for _ in range(100):
+            try:
+                assert httpx.get(url, timeout=5).status_code == 200
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        most_files = 0
+        for _ in range(400):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            socks.append(s)
+            most_files = max(most_files, len(os.listdir(f"/proc/{proc.pid}/fd")))
+        assert most_files < 256
+        # Every slow connection is closed by the server: by the cap at once, or by the timeout.
+        end = time.monotonic() + 10
+        for s in socks:
+            s.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                assert s.recv(100) == b""
+            except ConnectionResetError:  # closed at once, before it was read
+                pass
+        r = httpx.get(url, timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        assert len(os.listdir(f"/proc/{proc.pid}/fd")) < 32
+    finally:
+        for s in socks:
+            s.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert "Too many open files" not in log_path.read_text()

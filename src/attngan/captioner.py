@@ -345,6 +345,8 @@ def image_tensor(image, size: int) -> torch.Tensor:
                 im = im.convert("RGB")
         except FileNotFoundError:
             raise AttnGANError(f"image not found: {path}") from None
+        except Image.DecompressionBombError as e:  # a small file that decodes to gigapixels
+            raise AttnGANError(f"cannot read image {path}: {e}".splitlines()[0]) from None
         except OSError as e:
             raise AttnGANError(f"cannot read image {path}: {e}".splitlines()[0]) from None
     elif isinstance(image, Image.Image):

@@ -7,6 +7,7 @@ heavy imports (torch) inside run() so `attngan --help` stays instant.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -44,6 +45,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(e: BaseException) -> str | None:
+    """One line for a write that failed because the disk (or the quota) is full, else None.
+
+    A full disk is the machine's state, not a bug: a traceback would hide the one fact the user
+    needs. Writes are atomic (a temporary renamed into place), so what was there before is intact.
+    safetensors reports the OS error inside its own exception's text."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            where = f": {e.filename}" if e.filename else ""
+            return (f"no space left on the device{where} ({os.strerror(e.errno)}); free some space "
+                    "and run again")
+        text = str(e)
+        if type(e).__name__ == "SafetensorError" and any(
+                m in text for m in ("No space left", "StorageFull", "Disk quota", "QuotaExceeded")):
+            return "no space left on the device while writing weights; free some space and run again"
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="attngan",
@@ -76,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         os._exit(1)
+    except Exception as e:  # noqa: BLE001 - only a full disk is answered here; the rest re-raised
+        message = _disk_full(e)
+        if message is None:
+            raise
+        print(f"attngan {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

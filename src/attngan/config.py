@@ -347,6 +347,21 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "train.ema_decay": (0.0, 1.0, True),
 }
 _BETAS = ("damsm.betas", "train.betas")
+# Upper bounds far above any real model or machine (the paper: 18 words, 3 stages, 2 residual
+# blocks, 299 px for the image encoder): a typo such as words_num=1e9 or r_num=100000 is one line
+# instead of an allocation that takes the machine down, or a run that never ends.
+_AT_MOST: dict[str, float] = {
+    "data.workers": 256,
+    "data.words_num": 1000,
+    "damsm.words_num": 1000,
+    "data.branch_num": 6,
+    "data.base_size": 1024,
+    "data.captions_per_image": 1000,
+    "damsm.image_size": 1024,
+    "gan.r_num": 64,
+    "train.total_kimg": 1e6,
+}
+MAX_IMAGE_SIZE = 4096
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -392,6 +407,12 @@ def validate(cfg: Config) -> Config:
         if not (low <= value <= high if closed else low <= value < high):
             raise ConfigError(f"'{key}' must be from {low:g} to {high:g}"
                               f"{'' if closed else ' (exclusive)'}, got {value!r}")
+    for key, high in _AT_MOST.items():
+        if _get(cfg, key) > high:
+            raise ConfigError(f"'{key}' must be at most {high:g}, got {_get(cfg, key)!r}")
+    if cfg.data.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"the last stage would be {cfg.data.image_size} px (data.base_size "
+                          f"{cfg.data.base_size} x 2^(data.branch_num - 1)); at most {MAX_IMAGE_SIZE}")
     lr_decay = _number("damsm.lr_decay", cfg.damsm.lr_decay, float)
     if not 0 < lr_decay <= 1:
         raise ConfigError(f"'damsm.lr_decay' must be greater than 0 and at most 1, got {lr_decay!r}")
@@ -568,22 +589,71 @@ def config_from_original_yml(raw: dict[str, Any]) -> Config:
     return apply_overrides(preset(base), overrides)
 
 
-def yaml_load(text: str) -> Any:
-    """yaml.safe_load, except that only true/false are booleans. YAML 1.1 also reads on/off/yes/no
-    as booleans, which turned `amp: off` (a documented value) into False and a type error."""
+# Configs are small: these bounds refuse hostile YAML (an alias "billion laughs" bomb, a file
+# nested thousands deep) in milliseconds, long before it could cost memory or blow the stack.
+YAML_MAX_DEPTH = 50
+YAML_MAX_NODES = 100_000
+YAML_MAX_BYTES = 1_000_000
+
+_YAML_LOADER = None
+
+
+def _yaml_loader():
+    """The loader class of yaml_load, built once (yaml is imported only when a config is read)."""
+    global _YAML_LOADER
+    if _YAML_LOADER is not None:
+        return _YAML_LOADER
     import re
 
     import yaml
+    from yaml.events import AliasEvent
 
     class Loader(yaml.SafeLoader):
-        pass
+        def compose_document(self):
+            self._depth, self._nodes = 0, 0
+            return super().compose_document()
+
+        def compose_node(self, parent, index):
+            if self.check_event(AliasEvent):
+                raise yaml.composer.ComposerError(
+                    None, None, "YAML aliases (*name) are not accepted in a config; write the value out",
+                    self.peek_event().start_mark)
+            self._nodes += 1
+            if self._nodes > YAML_MAX_NODES:
+                raise yaml.composer.ComposerError(None, None, f"more than {YAML_MAX_NODES} values",
+                                                  self.peek_event().start_mark)
+            self._depth += 1
+            if self._depth > YAML_MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {YAML_MAX_DEPTH} deep",
+                                                  self.peek_event().start_mark)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
 
     bool_tag = "tag:yaml.org,2002:bool"
     Loader.yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != bool_tag]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    # YAML 1.1 wants a dot and a signed exponent in a float: 1e-3 and 2.5e3 would stay strings, and a
+    # learning rate written the usual way be refused as "must be a number".
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
+    _YAML_LOADER = Loader
+    return Loader
+
+
+def yaml_load(text: str) -> Any:
+    """yaml.safe_load, except that only true/false are booleans (YAML 1.1 also reads on/off/yes/no
+    as booleans, which turned `amp: off`, a documented value, into False and a type error), 1e-3 is
+    a number, and aliases, deep nesting and huge documents are refused (yaml.YAMLError)."""
+    import yaml
+
+    if len(text) > YAML_MAX_BYTES:
+        raise yaml.YAMLError(f"a config is at most {YAML_MAX_BYTES} characters, got {len(text)}")
+    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
 
 
 def _load_file(path: Path) -> Config:
@@ -716,8 +786,16 @@ def validate_captioner(cfg: CaptionerConfig) -> CaptionerConfig:
         obj, name = (cfg.data, key[5:]) if key.startswith("data.") else (cfg, key)
         if _number(key, getattr(obj, name), int) < 0:
             raise ConfigError(f"'{key}' must be 0 or more, got {getattr(obj, name)!r}")
+    for key, high in (("data.workers", _AT_MOST["data.workers"]), ("max_len", 1000), ("beam_size", 100),
+                      ("width", 1024), ("embed_dim", 8192), ("hidden_dim", 8192),
+                      ("attention_dim", 8192)):
+        obj, name = (cfg.data, key[5:]) if key.startswith("data.") else (cfg, key)
+        if getattr(obj, name) > high:
+            raise ConfigError(f"'{key}' must be at most {high:g}, got {getattr(obj, name)!r}")
     if _number("image_size", cfg.image_size, int) < 8 or cfg.image_size % 8:
         raise ConfigError(f"'image_size' must be a positive multiple of 8, got {cfg.image_size!r}")
+    if cfg.image_size > 1024:
+        raise ConfigError(f"'image_size' must be at most 1024, got {cfg.image_size!r}")
     for key in ("lr", "grad_clip"):
         if _number(key, getattr(cfg, key), float) <= 0:
             raise ConfigError(f"'{key}' must be greater than 0, got {getattr(cfg, key)!r}")

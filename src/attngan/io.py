@@ -98,9 +98,10 @@ def check_tensor(value: torch.Tensor, expected: torch.Tensor, name: str) -> None
     float16/bfloat16/float32/float64, an integer counter from an integer) and be finite: NaN, bool,
     int8 or complex weights would load, cast, and draw garbage."""
     if expected.is_floating_point():
-        if not value.is_floating_point():
+        # float8 is floating point too, but torch cannot even test it for NaN.
+        if value.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             raise AttnGANError(f"{name} is {str(value.dtype).removeprefix('torch.')}; "
-                               "weights must be floating point")
+                               "weights must be floating point (float16, bfloat16, float32 or float64)")
         if not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise AttnGANError(f"{name} has {bad} NaN/inf value{'s' if bad > 1 else ''}")

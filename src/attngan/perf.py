@@ -117,8 +117,14 @@ def resolve_device(spec: str = "auto"):
         device = torch.device(spec)
     except RuntimeError:
         raise AttnGANError(f"unknown device '{spec}' (use auto, cpu, cuda or cuda:N)") from None
+    # torch knows more device types (meta, xla, ...) than a model can run on here: a meta tensor
+    # holds no data, and generating on one failed deep inside with a traceback.
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise AttnGANError(f"unsupported device '{spec}' (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AttnGANError("--device cuda was asked for but no CUDA GPU is available")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise AttnGANError("--device mps was asked for but no MPS device is available")
     return device
 
 

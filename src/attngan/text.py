@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes, check_format
+from attngan.fileio import atomic_write_bytes, check_format, shown
 
 END_TOKEN = "<end>"  # id 0: padding only; the original never appends it to a caption
 VOCAB_FORMAT = "attngan-vocab"
@@ -47,6 +47,10 @@ def tokenize(text: str, keep_commas: bool = False) -> list[str]:
 
 
 
+# The largest shipped vocabulary is a few kilobytes; COCO's 27,000 words fit in well under 1 MiB.
+MAX_VOCAB_CHARS = 64 * 2**20
+
+
 class Vocabulary:
     """Word <-> id mapping; id 0 is `<end>`, used only to pad captions."""
 
@@ -57,7 +61,7 @@ class Vocabulary:
         word_to_id: dict[str, int] = {}
         for i, w in enumerate(words):
             if not isinstance(w, str) or not w:
-                raise AttnGANError(f"vocabulary entry {i} is not a word: {w!r}")
+                raise AttnGANError(f"vocabulary entry {i} is not a word: {shown(w)}")
             if w in word_to_id:
                 raise AttnGANError(f"vocabulary lists '{w}' twice (ids {word_to_id[w]} and {i})")
             word_to_id[w] = i
@@ -152,10 +156,16 @@ class Vocabulary:
 
     @classmethod
     def from_json(cls, text: str, source: str = "vocabulary") -> "Vocabulary":
+        if len(text) > MAX_VOCAB_CHARS:
+            raise AttnGANError(f"{source} is larger than {MAX_VOCAB_CHARS // 2**20} MiB; it cannot be a vocabulary")
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise AttnGANError(f"{source} is not valid JSON: {e}") from None
+        except ValueError as e:  # an integer beyond Python's digit limit
+            raise AttnGANError(f"{source} is not valid JSON ({str(e)[:80]})") from None
+        except RecursionError:
+            raise AttnGANError(f"{source} is nested too deeply to be a vocabulary") from None
         if not isinstance(raw, dict):
             raise AttnGANError(f"{source} is not an attngan vocabulary (it holds no JSON object)")
         check_format(raw, VOCAB_FORMAT, VOCAB_VERSION, source, "an attngan vocabulary")
@@ -168,7 +178,8 @@ class Vocabulary:
     def load(cls, path: str | os.PathLike) -> "Vocabulary":
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as f:
+                text = f.read(MAX_VOCAB_CHARS + 1)  # from_json refuses more
         except FileNotFoundError:
             raise AttnGANError(f"vocabulary file not found: {path}") from None
         except (OSError, UnicodeDecodeError) as e:

@@ -41,7 +41,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         try:
             value = yaml_load(raw)
-        except (yaml.YAMLError, ValueError):  # ValueError: an int beyond Python's digit limit
+        except yaml.YAMLError as e:
+            reason = str(e).splitlines()[0] if str(e) else "not YAML"
+            raise AttnGANError(f"--set {key}: cannot parse value {raw[:80]!r}: {reason}") from None
+        except ValueError:  # an int beyond Python's digit limit
             raise AttnGANError(f"--set {key}: cannot parse value {raw[:80]!r}") from None
         node = out
         parts = key.strip().split(".")
@@ -77,9 +80,16 @@ def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     regular file fails in a second rather than after the work (and without a traceback from
     mkdir). Returns the path; nothing is created.
     """
-    path = Path(path)
+    path = _non_empty(path, what)
     _check_dir(path, path, what)
     return path
+
+
+def _non_empty(path: str | os.PathLike, what: str) -> Path:
+    # Path("") is the current folder: an empty --out (an unset shell variable) would write there.
+    if not str(path).strip():
+        raise AttnGANError(f"{what} is empty; give a path")
+    return Path(path)
 
 
 def _check_dir(path: Path, shown: Path, what: str) -> None:
@@ -100,10 +110,21 @@ def _check_dir(path: Path, shown: Path, what: str) -> None:
         probe = parent
 
 
+def check_not_inside_a_run(path: str | os.PathLike, what: str = "--out") -> Path:
+    """A run folder must not sit inside another run's folder (e.g. `--out runs/x/model`): each
+    run rewrites and cleans its own folder, so one would overwrite or delete the other's files.
+    A run folder is one that holds a training state (state.pt)."""
+    path = _non_empty(path, what)
+    for parent in path.resolve().parents:
+        if (parent / "state.pt").is_file():
+            raise AttnGANError(f"{what} {path} is inside the run folder {parent}; choose a folder outside it")
+    return path
+
+
 def check_writable_file(path: str | os.PathLike, what: str = "--out") -> Path:
     """As check_writable_dir, for a file to be written at `path`: its folder must be creatable,
     and `path` itself must not be a folder."""
-    path = Path(path)
+    path = _non_empty(path, what)
     if path.is_dir():
         raise AttnGANError(f"{what} {path} is a folder; give a file name")
     _check_dir(path.parent, path, what)

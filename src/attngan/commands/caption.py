@@ -21,14 +21,17 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto")
 
 
+MAX_BEAM = 100  # each hypothesis costs a decoder row per step: wider beams only cost memory
+
+
 def run(args) -> int:
     import json
 
     from attngan.captioner import Captioner
     from attngan.errors import AttnGANError
 
-    if args.beam is not None and args.beam < 1:
-        raise AttnGANError(f"--beam must be at least 1, got {args.beam}")
+    if args.beam is not None and not 1 <= args.beam <= MAX_BEAM:
+        raise AttnGANError(f"--beam must be from 1 to {MAX_BEAM}, got {args.beam}")
     captioner = Captioner.from_pretrained(args.captioner, device=args.device)
     captions = captioner(list(args.images), beam_size=args.beam, mention=args.mention)
     for path, text in zip(args.images, captions):

@@ -77,6 +77,8 @@ def run(args) -> int:
     if args.model is None and args.images is None:
         raise AttnGANError("give --model MODEL_DIR (generate and score) or --images DIR (score a folder)")
     check_seed(args.seed, "--seed")
+    if args.real_images is not None and args.real_images < 1:
+        raise AttnGANError(f"--real-images must be at least 1, got {args.real_images}")
     check_writable_file(args.out)
     if args.log:
         check_writable_file(args.log, "--log")

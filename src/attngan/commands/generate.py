@@ -17,6 +17,11 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto")
 
 
+# Samples are held in memory until written: bounds well beyond any figure or grid.
+MAX_SAMPLES = 1000
+MAX_TOTAL = 10000
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -37,14 +42,23 @@ def run(args) -> int:
                      if line.strip()]
     if not captions:
         raise AttnGANError("give at least one caption (or --captions-file)")
-    if args.n < 1:
-        raise AttnGANError("--n must be at least 1")
+    if not 1 <= args.n <= MAX_SAMPLES:
+        raise AttnGANError(f"--n must be from 1 to {MAX_SAMPLES}, got {args.n}")
+    if len(captions) * args.n > MAX_TOTAL:
+        raise AttnGANError(f"{len(captions)} captions x --n {args.n} is more than {MAX_TOTAL} samples; "
+                           "run in parts")
     from attngan.pipeline import AttnGANPipeline
     from attngan.viz import save_png, word_attention_figure
 
     pipe = AttnGANPipeline.from_pretrained(args.model, device=args.device)
     expanded = [c for c in captions for _ in range(args.n)]
     out = pipe(expanded, seed=args.seed)
+    for s, stage in enumerate(out.images):
+        # Broken weights (a negative BatchNorm variance, values near float32's limit) give NaN or
+        # inf pixels that would be saved as black images with success.
+        if not bool(stage.isfinite().all()):
+            raise AttnGANError(f"the model produced non-finite values (NaN/inf) at stage {s}: its "
+                               "weights are broken; nothing was written")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for j, caption in enumerate(expanded):

@@ -22,7 +22,33 @@ def add_arguments(p) -> None:
                         "(default: the bundled synthbirds-captioner when installed)")
     p.add_argument("--no-captioner", action="store_true", help="no captions under the images")
     p.add_argument("--batch-wait-ms", type=float, default=5.0,
-                   help="how long a batch waits for more requests to join it (default: 5)")
+                   help="how long a batch waits for more requests to join it, 0 to 1000 (default: 5)")
+    p.add_argument("--read-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a whole request, headers and body; slower "
+                        "connections are closed (default: 10)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections at most; more are closed at once (default: the open-file "
+                        "limit less a reserve, at most 1024)")
+
+
+# Files the server itself keeps open beyond its connections (the listening socket, the model's
+# files while loading, the log, torch's and the thread pool's own): connections stay below the
+# open-file limit by this much, so a flood of idle connections never makes accept() fail.
+FD_RESERVE = 64
+# asyncio accepts up to the listen backlog's count of connections in one go before any of them
+# reaches the protocol that may close it: the cap leaves room for one such burst.
+ACCEPT_BACKLOG = 64
+MAX_CONNECTIONS = 1024
+MAX_READ_TIMEOUT = 3600.0
+
+
+def default_max_connections() -> int:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, soft - FD_RESERVE - ACCEPT_BACKLOG))
 
 
 def _listen(host: str, port: int):
@@ -39,21 +65,61 @@ def _listen(host: str, port: int):
     except OSError as e:
         sock.close()
         raise AttnGANError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    sock.listen(128)
+    sock.listen(ACCEPT_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
 
-def _json_400_protocol():
-    """uvicorn's HTTP/1.1 protocol, with its own answer to a request it cannot parse (a malformed
-    Content-Length, a broken request line) in the JSON shape of every other API error,
-    {"error": ...}, instead of plain text."""
+def _json_400_protocol(read_timeout: float = 10.0, max_connections: int = MAX_CONNECTIONS):
+    """uvicorn's HTTP/1.1 protocol, with
+    - its own answer to a request it cannot parse (a malformed Content-Length, a broken request
+      line) in the JSON shape of every other API error, {"error": ...}, instead of plain text;
+    - a read deadline: a connection must deliver each whole request (headers and body) within
+      `read_timeout` seconds of opening or of its previous answer, else it is closed (uvicorn times
+      out only idle keep-alive connections, so one that sends half a header line held its file
+      descriptor for ever);
+    - a cap on open connections: one beyond `max_connections` is closed as soon as it is accepted."""
     import json
 
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class JSONErrorH11Protocol(H11Protocol):
+        _read_deadline = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                self.connections.discard(self)
+                transport.abort()
+                return
+            self._arm_read_deadline()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm_read_deadline()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_read_deadline()  # for the next request on this connection
+
+        def _arm_read_deadline(self) -> None:
+            self._disarm_read_deadline()
+            self._read_deadline = self.loop.call_later(read_timeout, self._read_deadline_passed)
+
+        def _disarm_read_deadline(self) -> None:
+            if self._read_deadline is not None:
+                self._read_deadline.cancel()
+                self._read_deadline = None
+
+        def _read_deadline_passed(self) -> None:
+            self._read_deadline = None
+            # IDLE: the request line and headers are not complete; SEND_BODY: the body is not.
+            # Once the whole request is in, the app's own time is not limited here.
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+                self.transport.close()
+
         def send_400_response(self, msg: str) -> None:
             body = json.dumps({"error": msg}).encode("utf-8")
             headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
@@ -75,8 +141,18 @@ def run(args) -> int:
         raise AttnGANError(f"--max-batch must be at least 1, got {args.max_batch}")
     if args.queue < 1:
         raise AttnGANError(f"--queue must be at least 1, got {args.queue}")
-    if args.batch_wait_ms < 0:
-        raise AttnGANError(f"--batch-wait-ms must be >= 0, got {args.batch_wait_ms}")
+    from attngan.serve.batching import MAX_WAIT_MS
+
+    if not 0 <= args.batch_wait_ms <= MAX_WAIT_MS:  # NaN and inf fail too
+        raise AttnGANError(f"--batch-wait-ms must be from 0 to {MAX_WAIT_MS:g}, got {args.batch_wait_ms}")
+    if not 0 < args.read_timeout <= MAX_READ_TIMEOUT:
+        raise AttnGANError(f"--read-timeout must be greater than 0 and at most {MAX_READ_TIMEOUT:g} "
+                           f"seconds, got {args.read_timeout}")
+    fd_bound = default_max_connections()
+    max_connections = fd_bound if args.max_connections is None else args.max_connections
+    if not 1 <= max_connections <= fd_bound:
+        raise AttnGANError(f"--max-connections must be from 1 to {fd_bound} (the open-file limit less "
+                           f"{FD_RESERVE + ACCEPT_BACKLOG}), got {max_connections}")
     try:
         import uvicorn
 
@@ -103,7 +179,8 @@ def run(args) -> int:
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             print("attngan serve: note: listening beyond loopback; there is no authentication", flush=True)
         config = uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,
-                                http=_json_400_protocol())
+                                http=_json_400_protocol(args.read_timeout, max_connections),
+                                timeout_keep_alive=min(5, args.read_timeout), backlog=ACCEPT_BACKLOG)
         try:
             uvicorn.Server(config).run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled: a normal stop

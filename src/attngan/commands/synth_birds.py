@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 NAME = "synth-birds"
 HELP = "render SynthBirds, a procedural bird data set with CUB-style captions, in CUB's layout"
@@ -23,11 +24,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "webdataset: train-/test-NNNNNN.tar shards + shards.json")
 
 
+MAX_IMAGES = 1_000_000  # 85 times CUB; the manifest and captions are held in memory
+
+
 def run(args: argparse.Namespace) -> int:
     from attngan.commands._common import check_writable_dir
     from attngan.data.convert import CONVERTED, synth_birds_as
     from attngan.data.synth_birds import generate_synth_birds, load_manifest
 
+    from attngan.errors import AttnGANError
+
+    if not 1 <= args.images <= MAX_IMAGES:
+        raise AttnGANError(f"--images must be from 1 to {MAX_IMAGES}, got {args.images}")
+    cpus = os.cpu_count() or 1
+    if not 1 <= args.workers <= cpus:
+        raise AttnGANError(f"--workers must be from 1 to {cpus} (the CPU count), got {args.workers}")
     check_writable_dir(args.out)
     if getattr(args, "format", None) in CONVERTED:  # rendered in CUB's layout, then converted
         out = synth_birds_as(args.format, args.out, images=args.images, classes=args.classes,

@@ -26,8 +26,8 @@ def run(args) -> int:
     import math
     from pathlib import Path
 
-    from attngan.commands._common import (check_minutes, check_writable_dir, print_config,
-                                          resolve_config)
+    from attngan.commands._common import (check_minutes, check_not_inside_a_run, check_writable_dir,
+                                          print_config, resolve_config)
     from attngan.config import validate
     from attngan.errors import AttnGANError
 
@@ -40,6 +40,7 @@ def run(args) -> int:
         cfg.train.total_kimg = args.kimg
     validate(cfg)
     check_writable_dir(args.out)
+    check_not_inside_a_run(args.out)
     if args.resume and not (Path(args.out) / "state.pt").is_file():
         raise AttnGANError(f"--resume: no training state in {args.out}")
     from attngan.commands._common import parse_overrides

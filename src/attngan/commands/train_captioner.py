@@ -26,8 +26,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     import json
+    import os
 
-    from attngan.commands._common import check_minutes, check_writable_dir, parse_overrides
+    from attngan.commands._common import (check_minutes, check_not_inside_a_run, check_writable_dir,
+                                          parse_overrides)
     from attngan.config import load_captioner_config, validate_captioner
     from attngan.errors import AttnGANError, check_seed
 
@@ -37,10 +39,12 @@ def run(args) -> int:
     validate_captioner(cfg)
     if args.epochs is not None and args.epochs < 0:
         raise AttnGANError(f"--epochs must be 0 or more, got {args.epochs}")
-    if args.threads is not None and args.threads < 1:
-        raise AttnGANError(f"--threads must be at least 1, got {args.threads}")
+    cpus = os.cpu_count() or 1
+    if args.threads is not None and not 1 <= args.threads <= cpus:
+        raise AttnGANError(f"--threads must be from 1 to {cpus} (the CPU count), got {args.threads}")
     check_minutes(args.minutes)
     check_writable_dir(args.out)
+    check_not_inside_a_run(args.out)
     print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     if args.dry_run:
         return 0

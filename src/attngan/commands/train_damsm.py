@@ -19,8 +19,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from attngan.commands._common import (check_minutes, check_writable_dir, print_config,
-                                          resolve_config)
+    from attngan.commands._common import (check_minutes, check_not_inside_a_run, check_writable_dir,
+                                          print_config, resolve_config)
     from attngan.errors import AttnGANError
 
     cfg = resolve_config(args)
@@ -29,6 +29,7 @@ def run(args) -> int:
         raise AttnGANError(f"--epochs must be 0 or more, got {args.epochs}")
     check_minutes(args.minutes)
     check_writable_dir(args.out)
+    check_not_inside_a_run(args.out)
     print_config(cfg)
     if args.dry_run:
         return 0

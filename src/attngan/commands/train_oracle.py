@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from attngan.commands._common import check_writable_dir
+    from attngan.commands._common import check_minutes, check_writable_dir
     from attngan.errors import AttnGANError, check_seed
     from attngan.metrics.oracle import MIN_ACCURACY
     from attngan.training.oracle_loop import train_oracle
@@ -28,8 +28,11 @@ def run(args) -> int:
     check_seed(args.seed, "--seed")
     if not 0 < args.heldout < 1:
         raise AttnGANError("--heldout must be between 0 and 1")
-    if args.epochs < 1 or args.minutes < 0 or args.batch < 1:
-        raise AttnGANError("--epochs and --batch must be at least 1, --minutes non-negative")
+    if args.epochs < 1 or args.batch < 1:
+        raise AttnGANError("--epochs and --batch must be at least 1")
+    check_minutes(args.minutes)
+    if not 1 <= args.width <= 1024:
+        raise AttnGANError(f"--width must be from 1 to 1024, got {args.width}")
     check_writable_dir(args.out)
     oracle = train_oracle(args.data, args.out, minutes=args.minutes, max_epochs=args.epochs, seed=args.seed,
                           heldout=args.heldout, width=args.width, batch=args.batch,

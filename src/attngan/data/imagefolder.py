@@ -97,6 +97,8 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise AttnGANError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+            except ValueError as e:  # a number beyond Python's digit limit
+                raise AttnGANError(f"{path}:{n}: not a JSON object ({str(e)[:60]})") from None
             except RecursionError:
                 raise AttnGANError(f"{path}:{n}: not a JSON object (nested too deeply)") from None
             if not isinstance(obj, dict):
@@ -122,9 +124,9 @@ def _csv_value(key: str, value: str) -> Any:
     if v.startswith("[") and key in (*_TEXT_KEYS, "bbox"):
         try:
             return json.loads(v)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, a huge number, or nested too deeply
             return value
-    if key in _CLASS_KEYS and v.lstrip("-").isdigit() and len(v) <= 20:  # 64 bits at most
+    if key in _CLASS_KEYS and v.lstrip("-").isdigit() and len(v) <= 18:  # longer: beyond int64, a name
         return int(v)
     return value
 

@@ -38,7 +38,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attngan.data.synth_birds import MOTIVATING_PROMPTS
 from attngan.errors import AttnGANError
-from attngan.serve.batching import Job, JobResult, MicroBatcher, QueueFull, ShuttingDown
+from attngan.serve.batching import (MAX_WAIT_MS, Job, JobResult, MicroBatcher, QueueFull, ShuttingDown,
+                                    WorkerDied)
 from attngan.pipeline import CaptionError
 from attngan.viz import attention_overlay, to_pil, word_confidence
 
@@ -225,6 +226,8 @@ def create_app(pipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms
         raise AttnGANError(f"max_batch must be at least 1, got {max_batch}")
     if queue_size < 1:
         raise AttnGANError(f"queue size must be at least 1, got {queue_size}")
+    if not 0 <= batch_wait_ms <= MAX_WAIT_MS:  # NaN fails too
+        raise AttnGANError(f"batch wait must be from 0 to {MAX_WAIT_MS:g} ms, got {batch_wait_ms}")
     if len(pipeline.vocab) < 2:
         raise AttnGANError("the model's vocabulary has no words")
     cfg = pipeline.config
@@ -326,8 +329,13 @@ def create_app(pipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms
 
     # The API.
 
-    @app.get("/api/v1/health")
-    async def health() -> dict:
+    @app.get("/api/v1/health", responses={503: {"model": ErrorResponse,
+                                                "description": "the inference worker has stopped"}})
+    async def health() -> Any:
+        # A supervisor restarts on a non-200 answer: a server whose worker died must not say ok.
+        if not batcher.alive:
+            return JSONResponse({"error": batcher.death_message(), "status": "failed", "model": cfg.name},
+                                status_code=503)
         return {"status": "ok", "model": cfg.name, "device": str(pipeline.device),
                 "queue": batcher.stats()}
 
@@ -341,7 +349,9 @@ def create_app(pipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms
                          415: {"model": ErrorResponse, "description": "body not sent as JSON"},
                          422: {"model": ErrorResponse,
                                "description": "bad field, empty or all out-of-vocabulary caption"},
-                         503: {"model": ErrorResponse, "description": "queue full; see Retry-After"}})
+                         503: {"model": ErrorResponse,
+                               "description": "queue full (see Retry-After), or the inference worker "
+                                              "has stopped"}})
     async def generate(req: GenerateRequest) -> Response:
         t0 = time.perf_counter()
         caption = req.caption.strip()
@@ -358,10 +368,14 @@ def create_app(pipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms
             return error_response(503, str(e), headers={"Retry-After": str(e.retry_after_s)})
         except ShuttingDown as e:
             return error_response(503, str(e), headers={"Retry-After": "5"})
+        except WorkerDied as e:
+            return error_response(503, str(e))
         try:
             result = await asyncio.wrap_future(future)
         except ShuttingDown as e:
             return error_response(503, str(e), headers={"Retry-After": "5"})
+        except WorkerDied as e:
+            return error_response(503, str(e))
         except AttnGANError as e:
             return error_response(422, str(e))
         tokens = enc.tokens

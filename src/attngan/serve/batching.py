@@ -28,6 +28,13 @@ class ShuttingDown(Exception):
     """The server stopped before this job ran."""
 
 
+class WorkerDied(Exception):
+    """The inference thread has ended on an error; the server cannot generate until restarted."""
+
+
+MAX_WAIT_MS = 1000.0
+
+
 class QueueFull(Exception):
     """More jobs are waiting than the server accepts; the caller should retry later."""
 
@@ -68,8 +75,8 @@ def _fail(job: Job, exc: BaseException) -> None:
 
 class MicroBatcher:
     def __init__(self, pipeline, max_batch: int = 8, queue_size: int = 64, wait_ms: float = 5.0):
-        if max_batch < 1 or queue_size < 1 or wait_ms < 0:
-            raise ValueError("max_batch and queue_size must be >= 1, wait_ms >= 0")
+        if max_batch < 1 or queue_size < 1 or not 0 <= wait_ms <= MAX_WAIT_MS:  # NaN fails too
+            raise ValueError(f"max_batch and queue_size must be >= 1, wait_ms from 0 to {MAX_WAIT_MS:g}")
         self.pipeline = pipeline
         self.max_batch = max_batch
         self.queue_size = queue_size
@@ -82,6 +89,8 @@ class MicroBatcher:
         self._batch_s_ema: float | None = None
         self._thread = threading.Thread(target=self._worker, name="attngan-batcher", daemon=True)
         self._stopping = False
+        self._collecting: list[Job] = []  # the batch being gathered: failed too if the worker dies
+        self.died: BaseException | None = None
 
     # Public side (event loop thread).
 
@@ -106,17 +115,51 @@ class MicroBatcher:
             self._thread.join(timeout)
 
     @property
+    def alive(self) -> bool:
+        """False once the worker thread has ended other than by stop()."""
+        if self.died is not None:
+            return False
+        started = self._thread.ident is not None
+        return self._stopping or not started or self._thread.is_alive()
+
+    @property
     def pending(self) -> int:
         return self._queue.qsize() + (self._carry is not None)
 
     def submit(self, job: Job) -> concurrent.futures.Future:
         if self._stopping:
             raise ShuttingDown("the server is shutting down")
+        if not self.alive:
+            raise WorkerDied(self.death_message())
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             raise QueueFull(self.retry_after_s()) from None
+        if self.died is not None:  # died while this job was queued: nobody would take it
+            self._fail_waiting()
         return job.future
+
+    def death_message(self) -> str:
+        why = f" ({type(self.died).__name__})" if self.died is not None else ""
+        return f"the inference worker stopped{why}; the server must be restarted"
+
+    def _fail_waiting(self) -> None:
+        """Fail every job the dead worker will never take: the batch it was gathering, the carried
+        one and the queued ones."""
+        error = WorkerDied(self.death_message())
+        for job in self._collecting:
+            _fail(job, error)
+        self._collecting = []
+        if self._carry is not None:
+            _fail(self._carry, error)
+            self._carry = None
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                _fail(job, error)
 
     def retry_after_s(self) -> int:
         """Whole seconds until the queue has likely drained (at least 1)."""
@@ -144,6 +187,7 @@ class MicroBatcher:
         if first is _STOP:
             return [], True
         batch, size = [first], first.n
+        self._collecting = batch
         deadline = time.perf_counter() + self.wait_s
         while size < self.max_batch:
             remaining = deadline - time.perf_counter()
@@ -161,12 +205,22 @@ class MicroBatcher:
         return batch, False
 
     def _worker(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # noqa: BLE001 - whatever ended the thread, waiting requests must hear of it
+            log.exception("the inference worker stopped")
+            self.died = e
+            self._fail_waiting()
+
+    def _loop(self) -> None:
         while True:
             batch, stop = self._collect()
             # Jobs whose client went away (future cancelled) are skipped.
             batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            self._collecting = batch
             if batch:
                 self._run(batch)
+            self._collecting = []
             if stop:
                 if self._carry is not None:
                     _fail(self._carry, ShuttingDown("the server is shutting down"))
