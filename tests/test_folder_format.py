@@ -81,7 +81,7 @@ def test_a_version_1_model_folder_loads_as_a_model_and_as_a_damsm(tmp_path):
     folder = _write_old_folder(tmp_path / "model", {"format_version": 1, "config": cfg.to_dict(), "n_words": len(WORDS)},
                                {"generator.safetensors": g, "text_encoder.safetensors": te,
                                 "image_encoder.safetensors": ie}, WORDS)
-    pipe = AttnGANPipeline.from_pretrained(folder, device="cpu")
+    pipe = AttnGANPipeline.from_pretrained(folder, device="cpu", fuse=False)
     assert pipe.vocab == WORDS and pipe.config.to_dict() == cfg.to_dict()
     for loaded, saved in ((pipe.generator, g), (pipe.text_encoder, te), (pipe.image_encoder, ie)):
         _assert_same_weights(loaded, saved)
@@ -168,7 +168,7 @@ def test_every_saver_writes_the_one_format_and_its_loader_reads_it_back(tmp_path
     assert _meta(folders["generator"])["model_card"] == {"name": "x"}
     assert _meta(folders["damsm"])["metrics"] == {"epoch": 1}
     assert _meta(folders["oracle"])["valid"] is True
-    pipe = AttnGANPipeline.from_pretrained(folders["generator"], device="cpu")
+    pipe = AttnGANPipeline.from_pretrained(folders["generator"], device="cpu", fuse=False)
     _assert_same_weights(pipe.generator, g)
     _, _, te2, ie2 = load_damsm(folders["damsm"])
     _assert_same_weights(ie2, ie)

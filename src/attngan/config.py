@@ -347,6 +347,33 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "train.ema_decay": (0.0, 1.0, True),
 }
 _BETAS = ("damsm.betas", "train.betas")
+# Upper bounds of the sizes that decide how large the networks are, checked before any is built:
+# a saved model's config.json is read from disk, and a gan.gf_dim of 1024 or an r_num of a
+# million would otherwise allocate gigabytes before failing. Each is at least twice what the
+# original release's configs and presets use (gf_dim 128 is the original's default, df_dim 96
+# and r_num 3 its COCO model's, image sizes 256 and 299), so real models pass.
+ARCHITECTURE_LIMITS: dict[str, int] = {
+    "data.base_size": 256, "data.branch_num": 5, "data.words_num": 256,
+    "text.embedding_dim": 1024, "text.word_dim": 1024,
+    "damsm.image_size": 1024, "damsm.small_width": 256, "damsm.words_num": 256,
+    "gan.gf_dim": 256, "gan.df_dim": 192, "gan.z_dim": 1024, "gan.condition_dim": 1024, "gan.r_num": 16,
+}
+MAX_IMAGE_SIZE = 1024             # the last stage's resolution (base_size * 2 ** (branch_num - 1))
+MAX_VOCABULARY = 200_000          # words of a saved model's vocabulary (COCO's has 27,297)
+CAPTIONER_LIMITS: dict[str, int] = {
+    "image_size": 1024, "width": 256, "embed_dim": 1024, "hidden_dim": 4096, "attention_dim": 2048,
+    "max_len": 512,
+}
+
+
+def check_architecture(cfg: Config) -> None:
+    """The sizes of ARCHITECTURE_LIMITS and MAX_IMAGE_SIZE; the first too large is a ConfigError."""
+    for key, high in ARCHITECTURE_LIMITS.items():
+        if _number(key, _get(cfg, key), int) > high:
+            raise ConfigError(f"'{key}' must be at most {high}, got {_get(cfg, key)!r}")
+    if cfg.data.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"the last stage's image size (data.base_size * 2 ** (data.branch_num - 1)) must be "
+                          f"at most {MAX_IMAGE_SIZE}, got {cfg.data.image_size}")
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -404,6 +431,7 @@ def validate(cfg: Config) -> Config:
     if cfg.text.embedding_dim % 2:
         raise ConfigError(f"'text.embedding_dim' must be even (half per direction of the bi-RNN), "
                           f"got {cfg.text.embedding_dim}")
+    check_architecture(cfg)
     return cfg
 
 
@@ -716,6 +744,9 @@ def validate_captioner(cfg: CaptionerConfig) -> CaptionerConfig:
         obj, name = (cfg.data, key[5:]) if key.startswith("data.") else (cfg, key)
         if _number(key, getattr(obj, name), int) < 0:
             raise ConfigError(f"'{key}' must be 0 or more, got {getattr(obj, name)!r}")
+    for key, high in CAPTIONER_LIMITS.items():
+        if _number(key, getattr(cfg, key), int) > high:
+            raise ConfigError(f"'{key}' must be at most {high}, got {getattr(cfg, key)!r}")
     if _number("image_size", cfg.image_size, int) < 8 or cfg.image_size % 8:
         raise ConfigError(f"'image_size' must be a positive multiple of 8, got {cfg.image_size!r}")
     for key in ("lr", "grad_clip"):
