@@ -230,6 +230,8 @@ def save_model_folder(out_dir: str | Path, cfg: Config, vocab, generator: torch.
                       text_encoder: torch.nn.Module, image_encoder: torch.nn.Module,
                       half: bool = False, extra: dict[str, Any] | None = None,
                       discriminators: torch.nn.Module | None = None) -> Path:
+    if getattr(generator, "is_fused", False):  # its BatchNorm layers are gone: no folder could load it
+        raise AttnGANError("a generator with BatchNorm folded cannot be saved; load it with fuse=False")
     weights = {GENERATOR_FILE: state_dict_for_save(generator, half),
                TEXT_ENCODER_FILE: state_dict_for_save(text_encoder, half),
                IMAGE_ENCODER_FILE: state_dict_for_save(image_encoder, half)}
