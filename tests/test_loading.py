@@ -131,6 +131,29 @@ def test_loaded_networks_compute_what_the_initialised_and_filled_ones_compute(ti
         assert torch.equal(x, y)
 
 
+def test_building_skips_the_random_init(tiny_model_dir):
+    # On the meta device some fills (normal_, clamp_) are Python code that imports torch's
+    # compiler stack: seconds and ~100 MB for nothing, since the saved weights replace them.
+    script = (
+        "import sys\n"
+        "import torch\n"
+        "if 'torch._dynamo' in sys.modules:\n"
+        "    print('imported with torch'); sys.exit(0)\n"
+        "from attngan import io\n"
+        "for name, kind in ((sys.argv[1], 'generator'), ('synthbirds-captioner', 'captioner'),\n"
+        "                   ('synthbirds-eval', 'oracle'), ('synthbirds-eval', 'damsm')):\n"
+        "    io.load(name, kind)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tiny_model_dir)], capture_output=True, text=True,
+                         timeout=120, env={"PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] in ("False", "imported with torch")
+    with torch.device("meta"), io._SkipFills():
+        emb = torch.nn.Embedding(5, 3).requires_grad_(False)
+    assert emb.weight.is_meta and not emb.weight.requires_grad  # what a tensor is stays changeable
+
+
 def test_parts_choose_what_is_built(tiny_model_dir, tmp_path):
     from attngan.networks import build_discriminators
 
@@ -150,6 +173,9 @@ def test_parts_choose_what_is_built(tiny_model_dir, tmp_path):
     assert loaded_d.keys() == ds.state_dict().keys()
     assert all(torch.equal(loaded_d[k], v) for k, v in ds.state_dict().items())
     assert list(io.load(tiny_model_dir, "generator", parts=("discriminators",)).modules) == []
+    later = io.read(tiny_model_dir, "generator")  # no vocabulary read yet: build reads it first
+    assert later.vocab is None and later.build("text_encoder").state_dict().keys() == only.modules[
+        "text_encoder"].state_dict().keys() and len(later.vocab) == len(only.vocab)
     with pytest.raises(ValueError, match="no part 'decoder'"):
         io.load(tiny_model_dir, "generator", parts=("decoder",))
 

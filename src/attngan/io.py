@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from attngan.config import MAX_VOCABULARY, CaptionerConfig, Config, ConfigError
 from attngan.errors import AttnGANError
@@ -394,7 +395,10 @@ class Loaded:
 
     def build(self, part: str, device: torch.device | str = "cpu") -> torch.nn.Module:
         """One more network of the folder (one that `load` was told to leave out)."""
-        spec = _kind(self.kind).parts[part]
+        kind = _kind(self.kind)
+        if kind.vocab and self.vocab is None:  # read() leaves it: the networks are sized by it
+            self.vocab = _read_vocab(self.folder, self.meta, self.kind)
+        spec = kind.parts[part]
         module = _build(spec, self.config, len(self.vocab) if self.vocab is not None else 0,
                         self.folder / spec.file)
         self.modules[part] = module.to(device).eval()
@@ -423,7 +427,7 @@ def load(name_or_path: str | Path | None, kind: str, device: torch.device | str 
     if unknown:
         raise ValueError(f"a {kind} folder has no part {unknown[0]!r}; its parts: {', '.join(spec.parts)}")
     loaded = read(name_or_path, kind)
-    if spec.vocab:
+    if spec.vocab:  # read here even when no network is asked for: callers use it
         loaded.vocab = _read_vocab(loaded.folder, loaded.meta, kind)
     for name, part in spec.parts.items():
         wanted = part.default if parts is None else name in parts
@@ -448,10 +452,31 @@ def _build(part: Part, config: Any, n_words: int, weights: Path) -> torch.nn.Mod
     """The network of `part`, built without initialising it and filled from `weights` (named in
     every error)."""
     sd = load_safetensors(weights)
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipFills():
         module = part.build(config, n_words)
     load_state(module, sd, str(weights))
     return module
+
+
+# In-place methods that change what a tensor is, not what it holds: never skipped.
+_SHAPING = {"requires_grad_", "resize_", "set_", "as_strided_", "squeeze_", "unsqueeze_", "transpose_",
+            "t_", "swapdims_", "swapaxes_", "share_memory_", "retain_grad"}
+
+
+class _SkipFills(TorchFunctionMode):
+    """Skips the in-place fills of a network's constructor (its random init) on meta tensors: the
+    saved weights replace them, and on the meta device several (normal_, clamp_) are Python code
+    that loads torch's compiler stack on first use, seconds and a hundred megabytes, to fill
+    nothing."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by name
+        if (name.endswith("_") and not name.startswith("_") and name not in _SHAPING
+                and isinstance(target, torch.Tensor) and target.is_meta):
+            return target
+        return func(*args, **kwargs)
 
 
 # The older entry points, each one line over resolve/load.

@@ -81,9 +81,11 @@ class AttnGANPipeline:
         parts = ("generator", "text_encoder") + (("image_encoder",) if image_encoder else ())
         loaded = load(model_dir, "generator", dev, parts)
         m = loaded.modules
-        pipe = cls(loaded.config, loaded.vocab, m["text_encoder"], m["generator"], m.get("image_encoder"),
+        generator = m["generator"]
+        if fuse:  # folded in place: the pipeline owns this generator, so no second copy is made
+            generator = m["generator"] = fuse_generator(generator.eval(), inplace=True)
+        return cls(loaded.config, loaded.vocab, m["text_encoder"], generator, m.get("image_encoder"),
                    dev, source=loaded)
-        return pipe.fuse() if fuse else pipe
 
     @property
     def image_encoder(self) -> torch.nn.Module | None:
