@@ -241,3 +241,19 @@ def test_missing_folders_and_files_are_one_line_errors(damsm_dir, tmp_path):
     (damsm_dir / "config.json").unlink()
     with pytest.raises(AttnGANError, match="is not a DAMSM folder \\(it has no config.json\\)"):
         load_damsm(damsm_dir)
+
+
+@pytest.mark.parametrize("meta, kind", [
+    ({"format_version": 1, "config": {}}, "generator"),
+    ({"config": {}, "n_words": 3}, "damsm"),
+    ({"format": "attngan-oracle", "version": 1}, "oracle"),
+    ({"format": "attngan-captioner", "version": 1}, "captioner"),
+    ({"format": "attngan-model", "version": 2, "kind": "damsm", "config": {}}, None),  # the current format
+    ({"format": "attngan-oracle", "version": 2}, None),
+    ({"format_version": 2, "config": {}}, None),
+    ({"n_words": 3}, None),
+])
+def test_the_older_layouts_are_recognised_in_one_place(meta, kind):
+    from attngan.io_migrate import old_folder_kind
+
+    assert old_folder_kind(meta) == kind

@@ -10,7 +10,8 @@ Users' runs and earlier installations hold folders written before the one format
 An old config.json lists no files: its files are the ones its kind's loader reads. Nothing here
 writes; the savers only write the current format.
 
-The original AttnGAN release's checkpoints are another project's format: legacy.py converts them.
+The original AttnGAN release's checkpoints are another project's format: legacy.py converts them,
+and builds on io.py, so io.py's own migration cannot live there without an import cycle.
 """
 
 from __future__ import annotations
