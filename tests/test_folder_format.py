@@ -81,7 +81,7 @@ def test_a_version_1_model_folder_loads_as_a_model_and_as_a_damsm(tmp_path):
     folder = _write_old_folder(tmp_path / "model", {"format_version": 1, "config": cfg.to_dict(), "n_words": len(WORDS)},
                                {"generator.safetensors": g, "text_encoder.safetensors": te,
                                 "image_encoder.safetensors": ie}, WORDS)
-    pipe = AttnGANPipeline.from_pretrained(folder, device="cpu")
+    pipe = AttnGANPipeline.from_pretrained(folder, device="cpu", fuse=False)
     assert pipe.vocab == WORDS and pipe.config.to_dict() == cfg.to_dict()
     for loaded, saved in ((pipe.generator, g), (pipe.text_encoder, te), (pipe.image_encoder, ie)):
         _assert_same_weights(loaded, saved)
@@ -168,7 +168,7 @@ def test_every_saver_writes_the_one_format_and_its_loader_reads_it_back(tmp_path
     assert _meta(folders["generator"])["model_card"] == {"name": "x"}
     assert _meta(folders["damsm"])["metrics"] == {"epoch": 1}
     assert _meta(folders["oracle"])["valid"] is True
-    pipe = AttnGANPipeline.from_pretrained(folders["generator"], device="cpu")
+    pipe = AttnGANPipeline.from_pretrained(folders["generator"], device="cpu", fuse=False)
     _assert_same_weights(pipe.generator, g)
     _, _, te2, ie2 = load_damsm(folders["damsm"])
     _assert_same_weights(ie2, ie)
@@ -241,3 +241,19 @@ def test_missing_folders_and_files_are_one_line_errors(damsm_dir, tmp_path):
     (damsm_dir / "config.json").unlink()
     with pytest.raises(AttnGANError, match="is not a DAMSM folder \\(it has no config.json\\)"):
         load_damsm(damsm_dir)
+
+
+@pytest.mark.parametrize("meta, kind", [
+    ({"format_version": 1, "config": {}}, "generator"),
+    ({"config": {}, "n_words": 3}, "damsm"),
+    ({"format": "attngan-oracle", "version": 1}, "oracle"),
+    ({"format": "attngan-captioner", "version": 1}, "captioner"),
+    ({"format": "attngan-model", "version": 2, "kind": "damsm", "config": {}}, None),  # the current format
+    ({"format": "attngan-oracle", "version": 2}, None),
+    ({"format_version": 2, "config": {}}, None),
+    ({"n_words": 3}, None),
+])
+def test_the_older_layouts_are_recognised_in_one_place(meta, kind):
+    from attngan.io_migrate import old_folder_kind
+
+    assert old_folder_kind(meta) == kind

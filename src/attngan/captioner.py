@@ -15,13 +15,11 @@ import numpy as np
 import torch
 
 from attngan.errors import AttnGANError
+from attngan.io import CAPTIONER_FILE, bundled_names, load, resolve, state_dict_for_save, write_folder
+from attngan.perf import resolve_device
 from attngan.text import END_TOKEN, Vocabulary, tokenize
 
-WEIGHTS_FILE = "captioner.safetensors"
-CAPTIONER_FILES = ("vocab.json", WEIGHTS_FILE)
-ASSETS = Path(__file__).parent / "assets"
-# Captioners shipped inside the package, by name; the first one found is the default.
-BUNDLED_CAPTIONERS = ("synthbirds-captioner",)
+WEIGHTS_FILE = CAPTIONER_FILE
 
 def caption_tokens(text: str) -> list[str]:
     """Words as the original tokenizer reads them, plus commas: a comma is what tells "a bill that
@@ -40,37 +38,23 @@ def captioner_vocabulary(words: Sequence[str]) -> Vocabulary:
     return Vocabulary([END_TOKEN, ",", *dict.fromkeys(rest)])
 
 
-# Bundled captioners.
+# Bundled captioners and the saved folder (attngan.io's format and loader).
 
 def bundled_captioner_names() -> list[str]:
-    return [n for n in BUNDLED_CAPTIONERS if (ASSETS / n / "config.json").is_file()]
+    return bundled_names("captioner")
 
 
 def resolve_captioner(name: str | Path | None) -> Path:
-    """A captioner folder, or the name of a bundled one (a folder of that name wins), or None:
-    the default bundled captioner."""
-    names = bundled_captioner_names()
-    if name is None:
-        if not names:
-            raise AttnGANError("no bundled captioner in this installation; pass --captioner DIR")
-        return ASSETS / names[0]
-    path = Path(name)
-    if not path.exists() and str(name) in BUNDLED_CAPTIONERS:
-        if str(name) not in names:
-            raise AttnGANError(f"the bundled captioner '{name}' is not in this installation")
-        return ASSETS / str(name)
-    return path
+    """A captioner folder, a train-captioner run folder (its best/), the name of a bundled one (a
+    folder of that name wins), or None: the default bundled captioner."""
+    return resolve(name, "captioner")
 
-
-# The saved folder (attngan.io's format).
 
 def save_captioner_folder(folder: str | Path, cfg, vocab: Vocabulary, model: torch.nn.Module,
                           metrics: dict[str, Any] | None = None, half: bool = False,
                           extra: dict[str, Any] | None = None) -> Path:
     """config.json + vocab.json + captioner.safetensors, written beside `folder` and renamed over it.
     `half` stores weights in fp16 (BatchNorm statistics stay fp32)."""
-    from attngan.io import state_dict_for_save, write_folder
-
     fields = {"config": cfg.to_dict(), "n_words": len(vocab), "metrics": metrics or {}, **(extra or {})}
     return write_folder(folder, "captioner", fields, {WEIGHTS_FILE: state_dict_for_save(model, half)}, vocab)
 
@@ -78,22 +62,8 @@ def save_captioner_folder(folder: str | Path, cfg, vocab: Vocabulary, model: tor
 def load_captioner_folder(folder: str | Path, device: str | torch.device = "cpu"):
     """(config, metadata, vocabulary, network in eval mode) of a captioner folder, or of a
     train-captioner run folder (its best/)."""
-    from attngan.config import CaptionerConfig
-    from attngan.io import CONFIG_FILE, config_from_meta, load_safetensors, load_state, read_folder
-    from attngan.networks.captioner import build_captioner
-
-    folder = Path(folder)
-    if (folder / "best" / CONFIG_FILE).is_file():
-        folder = folder / "best"
-    meta = read_folder(folder, ("captioner",), CAPTIONER_FILES)
-    cfg = config_from_meta(meta, folder / CONFIG_FILE, CaptionerConfig)
-    vocab = Vocabulary.load(folder / "vocab.json")
-    if len(vocab) != meta.get("n_words", len(vocab)):
-        raise AttnGANError(f"{folder}: vocab.json has {len(vocab)} words, the captioner was built "
-                           f"for {meta['n_words']}")
-    model = build_captioner(cfg, len(vocab))
-    load_state(model, load_safetensors(folder / WEIGHTS_FILE), "captioner")
-    return cfg, meta, vocab, model.to(device).eval()
+    loaded = load(folder, "captioner", device)
+    return loaded.config, loaded.meta, loaded.vocab, loaded.modules["captioner"]
 
 
 # Decoding.
@@ -274,10 +244,8 @@ class Captioner:
     def from_pretrained(cls, name_or_dir: str | Path | None = None, device: str = "auto") -> "Captioner":
         """A captioner folder (or a train-captioner run folder: its best/), a bundled captioner by
         name ("synthbirds-captioner"), or None: the default bundled one."""
-        from attngan.perf import resolve_device
-
         dev = resolve_device(device)
-        cfg, meta, vocab, model = load_captioner_folder(resolve_captioner(name_or_dir), dev)
+        cfg, meta, vocab, model = load_captioner_folder(name_or_dir, dev)
         return cls(cfg, vocab, model, dev, meta)
 
     @property

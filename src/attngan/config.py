@@ -347,21 +347,41 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "train.ema_decay": (0.0, 1.0, True),
 }
 _BETAS = ("damsm.betas", "train.betas")
-# Upper bounds far above any real model or machine (the paper: 18 words, 3 stages, 2 residual
-# blocks, 299 px for the image encoder): a typo such as words_num=1e9 or r_num=100000 is one line
-# instead of an allocation that takes the machine down, or a run that never ends.
+# Upper bounds of the run's sizes, far above any real run or machine: a typo such as
+# data.workers=100000 or --kimg 1e308 is one line instead of a machine taken down or a run that
+# never ends. (The sizes of the networks are ARCHITECTURE_LIMITS, below.)
 _AT_MOST: dict[str, float] = {
     "data.workers": 256,
-    "data.words_num": 1000,
-    "damsm.words_num": 1000,
-    "data.branch_num": 6,
-    "data.base_size": 1024,
     "data.captions_per_image": 1000,
-    "damsm.image_size": 1024,
-    "gan.r_num": 64,
     "train.total_kimg": 1e6,
 }
-MAX_IMAGE_SIZE = 4096
+# Upper bounds of the sizes that decide how large the networks are, checked before any is built:
+# a saved model's config.json is read from disk, and a gan.gf_dim of 1024 or an r_num of a
+# million would otherwise allocate gigabytes before failing. Each is at least twice what the
+# original release's configs and presets use (gf_dim 128 is the original's default, df_dim 96
+# and r_num 3 its COCO model's, image sizes 256 and 299), so real models pass.
+ARCHITECTURE_LIMITS: dict[str, int] = {
+    "data.base_size": 256, "data.branch_num": 5, "data.words_num": 256,
+    "text.embedding_dim": 1024, "text.word_dim": 1024,
+    "damsm.image_size": 1024, "damsm.small_width": 256, "damsm.words_num": 256,
+    "gan.gf_dim": 256, "gan.df_dim": 192, "gan.z_dim": 1024, "gan.condition_dim": 1024, "gan.r_num": 16,
+}
+MAX_IMAGE_SIZE = 1024             # the last stage's resolution (base_size * 2 ** (branch_num - 1))
+MAX_VOCABULARY = 200_000          # words of a saved model's vocabulary (COCO's has 27,297)
+CAPTIONER_LIMITS: dict[str, int] = {
+    "image_size": 1024, "width": 256, "embed_dim": 1024, "hidden_dim": 4096, "attention_dim": 2048,
+    "max_len": 512,
+}
+
+
+def check_architecture(cfg: Config) -> None:
+    """The sizes of ARCHITECTURE_LIMITS and MAX_IMAGE_SIZE; the first too large is a ConfigError."""
+    for key, high in ARCHITECTURE_LIMITS.items():
+        if _number(key, _get(cfg, key), int) > high:
+            raise ConfigError(f"'{key}' must be at most {high}, got {_get(cfg, key)!r}")
+    if cfg.data.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"the last stage's image size (data.base_size * 2 ** (data.branch_num - 1)) must be "
+                          f"at most {MAX_IMAGE_SIZE}, got {cfg.data.image_size}")
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -410,9 +430,6 @@ def validate(cfg: Config) -> Config:
     for key, high in _AT_MOST.items():
         if _get(cfg, key) > high:
             raise ConfigError(f"'{key}' must be at most {high:g}, got {_get(cfg, key)!r}")
-    if cfg.data.image_size > MAX_IMAGE_SIZE:
-        raise ConfigError(f"the last stage would be {cfg.data.image_size} px (data.base_size "
-                          f"{cfg.data.base_size} x 2^(data.branch_num - 1)); at most {MAX_IMAGE_SIZE}")
     lr_decay = _number("damsm.lr_decay", cfg.damsm.lr_decay, float)
     if not 0 < lr_decay <= 1:
         raise ConfigError(f"'damsm.lr_decay' must be greater than 0 and at most 1, got {lr_decay!r}")
@@ -425,6 +442,7 @@ def validate(cfg: Config) -> Config:
     if cfg.text.embedding_dim % 2:
         raise ConfigError(f"'text.embedding_dim' must be even (half per direction of the bi-RNN), "
                           f"got {cfg.text.embedding_dim}")
+    check_architecture(cfg)
     return cfg
 
 
@@ -786,16 +804,15 @@ def validate_captioner(cfg: CaptionerConfig) -> CaptionerConfig:
         obj, name = (cfg.data, key[5:]) if key.startswith("data.") else (cfg, key)
         if _number(key, getattr(obj, name), int) < 0:
             raise ConfigError(f"'{key}' must be 0 or more, got {getattr(obj, name)!r}")
-    for key, high in (("data.workers", _AT_MOST["data.workers"]), ("max_len", 1000), ("beam_size", 100),
-                      ("width", 1024), ("embed_dim", 8192), ("hidden_dim", 8192),
-                      ("attention_dim", 8192)):
+    for key, high in CAPTIONER_LIMITS.items():
+        if _number(key, getattr(cfg, key), int) > high:
+            raise ConfigError(f"'{key}' must be at most {high}, got {getattr(cfg, key)!r}")
+    for key, high in (("data.workers", _AT_MOST["data.workers"]), ("beam_size", 100)):
         obj, name = (cfg.data, key[5:]) if key.startswith("data.") else (cfg, key)
         if getattr(obj, name) > high:
             raise ConfigError(f"'{key}' must be at most {high:g}, got {getattr(obj, name)!r}")
     if _number("image_size", cfg.image_size, int) < 8 or cfg.image_size % 8:
         raise ConfigError(f"'image_size' must be a positive multiple of 8, got {cfg.image_size!r}")
-    if cfg.image_size > 1024:
-        raise ConfigError(f"'image_size' must be at most 1024, got {cfg.image_size!r}")
     for key in ("lr", "grad_clip"):
         if _number(key, getattr(cfg, key), float) <= 0:
             raise ConfigError(f"'{key}' must be greater than 0, got {getattr(cfg, key)!r}")

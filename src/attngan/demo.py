@@ -70,7 +70,7 @@ def bundled_eval_dirs() -> tuple[Path, Path]:
     """The evaluation DAMSM and the SynthBirds oracle shipped with the package."""
     damsm, oracle = EVAL_ASSETS / "damsm_eval", EVAL_ASSETS / "oracle"
     missing = []
-    if not ((damsm / "config.json").is_file() or (damsm / "best" / "config.json").is_file()):
+    if not (_damsm_snapshot(damsm) / "config.json").is_file():
         missing.append(f"an evaluation DAMSM in {damsm}")
     if not (oracle / "config.json").is_file():
         missing.append(f"a SynthBirds oracle in {oracle}")
@@ -276,7 +276,7 @@ def export_bundle(model_dir: Path, bundle: str | Path, metrics, commands, seed: 
     from attngan.pipeline import AttnGANPipeline
     from attngan.io import save_model_folder
 
-    pipe = AttnGANPipeline.from_pretrained(model_dir, device="cpu")
+    pipe = AttnGANPipeline.from_pretrained(model_dir, device="cpu", fuse=False)  # its weights are saved as they are
     ev = dict(DEFAULT_EVAL, **(eval_settings or {}))
     card = {"name": name, "seed": seed, "commands": commands, "timings_s": timings,
             "data": {k: (data or {}).get(k, v) for k, v in DEFAULT_DATA.items()},
@@ -428,8 +428,9 @@ def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle
 
 
 def _damsm_snapshot(path: Path) -> Path:
-    path = Path(path)
-    return path / "best" if (path / "best" / "config.json").is_file() else path
+    from attngan.io import resolve
+
+    return resolve(path, "damsm")  # the folder a DAMSM run folder's encoders are loaded from
 
 
 def _digest(folder: Path) -> str:

@@ -439,14 +439,12 @@ def export_original(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """
     import yaml
 
-    from attngan.networks import (build_discriminators, build_generator, build_image_encoder,
-                                  build_text_encoder)
-    from attngan.text import Vocabulary, load_captions_pickle
+    from attngan.text import load_captions_pickle
     from attngan.fileio import atomic_write_bytes
-    from attngan.io import load_safetensors, load_state, read_model_config
+    from attngan.io import load, read
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    cfg, meta = read_model_config(model_dir)
+    cfg = read(model_dir, "generator").config
     problems = []
     if cfg.damsm.backbone != "inception":
         problems.append(f"the image encoder uses the '{cfg.damsm.backbone}' backbone (the original's is Inception-v3)")
@@ -459,7 +457,8 @@ def export_original(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                         "stages (the original: 64 px, 1 to 3 stages)")
     if problems:
         raise AttnGANError(f"{model_dir} cannot be exported to the original format: {'; '.join(problems)}")
-    vocab = Vocabulary.load(model_dir / "vocab.json")
+    loaded = load(model_dir, "generator", parts=("generator", "text_encoder", "image_encoder", "discriminators"))
+    vocab = loaded.vocab
     train_caps = test_caps = None
     if captions is not None:
         cp = load_captions_pickle(captions)
@@ -467,21 +466,12 @@ def export_original(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
             raise AttnGANError(f"{captions} has a different vocabulary from {model_dir}/vocab.json")
         train_caps, test_caps = cp.train, cp.test
 
-    g = build_generator(cfg, cfg.text.embedding_dim, init=False)
-    te = build_text_encoder(cfg, len(vocab))
-    ie = build_image_encoder(cfg)
-    load_state(g, load_safetensors(model_dir / "generator.safetensors"), "generator")
-    load_state(te, load_safetensors(model_dir / "text_encoder.safetensors"), "text encoder")
-    load_state(ie, load_safetensors(model_dir / "image_encoder.safetensors"), "image encoder")
-    files: dict[str, Any] = {"netG": to_original(g), "text_encoder": to_original(te),
-                             "image_encoder": to_original(ie)}
-    del g, te, ie
-    d_path = model_dir / "discriminators.safetensors"
-    if d_path.is_file():
-        ds = build_discriminators(cfg, init=False)
-        load_state(ds, load_safetensors(d_path), "discriminators")
-        for i, d in enumerate(ds):
-            files[f"netD{i}"] = to_original(d)
+    nets = loaded.modules
+    files: dict[str, Any] = {"netG": to_original(nets["generator"]), "text_encoder": to_original(nets["text_encoder"]),
+                             "image_encoder": to_original(nets["image_encoder"])}
+    for i, d in enumerate(nets.get("discriminators", ())):
+        files[f"netD{i}"] = to_original(d)
+    del loaded, nets
 
     # Everything is converted before the first write; each file is then written atomically.
     out_dir.mkdir(parents=True, exist_ok=True)

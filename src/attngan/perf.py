@@ -306,9 +306,10 @@ def _inference_only(module, args) -> None:
         raise AttnGANError("a fused generator (BatchNorm folded) is for inference only; call .eval()")
 
 
-def fuse_generator(generator):
-    """A copy of `generator` for eval-mode inference with every BatchNorm folded into the bias-free
-    convolution or linear layer before it (conv -> BN -> GLU becomes conv(+bias) -> GLU).
+def fuse_generator(generator, inplace: bool = False):
+    """A copy of `generator` (or, `inplace`, the generator itself, for a caller that owns it) for
+    eval-mode inference with every BatchNorm folded into the bias-free convolution or linear layer
+    before it (conv -> BN -> GLU becomes conv(+bias) -> GLU).
 
     Outputs match the unfused generator in eval mode within float error; the copy refuses to run in
     train mode (batch statistics cannot be folded). Handles Generator (InitStage fc+BN, UpBlock,
@@ -318,7 +319,7 @@ def fuse_generator(generator):
 
     from attngan.networks.attngan import InitStage, ResBlock, UpBlock
 
-    fused = copy.deepcopy(generator).eval()
+    fused = (generator if inplace else copy.deepcopy(generator)).eval()
     pairs = {InitStage: [("fc", "bn")], UpBlock: [("conv", "bn")],
              ResBlock: [("conv1", "bn1"), ("conv2", "bn2")]}
     for module in fused.modules():

@@ -14,8 +14,9 @@ import torch
 
 from attngan.config import Config
 from attngan.errors import AttnGANError, check_seed
-from attngan.io import (BUNDLED_MODELS, bundled_model_dir,  # noqa: F401 - part of this API
-                        bundled_model_names, resolve_model)
+from attngan.io import (BUNDLED_MODELS, Loaded, bundled_model_dir,  # noqa: F401 - part of this API
+                        bundled_model_names, load, resolve_model)
+from attngan.perf import fuse_generator, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -54,48 +55,52 @@ class EncodedCaption:
 class AttnGANPipeline:
     def __init__(self, config: Config, vocab, text_encoder: torch.nn.Module,
                  generator: torch.nn.Module, image_encoder: torch.nn.Module | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", source: Loaded | None = None):
         self.config = config
         self.vocab = vocab
         self.device = torch.device(device)
         self.text_encoder = text_encoder.to(self.device).eval()
         self.generator = generator.to(self.device).eval()
-        self.image_encoder = image_encoder.to(self.device).eval() if image_encoder is not None else None
+        self._image_encoder = image_encoder.to(self.device).eval() if image_encoder is not None else None
+        self.source = source  # the model folder read (io.load), where the image encoder is built from
         self.words_num = config.data.words_num
 
     # Loading.
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "auto",
-                        fuse: bool = False) -> "AttnGANPipeline":
-        """Load a model folder (see attngan/io.py), a bundled model by name
-        ("synthbirds-128", "synthbirds-tiny"), or None: the default bundled model."""
-        from attngan.networks import build_generator, build_image_encoder, build_text_encoder
-        from attngan.text import Vocabulary
-        from attngan.io import load_safetensors, load_state, read_model_config
-        from attngan.perf import resolve_device
+                        fuse: bool = True, image_encoder: bool = False) -> "AttnGANPipeline":
+        """Load a model folder (see attngan/io.py), a GAN run folder (its model/), a bundled model
+        by name ("synthbirds-128", "synthbirds-tiny"), or None: the default bundled model.
 
-        model_dir = resolve_model(model_dir)
-        cfg, meta = read_model_config(model_dir)
-        vocab = Vocabulary.load(model_dir / "vocab.json")
-        if len(vocab) != meta.get("n_words", len(vocab)):
-            raise AttnGANError(f"{model_dir}: vocab.json has {len(vocab)} words, "
-                               f"the model was built for {meta['n_words']}")
-        text_encoder = build_text_encoder(cfg, len(vocab))
-        generator = build_generator(cfg, cfg.text.embedding_dim)
-        image_encoder = build_image_encoder(cfg)
-        load_state(text_encoder, load_safetensors(model_dir / "text_encoder.safetensors"), "text encoder")
-        load_state(generator, load_safetensors(model_dir / "generator.safetensors"), "generator")
-        load_state(image_encoder, load_safetensors(model_dir / "image_encoder.safetensors"), "image encoder")
-        pipe = cls(cfg, vocab, text_encoder, generator, image_encoder, resolve_device(device))
-        if fuse:
-            pipe.fuse()
-        return pipe
+        `fuse` folds BatchNorm into the convolutions (outputs equal the unfused generator's to
+        float rounding, about 1e-5; pass False to keep the generator trainable or to save it).
+        The DAMSM image encoder, which generation never runs, is built on first use of
+        `image_encoder` unless `image_encoder=True` builds it now."""
+        dev = resolve_device(device)
+        parts = ("generator", "text_encoder") + (("image_encoder",) if image_encoder else ())
+        loaded = load(model_dir, "generator", dev, parts)
+        m = loaded.modules
+        generator = m["generator"]
+        if fuse:  # folded in place: the pipeline owns this generator, so no second copy is made
+            generator = m["generator"] = fuse_generator(generator.eval(), inplace=True)
+        return cls(loaded.config, loaded.vocab, m["text_encoder"], generator, m.get("image_encoder"),
+                   dev, source=loaded)
+
+    @property
+    def image_encoder(self) -> torch.nn.Module | None:
+        """The DAMSM image encoder the generator was trained against (the model's own DAMSM, for
+        evaluation and localisation), built from the model folder on first use."""
+        if self._image_encoder is None and self.source is not None:
+            self._image_encoder = self.source.build("image_encoder", self.device)
+        return self._image_encoder
+
+    @image_encoder.setter
+    def image_encoder(self, module: torch.nn.Module | None) -> None:
+        self._image_encoder = module
 
     def fuse(self) -> "AttnGANPipeline":
         """Fold BatchNorm into the preceding convolutions (eval-mode outputs unchanged)."""
-        from attngan.perf import fuse_generator
-
         self.generator = fuse_generator(self.generator)
         return self
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attngan.errors import AttnGANError
+from attngan.io import bundled_names
 from attngan.metrics.inception_fid import (
     is_fid_inception_file,
     load_fid_inception,
@@ -175,7 +176,8 @@ CUB_IS_CLASSES = 51   # StackGAN's fine-tuned CUB Inception: 50 test species + b
 def classifier_stream(path: str | Path, device: torch.device) -> tuple[InceptionStream | "OracleSpeciesStream", str]:
     """The IS classifier and a description of it, from a weights file or an oracle folder.
 
-    * an oracle folder (config.json + oracle.safetensors): its species head (SynthBirds);
+    * an oracle folder (config.json + oracle.safetensors) or a bundled one's name: its species head
+      (SynthBirds);
     * a pt_inception-2015-12-05 file (1008 classes): the TF graph openai/improved-gan scores with
       (the COCO protocol), bias-free logits pool3 @ W as improved-gan and torch-fidelity;
     * a torchvision-named Inception-v3 state dict with 51 classes: StackGAN's CUB classifier
@@ -186,7 +188,7 @@ def classifier_stream(path: str | Path, device: torch.device) -> tuple[Inception
       ImageNet model (1000 classes) is not a published IS protocol: its numbers compare with nothing.
     """
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() or (not p.exists() and str(path) in bundled_names("oracle")):
         from attngan.metrics.oracle import load_oracle
 
         oracle = load_oracle(p, device)

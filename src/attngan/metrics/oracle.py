@@ -10,89 +10,17 @@ serves is reported void. Its training is training/oracle_loop.py's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from attngan.errors import AttnGANError
-from attngan.io import CONFIG_FILE, load_safetensors, load_state, read_folder, state_dict_for_save, write_folder
+from attngan.io import load, state_dict_for_save, write_folder
+from attngan.networks.oracle import AttributeOracle, OracleConfig  # noqa: F401 - part of this API
 
 ORACLE_PARTS = ("wing", "belly", "crown", "bill")   # the attributes binding checks
 MIN_ACCURACY = 0.97                                 # per attribute, on held-out real images
 WEIGHTS_FILE = "oracle.safetensors"
-
-
-@dataclass
-class OracleConfig:
-    parts: list[str]                  # colour heads, in order
-    colours: list[str]                # colour names; a head's class i is colours[i]
-    class_ids: list[int]              # species head class i is manifest class_ids[i]
-    image_size: int = 64              # inputs are resized to this
-    width: int = 16                   # channels of the first conv block
-    accuracy: dict[str, float] = field(default_factory=dict)   # held-out, per head
-    valid: bool = False               # every part head reached MIN_ACCURACY
-    info: dict[str, Any] = field(default_factory=dict)          # data, seed, counts, timing
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_ids)
-
-
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    # GroupNorm keeps an image's prediction independent of the rest of the batch.
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(8, cout), nn.SiLU())
-
-
-class AttributeOracle(nn.Module):
-    """64 px image -> logits per part colour head and a species head.
-
-    The trunk keeps an 8 x 8 spatial map and flattens it rather than pooling it away: which
-    colour belongs to the wing and which to the belly is a question of where it is.
-    """
-
-    def __init__(self, cfg: OracleConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        w = cfg.width
-        self.trunk = nn.Sequential(
-            _block(3, w, 2),                # 32
-            _block(w, 2 * w, 1),
-            _block(2 * w, 4 * w, 2),        # 16
-            _block(4 * w, 4 * w, 2),        # 8
-        )
-        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 8 * 8, 256), nn.SiLU())
-        self.heads = nn.ModuleDict({p: nn.Linear(256, len(cfg.colours)) for p in cfg.parts})
-        self.heads["species"] = nn.Linear(256, cfg.num_classes)
-        self.digest = "untrained"
-
-    @property
-    def num_classes(self) -> int:
-        return self.cfg.num_classes
-
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """images B x 3 x H x W in [-1, 1] (any size; resized to cfg.image_size) -> logits per head."""
-        h = self.features(images)
-        return {name: head(h) for name, head in self.heads.items()}
-
-    def features(self, images: Tensor) -> Tensor:
-        """The 256-d representation every head reads."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise AttnGANError(f"the oracle expects B x 3 x H x W images, got {tuple(images.shape)}")
-        s = self.cfg.image_size
-        if images.shape[-2:] != (s, s):
-            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False,
-                                   antialias=images.shape[-1] > s)
-        return self.hidden(F.adaptive_avg_pool2d(self.trunk(images), 8))
-
-    def predict_colours(self, images: Tensor) -> dict[str, list[str]]:
-        """Colour names per part for a batch of images."""
-        with torch.inference_mode():
-            logits = self(images)
-        return {p: [self.cfg.colours[i] for i in logits[p].argmax(1).tolist()] for p in self.cfg.parts}
 
 
 # Saving and loading.
@@ -103,41 +31,11 @@ def save_oracle(oracle: AttributeOracle, out_dir: str | Path) -> Path:
     return write_folder(out_dir, "oracle", asdict(oracle.cfg), {WEIGHTS_FILE: state_dict_for_save(oracle)})
 
 
-def _oracle_config(meta: dict[str, Any], path: Path) -> OracleConfig:
-    """The OracleConfig of a config.json, every field checked (one-line errors naming the key)."""
-    def words(key: str, unique: bool = True) -> list[str]:
-        v = meta.get(key)
-        if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
-                and (not unique or len(set(v)) == len(v))):
-            raise AttnGANError(f"{path}: \"{key}\" must be a non-empty list of distinct names")
-        return v
-
-    def count(key: str, default: int, low: int, high: int) -> int:
-        v = meta.get(key, default)
-        if type(v) is not int or not low <= v <= high:  # noqa: E721 - bool is not a size
-            raise AttnGANError(f"{path}: \"{key}\" must be an integer from {low} to {high}, got {v!r}"[:200])
-        return v
-
-    ids = meta.get("class_ids")
-    if not (isinstance(ids, list) and ids and all(type(i) is int and i >= 0 for i in ids)):  # noqa: E721
-        raise AttnGANError(f"{path}: \"class_ids\" must be a non-empty list of class numbers")
-    for key in ("accuracy", "info"):
-        if not isinstance(meta.get(key, {}), dict):
-            raise AttnGANError(f"{path}: \"{key}\" must be a JSON object")
-    return OracleConfig(parts=words("parts"), colours=words("colours"), class_ids=ids,
-                        image_size=count("image_size", 64, 8, 1024), width=count("width", 16, 1, 1024),
-                        accuracy=meta.get("accuracy", {}), valid=meta.get("valid") is True,
-                        info=meta.get("info", {}))
-
-
 def load_oracle(path: str | Path, device: torch.device | str = "cpu") -> AttributeOracle:
-    """An oracle folder (made by `attngan train-oracle`), in eval mode."""
+    """An oracle folder (made by `attngan train-oracle`) or a bundled one by name, in eval mode."""
     from attngan.metrics.inception_fid import weights_digest
 
-    folder = Path(path)
-    meta = read_folder(folder, ("oracle",), (WEIGHTS_FILE,))
-    w_path = folder / WEIGHTS_FILE
-    oracle = AttributeOracle(_oracle_config(meta, folder / CONFIG_FILE))
-    load_state(oracle, load_safetensors(w_path), str(w_path))
-    oracle.digest = weights_digest(w_path)
-    return oracle.to(device).eval()
+    loaded = load(path, "oracle", device)
+    oracle = loaded.modules["oracle"]
+    oracle.digest = weights_digest(loaded.folder / WEIGHTS_FILE)
+    return oracle
