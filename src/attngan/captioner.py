@@ -188,6 +188,11 @@ def greedy_decode(model, images: torch.Tensor, max_len: int, block: RepeatBlock 
     return out
 
 
+# A finished caption's rank: its summed log-probability over (tokens, <end> included) ** 1.5. With
+# the power 1 (the mean per token) the widest searches ended on "the wings and belly are white",
+# which names two parts; above 1 a caption that goes on to name more parts outranks it. Chosen
+# among 1, 1.5 and 2 on 200 images of training species (beam 3: 37, 58, 59% attribute recall;
+# 2 gives 31-word captions), never on the test split.
 LENGTH_POWER = 1.5
 
 
@@ -225,9 +230,9 @@ class _Beams:
         self.prev = torch.tensor(words, device=device)
 
     def can_beat(self, best: float, max_len: int) -> bool:
-        """Whether a live hypothesis could still end with a mean log-probability per token above
-        `best`: more words only lower its sum, and the most tokens it can reach (`max_len` words
-        and <end>) spread that sum the thinnest, so its best possible mean is sum / (max_len + 1)."""
+        """Whether a live hypothesis could still end ranked above `best`: more words only lower
+        its sum, and the most tokens it can reach (`max_len` words and <end>) divide that sum the
+        most, so its best possible rank is _rank(sum, max_len + 1)."""
         return _rank(float(self.scores.max()), max_len + 1) > best
 
 
@@ -242,11 +247,11 @@ def _image_beams(model, images: torch.Tensor):
 def beam_decode(model, images: torch.Tensor, max_len: int, beam_size: int,
                 block: RepeatBlock | None = None) -> list[list[int]]:
     """Beam search per image: the `beam_size` best partial captions by summed log-probability; a
-    finished caption is ranked by its mean log-probability per token (<end> included), so longer
-    captions are not penalised for their length. The search goes on until no live caption can
+    finished caption is ranked by _rank (summed log-probability over its length, <end> included,
+    to LENGTH_POWER), so longer captions are not penalised for their length. The search goes on until no live caption can
     end above the best finished one (or at `max_len` words, where every caption ends): stopping at
     the first `beam_size` finished captions would keep the short ones that end early. Width 1
-    follows greedy decoding and returns its caption or one that scores higher per token.
+    follows greedy decoding and returns its caption or one that ranks higher.
     `block`: words that would repeat a caption are not taken."""
     if beam_size < 1:
         raise AttnGANError(f"beam size must be at least 1, got {beam_size}")
