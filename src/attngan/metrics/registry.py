@@ -273,10 +273,11 @@ def fid_oracle_features(ctx: "EvalContext") -> dict[str, Any]:
 
 @register(
     name="sharpness", title="High-frequency detail",
-    protocol="per stage of size S: share of the mean-removed luminance DCT-II energy in the top "
-             "octave (max(kx, ky) >= S/2: above the previous stage's Nyquist), generated over real "
-             "test images (the loader's centre crop, smaller stages downscaled from it); value = the "
-             "top stage's ratio, ± std over splits; 1 = real images' detail, ~0 = only upsampled",
+    protocol="per stage of size S: the part of the luminance's top-octave DCT-II energy (above the "
+             "previous stage's Nyquist) that follows where the octave below has energy (slope over "
+             "a 16x16 grid of cells), generated over real test images (the loader's centre crop, "
+             "smaller stages downscaled from it); value = the top stage's ratio, ± std over splits; "
+             "1 = real images' detail, ~0 = upsampled, with or without noise of the same energy",
     reference="ours (metrics/sharpness.py)",
     # A diagnostic of the stages, not one of the published comparisons: it runs when named.
     streams=("sharpness",), real=True, unit="", higher_is_better=True, default=False,
@@ -286,7 +287,7 @@ def sharpness_top_octave(ctx: "EvalContext") -> dict[str, Any]:
 
     real = ctx.real_features("sharpness", sizes=ctx.stage_sizes)
     out = stage_table(ctx.generated["sharpness"], real, ctx.stage_ids, ctx.stage_sizes, ctx.options.splits)
-    # Above 1 is more top-octave energy than real images hold (noise or artefacts), not better.
+    # Above 1 is more edge-aligned fine energy than real images hold (ringing), not better.
     out["target"] = 1.0
     if len(ctx.stage_ids) == 1 and ctx.stage_ids[0] not in (None, 0):
         out["note"] = "one image head (DCGAN): only the top stage's images exist"
