@@ -197,8 +197,8 @@ def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir
     assert main(argv) == 0
     report = json.loads(out.read_text())
     res = report["results"]
-    assert set(res) == {"is", "fid", "kid", "r_precision", "binding", "localisation", "fid_oracle",
-                        "attention_colour"}
+    # Localisation is the DAMSM's, not the generator's: it runs when named (below).
+    assert set(res) == {"is", "fid", "kid", "r_precision", "binding", "fid_oracle", "attention_colour"}
     # G's attention: one entry per attentional stage of the tiny preset (one), shares in range.
     ac = res["attention_colour"]
     assert [row["stage"] for row in ac["per_attention_stage"]] == [1] and 0 <= ac["value"] <= 100
@@ -210,12 +210,19 @@ def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir
     assert res["fid_oracle"]["value"] > 0 and res["kid"]["value"] is not None
     assert 0 <= res["r_precision"]["value"] <= 100 and res["r_precision"]["std"] is not None
     assert "the model's own DAMSM" in res["r_precision"]["encoders"]
+    loc_out = tmp_path / "localisation.json"
+    assert main(argv[:argv.index("--out")] + ["--metrics", "localisation", "--out", str(loc_out)]) == 0
+    res = {**res, "localisation": json.loads(loc_out.read_text())["results"]["localisation"]}
     assert set(res["localisation"]["per_part"]) <= {"wing", "belly", "crown", "bill"}
     for table in ("per_part", "per_part_noun"):  # the colour words' attention, and the nouns'
         assert res["localisation"][table] and set(res["localisation"][table]) <= {"wing", "belly", "crown", "bill"}
         assert all(0 <= v["share"] <= 100 and v["n"] > 0 for v in res["localisation"][table].values())
     assert res["localisation"]["value"] == pytest.approx(
         sum(v["share"] for v in res["localisation"]["per_part"].values()) / len(res["localisation"]["per_part"]))
+    # Its chance level is a map uniform over the bird: above the part's share of the image.
+    loc = res["localisation"]
+    assert loc["chance"] == pytest.approx(sum(v["chance"] for v in loc["per_part"].values()) / len(loc["per_part"]))
+    assert all(v["chance"] > v["image_chance"] > 0 for v in loc["per_part"].values())
     md = out.with_suffix(".md").read_text()
     assert "| Metric | Value | Protocol | n images |" in md and "| FID (`fid`" in md and "n/a" in md
     assert len(list(cache.glob("real-fid_inception-test-64px-*.npz"))) == 1

@@ -219,26 +219,24 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
 
 
 @register(
-    name="localisation", title="Attention localisation",
+    name="localisation", title="Attention localisation (DAMSM)",
     protocol="share of DAMSM word-region attention inside the part's ground-truth mask, real test "
              "images, of the colour word the caption binds to that part (\"black\" in \"wings that "
              "are black\"; a colour stated for two parts is left out); value = mean over wing, belly, "
-             "crown, bill; chance = mean mask area; per_part_noun: the same for the part nouns",
+             "crown, bill; chance = a map uniform over the bird's own regions (image_chance: uniform "
+             "over the image); per_part_noun: the same for the part nouns. A property of the DAMSM, "
+             "not of a generator's images",
     reference="ours (SynthBirds ground truth)",
+    # Not one of a generator's comparisons: it reads no generated image. It runs when named, and
+    # `attngan eval-damsm` reports it on SynthBirds.
     streams=(), uses=("damsm",), real=False, unit="%", higher_is_better=True, requires=("damsm", "synth"),
+    default=False,
 )
 def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.binding import localisation_summary
+
     per_kind, n = ctx.real_localisation()
-
-    def table(per_part: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        return {p: {"share": _pct(v["share"]), "chance": _pct(v["chance"]), "n": v["n"]} for p, v in per_part.items()}
-
-    shares = [v["share"] for v in per_kind["colour"].values()]
-    return {
-        "value": _pct(float(np.mean(shares))) if shares else float("nan"), "std": None,
-        "per_part": table(per_kind["colour"]), "per_part_noun": table(per_kind["noun"]),
-        "n": n, "encoders": ctx.descriptions.get("damsm", ""),
-    }
+    return {**localisation_summary(per_kind, n), "encoders": ctx.descriptions.get("damsm", "")}
 
 
 @register(
@@ -357,7 +355,8 @@ def _pct(x: float) -> float:
 def _sharpness(ctx: "EvalContext", pipe) -> tuple[Any, str]:
     from attngan.metrics.sharpness import SharpnessStream
 
-    return SharpnessStream(ctx.device), "luminance DCT-II top-octave energy share, every stage"
+    return SharpnessStream(ctx.device), ("luminance DCT-II top-octave energy share and its part that follows "
+                                         "the octave below, every stage")
 
 
 @register_stream("fid_inception")
