@@ -36,8 +36,8 @@ def add_arguments(p) -> None:
                             "seeded by --seed) for the test split too")
     proto.add_argument("--fid-resize", choices=("pytorch-fid", "tf1"), default="pytorch-fid",
                        help="fid/kid resize to 299: pytorch-fid's F.interpolate (bilinear, "
-                            "align_corners=False; default) or torch-fidelity's TF1 resize with "
-                            "(x - 128) / 128 input (needs torch-fidelity)")
+                            "align_corners=False; default) or TF1's bilinear resize in the graph with "
+                            "(x - 128) / 128 input, as torch-fidelity")
     proto.add_argument("--is-shuffle-seed", type=int, default=None,
                        help="shuffle IS predictions before the splits with numpy RandomState(SEED) "
                             "(torch-fidelity's ISC uses 2020); default: no shuffle, as improved-gan")
