@@ -282,7 +282,7 @@ def localisation_summary(per_kind: dict[str, dict[str, dict[str, float]]], n: in
     chance = the mean within-object share (a map uniform over the bird), image_chance = the mean
     part area (a map uniform over the image), per part and for the part nouns."""
     def pct(v: float) -> float:
-        return round(100.0 * v, 4)
+        return 100.0 * v
 
     def table(per_part):
         return {p: {"share": pct(v["share"]), "chance": pct(v["object_chance"]),
