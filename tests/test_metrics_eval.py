@@ -371,3 +371,76 @@ def test_binding_and_round_trip_part_rows_stay_apart_in_the_comparison_table():
     assert rows["wing colour accuracy"] == "92.000" and rows["wing colour read back"] == "97.000"
     assert rows["belly colour accuracy"] == "95.000" and rows["belly colour read back"] == "71.000"
     assert "breast colour read back" not in rows  # only the parts the binding rows show
+
+
+# Prompts written by users (`attngan eval --prompts`).
+
+def test_read_prompts_formats_and_errors(tmp_path):
+    from attngan.metrics.sources import read_prompts
+
+    lines = tmp_path / "p.txt"
+    lines.write_text("a bird with red wings\n\n  the belly is white  \n")
+    assert read_prompts(lines) == [("a bird with red wings", None), ("the belly is white", None)]
+    js = tmp_path / "p.json"
+    js.write_text(json.dumps(["a red bird", {"prompt": "pink below, black wings",
+                                             "attributes": {"wing": "black", "belly": "pink"}}]))
+    assert read_prompts(js) == [("a red bird", None), ("pink below, black wings", {"wing": "black", "belly": "pink"})]
+    for bad, why in (("{", "not valid JSON"), ('{"a": 1}', "JSON list"), ("[3]", "neither a prompt"),
+                     ('[{"prompt": "x", "attributes": {"wing": 3}}]', "map parts to colours"),
+                     ("[]", "no prompts"), ('[" "]', "an empty prompt")):
+        js.write_text(bad)
+        with pytest.raises(AttnGANError, match=why):
+            read_prompts(js)
+    with pytest.raises(AttnGANError, match="not found"):
+        read_prompts(tmp_path / "missing.txt")
+
+
+def test_bundled_free_prompts_ask_every_wing_belly_colour_pair_in_words_the_model_reads():
+    from attngan.data.synth_captions import caption_attributes
+    from attngan.metrics.sources import read_prompts
+    from attngan.pipeline import AttnGANPipeline
+
+    prompts = read_prompts("synthbirds-free")
+    pairs = {(a["wing"], a["belly"]) for _, a in prompts}
+    colours = {c for pair in pairs for c in pair}
+    assert len(colours) == 11 and pairs == {(w, b) for w in colours for b in colours if w != b}
+    pipe = AttnGANPipeline.from_pretrained("synthbirds-tiny", device="cpu")
+    for text, attrs in prompts:
+        enc = pipe.encode_caption(text)
+        assert attrs["wing"] in enc.tokens and attrs["belly"] in enc.tokens, text
+    # Written outside the caption grammar: its parser misses many of them (hence the attributes).
+    missed = sum(caption_attributes(t).get("belly") != a["belly"] or caption_attributes(t).get("wing") != a["wing"]
+                 for t, a in prompts)
+    assert missed >= len(prompts) // 4
+
+
+def test_eval_prompts_scores_binding_against_the_prompt_files_attributes(synth, model_dir, oracle_dir, tmp_path):
+    from attngan.metrics.evaluation import evaluate
+
+    prompts = tmp_path / "p.json"
+    # The text says wings black and belly white; the file says only the wing, and red.
+    prompts.write_text(json.dumps([{"prompt": "a bird with wings that are black and a white belly",
+                                    "attributes": {"wing": "red"}},
+                                   "this bird has a blue crown"]))
+    report = evaluate(synth, model_dir=model_dir, prompts=str(prompts), oracle=str(oracle_dir), num_images=6,
+                      splits=2, batch=3, device="cpu", progress=False, cache_dir=str(tmp_path / "cache"))
+    assert report["prompts"] == str(prompts) and "2 prompts of p.json" in report["source"]
+    assert set(report["results"]) <= {"binding", "roundtrip", "attention_colour", "is"}
+    b = report["results"]["binding"]
+    assert b["mentioned"] == {"wing": 3, "crown": 3, "belly": 0, "bill": 0}  # the file's attributes, else the parse
+    with pytest.raises(AttnGANError, match="compares with the test split"):
+        evaluate(synth, model_dir=model_dir, prompts=str(prompts), metrics=["fid"], num_images=2, splits=1,
+                 device="cpu", progress=False)
+
+
+def test_eval_cli_prompts_errors(synth, model_dir, tmp_path, capsys):
+    from attngan.cli import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("zzz qqq\n")
+    base = ["eval", "--data", str(synth), "--num-images", "2", "--splits", "1", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path / "r.json")]
+    assert main(base + ["--model", str(model_dir), "--prompts", str(prompts), "--metrics", "attention_colour"]) == 2
+    assert "prompt 'zzz qqq'" in capsys.readouterr().err
+    assert main(base + ["--images", str(tmp_path), "--prompts", str(prompts)]) == 2
+    assert "give --model" in capsys.readouterr().err

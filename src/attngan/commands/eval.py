@@ -17,6 +17,10 @@ def add_arguments(p) -> None:
                      help="score this folder of images instead (captions.json {file: caption} in it "
                           "enables r_precision and binding)")
     src.add_argument("--data", required=True, help="dataset folder (test split: captions and real images)")
+    src.add_argument("--prompts", default=None,
+                     help="with --model: generate for these prompts instead of the test captions (a file: one "
+                          "prompt per line, or a JSON list of prompts or {\"prompt\", \"attributes\"}; or "
+                          "'synthbirds-free', the bundled set); runs binding, roundtrip, attention_colour, is")
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated subset of {','.join(REGISTRY)} (default: every metric whose "
                         "inputs are given, except "
@@ -89,7 +93,7 @@ def run(args) -> int:
         cache_dir=args.cache, split=args.split, real_images=args.real_images,
         real_transform=args.real_transform, fid_resize=args.fid_resize,
         is_shuffle_seed=args.is_shuffle_seed, rp_protocol=args.rp_protocol,
-        progress=not args.no_progress,
+        progress=not args.no_progress, prompts=args.prompts,
     )
     report = evaluate(args.data, options, model_dir=args.model, images_dir=args.images)
     json_path, md_path = write_report(report, args.out, args.log)

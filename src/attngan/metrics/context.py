@@ -40,10 +40,16 @@ class EvalContext:
     generated: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     captions: list[str] = field(default_factory=list)          # as the images were generated from
     full_captions: list[str] = field(default_factory=list)
+    # Per image, the {part: colour} its prompt file states (None: read from the caption's text).
+    attributes: list[dict[str, str] | None] = field(default_factory=list)
     class_ids: np.ndarray | None = None
     class_ids_given: bool = True                               # the data set's classes (not stand-ins)
     timings: dict[str, float] = field(default_factory=dict)
     _real: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def wanted(self) -> list[dict[str, str] | None]:
+        """Per scored image, the attributes its prompt file states, or None (parse the caption)."""
+        return self.attributes if self.attributes else [None] * len(self.full_captions)
 
     # Real images.
 

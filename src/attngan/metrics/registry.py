@@ -198,8 +198,9 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
     oracle = ctx.streams["oracle"].oracle
     preds = ctx.generated["oracle"]
     predicted = {p: [oracle.cfg.colours[int(i)] for i in preds[p]] for p in oracle.cfg.parts}
-    # The caption as written (the ids the model reads have lost its commas).
-    requested = [caption_attributes(c) for c in ctx.full_captions]
+    # The caption as written (the ids the model reads have lost its commas), or what a prompt
+    # file states it asks for.
+    requested = [a if a is not None else caption_attributes(c) for c, a in zip(ctx.full_captions, ctx.wanted())]
     s = binding_scores(requested, predicted, oracle.cfg.parts)
     void = not oracle.cfg.valid
     # A part whose oracle head is below MIN_ACCURACY cannot be scored; the others still can, so
@@ -309,7 +310,7 @@ def roundtrip_captioner(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.roundtrip import caption_items, real_ceiling, roundtrip_scores
 
     captions = [str(c) for c in ctx.generated["captioner"]["captions"]]
-    gen = roundtrip_scores(list(ctx.full_captions), captions)
+    gen = roundtrip_scores(list(ctx.full_captions), captions, wanted=ctx.wanted())
     # The ceiling on as many real test images as images are scored (a seeded sample across
     # species), in the split's order: captions and caption lines must stay paired.
     ds = ctx.real_dataset(ctx.image_size)
