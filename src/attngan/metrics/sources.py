@@ -1,5 +1,5 @@
-"""The images `attngan eval` scores: a model's samples for the test split's captions, or a folder
-of images, each read as batches of `ScoredBatch`.
+"""The images `attngan eval` scores: a model's samples for the test split's captions or for a
+prompt file, or a folder of images, each read as batches of `ScoredBatch`.
 
 Generation follows the paper's protocol: captions of the test split are cycled (each pass over the
 test images gives every image its next caption, so 30,000 samples cover CUB's 2,933 test images x
