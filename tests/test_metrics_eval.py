@@ -446,3 +446,17 @@ def test_eval_cli_prompts_errors(synth, model_dir, tmp_path, capsys):
     assert "prompt 'zzz qqq'" in capsys.readouterr().err
     assert main(base + ["--images", str(tmp_path), "--prompts", str(prompts)]) == 2
     assert "give --model" in capsys.readouterr().err
+
+
+def test_eval_damsm_reports_localisation_as_eval_does(synth, model_dir, tmp_path, capsys):
+    from attngan.cli import main
+    from attngan.metrics.evaluation import evaluate
+
+    assert main(["eval-damsm", str(model_dir), "--data", str(synth), "--max-items", "12", "--device", "cpu"]) == 0
+    loc = json.loads(capsys.readouterr().out)["localisation"]
+    assert loc["n"] == 12 and set(loc["per_part"]) <= {"wing", "belly", "crown", "bill"}
+    assert all(v["chance"] > v["image_chance"] for v in loc["per_part"].values())
+    # The same DAMSM, images and captions through `attngan eval --metrics localisation`.
+    same = evaluate(synth, model_dir=model_dir, metrics=["localisation"], num_images=12, splits=2, batch=6,
+                    device="cpu", progress=False, cache_dir=str(tmp_path / "cache"))["results"]["localisation"]
+    assert loc["value"] == pytest.approx(same["value"]) and loc["chance"] == pytest.approx(same["chance"])
