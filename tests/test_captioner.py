@@ -136,16 +136,116 @@ def test_greedy_decoding_is_deterministic():
     assert all(len(ids) <= 12 and 0 not in ids for ids in first)
 
 
+def _rank_of(model, x, ids, b):
+    """The beam search's ranking of caption `ids` for image b: summed log-probability (<end>
+    included) over the token count to the captioner's length power."""
+    from attngan.captioner import _rank
+
+    dec = model.decoder
+    with torch.no_grad():
+        regions = model.encoder(x[b:b + 1])
+        h, c, proj = dec.init_state(regions)
+        prev, total = torch.tensor([dec.start_id]), 0.0
+        for w in list(ids) + [0]:
+            logits, h, c, _ = dec.step(prev, h, c, regions, proj)
+            total += float(torch.log_softmax(logits, 1)[0, w])
+            prev = torch.tensor([w])
+    return _rank(total, len(ids) + 1)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_beam_width_one_equals_greedy(seed):
+def test_beam_width_one_follows_greedy_and_never_ranks_below_it(seed):
     model = _random_model(seed=seed)
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-    assert beam_decode(model, x, 12, beam_size=1) == greedy_decode(model, x, 12)
+    greedy, beam = greedy_decode(model, x, 12), beam_decode(model, x, 12, beam_size=1)
+    for b in range(3):
+        if len(greedy[b]) < 12:  # greedy ended: the search saw its caption finish
+            assert _rank_of(model, x, beam[b], b) >= _rank_of(model, x, greedy[b], b) - 1e-6
+
+
+class _ScriptedDecoder(torch.nn.Module):
+    """A decoder whose next-word log-probabilities depend only on the previous word: `table[prev]`
+    (the start token is the last row). Lets a test know every caption's score."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table.log()
+        self.start_id = table.shape[1]
+
+    def init_state(self, regions):
+        B = regions.shape[0]
+        return torch.zeros(B, 1), torch.zeros(B, 1), regions
+
+    def step(self, prev, h, c, regions, proj):
+        return self.table[prev], h, c, None
+
+
+class _Scripted(torch.nn.Module):
+    def __init__(self, table):
+        super().__init__()
+        self.decoder = _ScriptedDecoder(torch.as_tensor(table, dtype=torch.float32))
+
+    def encoder(self, images):
+        return images.flatten(1)[:, None, :1]
+
+
+def _script(n_words: int, rows: dict[int, dict[int, float]]) -> list[list[float]]:
+    """A table of next-word probabilities: rows[prev] = {word: p}, the rest spread evenly; the
+    start token is prev = n_words."""
+    table = []
+    for prev in range(n_words + 1):
+        want = rows.get(prev, {})
+        rest = (1.0 - sum(want.values())) / (n_words - len(want))
+        table.append([want.get(w, rest) for w in range(n_words)])
+    return table
+
+
+def test_beam_search_runs_until_no_live_caption_can_beat_the_best_finished():
+    # Ending at once is the single most likely step (p 0.55), but "1 2" then <end> is nearly
+    # certain after it: per token it ranks far above the empty caption. A search that stops at its
+    # first `beam_size` finished captions returns the empty one.
+    table = _script(4, {4: {0: 0.55, 1: 0.44}, 1: {2: 0.999}, 2: {0: 0.999}})
+    model, x = _Scripted(table), torch.zeros(1, 3, 8, 8)
+    for beam in (1, 2, 3):
+        assert beam_decode(model, x, 6, beam) == [[1, 2]]
+    from attngan.captioner import constrained_beam_decode
+
+    assert constrained_beam_decode(model, x, 6, 1, [{2}]) == [[1, 2]]
+
+
+def test_repeat_block_names_each_part_once_and_repeats_no_trigram():
+    from attngan.captioner import RepeatBlock, parts_named
+
+    words = ["<end>", ",", "a", "white", "crown", "the", "top", "of", "its", "head", "is", "red", "back",
+             "neck", "nape", "wings"]
+    vocab = captioner_vocabulary(words)
+    ids = vocab.word_to_id
+    # The scripted captioner loops: "a white crown , a white crown , ..." and then "the top of its
+    # head is red" (the crown again), unless it is stopped.
+    loop = {ids["a"]: {ids["white"]: 0.9}, ids["white"]: {ids["crown"]: 0.9}, ids["crown"]: {ids[","]: 0.9},
+            ids[","]: {ids["a"]: 0.6, ids["the"]: 0.3}, ids["the"]: {ids["top"]: 0.9},
+            ids["top"]: {ids["of"]: 0.9}, ids["of"]: {ids["its"]: 0.9}, ids["its"]: {ids["head"]: 0.9},
+            ids["head"]: {ids["is"]: 0.9}, ids["is"]: {ids["red"]: 0.9}, len(vocab): {ids["a"]: 0.9}}
+    model, x = _Scripted(_script(len(vocab), loop)), torch.zeros(2, 3, 8, 8)
+    unblocked = greedy_decode(model, x, 12)[0]
+    assert parts_named([vocab.id_to_word[i] for i in unblocked]).count("crown") >= 2
+    block = RepeatBlock(vocab)
+    for decoded in (greedy_decode(model, x, 12, block), beam_decode(model, x, 12, 3, block)):
+        for seq in decoded:
+            text = [vocab.id_to_word[i] for i in seq]
+            named = parts_named(text)
+            assert named.count("crown") <= 1 and "crown" in named
+            trigrams = [tuple(seq[i:i + 3]) for i in range(len(seq) - 2)]
+            assert len(trigrams) == len(set(trigrams))
+    # The longest name wins, and a word that is another part's whole name stays allowed.
+    assert parts_named("the back of its neck and the back".split()) == ["nape", "back"]
+    assert ids["back"] not in block.banned([ids["nape"]])
+    assert {ids["top"], ids["crown"]} <= block.banned([ids["a"], ids["crown"]])
 
 
 @pytest.mark.parametrize("beam", [1, 3])
 def test_constrained_beam_names_every_group(beam):
-    from attngan.captioner import constrained_beam_decode, parse_mention
+    from attngan.captioner import RepeatBlock, constrained_beam_decode, parse_mention
 
     vocab = captioner_vocabulary(["<end>", "a", "bird", "wings", "wing", "belly", "red"])
     model = _random_model(n_words=len(vocab), seed=4)
@@ -160,29 +260,19 @@ def test_constrained_beam_names_every_group(beam):
         parse_mention("tail", vocab)
     cap = Captioner(_small_cfg(max_len=20, mention="wings|wing;belly"), vocab, model)
     assert all("belly" in caption_tokens(c) for c in cap(x))
-    assert cap(x, mention="", beam_size=1) == [cap.text(ids) for ids in greedy_decode(model, x, 20)]
+    block = RepeatBlock(vocab)
+    assert cap(x, mention="", beam_size=1) == [cap.text(ids) for ids in greedy_decode(model, x, 20, block)]
+    assert cap(x, mention="", beam_size=1, block_repeats=False) == [cap.text(ids)
+                                                                    for ids in greedy_decode(model, x, 20)]
 
 
-def test_wider_beam_never_scores_worse_per_token():
+def test_wider_beam_never_ranks_below_greedy():
     model = _random_model(seed=3)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
-
-    def mean_logp(ids, b):
-        dec = model.decoder
-        regions = model.encoder(x[b:b + 1])
-        h, c, proj = dec.init_state(regions)
-        prev, total = torch.tensor([dec.start_id]), 0.0
-        for w in ids + [0]:
-            logits, h, c, _ = dec.step(prev, h, c, regions, proj)
-            total += float(torch.log_softmax(logits, 1)[0, w])
-            prev = torch.tensor([w])
-        return total / (len(ids) + 1)
-
-    with torch.no_grad():
-        narrow, wide = beam_decode(model, x, 30, 1), beam_decode(model, x, 30, 4)
-        for b in range(2):
-            if len(narrow[b]) < 30:  # greedy finished: the wide beam found it or better
-                assert mean_logp(wide[b], b) >= mean_logp(narrow[b], b) - 1e-5
+    narrow, wide = greedy_decode(model, x, 30), beam_decode(model, x, 30, 4)
+    for b in range(2):
+        if len(narrow[b]) < 30:  # greedy finished: the wide beam found it or better
+            assert _rank_of(model, x, wide[b], b) >= _rank_of(model, x, narrow[b], b) - 1e-5
 
 
 # Learning.
@@ -220,7 +310,7 @@ def test_training_loop_writes_snapshots_and_resumes(birds, tmp_path):
     out = tmp_path / "run"
     first = train_captioner(cfg, birds, out, device="cpu", max_epochs=1, progress=False, max_steps=2)
     assert first["epoch"] == 1 and first["steps"] == 2 and first["kimg"] == 2 * 8 / 1000
-    for f in ("best/config.json", "best/captioner.safetensors", "last/vocab.json", "state.pt",
+    for f in ("best/config.json", "best/captioner.safetensors", "best/vocab.json", "state.pt",
               "metrics.jsonl", "resolved_config.json"):
         assert (out / f).is_file(), f
     assert "recall_all" in first and "val_cider_d" in first
@@ -257,6 +347,40 @@ def test_round_trip_on_real_images_beats_shuffled_captions(birds):
     # All attributes: it names 3-4 of a caption's 2-5 at random, so the ceiling is well below 1.
     assert own["recall"] > 2.5 * shuffled["recall"] and own["recall"] > shuffled["recall"] + 0.2
     assert own["cider_d"] > shuffled["cider_d"]
+
+
+@pytest.fixture(scope="module")
+def test_birds_200(tmp_path_factory):
+    """About 200 real test images of unseen species (a quarter of the classes are test classes)."""
+    from attngan.data.synth_birds import generate_synth_birds
+
+    return generate_synth_birds(tmp_path_factory.mktemp("cap200") / "birds", images=800, classes=64, size=128,
+                                seed=11, progress=False)
+
+
+@pytest.mark.slow
+def test_shipped_captioner_names_no_part_twice_and_a_wider_beam_recalls_more(test_birds_200):
+    from attngan.captioner import parts_named
+    from attngan.training.captioner_loop import CaptionedImages
+
+    cap = _shipped()
+    ds = CaptionedImages(test_birds_200, "test", cap.config, cap.vocab, train=False)
+    n = min(200, len(ds))
+    assert n >= 180
+    images = torch.stack([ds.images[i]["images"][0] for i in range(n)])
+    prompts = [line for i in range(n) for line in ds.texts[i]]
+
+    def recall(captions):
+        return attribute_recall(prompts, [c for i, c in enumerate(captions) for _ in ds.texts[i]])["all"]
+
+    decoded = {"greedy": cap(images, beam_size=1, mention=""), "default": cap(images),
+               "beam 3": cap(images, beam_size=3)}
+    for name, captions in decoded.items():
+        for c in captions:
+            named = parts_named(caption_tokens(c))
+            assert len(named) == len(set(named)), (name, c)
+    # The default is the constrained search with one caption per constraint state.
+    assert recall(decoded["beam 3"]) >= recall(decoded["default"]) > recall(decoded["greedy"])
 
 
 def test_caption_command(birds, tmp_path, capsys):

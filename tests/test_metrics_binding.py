@@ -70,6 +70,28 @@ def test_attention_localisation_scores_the_given_words_against_their_parts_masks
     # The uniform map of "red", scored against the belly: the mask's area.
     out = attention_localisation(att, [[(1, "belly")]], masks)
     assert out["belly"]["share"] == pytest.approx(0.25) and out["belly"]["n"] == 1
+    assert "object_chance" not in out["belly"]  # no object mask given
+
+
+def test_localisation_chance_within_the_object_is_a_map_uniform_over_it():
+    from attngan.metrics.binding import OBJECT
+
+    # 4 x 4 image; the bird is the left half (8 pixels), its belly 2 of them: a map uniform over
+    # the bird puts 2/8 on the belly, one uniform over the image 2/16.
+    belly = np.zeros((4, 4))
+    belly[2:, 0] = 1
+    bird = np.zeros((4, 4))
+    bird[:, :2] = 1
+    att = torch.zeros(1, 1, 4, 4)
+    att[0, 0, 2:, 0] = 0.5  # all of the word's attention on the belly
+    out = attention_localisation(att, [[(0, "belly")]], [{"belly": belly, OBJECT: bird}])["belly"]
+    assert out["share"] == pytest.approx(1.0)
+    assert out["chance"] == pytest.approx(2 / 16) and out["object_chance"] == pytest.approx(2 / 8)
+    # On a coarser attention grid (2 x 2) the masks are area-averaged: the bird covers the left
+    # cells fully, the belly half of the lower-left cell; uniform over the bird -> 0.5 / 2.
+    out = attention_localisation(torch.full((1, 1, 2, 2), 0.25), [[(0, "belly")]],
+                                 [{"belly": belly, OBJECT: bird}])["belly"]
+    assert out["object_chance"] == pytest.approx(0.25) and out["share"] == pytest.approx(0.125)
 
 
 @pytest.mark.parametrize("caption, expected", [

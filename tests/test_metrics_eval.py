@@ -197,8 +197,8 @@ def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir
     assert main(argv) == 0
     report = json.loads(out.read_text())
     res = report["results"]
-    assert set(res) == {"is", "fid", "kid", "r_precision", "binding", "localisation", "fid_oracle",
-                        "attention_colour"}
+    # Localisation is the DAMSM's, not the generator's: it runs when named (below).
+    assert set(res) == {"is", "fid", "kid", "r_precision", "binding", "fid_oracle", "attention_colour"}
     # G's attention: one entry per attentional stage of the tiny preset (one), shares in range.
     ac = res["attention_colour"]
     assert [row["stage"] for row in ac["per_attention_stage"]] == [1] and 0 <= ac["value"] <= 100
@@ -210,12 +210,21 @@ def test_eval_cli_writes_report_table_log_and_cache(synth, model_dir, oracle_dir
     assert res["fid_oracle"]["value"] > 0 and res["kid"]["value"] is not None
     assert 0 <= res["r_precision"]["value"] <= 100 and res["r_precision"]["std"] is not None
     assert "the model's own DAMSM" in res["r_precision"]["encoders"]
+    loc_out = tmp_path / "localisation.json"
+    k = argv.index("--log")
+    loc_argv = argv[:k] + argv[k + 2:argv.index("--out")]  # its own report, not a line of the log
+    assert main(loc_argv + ["--metrics", "localisation", "--out", str(loc_out)]) == 0
+    res = {**res, "localisation": json.loads(loc_out.read_text())["results"]["localisation"]}
     assert set(res["localisation"]["per_part"]) <= {"wing", "belly", "crown", "bill"}
     for table in ("per_part", "per_part_noun"):  # the colour words' attention, and the nouns'
         assert res["localisation"][table] and set(res["localisation"][table]) <= {"wing", "belly", "crown", "bill"}
         assert all(0 <= v["share"] <= 100 and v["n"] > 0 for v in res["localisation"][table].values())
     assert res["localisation"]["value"] == pytest.approx(
         sum(v["share"] for v in res["localisation"]["per_part"].values()) / len(res["localisation"]["per_part"]))
+    # Its chance level is a map uniform over the bird: above the part's share of the image.
+    loc = res["localisation"]
+    assert loc["chance"] == pytest.approx(sum(v["chance"] for v in loc["per_part"].values()) / len(loc["per_part"]))
+    assert all(v["chance"] > v["image_chance"] > 0 for v in loc["per_part"].values())
     md = out.with_suffix(".md").read_text()
     assert "| Metric | Value | Protocol | n images |" in md and "| FID (`fid`" in md and "n/a" in md
     assert len(list(cache.glob("real-fid_inception-test-64px-*.npz"))) == 1
@@ -368,3 +377,90 @@ def test_binding_and_round_trip_part_rows_stay_apart_in_the_comparison_table():
     assert rows["wing colour accuracy"] == "92.000" and rows["wing colour read back"] == "97.000"
     assert rows["belly colour accuracy"] == "95.000" and rows["belly colour read back"] == "71.000"
     assert "breast colour read back" not in rows  # only the parts the binding rows show
+
+
+# Prompts written by users (`attngan eval --prompts`).
+
+def test_read_prompts_formats_and_errors(tmp_path):
+    from attngan.metrics.sources import read_prompts
+
+    lines = tmp_path / "p.txt"
+    lines.write_text("a bird with red wings\n\n  the belly is white  \n")
+    assert read_prompts(lines) == [("a bird with red wings", None), ("the belly is white", None)]
+    js = tmp_path / "p.json"
+    js.write_text(json.dumps(["a red bird", {"prompt": "pink below, black wings",
+                                             "attributes": {"wing": "black", "belly": "pink"}}]))
+    assert read_prompts(js) == [("a red bird", None), ("pink below, black wings", {"wing": "black", "belly": "pink"})]
+    for bad, why in (("{", "not valid JSON"), ('{"a": 1}', "JSON list"), ("[3]", "neither a prompt"),
+                     ('[{"prompt": "x", "attributes": {"wing": 3}}]', "map parts to colours"),
+                     ("[]", "no prompts"), ('[" "]', "an empty prompt")):
+        js.write_text(bad)
+        with pytest.raises(AttnGANError, match=why):
+            read_prompts(js)
+    with pytest.raises(AttnGANError, match="not found"):
+        read_prompts(tmp_path / "missing.txt")
+
+
+def test_bundled_free_prompts_ask_every_wing_belly_colour_pair_in_words_the_model_reads():
+    from attngan.data.synth_captions import caption_attributes
+    from attngan.metrics.sources import read_prompts
+    from attngan.pipeline import AttnGANPipeline
+
+    prompts = read_prompts("synthbirds-free")
+    pairs = {(a["wing"], a["belly"]) for _, a in prompts}
+    colours = {c for pair in pairs for c in pair}
+    assert len(colours) == 11 and pairs == {(w, b) for w in colours for b in colours if w != b}
+    pipe = AttnGANPipeline.from_pretrained("synthbirds-tiny", device="cpu")
+    for text, attrs in prompts:
+        enc = pipe.encode_caption(text)
+        assert attrs["wing"] in enc.tokens and attrs["belly"] in enc.tokens, text
+    # Written outside the caption grammar: its parser misses many of them (hence the attributes).
+    missed = sum(caption_attributes(t).get("belly") != a["belly"] or caption_attributes(t).get("wing") != a["wing"]
+                 for t, a in prompts)
+    assert missed >= len(prompts) // 4
+
+
+def test_eval_prompts_scores_binding_against_the_prompt_files_attributes(synth, model_dir, oracle_dir, tmp_path):
+    from attngan.metrics.evaluation import evaluate
+
+    prompts = tmp_path / "p.json"
+    # The text says wings black and belly white; the file says only the wing, and red.
+    prompts.write_text(json.dumps([{"prompt": "a bird with wings that are black and a white belly",
+                                    "attributes": {"wing": "red"}},
+                                   "this bird has a blue crown"]))
+    report = evaluate(synth, model_dir=model_dir, prompts=str(prompts), oracle=str(oracle_dir), num_images=6,
+                      splits=2, batch=3, device="cpu", progress=False, cache_dir=str(tmp_path / "cache"))
+    assert report["prompts"] == str(prompts) and "2 prompts of p.json" in report["source"]
+    assert set(report["results"]) <= {"binding", "roundtrip", "attention_colour", "is"}
+    b = report["results"]["binding"]
+    assert b["mentioned"] == {"wing": 3, "crown": 3, "belly": 0, "bill": 0}  # the file's attributes, else the parse
+    with pytest.raises(AttnGANError, match="compares with the test split"):
+        evaluate(synth, model_dir=model_dir, prompts=str(prompts), metrics=["fid"], num_images=2, splits=1,
+                 device="cpu", progress=False)
+
+
+def test_eval_cli_prompts_errors(synth, model_dir, tmp_path, capsys):
+    from attngan.cli import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("zzz qqq\n")
+    base = ["eval", "--data", str(synth), "--num-images", "2", "--splits", "1", "--device", "cpu", "--no-progress",
+            "--out", str(tmp_path / "r.json")]
+    assert main(base + ["--model", str(model_dir), "--prompts", str(prompts), "--metrics", "attention_colour"]) == 2
+    assert "prompt 'zzz qqq'" in capsys.readouterr().err
+    assert main(base + ["--images", str(tmp_path), "--prompts", str(prompts)]) == 2
+    assert "give --model" in capsys.readouterr().err
+
+
+def test_eval_damsm_reports_localisation_as_eval_does(synth, model_dir, tmp_path, capsys):
+    from attngan.cli import main
+    from attngan.metrics.evaluation import evaluate
+
+    assert main(["eval-damsm", str(model_dir), "--data", str(synth), "--max-items", "12", "--device", "cpu"]) == 0
+    loc = json.loads(capsys.readouterr().out)["localisation"]
+    assert loc["n"] == 12 and set(loc["per_part"]) <= {"wing", "belly", "crown", "bill"}
+    assert all(v["chance"] > v["image_chance"] for v in loc["per_part"].values())
+    # The same DAMSM, images and captions through `attngan eval --metrics localisation`.
+    same = evaluate(synth, model_dir=model_dir, metrics=["localisation"], num_images=12, splits=2, batch=6,
+                    device="cpu", progress=False, cache_dir=str(tmp_path / "cache"))["results"]["localisation"]
+    assert loc["value"] == pytest.approx(same["value"]) and loc["chance"] == pytest.approx(same["chance"])

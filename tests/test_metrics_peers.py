@@ -8,11 +8,13 @@ weights path, and pytorch-fid's only way to get weights is its `load_state_dict_
 is monkeypatched here to return the saved state dict. DM-GAN's eval/FID path (fid_score.py,
 img_data.py, inception.py of MinfengZhu/DM-GAN) is rebuilt below from its published code.
 
-Features are compared at full width (2048). The Frechet distances of the networks' features are
-compared on `FID_DIMS` coordinates, those whose means differ most between the two sets (so that
-float32 round-off in the features, ~1e-4, is small next to the distance): the formula does not
-depend on the width, and a 2048 x 2048 matrix square root takes minutes on a shared CPU. The
-formulas themselves are also compared at width 64 on synthetic features.
+Features are compared at full width (2048), and so are the Frechet distances against pytorch-fid
+and torch-fidelity: with N images the covariances have rank N - 1, and every side takes the square
+root of the same singular 2048 x 2048 product. The legacy (DM-GAN) distance is compared on
+`FID_DIMS` coordinates, those whose means differ most between the two sets (its features are
+checked at full width). The formulas themselves are also compared at width 64 on synthetic
+features. The `is` stream of a pt_inception file (TF1 resize in the graph) is compared end to end
+with torch-fidelity's ISC.
 """
 
 from __future__ import annotations
@@ -150,12 +152,13 @@ def test_pool3_features_and_fid_equal_pytorch_fid(ours, pytorch_fid_features):
         # float32 round-off (we map to [-1, 1] before the resize, pytorch-fid after) grows
         # through 94 random layers to ~1e-4 on features of ~0.5.
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-    d = _cols(ours["pool"])
-    ref = calculate_frechet_distance(*[f(x[:, d]) for x in pytorch_fid_features for f in
+    # All 2048 dimensions: with N images the covariances have rank N - 1, and both sides take the
+    # matrix square root of the same singular product.
+    ref = calculate_frechet_distance(*[f(x) for x in pytorch_fid_features for f in
                                        (lambda x: x.mean(0), lambda x: np.cov(x, rowvar=False))])
-    got = fid_from_features(*[x[:, d] for x in ours["pool"]])
+    got = fid_from_features(*ours["pool"])
     assert ref > 1e-3
-    assert got == pytest.approx(ref, rel=1e-5)
+    assert got == pytest.approx(ref, rel=1e-4)
 
 
 def test_frechet_distance_formula_equals_pytorch_fid_and_torch_fidelity():
@@ -202,10 +205,9 @@ def test_tf1_resize_features_and_is_equal_torch_fidelity(fid_weights, image_sets
     pools = [stream(_pm1(s))["pool"] for s in image_sets]
     for a, b in zip(pools, fidelity["pool"]):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-4)
-    d = _cols(pools)
-    stats = [fid_features_to_statistics(p[:, torch.from_numpy(d)].contiguous()) for p in fidelity["pool"]]
+    stats = [fid_features_to_statistics(p.contiguous()) for p in fidelity["pool"]]  # all 2048 dimensions
     ref_fid = fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]
-    assert fid_from_features(*[p[:, d] for p in pools]) == pytest.approx(ref_fid, rel=1e-5)
+    assert fid_from_features(*pools) == pytest.approx(ref_fid, rel=1e-4)
 
     # IS probabilities from the same pass: what the probs_unbiased stream computes (tested below).
     unbiased = torch.from_numpy(pools[0]) @ stream.net.fc.weight.double().T
@@ -219,14 +221,50 @@ def test_tf1_resize_features_and_is_equal_torch_fidelity(fid_weights, image_sets
         assert std == pytest.approx(ref["inception_score_std"], rel=1e-2, abs=1e-6)
 
 
+@pytest.mark.parametrize("size_in,size_out", [(64, 299), (128, 299), (299, 64), (37, 299)])
+def test_tf1_resize_equals_torch_fidelity(size_in, size_out):
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    from attngan.metrics.inception_fid import tf1_resize
+
+    x = torch.randint(0, 256, (2, 3, size_in, size_in), generator=torch.Generator().manual_seed(size_in)).float()
+    ref = interpolate_bilinear_2d_like_tensorflow1x(x, size=(size_out, size_out), align_corners=False)
+    torch.testing.assert_close(tf1_resize(x, size_out), ref, rtol=0, atol=1e-3)
+    # Not the half-pixel resize of F.interpolate: the two differ by many grey levels.
+    half = F.interpolate(x, size=(size_out, size_out), mode="bilinear", align_corners=False)
+    assert (half - ref).abs().max() > 10
+
+
+def test_is_stream_of_a_pt_inception_file_equals_torch_fidelity_isc(fid_weights, image_sets, fidelity):
+    # End to end: the `is` metric's own stream on the images, against torch-fidelity's ISC on
+    # the logits_unbiased of its TF1-resizing feature extractor (same weights).
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    from attngan.metrics.extractors import classifier_stream
+    from attngan.metrics.inception_score import inception_score
+
+    stream, what = classifier_stream(fid_weights, torch.device("cpu"))
+    assert "TF1 resize" in what
+    probs = stream(_pm1(image_sets[0]))["probs"]
+    ref_probs = torch.softmax(fidelity["logits_unbiased"], 1).numpy()
+    np.testing.assert_allclose(probs, ref_probs, rtol=1e-3, atol=1e-6)
+    for shuffle in (False, True):
+        ref = isc_features_to_metric(fidelity["logits_unbiased"].float(), splits=3, shuffle=shuffle, rng_seed=2020)
+        mean, std = inception_score(probs, splits=3, shuffle_seed=2020 if shuffle else None)
+        assert ref["inception_score_mean"] > 1.0
+        assert mean == pytest.approx(ref["inception_score_mean"], rel=1e-3)
+        assert std == pytest.approx(ref["inception_score_std"], rel=1e-2, abs=1e-6)
+
+
 def test_is_classifier_of_a_pt_inception_file_uses_bias_free_logits(fid_weights, image_sets):
     from attngan.metrics.extractors import classifier_stream
-    from attngan.metrics.inception_fid import load_fid_inception
+    from attngan.metrics.inception_fid import load_fid_inception, tf1_input
 
     stream, what = classifier_stream(fid_weights, torch.device("cpu"))
     x = _pm1(image_sets[0][:2])
     probs = stream(x)["probs"]
     net = load_fid_inception(fid_weights)
+    net.input_fn = tf1_input
     with torch.no_grad():
         pool, with_bias = net(x)
     unbiased = torch.softmax(pool.double() @ net.fc.weight.double().T, 1).numpy()

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from attngan.metrics.extractors import quantize
-from attngan.metrics.sharpness import SharpnessStream, high_band_share, stage_table, upsample
+from attngan.metrics.sharpness import (SharpnessStream, high_band_share, matched_noise, stage_table,
+                                       structured_share, upsample)
 
 
 def _smooth(batch: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -62,20 +63,83 @@ def test_share_ignores_brightness_contrast_and_flat_images():
 def test_stream_reads_every_stage_and_the_upsampled_baseline():
     stages = [_smooth(4, 16), _smooth(4, 32, seed=1), _smooth(4, 64, seed=2)]
     out = SharpnessStream(torch.device("cpu"))(stages)
-    assert set(out) == {"hf_0", "hf_1", "hf_2", "up_1", "up_2"}
+    assert set(out) == {f"{k}{s}_{i}" for i in range(3) for s in ("hf", "st") for k in ("", "up_", "mn_")
+                        if i or not k}
     assert all(v.shape == (4,) for v in out.values())
     # One tensor (a folder of images): one stage, no baseline.
-    assert set(SharpnessStream(torch.device("cpu"))(stages[-1])) == {"hf_0"}
+    assert set(SharpnessStream(torch.device("cpu"))(stages[-1])) == {"hf_0", "st_0"}
 
 
-def test_real_images_against_themselves_give_ratio_one():
-    stages = [_smooth(6, 16), _smooth(6, 32, seed=1) + 0.02 * torch.randn(6, 3, 32, 32)]
+def test_matched_noise_takes_the_asked_top_octave_share():
+    up = upsample(_smooth(6, 32), 64)
+    want = torch.tensor([0.01, 0.05, 0.1, 0.2, 0.3, 0.0], dtype=torch.float64)
+    got = high_band_share(matched_noise(up, want))
+    assert got[:5].numpy() == pytest.approx(want[:5].numpy(), rel=0.1)
+    assert got[5] < 1e-3  # asking for less than the image holds adds nothing
+
+
+def test_noise_adds_top_octave_energy_but_no_structure():
+    # Edges: a smooth image thresholded (sharp boundaries), drawn at full size.
+    sharp = torch.where(_smooth(8, 64, seed=3) > 0, 0.6, -0.6)
+    up = upsample(F.avg_pool2d(sharp, 2), 64)
+    noisy = up + 0.35 * torch.randn(up.shape, generator=torch.Generator().manual_seed(4))
+    assert high_band_share(noisy).mean() > high_band_share(sharp).mean()  # the energy test is fooled
+    assert structured_share(noisy).mean() < 0.2 * structured_share(sharp).mean()
+    assert structured_share(up).mean() < 0.2 * structured_share(sharp).mean()
+    noise = torch.randn(16, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    assert abs(structured_share(noise).mean()) < 0.02 * high_band_share(noise).mean()
+
+
+@pytest.fixture(scope="module")
+def birds_160(tmp_path_factory) -> Path:
+    # Stored above the loader's load size for 128 px (152), so the real 128 px crops are real.
+    from attngan.data.synth_birds import generate_synth_birds
+
+    return generate_synth_birds(tmp_path_factory.mktemp("sharp") / "birds", images=96, classes=8, size=160,
+                                seed=3, progress=False)
+
+
+def test_real_renders_score_near_one_and_upsampled_plus_noise_below_a_fifth(birds_160):
+    from attngan.config import DataConfig
+    from attngan.data.dataset import TextImageDataset
+    from attngan.data.vocab import load_vocab
+
+    def stages(split):
+        ds = TextImageDataset(birds_160, split, DataConfig(base_size=32, branch_num=3, short_captions="pad"),
+                              load_vocab(birds_160), image_sizes=[32, 64, 128], train=False)
+        items = [ds[i]["images"] for i in range(min(40, len(ds)))]
+        return [torch.stack([it[k] for it in items]) for k in range(3)]
+
+    stream = SharpnessStream(torch.device("cpu"))
+    real = stream(stages("test"))
+    other = stages("train")
+    up = upsample(other[1], 128)
+    noise = torch.randn(up.shape, generator=torch.Generator().manual_seed(0)) * 7 / 127.5  # 7 grey levels
+
+    def score(top):
+        return stage_table(stream([other[0], other[1], top]), real, [0, 1, 2], [32, 64, 128], 2)
+
+    new_images = score(other[2])
+    assert new_images["value"] > 0.8
+    upsampled_noisy = score(up + noise)
+    assert upsampled_noisy["per_stage"][-1]["ratio"] > 1.0  # as much fine energy as real images...
+    assert upsampled_noisy["value"] < 0.2                   # ...and none of it detail
+    assert score(up)["value"] < 0.2
+    # The stream's own baselines say the same for the real 128 px images.
+    row = new_images["per_stage"][-1]
+    assert row["upsampled_prev_detail"] < 0.2 and row["matched_noise_detail"] < 0.2
+
+
+def test_real_images_against_themselves_give_detail_one():
+    sharp = torch.where(_smooth(6, 32, seed=1) > 0, 0.6, -0.6)
+    stages = [F.avg_pool2d(sharp, 2), sharp]
     real = SharpnessStream(torch.device("cpu"))(stages)
     r = stage_table(real, real, [0, 1], [16, 32], splits=2)
     assert [row["ratio"] for row in r["per_stage"]] == pytest.approx([1.0, 1.0])
+    assert r["per_stage"][1]["detail"] == pytest.approx(1.0)
     assert r["value"] == pytest.approx(1.0)
-    assert r["per_stage"][0]["upsampled_prev_ratio"] is None
-    assert r["per_stage"][1]["upsampled_prev_ratio"] < 1.0
+    assert r["per_stage"][0]["upsampled_prev_detail"] is None
+    assert r["per_stage"][1]["upsampled_prev_detail"] < 0.5
     assert r["n_real"] == 6
 
 
@@ -134,11 +198,12 @@ def test_evaluate_reports_one_row_per_stage(synth, tmp_path, branch_num, dcgan, 
     for j, row in enumerate(r["per_stage"]):
         assert 0 < row["hf_share"] < 1 and 0 < row["real_hf_share"] < 1
         assert row["ratio"] == pytest.approx(row["hf_share"] / row["real_hf_share"])
-        assert (row["upsampled_prev_ratio"] is None) == (j == 0)
-    assert r["value"] == r["per_stage"][-1]["ratio"] and r["std"] is not None and r["n"] == 8
+        assert row["detail"] == pytest.approx(row["structured_share"] / row["real_structured_share"])
+        assert (row["upsampled_prev_detail"] is None) == (j == 0) == (row["matched_noise_detail"] is None)
+    assert r["value"] == r["per_stage"][-1]["detail"] and r["std"] is not None and r["n"] == 8
     assert ("note" in r) == dcgan
     md = format_markdown(report)
-    assert "| Stage | Size | Share | Real share | Ratio |" in md
+    assert "| Stage | Size | Detail | Energy ratio |" in md
     assert md.count("\n| top |") == 0 and md.count(f"\n| {stages[-1]} | {sizes[-1]} |") == 1
 
     # The real statistics are cached per stage-size set; a second run reads them back.
@@ -161,7 +226,7 @@ def test_other_streams_read_the_top_stage(synth, tmp_path):
     assert torch.equal(batch.images, quantize(batch.stages[-1]))
 
 
-def test_real_images_scored_as_a_folder_give_ratio_one(synth, tmp_path):
+def test_real_images_scored_as_a_folder_give_detail_one(synth, tmp_path):
     from attngan.config import DataConfig
     from attngan.data.dataset import TextImageDataset
     from attngan.metrics.evaluation import evaluate
@@ -191,8 +256,9 @@ def test_eval_cli_prints_and_saves_the_stage_table(synth, tmp_path, capsys):
                  "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "High-frequency detail (`sharpness`, 1 is best)" in printed
-    assert "| Stage | Size | Share | Real share | Ratio |" in printed
+    assert "| Stage | Size | Detail | Energy ratio |" in printed
     rows = json.loads(out.read_text())["results"]["sharpness"]["per_stage"]
     assert [row["size"] for row in rows] == [16, 32, 64]
-    assert set(rows[0]) == {"stage", "size", "hf_share", "real_hf_share", "ratio",
-                            "upsampled_prev_hf_share", "upsampled_prev_ratio"}
+    assert set(rows[0]) == {"stage", "size", "real_hf_share", "real_structured_share"} | {
+        f"{p}{k}" for p in ("", "upsampled_prev_", "matched_noise_")
+        for k in ("hf_share", "ratio", "structured_share", "detail")}

@@ -39,7 +39,7 @@ KIMG = 15.0
 # The SynthBirds set and the evaluation protocol of a model card that does not name its own.
 DEFAULT_DATA = {"images": 11788, "classes": 884, "size": 256, "seed": 0}
 DEFAULT_EVAL = {"num_images": 400, "seed": 0, "splits": 10,
-                "metrics": ["r_precision", "binding", "localisation", "attention_colour", "is", "fid_oracle"]}
+                "metrics": ["r_precision", "binding", "attention_colour", "is", "fid_oracle"]}
 
 STAGE_DISPLAY_PX = 256  # every stage is shown this wide (nearest-neighbour), so stages line up
 ATTENTION_TILE_PX = 128  # each word's heat map: large enough to see which part lit
@@ -383,9 +383,8 @@ def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle
 
     out_dir = Path(out_dir)
     cache = out_dir / "demo_eval.json"
-    # Localisation measures a DAMSM on real images, not the generator: with the evaluation DAMSM
-    # every model would show the same value, so it is scored with the encoders this model was
-    # trained against, in an evaluation of its own; the others share the evaluation pieces.
+    # Localisation measures a DAMSM on real images, not the generator: it is not a row of the
+    # generators' table (`attngan eval-damsm` reports it), even if a card's protocol names it.
     shared = [m for m in ev["metrics"] if m != "localisation"]
     command = (f"attngan eval --model {_q(model_dir)} --data {_q(data_dir)} --metrics {','.join(shared)} "
                f"--eval-damsm {_q(eval_damsm_dir)} --oracle {_q(oracle_dir)} --num-images {ev['num_images']} "
@@ -412,17 +411,6 @@ def evaluate_model(model_dir: Path, data_dir: Path, eval_damsm_dir: Path, oracle
         metrics = report_rows(evaluate(data_dir, model_dir=model_dir, metrics=shared, num_images=ev["num_images"],
                                        splits=ev["splits"], eval_damsm=eval_damsm_dir, oracle=oracle_dir,
                                        device=device, seed=ev["seed"], strict=False, **extra))
-    if "localisation" in ev["metrics"]:
-        commands.append(f"attngan eval --model {_q(model_dir)} --data {_q(data_dir)} --metrics localisation "
-                        f"--num-images {ev['num_images']} --seed {ev['seed']} "
-                        f"--out {_q(out_dir / 'eval' / 'localisation.json')}")
-        own = report_rows(evaluate(data_dir, model_dir=model_dir, metrics=["localisation"],
-                                   num_images=ev["num_images"], splits=ev["splits"], device=device,
-                                   seed=ev["seed"], strict=False))[0]
-        own["metric"] = "Attention localisation (own DAMSM)"
-        after = ev["metrics"].index("localisation")  # its place in the protocol's order
-        metrics.insert(next((i for i, m in enumerate(metrics) if m["name"] in ev["metrics"]
-                             and ev["metrics"].index(m["name"]) > after), len(metrics)), own)
     atomic_write_json(cache, {"key": key, "metrics": metrics})
     return metrics
 

@@ -138,10 +138,11 @@ def stage_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for r in m.get("per_stage") or []:
         stage = "top" if r.get("stage") is None else f"stage {r['stage'] + 1}"
-        base = r.get("upsampled_prev_ratio")
-        rows.append({"metric": f"  {stage} ({r['size']} px) detail ratio", "value": f"{r['ratio']:.3f}",
-                     "protocol": "top-octave energy vs real images at this size"
-                                 + ("" if base is None else f"; previous stage upsampled: {base:.3f}"),
+        base, noise = r.get("upsampled_prev_detail"), r.get("matched_noise_detail")
+        rows.append({"metric": f"  {stage} ({r['size']} px) detail", "value": f"{r['detail']:.3f}",
+                     "protocol": "structure-following top-octave energy vs real images at this size"
+                                 + ("" if base is None else f"; previous stage upsampled: {base:.3f}, "
+                                                            f"plus noise of the same energy: {noise:.3f}"),
                      "images": m.get("n", "")})
     return rows
 

@@ -17,6 +17,10 @@ def add_arguments(p) -> None:
                      help="score this folder of images instead (captions.json {file: caption} in it "
                           "enables r_precision and binding)")
     src.add_argument("--data", required=True, help="dataset folder (test split: captions and real images)")
+    src.add_argument("--prompts", default=None,
+                     help="with --model: generate for these prompts instead of the test captions (a file: one "
+                          "prompt per line, or a JSON list of prompts or {\"prompt\", \"attributes\"}; or "
+                          "'synthbirds-free', the bundled set); runs binding, roundtrip, attention_colour, is")
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated subset of {','.join(REGISTRY)} (default: every metric whose "
                         "inputs are given, except "
@@ -36,8 +40,8 @@ def add_arguments(p) -> None:
                             "seeded by --seed) for the test split too")
     proto.add_argument("--fid-resize", choices=("pytorch-fid", "tf1"), default="pytorch-fid",
                        help="fid/kid resize to 299: pytorch-fid's F.interpolate (bilinear, "
-                            "align_corners=False; default) or torch-fidelity's TF1 resize with "
-                            "(x - 128) / 128 input (needs torch-fidelity)")
+                            "align_corners=False; default) or TF1's bilinear resize in the graph with "
+                            "(x - 128) / 128 input, as torch-fidelity")
     proto.add_argument("--is-shuffle-seed", type=int, default=None,
                        help="shuffle IS predictions before the splits with numpy RandomState(SEED) "
                             "(torch-fidelity's ISC uses 2020); default: no shuffle, as improved-gan")
@@ -91,7 +95,7 @@ def run(args) -> int:
         cache_dir=args.cache, split=args.split, real_images=args.real_images,
         real_transform=args.real_transform, fid_resize=args.fid_resize,
         is_shuffle_seed=args.is_shuffle_seed, rp_protocol=args.rp_protocol,
-        progress=not args.no_progress,
+        progress=not args.no_progress, prompts=args.prompts,
     )
     report = evaluate(args.data, options, model_dir=args.model, images_dir=args.images)
     json_path, md_path = write_report(report, args.out, args.log)

@@ -1,9 +1,11 @@
-"""`attngan eval-damsm`: retrieval R-precision and recall of pretrained DAMSM encoders on real images."""
+"""`attngan eval-damsm`: retrieval R-precision and recall of pretrained DAMSM encoders on real images,
+and on SynthBirds the attention localisation of their word-region attention."""
 
 from __future__ import annotations
 
 NAME = "eval-damsm"
-HELP = "image-to-text R-precision and text-to-image recall@1/5 of DAMSM encoders on the test split"
+HELP = ("image-to-text R-precision and text-to-image recall@1/5 of DAMSM encoders on the test split; "
+        "on SynthBirds also attention localisation")
 
 
 def add_arguments(p) -> None:
@@ -18,6 +20,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import json
     from dataclasses import replace
+    from pathlib import Path
 
     from attngan.data.dataset import make_loader, open_split
     from attngan.errors import AttnGANError, check_seed
@@ -37,5 +40,19 @@ def run(args) -> int:
     img, sent, classes = encode_split(te, ie, loader, dev, args.max_items or None)
     out = retrieval_metrics(img, sent, classes, seed=args.seed)
     out["n_images"] = int(img.shape[0])
+    if (Path(args.data) / "synth_birds.json").is_file():
+        out["localisation"] = localisation(args, cfg, vocab, te, ie, ds, dev)
     print(json.dumps(out, indent=2))
     return 0
+
+
+def localisation(args, cfg, vocab, text_encoder, image_encoder, ds, device) -> dict:
+    """The `localisation` metric of these encoders on the split's images (percentages)."""
+    from attngan.metrics.binding import damsm_localisation, load_part_masks, localisation_summary
+    from attngan.metrics.extractors import DamsmStream
+
+    damsm = DamsmStream(text_encoder, image_encoder, vocab, cfg.damsm.words_num, device, "",
+                        gamma1=cfg.damsm.gamma1)
+    masks_for = load_part_masks(args.data, args.split, cfg.damsm.image_size)
+    per_kind, n = damsm_localisation(damsm, ds, masks_for, args.max_items or len(ds), 50, device)
+    return localisation_summary(per_kind, n)

@@ -14,7 +14,7 @@ def add_arguments(p) -> None:
                    help="override one config value, e.g. --set epochs=5 (repeatable; VALUE is YAML)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     p.add_argument("--data", required=True, help="data folder (CUB, COCO or SynthBirds layout)")
-    p.add_argument("--out", required=True, help="run folder (best/, last/, state.pt, metrics.jsonl)")
+    p.add_argument("--out", required=True, help="run folder (best/: the last epoch, state.pt, metrics.jsonl)")
     p.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (default: config)")
     p.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget (0 = none)")
     p.add_argument("--threads", type=int, default=None,

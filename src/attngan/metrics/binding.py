@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from attngan.errors import AttnGANError
 
+# The key of the whole object's mask among a image's part masks (SynthBirds' "bird" mask group).
+OBJECT = "bird"
 # Words of a caption that name a part, as SynthBirds' grammar writes them.
 PART_WORDS = {"wing": "wing", "wings": "wing", "belly": "belly", "crown": "crown", "bill": "bill"}
 
@@ -122,16 +124,21 @@ def attention_localisation(
 
     attention: B x T x h x w word-region attention (row b, word t); positions: per caption, the
     (word position, part) pairs to score (part_noun_positions, colour_word_positions);
-    part_masks: per image, {part: H x W mask}. Also reports the mean mask area on the attention
-    grid: the share a uniform map would get.
+    part_masks: per image, {part: H x W mask}, and optionally {OBJECT: the whole bird's mask}.
+    Reports two chance levels on the attention grid: "chance", the part's mean area (a map uniform
+    over the image), and, with the object's mask, "object_chance": the share a map uniform over the
+    object's own regions puts on the part. The second is the baseline to beat: any attention that
+    merely finds the bird gets it.
     """
-    maps, masks, names = [], [], []
+    maps, masks, objects, names = [], [], [], []
     for b, pairs in enumerate(positions):
         for t, part in pairs:
             if t >= attention.shape[1] or part not in part_masks[b]:
                 continue
             maps.append(attention[b, t])
             masks.append(torch.as_tensor(np.asarray(part_masks[b][part]), dtype=torch.float32))
+            if OBJECT in part_masks[b]:
+                objects.append(torch.as_tensor(np.asarray(part_masks[b][OBJECT]), dtype=torch.float32))
             names.append(part)
     out: dict[str, dict[str, float]] = {}
     if not maps:
@@ -139,9 +146,16 @@ def attention_localisation(
     shares = attention_mass_in_masks(torch.stack(maps), torch.stack(masks))
     h, w = attention.shape[-2:]
     areas = F.adaptive_avg_pool2d(torch.stack(masks)[:, None], (h, w)).flatten(1).mean(1)
+    within = None
+    if len(objects) == len(maps):
+        # A map uniform over the object's regions (each region weighted by how much of it is object).
+        uniform = F.adaptive_avg_pool2d(torch.stack(objects)[:, None], (h, w))[:, 0]
+        within = attention_mass_in_masks(uniform, torch.stack(masks))
     for part in sorted(set(names)):
         idx = [i for i, n in enumerate(names) if n == part]
         out[part] = {"share": float(shares[idx].mean()), "chance": float(areas[idx].mean()), "n": len(idx)}
+        if within is not None:
+            out[part]["object_chance"] = float(within[idx].mean())
     return out
 
 
@@ -194,8 +208,9 @@ class ColourAttentionStream:
         return colour_attention(batch.images, batch.attention, batch.tokens, batch.full_captions)
 
 
-def load_part_masks(root, split: str, size: int, parts: Sequence[str] = ("wing", "belly", "crown", "bill")):
-    """A function key -> {part: size x size bool mask} framed as the data loader frames the image.
+def load_part_masks(root, split: str, size: int, parts: Sequence[str] = ("wing", "belly", "crown", "bill", OBJECT)):
+    """A function key -> {part: size x size bool mask} framed as the data loader frames the image
+    (OBJECT: the whole bird).
 
     Mirrors TextImageDataset with train=False: bbox crop (attngan.data.layout.bbox_crop_box),
     shorter side resized to int(size * 76 / 64), centre crop of size x size.
@@ -224,3 +239,57 @@ def load_part_masks(root, split: str, size: int, parts: Sequence[str] = ("wing",
         return out
 
     return masks_for
+
+
+def damsm_localisation(damsm, dataset, masks_for, num_images: int, batch: int, device,
+                       progress: bool = False) -> tuple[dict[str, dict[str, dict[str, float]]], int]:
+    """DAMSM word attention vs SynthBirds part masks on the first `num_images` real images of
+    `dataset` (its centre crops at the image encoder's size; `masks_for` = load_part_masks of the
+    same split and size), per part: of the colour words bound to a part ("colour") and of the
+    part nouns ("noun"). `damsm`: a metrics.extractors.DamsmStream."""
+    from tqdm.auto import tqdm
+
+    from attngan.losses import damsm_attention
+
+    n = min(num_images, len(dataset))
+    sums: dict[str, dict[str, list[float]]] = {"colour": {}, "noun": {}}
+    for s in tqdm(range(0, n, batch), desc="attention localisation", disable=not progress, leave=False):
+        items = [dataset[i] for i in range(s, min(s + batch, n))]
+        images = torch.stack([it["images"][0] for it in items])
+        texts = [dataset.caption_text(i, 0) for i in range(s, s + len(items))]
+        ids, lens = damsm.encode_captions(texts)
+        with torch.inference_mode():
+            words, _ = damsm.text_encoder(ids.to(device), lens.to(device))
+            regions, _ = damsm.image_encoder(images.to(device))
+            _, attn = damsm_attention(words, regions, damsm.gamma1, ids.to(device) == 0)
+        tokens = [[damsm.vocab.id_to_word[int(t)] for t in row[: int(m)]] for row, m in zip(ids, lens)]
+        masks = [masks_for(it["key"]) for it in items]
+        attn = attn.float().cpu()
+        for kind, positions in (("colour", [colour_word_positions(t, c) for t, c in zip(tokens, texts)]),
+                                ("noun", [part_noun_positions(t) for t in tokens])):
+            for part, v in attention_localisation(attn, positions, masks).items():
+                acc = sums[kind].setdefault(part, [0.0, 0.0, 0.0, 0])
+                acc[0] += v["share"] * v["n"]
+                acc[1] += v["chance"] * v["n"]
+                acc[2] += v.get("object_chance", float("nan")) * v["n"]
+                acc[3] += v["n"]
+    return {kind: {p: {"share": a[0] / a[3], "chance": a[1] / a[3], "object_chance": a[2] / a[3], "n": a[3]}
+                   for p, a in d.items()} for kind, d in sums.items()}, n
+
+
+def localisation_summary(per_kind: dict[str, dict[str, dict[str, float]]], n: int) -> dict:
+    """The localisation result (percentages): value = the colour words' mean share over the parts,
+    chance = the mean within-object share (a map uniform over the bird), image_chance = the mean
+    part area (a map uniform over the image), per part and for the part nouns."""
+    def pct(v: float) -> float:
+        return 100.0 * v
+
+    def table(per_part):
+        return {p: {"share": pct(v["share"]), "chance": pct(v["object_chance"]),
+                    "image_chance": pct(v["chance"]), "n": v["n"]} for p, v in per_part.items()}
+
+    colour = per_kind["colour"]
+    mean = (lambda key: pct(float(np.mean([v[key] for v in colour.values()])))) if colour else (lambda key: float("nan"))
+    return {"value": mean("share"), "std": None, "chance": mean("object_chance"),
+            "image_chance": mean("chance"), "per_part": table(colour), "per_part_noun": table(per_kind["noun"]),
+            "n": n}

@@ -109,10 +109,11 @@ def cider_d(candidates: Sequence[str], references: Sequence[Sequence[str]], n: i
 # The SynthBirds round trip.
 
 def attribute_recall(prompts: Sequence[str], captions: Sequence[str],
-                     parse=None) -> dict[str, object]:
+                     parse=None, wanted: Sequence[Mapping[str, str] | None] | None = None) -> dict[str, object]:
     """Share of the attributes each prompt states that its caption states with the same value.
 
-    Attributes are what `caption_attributes` reads ({part: colour}, bill_shape, bill_length, size).
+    Attributes are what `caption_attributes` reads ({part: colour}, bill_shape, bill_length, size);
+    `wanted[i]`, where given and not None, replaces the parse of prompt i (a prompt file's own).
     Returns {"all": micro-average over every prompted attribute, "per_attribute": {name: recall},
     "prompted": {name: count}, "captions_all_back": share of prompts whose attributes all came back}.
     """
@@ -120,11 +121,13 @@ def attribute_recall(prompts: Sequence[str], captions: Sequence[str],
         from attngan.data.synth_captions import caption_attributes as parse
     if len(prompts) != len(captions):
         raise AttnGANError(f"{len(captions)} captions for {len(prompts)} prompts")
+    if wanted is not None and len(wanted) != len(prompts):
+        raise AttnGANError(f"{len(wanted)} attribute sets for {len(prompts)} prompts")
     hits: Counter = Counter()
     asked: Counter = Counter()
     complete = with_attrs = 0
-    for prompt, caption in zip(prompts, captions):
-        want = parse(prompt)
+    for j, (prompt, caption) in enumerate(zip(prompts, captions)):
+        want = wanted[j] if wanted is not None and wanted[j] is not None else parse(prompt)
         if not want:
             continue
         got = parse(caption)

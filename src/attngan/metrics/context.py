@@ -40,10 +40,16 @@ class EvalContext:
     generated: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     captions: list[str] = field(default_factory=list)          # as the images were generated from
     full_captions: list[str] = field(default_factory=list)
+    # Per image, the {part: colour} its prompt file states (None: read from the caption's text).
+    attributes: list[dict[str, str] | None] = field(default_factory=list)
     class_ids: np.ndarray | None = None
     class_ids_given: bool = True                               # the data set's classes (not stand-ins)
     timings: dict[str, float] = field(default_factory=dict)
     _real: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def wanted(self) -> list[dict[str, str] | None]:
+        """Per scored image, the attributes its prompt file states, or None (parse the caption)."""
+        return self.attributes if self.attributes else [None] * len(self.full_captions)
 
     # Real images.
 
@@ -160,40 +166,15 @@ class EvalContext:
         return pool["emb"], pool["cls"]
 
     def real_localisation(self) -> tuple[dict[str, dict[str, dict[str, float]]], int]:
-        """DAMSM word attention vs SynthBirds part masks on real split images, per part: of the
-        colour words bound to a part ("colour") and of the part nouns ("noun")."""
-        from attngan.losses import damsm_attention
-        from attngan.metrics.binding import (attention_localisation, colour_word_positions, load_part_masks,
-                                             part_noun_positions)
+        """DAMSM word attention vs SynthBirds part masks on real split images (binding's
+        damsm_localisation with this evaluation's DAMSM, split, images and batch)."""
+        from attngan.metrics.binding import damsm_localisation, load_part_masks
 
         damsm = self.streams["damsm"]
         size = damsm.image_encoder.image_size
         ds = self.real_dataset(size, center=True)   # the part masks are of the centre crop
-        n = min(self.options.num_images, len(ds))
-        masks_for = load_part_masks(self.data_root, self.options.split, size)
-        sums: dict[str, dict[str, list[float]]] = {"colour": {}, "noun": {}}
-        for s in tqdm(range(0, n, self.options.batch), desc="attention localisation",
-                      disable=not self.options.progress, leave=False):
-            items = [ds[i] for i in range(s, min(s + self.options.batch, n))]
-            images = torch.stack([it["images"][0] for it in items])
-            texts = [ds.caption_text(i, 0) for i in range(s, s + len(items))]
-            ids, lens = damsm.encode_captions(texts)
-            with torch.inference_mode():
-                words, _ = damsm.text_encoder(ids.to(self.device), lens.to(self.device))
-                regions, _ = damsm.image_encoder(images.to(self.device))
-                _, attn = damsm_attention(words, regions, damsm.gamma1, ids.to(self.device) == 0)
-            tokens = [[damsm.vocab.id_to_word[int(t)] for t in row[: int(m)]] for row, m in zip(ids, lens)]
-            masks = [masks_for(it["key"]) for it in items]
-            attn = attn.float().cpu()
-            for kind, positions in (("colour", [colour_word_positions(t, c) for t, c in zip(tokens, texts)]),
-                                    ("noun", [part_noun_positions(t) for t in tokens])):
-                for part, v in attention_localisation(attn, positions, masks).items():
-                    acc = sums[kind].setdefault(part, [0.0, 0.0, 0])
-                    acc[0] += v["share"] * v["n"]
-                    acc[1] += v["chance"] * v["n"]
-                    acc[2] += v["n"]
-        return {kind: {p: {"share": a[0] / a[2], "chance": a[1] / a[2], "n": a[2]} for p, a in d.items()}
-                for kind, d in sums.items()}, n
+        return damsm_localisation(damsm, ds, load_part_masks(self.data_root, self.options.split, size),
+                                  self.options.num_images, self.options.batch, self.device, self.options.progress)
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:

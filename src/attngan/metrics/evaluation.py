@@ -54,6 +54,7 @@ class EvalOptions:
     rp_protocol: str = "dmgan"           # R-precision sampling: "dmgan" or "set" (metrics/r_precision.py)
     progress: bool = True
     strict: bool = True                  # a requested metric without its inputs is an error (else skipped)
+    prompts: str | None = None           # a prompt file: generate for its prompts, not the test captions
 
 
 def _check_options(o: EvalOptions) -> None:
@@ -93,6 +94,23 @@ def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: b
     return chosen, skipped
 
 
+# Metrics that score generated images against what their own prompt asks, so they run on any
+# prompt list; the others compare with the test split's captions or images.
+PROMPT_METRICS = ("binding", "roundtrip", "attention_colour", "is")
+
+
+def _prompt_metrics(o: EvalOptions) -> EvalOptions:
+    """The options for a --prompts run: its metrics among PROMPT_METRICS (all of those whose
+    inputs are given when none are named)."""
+    if o.metrics:
+        other = [m for m in o.metrics if m not in PROMPT_METRICS]
+        if other:
+            raise AttnGANError(f"metric '{other[0]}' compares with the test split, not prompts; with --prompts "
+                               f"choose from {', '.join(PROMPT_METRICS)}")
+        return o
+    return replace(o, metrics=[m for m in DEFAULT_METRICS if m in PROMPT_METRICS], strict=False)
+
+
 # The run.
 
 def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_dir: str | Path | None = None,
@@ -111,7 +129,15 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     t_start = time.perf_counter()
     if model_dir is None and images_dir is None:
         raise AttnGANError("give --model MODEL_DIR (to generate) or --images DIR (to score a folder)")
+    if o.prompts and model_dir is None:
+        raise AttnGANError("--prompts generates images for its prompts: give --model, not --images")
     _check_options(o)
+    prompts = None
+    if o.prompts:
+        from attngan.metrics.sources import read_prompts
+
+        prompts = read_prompts(o.prompts)
+        o = _prompt_metrics(o)
     from attngan.data.records import local_folder
 
     root = local_folder(data_dir, o.split)  # shards: their split as a local image folder
@@ -132,6 +158,11 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     if images_dir is not None:
         source = FolderImages(images_dir, o.batch, o.num_images)
         has_captions = source.captions is not None
+    elif prompts is not None:
+        from attngan.metrics.sources import PromptImages
+
+        source = PromptImages(pipe, prompts, o.num_images, o.batch, o.seed, name=Path(o.prompts).name)
+        has_captions = True
     else:
         from attngan.data.dataset import TextImageDataset
 
@@ -171,6 +202,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
             if batch.captions is not None:
                 ctx.captions.extend(batch.captions)
                 ctx.full_captions.extend(batch.full_captions or batch.captions)
+            if batch.attributes is not None:
+                ctx.attributes.extend(batch.attributes)
             if batch.class_ids is not None:
                 classes.append(np.asarray(batch.class_ids))
             n_done += batch.images.shape[0]
@@ -194,6 +227,7 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": str(model_dir) if model_dir is not None else None,
         "images": str(images_dir) if images_dir is not None else None,
+        "prompts": o.prompts,
         "data": str(root), "split": o.split, "source": source.description,
         "num_images": n_done, "image_size": source.image_size, "stage_sizes": ctx.stage_sizes,
         "splits": o.splits, "seed": o.seed,

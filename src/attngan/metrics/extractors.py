@@ -133,7 +133,7 @@ class InceptionStream:
 def fid_stream(path: str | Path, device: torch.device, resize: str = "pytorch-fid") -> InceptionStream:
     """`fid`/`kid`: pool3 of pytorch-fid's FID Inception on [-1, 1] input. `resize`:
     "pytorch-fid" (F.interpolate bilinear, align_corners=False, pytorch-fid's default) or "tf1"
-    (torch-fidelity's port of TF1's bilinear resize; needs torch-fidelity installed)."""
+    (TF1's bilinear resize inside the graph, as torch-fidelity; `inception_fid.tf1_input`)."""
     if resize not in FID_RESIZES:
         raise AttnGANError(f"unknown FID resize '{resize}'; choose from {', '.join(FID_RESIZES)}")
     net = load_fid_inception(path)
@@ -148,18 +148,9 @@ FID_RESIZES = ("pytorch-fid", "tf1")
 
 
 def _tf1_resize():
-    try:
-        from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-    except ImportError:
-        raise AttnGANError("--fid-resize tf1 needs torch-fidelity (pip install torch-fidelity)") from None
+    from attngan.metrics.inception_fid import tf1_input
 
-    def resize(x: Tensor, size: int) -> Tensor:
-        # torch-fidelity resizes the 0..255 values, then maps (x - 128) / 128; on [-1, 1] input
-        # that is the same affine map taken before the (linear) resize, except for its 128 centre.
-        u8 = (x + 1) * 127.5
-        return (interpolate_bilinear_2d_like_tensorflow1x(u8, size=(size, size), align_corners=False) - 128) / 128
-
-    return resize
+    return tf1_input
 
 
 def legacy_fid_stream(path: str | Path, device: torch.device) -> InceptionStream:
@@ -179,7 +170,8 @@ def classifier_stream(path: str | Path, device: torch.device) -> tuple[Inception
     * an oracle folder (config.json + oracle.safetensors) or a bundled one's name: its species head
       (SynthBirds);
     * a pt_inception-2015-12-05 file (1008 classes): the TF graph openai/improved-gan scores with
-      (the COCO protocol), bias-free logits pool3 @ W as improved-gan and torch-fidelity;
+      (the COCO protocol): TF1's bilinear resize to 299 inside the graph and bias-free logits
+      pool3 @ W, as improved-gan and torch-fidelity;
     * a torchvision-named Inception-v3 state dict with 51 classes: StackGAN's CUB classifier
       converted from its TF-slim checkpoint (the CUB protocol), run with slim's padding-free pools
       (`SlimInception3`): PIL bilinear 299 on the uint8 image, [-1, 1], logit 0 (background)
@@ -196,9 +188,12 @@ def classifier_stream(path: str | Path, device: torch.device) -> tuple[Inception
     sd = read_state_dict(p)
     digest = weights_digest(p)
     if is_fid_inception_file(sd):
+        # improved-gan feeds the graph the 0..255 image and the graph resizes it (TF1 bilinear).
         net = load_fid_inception(p)
-        return (InceptionStream("is_probs", net, digest, "probs_unbiased", device),
-                "pt_inception-2015-12-05 (TF graph, 1008 classes, bias-free logits as improved-gan)")
+        net.input_fn = _tf1_resize()
+        return (InceptionStream("is_probs", net, digest + ":tf1", "probs_unbiased", device),
+                "pt_inception-2015-12-05 (TF graph, 1008 classes, TF1 resize in the graph, bias-free "
+                "logits as improved-gan)")
     w = sd.get("fc.weight")
     if w is not None and w.shape[0] == CUB_IS_CLASSES:
         net = load_slim_inception(p)

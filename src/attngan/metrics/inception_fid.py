@@ -8,7 +8,8 @@ Two networks share torchvision's Inception-v3 trunk names (so their state dicts 
   the 3x3 average pools of Mixed_5b/5c/5d (A), Mixed_6b..6e (C) and Mixed_7b (E_1) do not count
   the zero padding, Mixed_7c (E_2) uses a 3x3 max pool in its pool branch, and the classifier has
   1008 outputs. Input: [-1, 1], resized to 299 as pytorch-fid does (F.interpolate bilinear,
-  align_corners=False; not TF1's resize, which torch-fidelity ports: see `input_fn`).
+  align_corners=False), or as the TF graph itself does (`tf1_input`: TensorFlow 1's bilinear
+  resize, which improved-gan's IS and torch-fidelity run; set as `input_fn`).
 * `TorchvisionInception3`: torchvision's ImageNet Inception-v3 (`inception_v3_google-*.pth`, 1000
   classes) or any state dict of that architecture with N classes (e.g. a fine-tuned CUB model).
   The Google weights expect [-1, 1] input (torchvision's `transform_input` only converts ImageNet
@@ -137,6 +138,35 @@ class SlimInception3(FIDInception3):
 
 class TorchvisionInception3(_InceptionFeatures):
     """torchvision's Inception-v3 (ImageNet or an N-class fine-tune); resize mode is a protocol choice."""
+
+
+def tf1_bilinear_matrix(n_in: int, n_out: int) -> Tensor:
+    """n_out x n_in weights of TensorFlow 1's bilinear resize along one axis (align_corners=False,
+    no half-pixel centres): output i reads input x = i * (n_in / n_out), the scale in float32 as
+    TF computes it, between floor(x) and the next sample (the last one repeated at the edge)."""
+    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+    src = torch.arange(n_out, dtype=torch.float32) * scale
+    lo = src.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    frac = (src - lo.float()).double()
+    w = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    w.index_put_((rows, lo), 1.0 - frac, accumulate=True)
+    w.index_put_((rows, hi), frac, accumulate=True)
+    return w
+
+
+def tf1_resize(x: Tensor, size: int) -> Tensor:
+    """B x C x H x W -> B x C x size x size with TensorFlow 1's bilinear resize (tf1_bilinear_matrix)."""
+    rows = tf1_bilinear_matrix(x.shape[-2], size).to(x.device, torch.float32)
+    cols = tf1_bilinear_matrix(x.shape[-1], size).to(x.device, torch.float32)
+    return rows @ x.float() @ cols.T
+
+
+def tf1_input(x: Tensor, size: int) -> Tensor:
+    """[-1, 1] images -> the TF graph's network input: the 0..255 values resized by TF1's bilinear
+    resize inside the graph, then (v - 128) / 128, as improved-gan's IS and torch-fidelity feed it."""
+    return (tf1_resize((x.float() + 1) * 127.5, size) - 128) / 128
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:

@@ -198,8 +198,9 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
     oracle = ctx.streams["oracle"].oracle
     preds = ctx.generated["oracle"]
     predicted = {p: [oracle.cfg.colours[int(i)] for i in preds[p]] for p in oracle.cfg.parts}
-    # The caption as written (the ids the model reads have lost its commas).
-    requested = [caption_attributes(c) for c in ctx.full_captions]
+    # The caption as written (the ids the model reads have lost its commas), or what a prompt
+    # file states it asks for.
+    requested = [a if a is not None else caption_attributes(c) for c, a in zip(ctx.full_captions, ctx.wanted())]
     s = binding_scores(requested, predicted, oracle.cfg.parts)
     void = not oracle.cfg.valid
     # A part whose oracle head is below MIN_ACCURACY cannot be scored; the others still can, so
@@ -219,26 +220,24 @@ def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
 
 
 @register(
-    name="localisation", title="Attention localisation",
+    name="localisation", title="Attention localisation (DAMSM)",
     protocol="share of DAMSM word-region attention inside the part's ground-truth mask, real test "
              "images, of the colour word the caption binds to that part (\"black\" in \"wings that "
              "are black\"; a colour stated for two parts is left out); value = mean over wing, belly, "
-             "crown, bill; chance = mean mask area; per_part_noun: the same for the part nouns",
+             "crown, bill; chance = a map uniform over the bird's own regions (image_chance: uniform "
+             "over the image); per_part_noun: the same for the part nouns. A property of the DAMSM, "
+             "not of a generator's images",
     reference="ours (SynthBirds ground truth)",
+    # Not one of a generator's comparisons: it reads no generated image. It runs when named, and
+    # `attngan eval-damsm` reports it on SynthBirds.
     streams=(), uses=("damsm",), real=False, unit="%", higher_is_better=True, requires=("damsm", "synth"),
+    default=False,
 )
 def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.binding import localisation_summary
+
     per_kind, n = ctx.real_localisation()
-
-    def table(per_part: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        return {p: {"share": _pct(v["share"]), "chance": _pct(v["chance"]), "n": v["n"]} for p, v in per_part.items()}
-
-    shares = [v["share"] for v in per_kind["colour"].values()]
-    return {
-        "value": _pct(float(np.mean(shares))) if shares else float("nan"), "std": None,
-        "per_part": table(per_kind["colour"]), "per_part_noun": table(per_kind["noun"]),
-        "n": n, "encoders": ctx.descriptions.get("damsm", ""),
-    }
+    return {**localisation_summary(per_kind, n), "encoders": ctx.descriptions.get("damsm", "")}
 
 
 @register(
@@ -273,10 +272,11 @@ def fid_oracle_features(ctx: "EvalContext") -> dict[str, Any]:
 
 @register(
     name="sharpness", title="High-frequency detail",
-    protocol="per stage of size S: share of the mean-removed luminance DCT-II energy in the top "
-             "octave (max(kx, ky) >= S/2: above the previous stage's Nyquist), generated over real "
-             "test images (the loader's centre crop, smaller stages downscaled from it); value = the "
-             "top stage's ratio, ± std over splits; 1 = real images' detail, ~0 = only upsampled",
+    protocol="per stage of size S: the part of the luminance's top-octave DCT-II energy (above the "
+             "previous stage's Nyquist) that follows where the octave below has energy (slope over "
+             "a 16x16 grid of cells), generated over real test images (the loader's centre crop, "
+             "smaller stages downscaled from it); value = the top stage's ratio, ± std over splits; "
+             "1 = real images' detail, ~0 = upsampled, with or without noise of the same energy",
     reference="ours (metrics/sharpness.py)",
     # A diagnostic of the stages, not one of the published comparisons: it runs when named.
     streams=("sharpness",), real=True, unit="", higher_is_better=True, default=False,
@@ -286,7 +286,7 @@ def sharpness_top_octave(ctx: "EvalContext") -> dict[str, Any]:
 
     real = ctx.real_features("sharpness", sizes=ctx.stage_sizes)
     out = stage_table(ctx.generated["sharpness"], real, ctx.stage_ids, ctx.stage_sizes, ctx.options.splits)
-    # Above 1 is more top-octave energy than real images hold (noise or artefacts), not better.
+    # Above 1 is more edge-aligned fine energy than real images hold (ringing), not better.
     out["target"] = 1.0
     if len(ctx.stage_ids) == 1 and ctx.stage_ids[0] not in (None, 0):
         out["note"] = "one image head (DCGAN): only the top stage's images exist"
@@ -310,7 +310,7 @@ def roundtrip_captioner(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.roundtrip import caption_items, real_ceiling, roundtrip_scores
 
     captions = [str(c) for c in ctx.generated["captioner"]["captions"]]
-    gen = roundtrip_scores(list(ctx.full_captions), captions)
+    gen = roundtrip_scores(list(ctx.full_captions), captions, wanted=ctx.wanted())
     # The ceiling on as many real test images as images are scored (a seeded sample across
     # species), in the split's order: captions and caption lines must stay paired.
     ds = ctx.real_dataset(ctx.image_size)
@@ -356,7 +356,8 @@ def _pct(x: float) -> float:
 def _sharpness(ctx: "EvalContext", pipe) -> tuple[Any, str]:
     from attngan.metrics.sharpness import SharpnessStream
 
-    return SharpnessStream(ctx.device), "luminance DCT-II top-octave energy share, every stage"
+    return SharpnessStream(ctx.device), ("luminance DCT-II top-octave energy share and its part that follows "
+                                         "the octave below, every stage")
 
 
 @register_stream("fid_inception")

@@ -64,14 +64,16 @@ def format_markdown(report: dict[str, Any]) -> str:
             per = ", ".join(f"{p} {_num(v['share'])}%" for p, v in r["per_part_noun"].items())
             details.append(f"- `{name}`, the part nouns' attention: {per}")
         if "per_stage" in r:
-            details += [f"- `{name}` per stage (top-octave share of luminance energy; ratio = generated / real):",
-                        "", "| Stage | Size | Share | Real share | Ratio | Previous stage upsampled: share | ratio |",
-                        "| --- | --- | --- | --- | --- | --- | --- |"]
+            details += [f"- `{name}` per stage (detail = top-octave energy that follows the octave below, "
+                        "generated / real; energy ratio = all top-octave energy, generated / real, which "
+                        "noise also passes):", "",
+                        "| Stage | Size | Detail | Energy ratio | Previous stage upsampled: detail | "
+                        "+ noise of the same energy: detail |",
+                        "| --- | --- | --- | --- | --- | --- |"]
             for row in r["per_stage"]:
                 stage = "top" if row["stage"] is None else row["stage"]
-                details.append(f"| {stage} | {row['size']} | {_share(row['hf_share'])} | "
-                               f"{_share(row['real_hf_share'])} | {_ratio(row['ratio'])} | "
-                               f"{_share(row['upsampled_prev_hf_share'])} | {_ratio(row['upsampled_prev_ratio'])} |")
+                details.append(f"| {stage} | {row['size']} | {_ratio(row['detail'])} | {_ratio(row['ratio'])} | "
+                               f"{_ratio(row['upsampled_prev_detail'])} | {_ratio(row['matched_noise_detail'])} |")
             details.append("")
     if details:
         lines += ["", *details]

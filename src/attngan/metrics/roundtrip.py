@@ -51,10 +51,12 @@ def caption_items(ds, items: list[int], stream: CaptionerStream, batch: int = 32
     return out
 
 
-def roundtrip_scores(prompts: list[str], captions: list[str]) -> dict[str, Any]:
+def roundtrip_scores(prompts: list[str], captions: list[str],
+                     wanted: list[dict[str, str] | None] | None = None) -> dict[str, Any]:
     """Attribute recall (all, per attribute, the share of captions with every attribute back) and
-    BLEU-4 / CIDEr-D of `captions` against the prompt of each (one reference)."""
-    r = attribute_recall(prompts, captions)
+    BLEU-4 / CIDEr-D of `captions` against the prompt of each (one reference). `wanted`: per
+    prompt, the attributes it asks for where known (else the caption grammar reads the prompt)."""
+    r = attribute_recall(prompts, captions, wanted=wanted)
     return {"recall": r["all"], "per_attribute": r["per_attribute"], "prompted": r["prompted"],
             "all_back": r["captions_all_back"], **caption_scores(captions, prompts)}
 

@@ -1,5 +1,5 @@
-"""The images `attngan eval` scores: a model's samples for the test split's captions, or a folder
-of images, each read as batches of `ScoredBatch`.
+"""The images `attngan eval` scores: a model's samples for the test split's captions or for a
+prompt file, or a folder of images, each read as batches of `ScoredBatch`.
 
 Generation follows the paper's protocol: captions of the test split are cycled (each pass over the
 test images gives every image its next caption, so 30,000 samples cover CUB's 2,933 test images x
@@ -39,6 +39,8 @@ class ScoredBatch:
     # G's word attention per attentional stage (B x T x h x w) and the words it attended over.
     attention: list[torch.Tensor] | None = None
     tokens: list[list[str]] | None = None
+    # What each prompt asks for, {part: colour}, where a prompt file states it (None: parse the text).
+    attributes: list[dict[str, str] | None] | None = None
 
 
 class GeneratedImages:
@@ -88,6 +90,87 @@ class GeneratedImages:
             yield ScoredBatch(quantize(out.images[-1]), texts, full, self.ds.class_ids[self.items[s:e]],
                               stages=out.images, caption_ids=torch.stack(caps), caption_lens=torch.tensor(lens),
                               attention=out.attention, tokens=out.tokens)
+
+
+# Prompt sets shipped with the package, by name.
+PROMPT_SETS = {"synthbirds-free": Path(__file__).parent.parent / "assets" / "prompts" / "synthbirds-free.json"}
+
+
+def read_prompts(path: str | Path) -> list[tuple[str, dict[str, str] | None]]:
+    """A prompt file: one prompt per line (blank lines skipped), or a JSON list whose items are
+    prompts or {"prompt": str, "attributes": {part: colour}}. Attributes, where given, are what
+    binding and the round trip compare with; otherwise the caption grammar reads the prompt, which
+    misses phrasings outside it ("the belly of this bird is pink")."""
+    path = PROMPT_SETS[str(path)] if not Path(path).exists() and str(path) in PROMPT_SETS else Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AttnGANError(f"prompt file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AttnGANError(f"cannot read prompt file {path}: {e}".splitlines()[0]) from None
+    if path.suffix.lower() == ".json":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AttnGANError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        if not isinstance(items, list):
+            raise AttnGANError(f"{path}: expected a JSON list of prompts")
+        out = []
+        for k, item in enumerate(items):
+            if isinstance(item, str):
+                out.append((item, None))
+            elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
+                attrs = item.get("attributes")
+                if attrs is not None and not (isinstance(attrs, dict) and all(
+                        isinstance(a, str) and isinstance(v, str) for a, v in attrs.items())):
+                    raise AttnGANError(f"{path}: item {k}: \"attributes\" must map parts to colours")
+                out.append((item["prompt"], attrs))
+            else:
+                raise AttnGANError(f"{path}: item {k} is neither a prompt nor {{\"prompt\": ...}}")
+    else:
+        out = [(line.strip(), None) for line in text.splitlines() if line.strip()]
+    out = [(p.strip(), a) for p, a in out]
+    if not out or any(not p for p, _ in out):
+        raise AttnGANError(f"{path}: no prompts" if not out else f"{path}: an empty prompt")
+    return out
+
+
+class PromptImages:
+    """Samples of a pipeline for a list of prompts, cycled to `num_images` (one noise draw per
+    sample from `seed`, as GeneratedImages): binding, the round trip and the attention metrics on
+    prompts written by anyone, not only the test split's captions."""
+
+    def __init__(self, pipe, prompts: list[tuple[str, dict[str, str] | None]], num_images: int, batch: int,
+                 seed: int, name: str = "prompts"):
+        self.pipe, self.prompts, self.num_images, self.batch = pipe, prompts, num_images, batch
+        for text, _ in prompts:  # every prompt must have a word the model reads: fail before generating
+            try:
+                pipe.encode_caption(text)
+            except AttnGANError as e:
+                raise AttnGANError(f"prompt {text[:60]!r}: {e}".splitlines()[0]) from None
+        g = torch.Generator().manual_seed(seed)
+        self.z = torch.randn(num_images, pipe.config.gan.z_dim, generator=g)
+        self.eps = torch.randn(num_images, pipe.config.gan.condition_dim, generator=g)
+        data, gan = pipe.config.data, pipe.config.gan
+        self.image_size = data.image_size
+        self.stage_ids = [data.branch_num - 1] if gan.dcgan else list(range(data.branch_num))
+        self.stage_sizes = [data.base_size * 2 ** i for i in self.stage_ids]
+        self.description = f"{num_images} samples of {len(prompts)} prompts of {name} (cycled), seed {seed}"
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def __iter__(self) -> Iterator[ScoredBatch]:
+        n = len(self.prompts)
+        for s in range(0, self.num_images, self.batch):
+            e = min(s + self.batch, self.num_images)
+            chosen = [self.prompts[i % n] for i in range(s, e)]
+            ids, lens, _, _ = self.pipe.tokenize([p for p, _ in chosen])
+            texts = [self.pipe.vocab.decode(row[:int(m)].tolist()) for row, m in zip(ids, lens)]
+            out = self.pipe.generate_from_ids(ids, lens, noise=self.z[s:e], ca_noise=self.eps[s:e])
+            yield ScoredBatch(quantize(out.images[-1]), texts, [p for p, _ in chosen], None,
+                              stages=out.images, caption_ids=ids, caption_lens=lens,
+                              attention=out.attention, tokens=out.tokens, attributes=[a for _, a in chosen])
 
 
 class FolderImages:

@@ -72,7 +72,8 @@ class SoftAttention(nn.Module):
 
 
 # The decoder (Sec. 3.1.2 and 4.2.1): LSTM over [E y_{t-1}; beta_t z_t], initial state from the
-# mean region (Eq. 5 of 3.1.2), gating scalar beta_t = sigmoid(f_beta(h_{t-1})), and the deep output
+# mean region (Eq. 5 of 3.1.2), a gate beta_t = sigmoid(f_beta(h_{t-1})) per region channel (the paper's is
+# one scalar), and the deep output
 # layer p(y_t) ~ exp(L_o(E y_{t-1} + L_h h_t + L_z z_t)) (Eq. 7).
 class CaptionDecoder(nn.Module):
     def __init__(
