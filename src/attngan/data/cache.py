@@ -154,7 +154,8 @@ def write_cache(images: ImageList, cache_dir: Path, split: str, stored: int, fp:
         offset = 0
         with open(tmp, "wb") as f:
             for i, arr, reason in tqdm(loader, total=len(images.keys), unit="img",
-                                       desc=f"caching {split} images at {stored}px", leave=False):
+                                       desc=f"caching {split} images at {stored}px", leave=False,
+                                       disable=None):  # no bar when stderr is not a terminal (logs)
                 if arr is None:
                     bad[images.keys[i]] = reason
                     continue
