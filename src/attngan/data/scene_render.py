@@ -49,7 +49,7 @@ EXTENT: dict[str, tuple[float, float]] = {
 }
 UNIT: dict[str, float] = {
     "car": 0.36, "bus": 0.46, "boat": 0.32, "airplane": 0.44, "kite": 0.3, "stop sign": 0.36,
-    "fire hydrant": 0.3, "clock": 0.36, "cow": 0.36, "sheep": 0.32, "banana": 0.3,
+    "fire hydrant": 0.3, "clock": 0.36, "cow": 0.36, "sheep": 0.32, "banana": 0.36,
     "umbrella": 0.32,
 }
 FACES = {"car", "bus", "boat", "airplane", "cow", "sheep", "banana"}  # drawn facing left or right
@@ -76,7 +76,7 @@ class ObjectSpec:
 class RenderedScene:
     image: np.ndarray                  # H x W x 3 uint8
     labels: np.ndarray                 # H x W uint8: MASK_SKY, MASK_GROUND, 2 + object index
-    polygons: list[list[list[float]]]  # per object: its drawn polygons, flat [x0, y0, x1, ...]
+    polygons: list[list[list[float]]]  # per object: every polygon drawn of it, flat [x0, y0, x1, ...]
     bboxes: list[tuple[float, float, float, float]]   # per object: x, y, w, h of what is visible
     areas: list[int]                   # per object: visible pixels
     drawn: list[int]                   # per object: pixels it covered when drawn (before occlusion)
@@ -217,7 +217,7 @@ _DARK = (45, 42, 40)
 
 def _shape(category: str, rgb, rng: np.random.Generator) -> list[tuple[np.ndarray, tuple, bool]]:
     """(polygon, fill, is-body) in drawing order; is-body parts get the object's outline."""
-    dark, light = _tone(rgb, 0.62), _tone(rgb, 0.8)
+    dark, light = _tone(rgb, 0.62), _tone(rgb, 0.85)
     P: list[tuple[np.ndarray, tuple, bool]] = []
     add = lambda pts, fill, body=False: P.append((np.asarray(pts, float), fill, body))  # noqa: E731
     if category == "car":
@@ -246,11 +246,11 @@ def _shape(category: str, rgb, rng: np.random.Generator) -> list[tuple[np.ndarra
         add(_rect(-0.42, 0.24, 0.45, 0.28), dark)
     elif category == "airplane":
         add([[-0.38, 0.26], [-0.5, 0.46], [-0.41, 0.46], [-0.26, 0.28]], rgb, True)     # fin
-        body = np.concatenate([_ellipse(0.0, 0.2, 0.5, 0.085, 24, -90, 90),
-                               [[-0.44, 0.285], [-0.5, 0.2], [-0.44, 0.115]]])
+        body = np.concatenate([_ellipse(0.0, 0.2, 0.5, 0.105, 24, -90, 90),
+                               [[-0.44, 0.305], [-0.5, 0.2], [-0.44, 0.095]]])
         add(body, rgb, True)
-        add([[0.1, 0.17], [-0.1, 0.17], [-0.3, 0.0], [-0.18, 0.0]], dark, True)          # wing
-        add([[-0.36, 0.2], [-0.5, 0.12], [-0.43, 0.12], [-0.3, 0.19]], dark, True)
+        add([[0.1, 0.17], [-0.1, 0.17], [-0.3, 0.0], [-0.18, 0.0]], light, True)         # wing
+        add([[-0.36, 0.2], [-0.5, 0.12], [-0.43, 0.12], [-0.3, 0.19]], light, True)
         for x in np.arange(-0.28, 0.36, 0.08):
             add(_ellipse(x, 0.225, 0.018, 0.022, 8), (40, 55, 75))
         add([[0.38, 0.2], [0.45, 0.25], [0.47, 0.21]], (40, 55, 75))
@@ -283,26 +283,27 @@ def _shape(category: str, rgb, rng: np.random.Generator) -> list[tuple[np.ndarra
         add(_rect(-0.15, 0.5, 0.15, 0.55), dark)
     elif category == "clock":
         add(_rect(-0.035, 0.0, 0.035, 0.52), _DARK)
-        add(_ellipse(0.0, 0.75, 0.25, 0.25, 28), rgb, True)
-        add(_ellipse(0.0, 0.75, 0.18, 0.18, 24), (248, 246, 238))
-        for t in range(12):
+        # A thick case around a small face, so the case's colour is what one sees.
+        add(_ellipse(0.0, 0.74, 0.26, 0.26, 28), rgb, True)
+        add(_ellipse(0.0, 0.74, 0.15, 0.15, 24), (248, 246, 238))
+        for t in range(0, 12, 3):
             a = math.radians(t * 30)
-            add(_bar((0.15 * math.cos(a), 0.75 + 0.15 * math.sin(a)),
-                     (0.175 * math.cos(a), 0.75 + 0.175 * math.sin(a)), 0.02), _DARK)
+            add(_bar((0.11 * math.cos(a), 0.74 + 0.11 * math.sin(a)),
+                     (0.14 * math.cos(a), 0.74 + 0.14 * math.sin(a)), 0.025), _DARK)
         h, m = rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi)
-        add(_bar((0, 0.75), (0.09 * math.sin(h), 0.75 + 0.09 * math.cos(h)), 0.03), _DARK)
-        add(_bar((0, 0.75), (0.14 * math.sin(m), 0.75 + 0.14 * math.cos(m)), 0.02), _DARK)
+        add(_bar((0, 0.74), (0.07 * math.sin(h), 0.74 + 0.07 * math.cos(h)), 0.03), _DARK)
+        add(_bar((0, 0.74), (0.12 * math.sin(m), 0.74 + 0.12 * math.cos(m)), 0.02), _DARK)
     elif category == "cow":
         for x in (-0.3, -0.2, 0.16, 0.26):
-            add(_rect(x - 0.035, 0.0, x + 0.035, 0.32), dark, True)
+            add(_rect(x - 0.035, 0.0, x + 0.035, 0.32), rgb, True)
         add(_bar((-0.38, 0.55), (-0.46, 0.3), 0.025), dark)                             # tail
         add([[-0.4, 0.3], [0.3, 0.3], [0.33, 0.38], [0.3, 0.6], [-0.38, 0.6], [-0.42, 0.5]], rgb, True)
         add([[0.25, 0.52], [0.38, 0.6], [0.5, 0.44], [0.48, 0.36], [0.4, 0.35], [0.27, 0.44]], rgb, True)
         add([[0.33, 0.6], [0.3, 0.72], [0.37, 0.62]], (235, 225, 195))                    # horns
         add([[0.42, 0.58], [0.42, 0.7], [0.46, 0.6]], (235, 225, 195))
         add(_ellipse(0.48, 0.4, 0.035, 0.04, 8), (230, 160, 165))                         # muzzle
-        for cx, cy, r in ((-0.2, 0.48, 0.07), (0.05, 0.42, 0.06), (-0.05, 0.53, 0.045)):
-            add(_ellipse(cx + rng.uniform(-0.03, 0.03), cy, r * 1.3, r, 12), dark)
+        for cx, cy, r in ((-0.2, 0.48, 0.055), (0.05, 0.42, 0.045)):
+            add(_ellipse(cx + rng.uniform(-0.03, 0.03), cy, r * 1.3, r, 12), light)
     elif category == "sheep":
         for x in (-0.26, -0.16, 0.12, 0.22):
             add(_rect(x - 0.03, 0.0, x + 0.03, 0.28), (50, 45, 42), True)
@@ -360,7 +361,7 @@ def render_scene(background: str, horizon: float, objects: list[ObjectSpec], siz
     shadows = []
     for k, obj in enumerate(objects):
         rgb = object_rgb(obj.colour, rng)
-        edge = _tone(rgb, 0.55)
+        edge = _tone(rgb, 0.78)
         label = MASK_FIRST_OBJECT + k
         flat = []
         for pts, fill, body in _shape(obj.category, rgb, rng):
@@ -369,10 +370,10 @@ def render_scene(background: str, horizon: float, objects: list[ObjectSpec], siz
             if body:
                 d_rgb.polygon(xy, fill=fill, outline=edge, width=outline_w)
                 d_lab.polygon(xy, fill=label, outline=label, width=outline_w)
-                flat.append([round(float(v), 2) for v in np.clip(px, 0, size).reshape(-1)])
             else:
                 d_rgb.polygon(xy, fill=fill)
                 d_lab.polygon(xy, fill=label)
+            flat.append([round(float(v), 2) for v in np.clip(px, 0, size).reshape(-1)])
         polygons.append(flat)
         # Pixels it covers now, counted at pixel centres as the labels are, before anything
         # nearer is drawn over it.

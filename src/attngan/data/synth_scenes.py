@@ -161,7 +161,7 @@ def _row(rng: np.random.Generator, group: dict, x0: float, x1: float, unit: floa
     gap = 0.12
     total = n * w + (n - 1) * gap
     unit = min(unit, (x1 - x0) / total)
-    spare = (x1 - x0) - total * unit
+    spare = max(0.0, (x1 - x0) - total * unit)
     cuts = np.sort(rng.uniform(0, spare, n + 1)) if n else []
     centres, x = [], x0
     for k in range(n):
@@ -191,7 +191,7 @@ def layout_scene(scene: dict, size: int, rng: np.random.Generator) -> tuple[floa
             facing = int(_pick(rng, (-1, 1))) if cat in FACES else 1
             x0, x1 = spans[gi]
             if g["place"] == "sky":
-                unit = UNIT[cat] * size * float(rng.uniform(0.6, 0.85))
+                unit = UNIT[cat] * size * float(rng.uniform(0.7, 0.95))
                 unit = min(unit, (floor - 0.04 * size) / h)
                 centres, unit = _row(rng, g, x0, x1, unit, size)
                 for cx in centres:
@@ -489,6 +489,43 @@ def _example_prompt(held: tuple[str, tuple[str, str]]) -> str:
     where = {"airplane": "flying in the sky", "cow": "grazing on the grass",
              "sheep": "standing in the snow", "bus": "driving down the street"}.get(cat, "on the grass")
     return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {NOUNS[cat][0]} {where}"
+
+
+FORMATS = ("coco", "imagefolder", "webdataset")
+
+
+def synth_scenes_as(fmt: str, out: str | os.PathLike, *, images: int = DEFAULT_IMAGES, size: int = 256,
+                    seed: int = 0, workers: int = 1, overwrite: bool = False, progress: bool = True,
+                    per_shard: int = 1000) -> Path:
+    """SynthScenes as an image folder (metadata.jsonl) or as WebDataset shards: rendered in COCO's
+    layout in a temporary folder, then converted with the same writers as `make-shards` (same
+    images, captions and splits; the ground truth stays with the COCO layout)."""
+    from attngan.data.convert import _check_target, layout_records, write_imagefolder
+    from attngan.data.shards import INDEX, write_shards
+
+    if fmt not in FORMATS:
+        raise AttnGANError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    out = Path(os.path.abspath(Path(out).expanduser()))
+    if fmt == "coco":
+        return generate_synth_scenes(out, images=images, size=size, seed=seed, workers=workers,
+                                     overwrite=overwrite, progress=progress)
+    _check_args(images, size, seed, workers)
+    _check_target(out, overwrite, "metadata.jsonl" if fmt == "imagefolder" else INDEX)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    coco = out.parent / f".{out.name}.coco-{os.getpid()}"
+    try:
+        generate_synth_scenes(coco, images=images, size=size, seed=seed, workers=workers,
+                              overwrite=True, progress=progress)
+        records = {s: layout_records(coco, s, "coco") for s in ("train", "test")}
+        if fmt == "imagefolder":
+            write_imagefolder(records, out)
+        else:
+            if out.is_dir():
+                shutil.rmtree(out)
+            write_shards(records, out, per_shard=per_shard, source="SynthScenes", progress=progress)
+    finally:
+        shutil.rmtree(coco, ignore_errors=True)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
