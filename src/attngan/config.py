@@ -233,7 +233,7 @@ def _synthbirds_128() -> Config:
 def _coco_tiny() -> Config:
     # COCO's data settings (5 captions an image, no bbox crop) on the `tiny` models, sized for
     # 2 CPU cores; made for SynthScenes (`attngan synth-scenes`). Words: a SynthScenes caption
-    # naming two groups runs to 20 words, and COCO's 12 would drop the colours and places the
+    # naming two groups runs to 22 words, and COCO's 12 would drop the colours and places the
     # models must learn from.
     c = _tiny()
     c.name = "coco-tiny"

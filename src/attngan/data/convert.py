@@ -1,7 +1,7 @@
 """Every layout as Records, and Records written as an image folder or as shards.
 
-`attngan make-shards` and `attngan synth-birds --format imagefolder|webdataset` go through here:
-the same images, captions, classes, splits and boxes whichever layout they came from.
+`attngan make-shards` and `attngan synth-birds|synth-scenes --format imagefolder|webdataset` go
+through here: the same images, captions, classes, splits and boxes whichever layout they came from.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from pathlib import Path, PurePosixPath
 from attngan.data.imagefolder import Record, is_imagefolder, read_imagefolder
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes
-
-FORMATS = ("cub", "imagefolder", "webdataset")
 
 
 def detect_source_layout(root: Path) -> str:
@@ -90,43 +88,45 @@ def write_imagefolder(records_by_split: dict[str, list[Record]], out: str | os.P
     return out
 
 
-def _check_target(out: Path, overwrite: bool, marker: str) -> None:
-    if out.exists() and not out.is_dir():
-        raise AttnGANError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise AttnGANError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
-        if not (out / marker).is_file():
-            raise AttnGANError(f"refusing to overwrite {out}: it has no {marker}")
-
-
 def synth_birds_as(fmt: str, out: str | os.PathLike, *, images: int, classes: int | None, size: int,
                    seed: int, workers: int = 1, overwrite: bool = False, progress: bool = True,
                    per_shard: int = 1000) -> Path:
     """SynthBirds as an image folder (metadata.jsonl) or as WebDataset shards: rendered in CUB's
     layout in a temporary folder, then converted (same images, captions, classes and boxes)."""
-    from attngan.data.shards import INDEX, write_shards
     from attngan.data.synth_birds import generate_synth_birds
 
-    if fmt not in FORMATS:
-        raise AttnGANError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    render = lambda folder, replace: generate_synth_birds(  # noqa: E731
+        folder, images=images, classes=classes, size=size, seed=seed, workers=workers,
+        overwrite=replace, progress=progress)
+    return rendered_as(fmt, out, render, native="cub", layout="birds", source="SynthBirds",
+                       overwrite=overwrite, progress=progress, per_shard=per_shard)
+
+
+def rendered_as(fmt: str, out: str | os.PathLike, render, *, native: str, layout: str, source: str,
+                overwrite: bool = False, progress: bool = True, per_shard: int = 1000) -> Path:
+    """A generated data set in `fmt`: `native` renders it straight into `out` (`render(out,
+    overwrite)`); "imagefolder" and "webdataset" render it in `layout` into a temporary folder
+    beside `out` and convert it with the writers of make-shards."""
+    from attngan.data.shards import INDEX, write_shards
+    from attngan.data.staging import check_target
+
+    if fmt not in (native, "imagefolder", "webdataset"):
+        raise AttnGANError(f"unknown format '{fmt}'; choose one of {native}, imagefolder, webdataset")
     out = Path(os.path.abspath(Path(out).expanduser()))
-    if fmt == "cub":
-        return generate_synth_birds(out, images=images, classes=classes, size=size, seed=seed,
-                                    workers=workers, overwrite=overwrite, progress=progress)
-    _check_target(out, overwrite, "metadata.jsonl" if fmt == "imagefolder" else INDEX)
+    if fmt == native:
+        return render(out, overwrite)
+    check_target(out, overwrite, "metadata.jsonl" if fmt == "imagefolder" else INDEX)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cub = out.parent / f".{out.name}.cub-{os.getpid()}"
+    staged = out.parent / f".{out.name}.{native}-{os.getpid()}"
     try:
-        generate_synth_birds(cub, images=images, classes=classes, size=size, seed=seed,
-                             workers=workers, overwrite=True, progress=progress)
-        records = {s: layout_records(cub, s, "birds") for s in ("train", "test")}
+        render(staged, True)
+        records = {s: layout_records(staged, s, layout) for s in ("train", "test")}
         if fmt == "imagefolder":
             write_imagefolder(records, out)
         else:
             if out.is_dir():
                 shutil.rmtree(out)
-            write_shards(records, out, per_shard=per_shard, source="SynthBirds", progress=progress)
+            write_shards(records, out, per_shard=per_shard, source=source, progress=progress)
     finally:
-        shutil.rmtree(cub, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
     return out

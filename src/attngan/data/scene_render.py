@@ -116,14 +116,13 @@ def render_background(background: str, horizon: float, size: int,
     """Sky above `horizon` (pixels), the background's ground below; float32 H x W x 3."""
     s2 = 2 * size
     hz = horizon * 2
-    img = Image.new("RGB", (s2, s2))
-    d = ImageDraw.Draw(img)
     pale = background == "snow"
-    top = _j(rng, (170, 190, 210) if pale else (95, 150, 225), 10)
-    low = _j(rng, (215, 222, 230) if pale else (190, 215, 240), 8)
-    for y in range(int(math.ceil(hz)) + 1):
-        t = y / max(1.0, hz)
-        d.line([(0, y), (s2, y)], fill=tuple(int(a * (1 - t) + b * t) for a, b in zip(top, low)))
+    top = np.array(_j(rng, (170, 190, 210) if pale else (95, 150, 225), 10), dtype=np.float64)
+    low = np.array(_j(rng, (215, 222, 230) if pale else (190, 215, 240), 8), dtype=np.float64)
+    t = np.clip(np.arange(s2, dtype=np.float64) / max(1.0, hz), 0, 1)[:, None]
+    sky = (top * (1 - t) + low * t).astype(np.uint8)
+    img = Image.fromarray(np.ascontiguousarray(np.broadcast_to(sky[:, None, :], (s2, s2, 3))))
+    d = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(1, 4))):   # clouds
         cx, cy = rng.uniform(0, s2), rng.uniform(0.05, 0.6) * hz
         for _ in range(3):
@@ -152,26 +151,23 @@ def render_background(background: str, horizon: float, size: int,
             r = rng.uniform(0.03, 0.06) * s2
             d.ellipse([x0 - r, hz - r * 1.4, x0 + r, hz + r * 0.4], fill=_j(rng, (40, 90, 45), 10))
         d.rectangle([0, hz, s2, s2], fill=_j(rng, (115, 170, 70), 8))
-        for _ in range(int(60 * size / 64)):    # tufts
-            x0, y0 = rng.uniform(0, s2), rng.uniform(hz, s2)
-            d.line([(x0, y0), (x0 + rng.uniform(-2, 2), y0 - 0.012 * s2)], fill=_j(rng, (85, 140, 55), 10), width=2)
+        for x0, y0, dx, c in _scatter(rng, int(60 * size / 64), s2, hz, (85, 140, 55), 10):   # tufts
+            d.line([(x0, y0), (x0 + dx, y0 - 0.012 * s2)], fill=c, width=2)
     elif background == "lake":
         for x0 in np.arange(-0.1 * s2, s2, 0.12 * s2):    # far shore hills
             r = rng.uniform(0.08, 0.14) * s2
             d.ellipse([x0 - r, hz - r * 0.5, x0 + r, hz + r * 0.5], fill=_j(rng, (70, 110, 80), 10))
         d.rectangle([0, hz, s2, s2], fill=_j(rng, (55, 105, 160), 8))
-        for _ in range(int(40 * size / 64)):    # ripples
-            x0, y0 = rng.uniform(0, s2), rng.uniform(hz + 0.01 * s2, s2)
-            w = (0.02 + 0.05 * (y0 - hz) / (s2 - hz)) * s2
-            d.line([(x0, y0), (x0 + w, y0)], fill=_j(rng, (120, 165, 205), 10), width=2)
+        for x0, y0, _, c in _scatter(rng, int(40 * size / 64), s2, hz + 0.01 * s2, (120, 165, 205), 10):
+            w = (0.02 + 0.05 * (y0 - hz) / (s2 - hz)) * s2                          # ripples
+            d.line([(x0, y0), (x0 + w, y0)], fill=c, width=2)
     elif background == "beach":
         sea = hz + rng.uniform(0.12, 0.2) * (s2 - hz)
         d.rectangle([0, hz, s2, sea], fill=_j(rng, (45, 120, 170), 8))
         d.rectangle([0, sea, s2, s2], fill=_j(rng, (225, 200, 150), 8))
         d.line([(0, sea), (s2, sea)], fill=(245, 245, 240), width=3)          # surf
-        for _ in range(int(30 * size / 64)):
-            x0, y0 = rng.uniform(0, s2), rng.uniform(sea, s2)
-            d.point([(x0, y0)], fill=_j(rng, (200, 175, 130), 10))
+        for x0, y0, _, c in _scatter(rng, int(30 * size / 64), s2, sea, (200, 175, 130), 10):
+            d.point([(x0, y0)], fill=c)
     elif background == "snow":
         for x0 in np.arange(-0.1 * s2, s2, 0.18 * s2):    # mountains
             w, h = rng.uniform(0.12, 0.2) * s2, rng.uniform(0.06, 0.1) * s2
@@ -179,13 +175,20 @@ def render_background(background: str, horizon: float, size: int,
             d.polygon([(x0 - w * 0.3, hz - h * 0.7), (x0, hz - h), (x0 + w * 0.3, hz - h * 0.7)],
                       fill=(245, 248, 252))
         d.rectangle([0, hz, s2, s2], fill=_j(rng, (228, 234, 242), 5))
-        for _ in range(int(20 * size / 64)):    # drifts
-            x0, y0 = rng.uniform(0, s2), rng.uniform(hz, s2)
+        for x0, y0, _, c in _scatter(rng, int(20 * size / 64), s2, hz, (0, 0, 0), 0):   # drifts
             d.arc([x0 - 0.05 * s2, y0 - 0.01 * s2, x0 + 0.05 * s2, y0 + 0.01 * s2], 180, 360,
                   fill=(200, 210, 225), width=2)
     else:
         raise ValueError(f"unknown background {background!r}")
     return np.asarray(img.reduce(2), dtype=np.float32)
+
+
+def _scatter(rng: np.random.Generator, n: int, s2: int, y_lo: float, rgb, a: float):
+    """n random (x, y, dx, colour) for texture marks below y_lo, drawn at once."""
+    xs, ys = rng.uniform(0, s2, n), rng.uniform(y_lo, s2, n)
+    dx = rng.uniform(-2, 2, n)
+    cols = np.clip(np.array(rgb) + rng.uniform(-a, a, (n, 3)), 0, 255).astype(int)
+    return [(float(x), float(y), float(d), tuple(int(v) for v in c)) for x, y, d, c in zip(xs, ys, dx, cols)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,9 +398,12 @@ def render_scene(background: str, horizon: float, objects: list[ObjectSpec], siz
     base = np.where(ground, MASK_GROUND, MASK_SKY).astype(np.uint8)
     labels = np.where(labels >= MASK_FIRST_OBJECT, labels, np.broadcast_to(base, labels.shape)).astype(np.uint8)
     bboxes, areas = [], []
-    for k in range(len(objects)):
-        hit = lab_ss == MASK_FIRST_OBJECT + k
-        rows, cols = np.nonzero(hit.any(axis=1))[0], np.nonzero(hit.any(axis=0))[0]
+    for k, obj in enumerate(objects):
+        # Search only around the object's box: every sub-sample it covers lies inside it.
+        bx0, by0, bx1, by1 = obj.box()
+        ox, oy = max(0, int(bx0 - 2) * ss), max(0, int(by0 - 2) * ss)
+        hit = lab_ss[oy:max(oy, int(by1 + 3) * ss), ox:max(ox, int(bx1 + 3) * ss)] == MASK_FIRST_OBJECT + k
+        rows, cols = np.nonzero(hit.any(axis=1))[0] + oy, np.nonzero(hit.any(axis=0))[0] + ox
         if len(rows):
             x0, x1, y0, y1 = cols[0] / ss, (cols[-1] + 1) / ss, rows[0] / ss, (rows[-1] + 1) / ss
             bboxes.append((round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2),
@@ -411,12 +417,16 @@ def render_scene(background: str, horizon: float, objects: list[ObjectSpec], siz
 def _shade_ground(bg: np.ndarray, objects: list[ObjectSpec], horizon: float, size: int) -> np.ndarray:
     """Soft contact shadows under the objects that stand on the ground."""
     shade = np.ones((size, size), dtype=np.float32)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     for o in objects:
         if o.base_y < horizon:
             continue
-        w = EXTENT[o.category][0] * o.unit / 2
+        w = max(1.0, EXTENT[o.category][0] * o.unit / 2)
         h = max(1.0, 0.06 * o.unit)
-        r = ((xx - o.cx) / max(1.0, w)) ** 2 + ((yy - o.base_y) / h) ** 2
-        shade *= np.where(r < 1, 0.72 + 0.28 * r, 1.0).astype(np.float32)
+        x0, x1 = max(0, int(o.cx - w)), min(size, int(o.cx + w) + 2)
+        y0, y1 = max(0, int(o.base_y - h)), min(size, int(o.base_y + h) + 2)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32) + 0.5
+        r = ((xx - o.cx) / w) ** 2 + ((yy - o.base_y) / h) ** 2
+        shade[y0:y1, x0:x1] *= np.where(r < 1, 0.72 + 0.28 * r, 1.0).astype(np.float32)
     return bg * shade[..., None]

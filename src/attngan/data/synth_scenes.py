@@ -22,10 +22,8 @@ number of workers.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import pickle
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +31,13 @@ import numpy as np
 from PIL import Image
 
 from attngan.data.scene_captions import (  # noqa: F401 - re-exported
-    NOUNS, VOCABULARY, caption_matches, make_captions, parse_scene_caption,
+    NOUNS, VOCABULARY, _pick, caption_matches, make_captions, parse_scene_caption,
 )
 from attngan.data.scene_render import (  # noqa: F401 - re-exported
     BACKGROUNDS, CATEGORIES, CATEGORY_NAMES, COLOUR_RGB, COLOURS, EXTENT, FACES, MASK_FIRST_OBJECT,
     MASK_GROUND, MASK_SKY, PLACES, UNIT, ObjectSpec, render_scene, sky_floor,
 )
+from attngan.data.staging import read_manifest, render_in_order, write_whole_folder
 from attngan.errors import AttnGANError
 
 GENERATOR_VERSION = 1
@@ -84,13 +83,6 @@ def is_held_out(category: str, colour: str, place: str) -> tuple[str, tuple[str,
 
 # ---------------------------------------------------------------------------------------------
 # Scenes: what is in an image (no pixels yet).
-
-def _pick(rng: np.random.Generator, seq, p=None):
-    if p is None:
-        return seq[int(rng.integers(len(seq)))]
-    p = np.asarray(p, dtype=np.float64)
-    return seq[int(rng.choice(len(seq), p=p / p.sum()))]
-
 
 def _sky_p(category: str) -> float:
     return 0.7 if "sky" in NATURAL[category] else 0.12
@@ -337,67 +329,20 @@ def generate_synth_scenes(out: str | os.PathLike, images: int = DEFAULT_IMAGES, 
                           progress: bool = True) -> Path:
     """Render SynthScenes into `out` (COCO 2014 layout + synth_scenes.json) and return the folder.
 
-    Written to a temporary folder beside `out` and renamed into place at the end, so an error or
-    an interrupt never leaves a partial data set. `overwrite` replaces an earlier SynthScenes
-    folder; any other non-empty folder is refused.
+    Written whole (attngan.data.staging): an error or an interrupt never leaves a partial data
+    set. `overwrite` replaces an earlier SynthScenes folder; any other non-empty folder is refused.
     """
-    from attngan.data.synth_birds import _clean_stale, _make_parents, _swap_into_place
-
     _check_args(images, size, seed, workers)
-    out = Path(os.path.abspath(Path(out).expanduser()))
-    if out.exists() and not out.is_dir():
-        raise AttnGANError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise AttnGANError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
-        if not (out / MANIFEST).is_file():
-            raise AttnGANError(f"refusing to overwrite {out}: it is not a SynthScenes folder "
-                               f"(no {MANIFEST})")
-    created = _make_parents(out.parent)
-    _clean_stale(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        _write(tmp, images, size, seed, workers, progress)
-        _swap_into_place(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            raise AttnGANError(f"cannot write SynthScenes to {out}: {e.strerror or e}") from None
-        raise
-    return out
+    return write_whole_folder(out, lambda tmp: _write(tmp, images, size, seed, workers, progress),
+                              overwrite=overwrite, marker=MANIFEST, what="SynthScenes")
 
 
 def _write(root: Path, images: int, size: int, seed: int, workers: int, progress: bool) -> None:
-    from tqdm import tqdm
-
     plan = make_plan(images)
     for sub in ("train2014", "val2014", "masks", "annotations", "train", "test"):
         (root / sub).mkdir()
-    records: list[dict] = []
-    bar = tqdm(total=images, desc="synth-scenes", unit="img", disable=not progress)
-    try:
-        if workers == 1:
-            _init_worker(plan, size, seed, str(root))
-            for i in range(images):
-                records.append(_render_job(i))
-                bar.update()
-        else:
-            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                              else None)
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(plan, size, seed, str(root))) as pool:
-                for rec in pool.imap(_render_job, range(images), chunksize=8):
-                    records.append(rec)
-                    bar.update()
-    finally:
-        bar.close()
+    records = render_in_order(_render_job, images, workers, _init_worker, (plan, size, seed, str(root)),
+                              "synth-scenes", progress, chunksize=8)
     _write_index(root, records, size, seed)
 
 
@@ -491,41 +436,20 @@ def _example_prompt(held: tuple[str, tuple[str, str]]) -> str:
     return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {NOUNS[cat][0]} {where}"
 
 
-FORMATS = ("coco", "imagefolder", "webdataset")
-
-
 def synth_scenes_as(fmt: str, out: str | os.PathLike, *, images: int = DEFAULT_IMAGES, size: int = 256,
                     seed: int = 0, workers: int = 1, overwrite: bool = False, progress: bool = True,
                     per_shard: int = 1000) -> Path:
     """SynthScenes as an image folder (metadata.jsonl) or as WebDataset shards: rendered in COCO's
-    layout in a temporary folder, then converted with the same writers as `make-shards` (same
-    images, captions and splits; the ground truth stays with the COCO layout)."""
-    from attngan.data.convert import _check_target, layout_records, write_imagefolder
-    from attngan.data.shards import INDEX, write_shards
+    layout in a temporary folder, then converted (same images, captions and splits; the ground
+    truth stays with the COCO layout)."""
+    from attngan.data.convert import rendered_as
 
-    if fmt not in FORMATS:
-        raise AttnGANError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
-    out = Path(os.path.abspath(Path(out).expanduser()))
-    if fmt == "coco":
-        return generate_synth_scenes(out, images=images, size=size, seed=seed, workers=workers,
-                                     overwrite=overwrite, progress=progress)
     _check_args(images, size, seed, workers)
-    _check_target(out, overwrite, "metadata.jsonl" if fmt == "imagefolder" else INDEX)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    coco = out.parent / f".{out.name}.coco-{os.getpid()}"
-    try:
-        generate_synth_scenes(coco, images=images, size=size, seed=seed, workers=workers,
-                              overwrite=True, progress=progress)
-        records = {s: layout_records(coco, s, "coco") for s in ("train", "test")}
-        if fmt == "imagefolder":
-            write_imagefolder(records, out)
-        else:
-            if out.is_dir():
-                shutil.rmtree(out)
-            write_shards(records, out, per_shard=per_shard, source="SynthScenes", progress=progress)
-    finally:
-        shutil.rmtree(coco, ignore_errors=True)
-    return out
+    render = lambda folder, replace: generate_synth_scenes(  # noqa: E731
+        folder, images=images, size=size, seed=seed, workers=workers, overwrite=replace,
+        progress=progress)
+    return rendered_as(fmt, out, render, native="coco", layout="coco", source="SynthScenes",
+                       overwrite=overwrite, progress=progress, per_shard=per_shard)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,15 +457,7 @@ def synth_scenes_as(fmt: str, out: str | os.PathLike, *, images: int = DEFAULT_I
 
 def load_manifest(root: str | os.PathLike) -> dict:
     """The ground truth of a SynthScenes folder; `manifest["root"]` is set to the folder."""
-    path = Path(root) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AttnGANError(f"{root} is not a SynthScenes folder (no {MANIFEST})") from None
-    except (OSError, ValueError) as e:
-        raise AttnGANError(f"cannot read {path}: {e}".splitlines()[0]) from None
-    manifest["root"] = str(Path(root))
-    return manifest
+    return read_manifest(root, MANIFEST, "SynthScenes")
 
 
 def object_mask(root_or_manifest: str | os.PathLike | dict, key: str, index: int | None = None,
