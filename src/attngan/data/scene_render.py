@@ -11,7 +11,7 @@ over the background. Label 0 is sky and scenery above the horizon, 1 the ground,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -44,7 +44,7 @@ SHADE_JITTER = 6.0
 EXTENT: dict[str, tuple[float, float]] = {
     "car": (1.0, 0.5), "bus": (1.0, 0.62), "boat": (1.0, 1.0), "airplane": (1.0, 0.46),
     "kite": (0.62, 1.0), "stop sign": (0.48, 1.0), "fire hydrant": (0.46, 0.76),
-    "clock": (0.52, 1.0), "cow": (1.0, 0.72), "sheep": (0.92, 0.64), "banana": (0.9, 0.42),
+    "clock": (0.52, 1.0), "cow": (1.0, 0.72), "sheep": (0.92, 0.64), "banana": (0.98, 0.42),
     "umbrella": (0.92, 0.95),
 }
 UNIT: dict[str, float] = {
@@ -80,7 +80,6 @@ class RenderedScene:
     bboxes: list[tuple[float, float, float, float]]   # per object: x, y, w, h of what is visible
     areas: list[int]                   # per object: visible pixels
     drawn: list[int]                   # per object: pixels it covered when drawn (before occlusion)
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +320,7 @@ def _shape(category: str, rgb, rng: np.random.Generator) -> list[tuple[np.ndarra
         inner = _ellipse(0.0, 0.46, 0.36, 0.28, 24, 340, 200)
         add(np.concatenate([outer, inner]), rgb, True)
         tips = (outer[0], outer[-1])
-        add(_bar(tips[1], tips[1] + [0.06, 0.06], 0.05), (95, 70, 35))
+        add(_bar(tips[1], tips[1] + [0.03, 0.05], 0.05), (95, 70, 35))
         add(_ellipse(*tips[0], 0.025, 0.025, 8), (60, 45, 25))
         add(np.concatenate([_ellipse(0.0, 0.42, 0.42, 0.36, 20, 225, 315),
                             _ellipse(0.0, 0.44, 0.4, 0.33, 20, 315, 225)]), light)
@@ -361,12 +360,13 @@ def render_scene(background: str, horizon: float, objects: list[ObjectSpec], siz
     outline_w = max(1, int(round(size * ss / 150)))
     polygons: list[list[list[float]]] = []
     drawn: list[int] = []
-    shadows = []
+    windows: list[tuple[int, int, int, int]] = []   # per object: canvas pixels it may cover
     for k, obj in enumerate(objects):
         rgb = object_rgb(obj.colour, rng)
         edge = _tone(rgb, 0.78)
         label = MASK_FIRST_OBJECT + k
         flat = []
+        lo, hi = np.full(2, np.inf), np.full(2, -np.inf)
         for pts, fill, body in _shape(obj.category, rgb, rng):
             px = np.stack([obj.cx + obj.facing * pts[:, 0] * obj.unit, obj.base_y - pts[:, 1] * obj.unit], axis=1)
             xy = [(float(x * ss - 0.5), float(y * ss - 0.5)) for x, y in px]
@@ -377,19 +377,22 @@ def render_scene(background: str, horizon: float, objects: list[ObjectSpec], siz
                 d_rgb.polygon(xy, fill=fill)
                 d_lab.polygon(xy, fill=label)
             flat.append([round(float(v), 2) for v in np.clip(px, 0, size).reshape(-1)])
+            lo, hi = np.minimum(lo, px.min(axis=0)), np.maximum(hi, px.max(axis=0))
         polygons.append(flat)
+        # Its polygons' extent, widened by the outline, in whole pixels on the canvas's grid.
+        x0, y0 = (max(0, int(math.floor(v)) - 2) * ss for v in lo)
+        x1, y1 = (min(size, int(math.ceil(v)) + 2) * ss for v in hi)
+        windows.append((x0, y0, max(x0, x1), max(y0, y1)))
         # Pixels it covers now, counted at pixel centres as the labels are, before anything
         # nearer is drawn over it.
-        x0, y0, x1, y1 = (int(v) for v in obj.box())
-        crop = lab_c.crop((max(0, x0 - 2) * ss, max(0, y0 - 2) * ss, (x1 + 3) * ss, (y1 + 3) * ss))
-        drawn.append(int((np.asarray(crop)[ss // 2::ss, ss // 2::ss] == label).sum()))
-        shadows.append(obj)
+        crop = np.asarray(lab_c.crop(windows[-1]))
+        drawn.append(int((crop[ss // 2::ss, ss // 2::ss] == label).sum()))
 
     lab_ss = np.asarray(lab_c)
     labels = np.ascontiguousarray(lab_ss[ss // 2::ss, ss // 2::ss])
     fg = np.asarray(rgb_c.reduce(ss), dtype=np.float32)
     alpha = (np.asarray(lab_c.point([0] + [255] * 255).reduce(ss), dtype=np.float32) / 255.0)[..., None]
-    bg = _shade_ground(bg, shadows, horizon, size)
+    bg = _shade_ground(bg, objects, horizon, size)
     out = fg + bg * (1.0 - alpha)
     out += (rng.random((size, size, 3), dtype=np.float32) - 0.5) * 6.0   # photographic grain
     image = np.clip(np.rint(out), 0, 255).astype(np.uint8)
@@ -398,11 +401,8 @@ def render_scene(background: str, horizon: float, objects: list[ObjectSpec], siz
     base = np.where(ground, MASK_GROUND, MASK_SKY).astype(np.uint8)
     labels = np.where(labels >= MASK_FIRST_OBJECT, labels, np.broadcast_to(base, labels.shape)).astype(np.uint8)
     bboxes, areas = [], []
-    for k, obj in enumerate(objects):
-        # Search only around the object's box: every sub-sample it covers lies inside it.
-        bx0, by0, bx1, by1 = obj.box()
-        ox, oy = max(0, int(bx0 - 2) * ss), max(0, int(by0 - 2) * ss)
-        hit = lab_ss[oy:max(oy, int(by1 + 3) * ss), ox:max(ox, int(bx1 + 3) * ss)] == MASK_FIRST_OBJECT + k
+    for k, (ox, oy, x1, y1) in enumerate(windows):
+        hit = lab_ss[oy:y1, ox:x1] == MASK_FIRST_OBJECT + k
         rows, cols = np.nonzero(hit.any(axis=1))[0] + oy, np.nonzero(hit.any(axis=0))[0] + ox
         if len(rows):
             x0, x1, y0, y1 = cols[0] / ss, (cols[-1] + 1) / ss, rows[0] / ss, (rows[-1] + 1) / ss

@@ -108,6 +108,8 @@ def sample_scene(rng: np.random.Generator, composition: str, held_out: int = 0) 
     `composition` "seen" avoids every HELD_OUT pair; "novel" puts HELD_OUT[held_out] in the
     first group (and keeps any second group seen).
     """
+    if composition not in ("seen", "novel"):
+        raise ValueError(f"composition must be 'seen' or 'novel', not {composition!r}")
     background = _pick(rng, BACKGROUNDS)
     held = None
     if composition == "novel":
@@ -120,10 +122,11 @@ def sample_scene(rng: np.random.Generator, composition: str, held_out: int = 0) 
             colour = _pick(rng, [c for c in COLOURS if (c, cat) not in HELD_OUT_COLOURS])
         else:
             colour, cat = a, b
-            for _ in range(1000):
+            for _ in range(1000):   # only the colour is new: the place must be a trained one
                 place = "sky" if rng.random() < _sky_p(cat) else background
                 if (cat, place) not in HELD_OUT_PLACES:
                     break
+                background = _pick(rng, BACKGROUNDS)
         count = 1 + int(rng.choice(4, p=COUNT_P))
         first = {"category": cat, "colour": colour, "count": count, "place": place}
     else:
@@ -146,19 +149,17 @@ def sample_scene(rng: np.random.Generator, composition: str, held_out: int = 0) 
             "held_out": None if held is None else {"kind": held[0], "pair": list(held[1])}}
 
 
-def _row(rng: np.random.Generator, group: dict, x0: float, x1: float, unit: float,
-         size: int) -> tuple[list[float], float]:
+def _row(rng: np.random.Generator, group: dict, x0: float, x1: float,
+         unit: float) -> tuple[list[float], float]:
     """Centres of the group's objects side by side in [x0, x1], and the unit that fits them."""
     n, (w, _) = group["count"], EXTENT[group["category"]]
     gap = 0.12
     total = n * w + (n - 1) * gap
     unit = min(unit, (x1 - x0) / total)
     spare = max(0.0, (x1 - x0) - total * unit)
-    cuts = np.sort(rng.uniform(0, spare, n + 1)) if n else []
-    centres, x = [], x0
-    for k in range(n):
-        x = x0 + cuts[k] + k * (w + gap) * unit + w * unit / 2
-        centres.append(float(x))
+    # The spare width goes into the gaps at random; sorted offsets keep the objects apart.
+    cuts = np.sort(rng.uniform(0, spare, n))
+    centres = [float(x0 + cuts[k] + k * (w + gap) * unit + w * unit / 2) for k in range(n)]
     return centres, unit
 
 
@@ -175,7 +176,7 @@ def layout_scene(scene: dict, size: int, rng: np.random.Generator) -> tuple[floa
     if rel is not None and rel["relation"] == "in front of":
         ground_depth[rel["subject"]] = float(rng.uniform(0.8, 1.0))
         ground_depth[rel["object"]] = float(rng.uniform(0.0, 0.2))
-    for attempt in range(30):
+    for _ in range(30):   # redraw the positions until nothing hides most of another object
         objects: list[tuple[ObjectSpec, int]] = []
         for gi, g in enumerate(groups):
             cat = g["category"]
@@ -185,7 +186,7 @@ def layout_scene(scene: dict, size: int, rng: np.random.Generator) -> tuple[floa
             if g["place"] == "sky":
                 unit = UNIT[cat] * size * float(rng.uniform(0.7, 0.95))
                 unit = min(unit, (floor - 0.04 * size) / h)
-                centres, unit = _row(rng, g, x0, x1, unit, size)
+                centres, unit = _row(rng, g, x0, x1, unit)
                 for cx in centres:
                     base = float(rng.uniform(0.04 * size + h * unit, floor))
                     objects.append((ObjectSpec(cat, g["colour"], cx, base, unit, facing), gi))
@@ -194,7 +195,7 @@ def layout_scene(scene: dict, size: int, rng: np.random.Generator) -> tuple[floa
                 base0 = horizon + (0.2 + 0.75 * t) * (0.97 * size - horizon)
                 unit = UNIT[cat] * size * (0.6 + 0.4 * t) * float(rng.uniform(0.85, 1.05))
                 unit = min(unit, (base0 - 0.03 * size) / h)
-                centres, unit = _row(rng, g, x0, x1, unit, size)
+                centres, unit = _row(rng, g, x0, x1, unit)
                 jitter = 0.04 * (0.97 * size - horizon)
                 for cx in centres:
                     base = float(np.clip(base0 + rng.uniform(-jitter, jitter), horizon + 1, 0.97 * size))
