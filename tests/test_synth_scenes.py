@@ -346,7 +346,7 @@ def _cli(argv, capsys):
 
 
 @pytest.mark.parametrize("case", ["few-images", "many-images", "small-size", "big-size", "no-workers",
-                                  "many-workers", "negative-seed", "unwritable", "non-empty"])
+                                  "many-workers", "negative-seed", "huge-seed", "unwritable", "non-empty"])
 def test_cli_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, capsys):
     parent = tmp_path / "p"
     parent.mkdir()
@@ -355,7 +355,7 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, capsys):
     change = {"few-images": ("--images", "9"), "many-images": ("--images", "10000000"),
               "small-size": ("--size", "32"), "big-size": ("--size", "4096"),
               "no-workers": ("--workers", "0"), "many-workers": ("--workers", "1000"),
-              "negative-seed": ("--seed", "-1")}
+              "negative-seed": ("--seed", "-1"), "huge-seed": ("--seed", str(2**63))}
     if case in change:
         args[change[case][0]] = change[case][1]
     elif case == "unwritable":

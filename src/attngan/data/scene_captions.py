@@ -6,7 +6,8 @@ The grammar only states what is true of the image: every caption names every obj
 exactly those statements from any text in the same vocabulary; the scene metrics read prompts
 with it, so both sides live here and are tested against each other.
 
-The vocabulary is small and explicit: every word the grammar can write is in `VOCABULARY`.
+The vocabulary is small and explicit: `VOCABULARY` holds every word the grammar writes and the
+parser reads.
 """
 
 from __future__ import annotations

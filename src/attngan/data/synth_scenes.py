@@ -38,7 +38,7 @@ from attngan.data.scene_render import (  # noqa: F401 - re-exported
     MASK_GROUND, MASK_SKY, PLACES, UNIT, ObjectSpec, render_scene, sky_floor,
 )
 from attngan.data.staging import read_manifest, render_in_order, write_whole_folder
-from attngan.errors import AttnGANError
+from attngan.errors import AttnGANError, check_seed
 
 GENERATOR_VERSION = 1
 MANIFEST = "synth_scenes.json"
@@ -314,13 +314,14 @@ def make_plan(images: int) -> list[dict]:
 
 
 def _check_args(images: int, size: int, seed: int, workers: int) -> None:
-    if not MIN_IMAGES <= images <= MAX_IMAGES:
-        raise AttnGANError(f"--images must be between {MIN_IMAGES} and {MAX_IMAGES:,} "
-                           f"(got {images}): every split needs images")
+    if images < MIN_IMAGES:
+        raise AttnGANError(f"--images must be at least {MIN_IMAGES} (got {images}): the train, "
+                           "seen and novel parts each need images")
+    if images > MAX_IMAGES:
+        raise AttnGANError(f"--images must be at most {MAX_IMAGES:,} (got {images:,})")
     if not MIN_SIZE <= size <= MAX_SIZE:
         raise AttnGANError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels (got {size})")
-    if seed < 0:
-        raise AttnGANError(f"--seed must be >= 0 (got {seed})")
+    check_seed(seed, "--seed")
     if not 1 <= workers <= MAX_WORKERS:
         raise AttnGANError(f"--workers must be between 1 and {MAX_WORKERS} (got {workers})")
 
