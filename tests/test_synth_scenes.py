@@ -330,8 +330,16 @@ def test_imagefolder_and_webdataset_formats(tmp_path):
     folder = ss.synth_scenes_as("imagefolder", tmp_path / "folder", images=10, size=SIZE, seed=1,
                                 progress=False)
     rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text().splitlines()]
-    assert len(rows) == 10 and all(len(r["text"]) == 5 for r in rows)
-    assert sorted({r["split"] for r in rows}) == ["test", "train"]
+    coco = ss.load_manifest(ss.generate_synth_scenes(tmp_path / "coco", images=10, size=SIZE, seed=1,
+                                                     progress=False))
+    # The same images and captions as the COCO layout of the same seed, in the same splits.
+    by_name = {Path(t["file_name"]).name: t for t in coco["images"].values()}
+    assert sorted(Path(r["file_name"]).name for r in rows) == sorted(by_name)
+    for r in rows:
+        t = by_name[Path(r["file_name"]).name]
+        assert r["text"] == t["captions"] and r["split"] == t["split"]
+        assert (folder / r["file_name"]).read_bytes() == (tmp_path / "coco" / t["file_name"]).read_bytes()
+    shutil.rmtree(tmp_path / "coco")
     shards = ss.synth_scenes_as("webdataset", tmp_path / "shards", images=10, size=SIZE, seed=1,
                                 progress=False)
     index = _json(shards / "shards.json")
