@@ -313,6 +313,24 @@ def test_every_category_and_background_renders_at_64px():
         assert (out.labels == ss.MASK_SKY).any() and (out.labels == ss.MASK_GROUND).any()
 
 
+def test_a_scene_written_by_hand_is_drawn_as_written():
+    scene = {"background": "lake", "relation": {"subject": 1, "relation": "above", "object": 0},
+             "groups": [{"category": "bus", "colour": "red", "count": 1, "place": "lake"},
+                        {"category": "stop sign", "colour": "blue", "count": 2, "place": "sky"}]}
+    rngs = [np.random.default_rng(k) for k in range(3)]
+    out, truth = ss.draw_scene(scene, 96, *rngs)
+    assert [(o["category"], o["colour"], o["place"]) for o in truth["objects"]] == [
+        ("stop sign", "blue", "sky"), ("stop sign", "blue", "sky"), ("bus", "red", "lake")]
+    assert [g["objects"] for g in truth["groups"]] == [[2], [0, 1]]
+    for o in truth["objects"]:
+        x, y, w, h = o["bbox"]
+        assert (y + h <= truth["horizon"]) == (o["place"] == "sky")
+        assert (out.labels == o["mask_value"]).sum() == o["area"] > 30
+    for caption in truth["captions"]:
+        assert caption_matches(parse_scene_caption(caption), truth) == [], caption
+    assert out.image.shape == (96, 96, 3) and ss.is_held_out("stop sign", "blue", "sky")
+
+
 def test_backgrounds_differ_in_their_ground():
     means = {}
     for bg in ss.BACKGROUNDS:

@@ -247,19 +247,35 @@ _PALETTE = _mask_palette()
 def _render_job(index: int) -> dict:
     plan, size, seed, root = _W["plan"], _W["size"], _W["seed"], _W["root"]
     item = plan[index]
-    r_scene, r_layout, r_render, r_text = (np.random.default_rng(s) for s in
-                                           np.random.SeedSequence(seed, spawn_key=(1, index)).spawn(4))
+    r_scene, *rngs = (np.random.default_rng(s) for s in
+                      np.random.SeedSequence(seed, spawn_key=(1, index)).spawn(4))
     scene = sample_scene(r_scene, item["composition"], item["held_out"])
-    horizon, objects, group_of = layout_scene(scene, size, r_layout)
-    out = render_scene(scene["background"], horizon, objects, size, r_render)
-    captions = make_captions(scene, r_text, CAPTIONS_PER_IMAGE)
+    out, truth = draw_scene(scene, size, *rngs)
 
     key, folder = item["key"], item["folder"]
     Image.fromarray(out.image).save(root / folder / f"{key}.jpg", "JPEG", quality=95, subsampling=0)
     mask = Image.frombytes("P", (size, size), out.labels.tobytes())
     mask.putpalette(_PALETTE)
     mask.save(root / "masks" / f"{key}.png", "PNG")
+    for o, polygons in zip(truth["objects"], out.polygons):
+        o["segmentation"] = polygons
+    truth = {"id": item["id"], "file_name": f"{folder}/{key}.jpg", "split": item["split"],
+             "composition": item["composition"], **truth, "mask": f"masks/{key}.png"}
+    return {"key": key, "truth": truth}
 
+
+def draw_scene(scene: dict, size: int, r_layout: np.random.Generator, r_render: np.random.Generator,
+               r_text: np.random.Generator) -> tuple:
+    """(RenderedScene, truth) of a scene's content: placed, drawn and captioned.
+
+    `scene` is what sample_scene returns, or one written by hand for a known-answer test:
+    {"background", "groups": [{category, colour, count, place}], "relation"} (relation as
+    sample_scene makes it; "held_out" optional). The truth holds what synth_scenes.json holds
+    per image apart from its file, id, split and composition.
+    """
+    horizon, objects, group_of = layout_scene(scene, size, r_layout)
+    out = render_scene(scene["background"], horizon, objects, size, r_render)
+    captions = make_captions(scene, r_text, CAPTIONS_PER_IMAGE)
     groups = [dict(g, category_id=CATEGORIES[g["category"]][0], objects=[]) for g in scene["groups"]]
     objs = []
     for k, (o, gi) in enumerate(zip(objects, group_of)):
@@ -271,16 +287,11 @@ def _render_job(index: int) -> dict:
             "visible": round(out.areas[k] / max(1, out.drawn[k]), 3),
             "mask_value": MASK_FIRST_OBJECT + k,
             "facing": "right" if o.facing > 0 else "left",
-            "segmentation": out.polygons[k],
         })
-    truth = {
-        "id": item["id"], "file_name": f"{folder}/{key}.jpg", "split": item["split"],
-        "composition": item["composition"], "held_out": scene["held_out"],
-        "background": scene["background"], "horizon": round(horizon, 2), "groups": groups,
-        "relation": scene["relation"], "objects": objs, "captions": captions,
-        "mask": f"masks/{key}.png",
-    }
-    return {"key": key, "truth": truth}
+    truth = {"held_out": scene.get("held_out"), "background": scene["background"],
+             "horizon": round(horizon, 2), "groups": groups, "relation": scene.get("relation"),
+             "objects": objs, "captions": captions}
+    return out, truth
 
 
 # ---------------------------------------------------------------------------------------------
