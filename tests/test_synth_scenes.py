@@ -408,6 +408,22 @@ def test_cli_renders_and_overwrites(tmp_path, capsys):
         ss.load_manifest(tmp_path)
 
 
+def test_a_failure_midway_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+    real = ss.render_scene
+
+    def broken(*a, **k):
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("boom")
+        return real(*a, **k)
+
+    monkeypatch.setattr(ss, "render_scene", broken)
+    with pytest.raises(RuntimeError):
+        ss.generate_synth_scenes(tmp_path / "deep" / "scenes", images=12, size=SIZE, progress=False)
+    assert list(tmp_path.iterdir()) == [] and len(calls) == 4
+
+
 def test_coco_tiny_preset_holds_every_caption():
     from attngan.config import preset
 
