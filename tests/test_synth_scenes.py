@@ -211,6 +211,9 @@ def test_grammar_and_parser_agree_on_many_scenes():
       "relation": ("kite", "above", "cow")}),
     ("in the sky above a snowy field there is an orange airplane",
      {"background": "snow", "objects": [("airplane", "orange", 1, "sky")], "relation": None}),
+    ("a bus that is red floating on the lake next to two cows which are brown",
+     {"background": "lake", "objects": [("bus", "red", 1, "lake"), ("cow", "brown", 2, "lake")],
+      "relation": ("bus", "next to", "cow")}),
 ])
 def test_parser_reads_free_text(text, expected):
     got = parse_scene_caption(text)

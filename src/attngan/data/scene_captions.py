@@ -59,7 +59,7 @@ PHOTO_WORDS = ("a photo of", "a picture of", "an image of")
 VERBS = ("flying", "soaring", "driving", "parked", "grazing", "standing", "walking", "floating",
          "sailing", "sitting", "lying")
 FUNCTION_WORDS = ("there", "is", "are", "and", "with", "of", "the", "down", "through", "in", "on",
-                  "up", "high", "sky")
+                  "up", "high", "sky", "that", "which")
 
 _ANIMALS = ("cow", "sheep")
 _DRIVEN = ("car", "bus")
@@ -292,7 +292,8 @@ def parse_scene_caption(text: str) -> dict:
     count, plural, place}], "relation": {subject, relation, object} (categories) or None}.
 
     `count` is the exact number when the caption gives one ("a", "two"), else None with
-    `plural` true ("some cows", "a herd of cows"); `colour` is None when not stated; `place` is
+    `plural` true ("some cows", "a herd of cows"); `colour` is read before the noun or after it
+    ("a bus that is red") and is None when not stated; `place` is
     "sky" or the background's name (None when the caption does not say). Relations come back as
     stored in the ground truth: "next to", "in front of" ("A behind B" is B in front of A), and
     "above" (subject in the sky over the object).
@@ -322,6 +323,8 @@ def parse_scene_caption(text: str) -> dict:
             elif not plural:   # a bare noun: its form tells ("cows"), "sheep" does not
                 count = 1 if plural_form is False else None
                 plural = bool(plural_form)
+            if colour is None:   # "a bus that is red", "two cows which are brown"
+                colour = _colour_after(lx, i + 1)
             objects.append({"category": value, "colour": colour, "count": count, "plural": plural,
                             "place": None})
             new = len(objects) - 1
@@ -368,6 +371,14 @@ def parse_scene_caption(text: str) -> dict:
     for k in list(pending):
         objects[k]["place"] = leading if leading is not None else background
     return {"background": background, "objects": objects, "relation": relation}
+
+
+def _colour_after(lx: list[tuple], i: int) -> str | None:
+    words = [v if k == "word" else None for k, v in lx[i:i + 2]]
+    if (len(words) == 2 and words[0] in ("that", "which") and words[1] in ("is", "are")
+            and i + 2 < len(lx) and lx[i + 2][0] == "colour"):
+        return lx[i + 2][1]
+    return None
 
 
 def _prev_rel(lx: list[tuple], i: int) -> str | None:
