@@ -316,14 +316,17 @@ def _shape(category: str, rgb, rng: np.random.Generator) -> list[tuple[np.ndarra
         add(_ellipse(0.38, 0.44, 0.085, 0.12, 14), (50, 45, 42), True)                   # head
         add(_ellipse(0.32, 0.53, 0.05, 0.025, 8), (50, 45, 42))                          # ear
     elif category == "banana":
-        outer = _ellipse(0.0, 0.42, 0.45, 0.42, 24, 200, 340)
-        inner = _ellipse(0.0, 0.46, 0.36, 0.28, 24, 340, 200)
-        add(np.concatenate([outer, inner]), rgb, True)
-        tips = (outer[0], outer[-1])
-        add(_bar(tips[1], tips[1] + [0.03, 0.05], 0.05), (95, 70, 35))
-        add(_ellipse(*tips[0], 0.025, 0.025, 8), (60, 45, 25))
-        add(np.concatenate([_ellipse(0.0, 0.42, 0.42, 0.36, 20, 225, 315),
-                            _ellipse(0.0, 0.44, 0.4, 0.33, 20, 315, 225)]), light)
+        # A curved band, thickest in the middle and tapering to both ends, a stem at one end.
+        t = np.linspace(0, 1, 25)
+        u = 2 * t - 1
+        x, yc = 0.45 * u, 0.1 + 0.24 * u ** 2
+        th = 0.2 * np.sin(np.pi * t) ** 0.7 + 0.015
+        band = lambda lo, hi: np.concatenate([np.stack([x, yc + hi * th], 1),  # noqa: E731
+                                              np.stack([x, yc + lo * th], 1)[::-1]])
+        add(band(-0.5, 0.5), rgb, True)
+        add(band(0.1, 0.35)[3:-3], light)
+        add(_bar((0.44, 0.33), (0.48, 0.4), 0.045), (95, 70, 35))
+        add(_ellipse(-0.44, 0.335, 0.02, 0.02, 8), (60, 45, 25))
     elif category == "umbrella":
         add(_bar((0.0, 0.62), (0.0, 0.1), 0.035), _DARK)
         hook = _ellipse(0.06, 0.1, 0.06, 0.07, 8, 180, 360)
