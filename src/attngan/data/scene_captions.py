@@ -150,7 +150,7 @@ def verb_phrase(group: dict, background: str, rng: np.random.Generator, over: bo
     return f"{verb} {where}".strip()
 
 
-def _be(np_text: str, group: dict) -> str:
+def _be(group: dict) -> str:
     return "is" if group["count"] == 1 else "are"
 
 
@@ -161,7 +161,7 @@ def sample_caption(truth: dict, rng: np.random.Generator) -> str:
     if len(groups) == 1:
         g = groups[0]
         np_ = noun_phrase(g, rng)
-        be = _be(np_, g)
+        be = _be(g)
         form = int(rng.integers(5))
         if form == 0:
             text = f"{np_} {verb_phrase(g, bg, rng)}"
@@ -206,9 +206,8 @@ def sample_caption(truth: dict, rng: np.random.Generator) -> str:
         a, b = (nps, npo) if rng.random() < 0.5 else (npo, nps)
         text = f"{a} and {b} {where}"
     elif form == 3:
-        first, g_first = (nps, gs) if rng.random() < 0.5 else (npo, go)
-        second = npo if first is nps else nps
-        text = f"there {_be(first, g_first)} {first} and {second} {where}"
+        (first, g_first), second = ((nps, gs), npo) if rng.random() < 0.5 else ((npo, go), nps)
+        text = f"there {_be(g_first)} {first} and {second} {where}"
     elif form == 4 and kind == "in front of":
         text = f"{npo} behind {nps} {where}"
     else:
