@@ -153,6 +153,7 @@ OUT_CASES = [
     ["export-original", "{model}", "--out", "{file}/x/y"],
     ["train-oracle", "--data", "{missing}", "--out", "{file}/x"],
     ["synth-birds", "--out", "{file}/x", "--images", "4"],
+    ["synth-scenes", "--out", "{file}/x", "--images", "12"],
     ["eval", "--model", "{model}", "--data", "{missing}", "--out", "{file}/report.json"],
 ]
 

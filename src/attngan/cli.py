@@ -16,8 +16,9 @@ from attngan.errors import AttnGANError
 
 # Order is the order of `attngan --help`.
 COMMAND_MODULES = [
-    "demo", "synth_birds", "make_shards", "train_damsm", "eval_damsm", "train", "generate", "eval",
-    "train_oracle", "train_captioner", "caption", "import_original", "export_original", "serve",
+    "demo", "synth_birds", "synth_scenes", "make_shards", "train_damsm", "eval_damsm", "train",
+    "generate", "eval", "train_oracle", "train_captioner", "caption", "import_original",
+    "export_original", "serve",
 ]
 
 

@@ -1,7 +1,7 @@
 """Records of any data source written as an image folder or as shards.
 
-`attngan make-shards` and `attngan synth-birds --format imagefolder|webdataset` go through here:
-the same images, captions, classes, splits and boxes whichever layout they came from.
+`attngan make-shards` and `attngan synth-birds|synth-scenes --format imagefolder|webdataset` go
+through here: the same images, captions, classes, splits and boxes whichever layout they came from.
 """
 
 from __future__ import annotations
@@ -68,30 +68,21 @@ def write_imagefolder(records_by_split: dict[str, list[Record]], out: str | os.P
     return out
 
 
-def _check_target(out: Path, overwrite: bool, marker: str) -> None:
-    if out.exists() and not out.is_dir():
-        raise AttnGANError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise AttnGANError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
-        if not (out / marker).is_file():
-            raise AttnGANError(f"refusing to overwrite {out}: it has no {marker}")
-
-
-def _as_shards(records: dict[str, list[Record]], out: Path, per_shard: int, progress: bool) -> None:
+def _write_shards(records: dict[str, list[Record]], out: Path, source: str, per_shard: int,
+                  progress: bool) -> None:
     from attngan.data.shards import write_shards
 
     if out.is_dir():
         shutil.rmtree(out)
-    write_shards(records, out, per_shard=per_shard, source="SynthBirds", progress=progress)
+    write_shards(records, out, per_shard=per_shard, source=source, progress=progress)
 
 
-# Output format -> (the file a finished output holds, its writer). "cub" is SynthBirds' own layout.
+# Formats a generated data set is converted to from its native render: the file a finished output
+# holds (written last), and its writer.
 CONVERTED = {
-    "imagefolder": ("metadata.jsonl", lambda records, out, per_shard, progress: write_imagefolder(records, out)),
-    "webdataset": ("shards.json", _as_shards),
+    "imagefolder": ("metadata.jsonl", lambda records, out, source, per_shard, progress: write_imagefolder(records, out)),
+    "webdataset": ("shards.json", _write_shards),
 }
-FORMATS = ("cub", *CONVERTED)
 
 
 def synth_birds_as(fmt: str, out: str | os.PathLike, *, images: int, classes: int | None, size: int,
@@ -101,21 +92,32 @@ def synth_birds_as(fmt: str, out: str | os.PathLike, *, images: int, classes: in
     layout in a temporary folder, then converted (same images, captions, classes and boxes)."""
     from attngan.data.synth_birds import generate_synth_birds
 
-    if fmt not in FORMATS:
-        raise AttnGANError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    render = lambda folder, replace: generate_synth_birds(  # noqa: E731
+        folder, images=images, classes=classes, size=size, seed=seed, workers=workers,
+        overwrite=replace, progress=progress)
+    return rendered_as(fmt, out, render, native="cub", source="SynthBirds",
+                       overwrite=overwrite, progress=progress, per_shard=per_shard)
+
+
+def rendered_as(fmt: str, out: str | os.PathLike, render, *, native: str, source: str,
+                overwrite: bool = False, progress: bool = True, per_shard: int = 1000) -> Path:
+    """A generated data set in `fmt`: `native` renders it straight into `out` (`render(out,
+    overwrite)`); "imagefolder" and "webdataset" render it natively into a temporary folder beside
+    `out`, read it through its data source and convert it with the writers of make-shards."""
+    from attngan.data.staging import check_target
+
+    if fmt != native and fmt not in CONVERTED:
+        raise AttnGANError(f"unknown format '{fmt}'; choose one of {', '.join((native, *CONVERTED))}")
     out = Path(os.path.abspath(Path(out).expanduser()))
-    if fmt not in CONVERTED:  # the renderer's own layout
-        return generate_synth_birds(out, images=images, classes=classes, size=size, seed=seed,
-                                    workers=workers, overwrite=overwrite, progress=progress)
+    if fmt not in CONVERTED:
+        return render(out, overwrite)
     marker, write = CONVERTED[fmt]
-    _check_target(out, overwrite, marker)
+    check_target(out, overwrite, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cub = out.parent / f".{out.name}.cub-{os.getpid()}"
+    staged = out.parent / f".{out.name}.{native}-{os.getpid()}"
     try:
-        generate_synth_birds(cub, images=images, classes=classes, size=size, seed=seed,
-                             workers=workers, overwrite=True, progress=progress)
-        records = {s: layout_records(cub, s) for s in ("train", "test")}
-        write(records, out, per_shard, progress)
+        render(staged, True)
+        write({s: layout_records(staged, s) for s in ("train", "test")}, out, source, per_shard, progress)
     finally:
-        shutil.rmtree(cub, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
     return out

@@ -15,11 +15,8 @@ StackGAN/AttnGAN CUB split).
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import pickle
-import re
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from attngan.data.synth_render import (  # noqa: F401 - re-exported
     BILL_COLOURS, COLOUR_RGB, CUB_PARTS, EYE_COLOURS, EYERING_COLOURS, KEY_COLOURS, LABEL,
     LEG_COLOURS, MASK_LABELS, SHADE_TOLERANCE, SHEEN_COLOURS, Species, render_bird,
 )
+from attngan.data.staging import read_manifest, render_in_order, write_whole_folder
 from attngan.errors import AttnGANError
 
 GENERATOR_VERSION = 1
@@ -292,103 +290,18 @@ def generate_synth_birds(out: str | os.PathLike, images: int = CUB_IMAGES, class
                          progress: bool = True) -> Path:
     """Render SynthBirds into `out` (CUB layout + synth_birds.json) and return the folder.
 
-    Everything is written to a temporary folder beside `out` and renamed into place at the end,
-    so an error or an interrupt never leaves a partial data set. `overwrite` replaces an earlier
-    SynthBirds folder; any other non-empty folder is refused.
+    Written whole (attngan.data.staging): an error or an interrupt never leaves a partial data
+    set. `overwrite` replaces an earlier SynthBirds folder; any other non-empty folder is refused.
     """
     if classes is None:
         classes = default_classes(images)
     _check_args(images, classes, size, seed, workers)
-    out = Path(os.path.abspath(Path(out).expanduser()))  # "." and "a/.." get a real name
-    if out.exists() and not out.is_dir():
-        raise AttnGANError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise AttnGANError(f"{out} already exists and is not empty (pass --overwrite to replace it)")
-        if not (out / MANIFEST).is_file():
-            raise AttnGANError(f"refusing to overwrite {out}: it is not a SynthBirds folder "
-                               f"(no {MANIFEST})")
-    created = _make_parents(out.parent)
-    _clean_stale(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        _write(tmp, images, classes, size, seed, workers, progress)
-        _swap_into_place(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            raise AttnGANError(f"cannot write SynthBirds to {out}: {e.strerror or e}") from None
-        raise
-    return out
-
-
-def _make_parents(parent: Path) -> list[Path]:
-    """mkdir -p that remembers what it made, so a failure can take it back."""
-    missing = []
-    p = parent
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    try:
-        for d in reversed(missing):
-            d.mkdir()
-    except OSError as e:
-        for d in missing:
-            if d.exists():
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
-        raise AttnGANError(f"cannot create {parent}: {e.strerror or e}") from None
-    return list(reversed(missing))
-
-
-def _clean_stale(out: Path) -> None:
-    """Remove the staging folders that killed synth-birds runs on `out` left beside it (their PID is
-    in the name; a live process's are left alone). A run killed between the two renames of
-    _swap_into_place left the previous data set as .OUT.old-PID and no OUT: that one goes back."""
-    from attngan.rundir import pid_alive
-
-    stale = re.compile(rf"^\.{re.escape(out.name)}\.(tmp|old)-(\d+)$")
-    for entry in sorted(out.parent.iterdir()):
-        m = stale.match(entry.name)
-        if not m or not entry.is_dir() or entry.is_symlink():
-            continue
-        pid = int(m.group(2))
-        if pid != os.getpid() and pid_alive(pid):
-            continue
-        if m.group(1) == "old" and not out.exists():
-            os.replace(entry, out)
-        else:
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.is_dir() and any(out.iterdir()):
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    return write_whole_folder(out, lambda tmp: _write(tmp, images, classes, size, seed, workers, progress),
+                              overwrite=overwrite, marker=MANIFEST, what="SynthBirds")
 
 
 def _write(root: Path, images: int, classes: int, size: int, seed: int, workers: int,
            progress: bool) -> None:
-    from tqdm import tqdm
-
     species = make_species(classes, seed)
     # Images grouped by class, as in CUB; the first (images % classes) classes get one more.
     plan: list[tuple[int, str]] = []
@@ -402,24 +315,8 @@ def _write(root: Path, images: int, classes: int, size: int, seed: int, workers:
         for sp in species:
             (sub / class_folder(sp)).mkdir(parents=True)
 
-    records: list[dict] = []
-    bar = tqdm(total=images, desc="synth-birds", unit="img", disable=not progress)
-    try:
-        if workers == 1:
-            _init_worker(species, plan, size, seed, str(root))
-            for i in range(images):
-                records.append(_render_job(i))
-                bar.update()
-        else:
-            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                              else None)
-            with ctx.Pool(workers, initializer=_init_worker,
-                          initargs=(species, plan, size, seed, str(root))) as pool:
-                for rec in pool.imap(_render_job, range(images), chunksize=4):
-                    records.append(rec)
-                    bar.update()
-    finally:
-        bar.close()
+    records = render_in_order(_render_job, images, workers, _init_worker,
+                              (species, plan, size, seed, str(root)), "synth-birds", progress)
     _write_index(root, species, records, size, seed)
 
 
@@ -490,15 +387,7 @@ def _write_index(root: Path, species: list[Species], records: list[dict], size: 
 
 def load_manifest(root: str | os.PathLike) -> dict:
     """The ground truth of a SynthBirds folder; `manifest["root"]` is set to the folder."""
-    path = Path(root) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AttnGANError(f"{root} is not a SynthBirds folder (no {MANIFEST})") from None
-    except (OSError, ValueError) as e:
-        raise AttnGANError(f"cannot read {path}: {e}".splitlines()[0]) from None
-    manifest["root"] = str(Path(root))
-    return manifest
+    return read_manifest(root, MANIFEST, "SynthBirds")
 
 
 def part_label_ids(part: str) -> list[int]:
