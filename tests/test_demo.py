@@ -112,6 +112,19 @@ def test_card_settings_fall_back_to_the_synthbirds_defaults(shipped, tmp_path):
                                     {"num_images": 64, "seed": 3, "splits": 10, "metrics": ["binding"]})
 
 
+def test_card_settings_read_a_bundled_name_through_io_and_refuse_a_non_model(tmp_path):
+    from attngan.errors import AttnGANError
+    from attngan.io import bundled_dir
+    from attngan.model_card import card_settings
+
+    name, _, ev = card_settings("synthbirds-tiny")
+    assert name == "synthbirds-tiny" and ev["num_images"] > 0
+    assert card_settings(None) == card_settings(bundled_dir("generator"))  # the default bundled model
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(AttnGANError, match="config"):
+        card_settings(tmp_path)
+
+
 def test_exported_bundle_card_names_its_data_and_evaluation(tiny_model_dir, tmp_path):
     from attngan.model_card import card_settings, export_bundle
 
