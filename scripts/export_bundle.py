@@ -29,17 +29,18 @@ def main() -> None:
     p.add_argument("--out", required=True, help="the bundle folder to write")
     args = p.parse_args()
 
-    from attngan.demo import export_bundle
     from attngan.metrics.report import report_rows
+    from attngan.model_card import export_bundle
 
     report = json.loads(Path(args.report).read_text(encoding="utf-8"))
     # The card lists the metrics that ran, as its eval settings below do.
     rows = [row for row in report_rows(report) if row["name"] in report["results"]]
     commands = [line for line in Path(args.commands).read_text(encoding="utf-8").splitlines() if line.strip()]
-    export_bundle(Path(args.model), args.out, rows, commands, args.seed, {"note": "see MODEL.md"},
+    folder = export_bundle(Path(args.model), args.out, rows, commands, args.seed, {"note": "see MODEL.md"},
                   name=args.name, data=json.loads(args.data),
                   eval_settings={"num_images": report["num_images"], "seed": report["seed"],
                                  "metrics": list(report["results"])})
+    print(f"bundled model written to {folder}")
 
 
 if __name__ == "__main__":

@@ -77,8 +77,9 @@ def test_inference_never_imports_the_training_loops():
 def test_model_io_and_config_sit_below_everything_else():
     graph = _import_graph()
     assert _reaches(graph, "attngan.config") <= {"attngan.errors"}
-    assert not any(m.startswith(("attngan.training", "attngan.pipeline", "attngan.metrics"))
-                   for m in _reaches(graph, "attngan.io"))
+    for low in ("attngan.io", "attngan.model_card"):  # a model card is read and written at io's level
+        assert not any(m.startswith(("attngan.training", "attngan.pipeline", "attngan.metrics", "attngan.apps"))
+                       for m in _reaches(graph, low)), low
 
 
 def test_the_import_graph_has_no_cycles():
@@ -153,3 +154,82 @@ def f(root, dataset, fmt):
     lines = sorted({line for line, _ in layout_branches(planted)})
     assert lines == [3, 5, 6, 7, 9], lines
     assert layout_branches("if kind in ('part', 'bird'):\n    pass\n") == []
+
+
+# Applications (attngan.apps) are programs on the public API that docs/ARCHITECTURE.md lists: the
+# library never imports them (the CLI's command module is their one door), and they import
+# nothing of the package outside that list.
+APPS = "attngan.apps"
+APP_DOORS = {"attngan.commands.demo"}
+
+
+def public_api() -> dict[str, set[str]]:
+    """module -> the names a program may import from it ("*": all), from docs/ARCHITECTURE.md."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    block = text[text.index("<!-- public api: start -->"):text.index("<!-- public api: end -->")]
+    rows = [line.split() for line in block.splitlines()[1:] if line.strip() and not line.startswith("```")]
+    return {row[0]: set(row[1:]) for row in rows}
+
+
+def non_public_imports(source: str, public: dict[str, set[str]], own: str) -> list[str]:
+    """The imports of the package in `source` that are neither the public API nor inside `own`
+    (the application's own package), each as "module.name"."""
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "attngan":
+            if node.module == own or node.module.startswith(own + "."):
+                continue
+            allowed = public.get(node.module, set())
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in public or "*" in allowed and not alias.name.startswith("_"):
+                    continue  # a public submodule, or a public name of a whole-module entry
+                if alias.name not in allowed:
+                    bad.append(f"{node.module}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            bad += [a.name for a in node.names if a.name.split(".")[0] == "attngan"
+                    and not (a.name in public and "*" in public[a.name])]
+    return bad
+
+
+def test_the_public_api_names_modules_and_names_that_exist():
+    import importlib
+
+    for module, names in public_api().items():
+        mod = importlib.import_module(module)
+        for name in names - {"*"}:
+            assert hasattr(mod, name), f"docs/ARCHITECTURE.md lists {module}.{name}, which does not exist"
+
+
+def test_no_library_module_imports_an_application():
+    graph = _import_graph()
+    apps = {m for m in graph if m == APPS or m.startswith(APPS + ".")}
+    assert apps, "attngan.apps has no modules"
+    bad = sorted(m for m in graph if m not in apps and m not in APP_DOORS
+                 and any(t == APPS or t.startswith(APPS + ".") for t in _reaches(graph, m)))
+    assert bad == [], f"library modules that reach an application: {bad}"
+
+
+def test_applications_import_only_the_public_api():
+    public = public_api()
+    for app in sorted(p for p in (PACKAGE / "apps").iterdir() if p.is_dir() and p.name != "__pycache__"):
+        own = f"{APPS}.{app.name}"
+        for path in sorted(app.rglob("*.py")):
+            bad = non_public_imports(path.read_text(encoding="utf-8"), public, own)
+            assert bad == [], f"{path.relative_to(ROOT)} imports outside the public API: {bad}"
+
+
+def test_the_public_import_scan_finds_each_form():
+    public = {"attngan": {"Config"}, "attngan.io": {"*"}, "attngan.pipeline": {"AttnGANPipeline"}}
+    planted = '''
+from attngan import Config, io
+from attngan.io import load, _build
+from attngan.pipeline import AttnGANPipeline, fuse_generator
+from attngan.apps.demo.settings import KIMG
+from attngan.networks import build_generator
+import attngan.training.gan_loop
+import attngan.io
+import torch
+'''
+    assert non_public_imports(planted, public, "attngan.apps.demo") == [
+        "attngan.io._build", "attngan.pipeline.fuse_generator", "attngan.networks.build_generator",
+        "attngan.training.gan_loop"]

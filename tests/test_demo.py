@@ -33,7 +33,7 @@ def synth(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def eval_damsm(synth, tmp_path_factory) -> Path:
-    from attngan.demo import demo_config
+    from attngan.apps.demo.settings import demo_config
     from attngan.training.damsm_loop import train_damsm
 
     out = tmp_path_factory.mktemp("eval_damsm") / "damsm_eval"
@@ -70,7 +70,7 @@ def shipped(synth, tmp_path_factory) -> Path:
 
 
 def _run(out, shipped, eval_damsm, oracle):
-    from attngan.demo import run_demo
+    from attngan.apps.demo.app import run_demo
 
     return run_demo(out, device="cpu", seed=0, model_dir=shipped, eval_damsm_dir=eval_damsm, oracle_dir=oracle,
                     num_eval=NUM_EVAL, progress=False, **DATA, **OWN)
@@ -96,7 +96,7 @@ def _images(html: str) -> list[tuple[str, str, Image.Image]]:
 
 
 def test_card_settings_fall_back_to_the_synthbirds_defaults(shipped, tmp_path):
-    from attngan.demo import DEFAULT_DATA, DEFAULT_EVAL, card_settings
+    from attngan.model_card import DEFAULT_DATA, DEFAULT_EVAL, card_settings
 
     name, data, ev = card_settings(shipped)
     assert name == "three-stage-test" and data == DEFAULT_DATA
@@ -112,8 +112,21 @@ def test_card_settings_fall_back_to_the_synthbirds_defaults(shipped, tmp_path):
                                     {"num_images": 64, "seed": 3, "splits": 10, "metrics": ["binding"]})
 
 
+def test_card_settings_read_a_bundled_name_through_io_and_refuse_a_non_model(tmp_path):
+    from attngan.errors import AttnGANError
+    from attngan.io import bundled_dir
+    from attngan.model_card import card_settings
+
+    name, _, ev = card_settings("synthbirds-tiny")
+    assert name == "synthbirds-tiny" and ev["num_images"] > 0
+    assert card_settings(None) == card_settings(bundled_dir("generator"))  # the default bundled model
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(AttnGANError, match="config"):
+        card_settings(tmp_path)
+
+
 def test_exported_bundle_card_names_its_data_and_evaluation(tiny_model_dir, tmp_path):
-    from attngan.demo import card_settings, export_bundle
+    from attngan.model_card import card_settings, export_bundle
 
     data = {"images": 11788, "classes": 884, "size": 256, "seed": 0}
     ev = {"num_images": 400, "seed": 0, "splits": 10, "metrics": ["r_precision", "binding"]}
@@ -146,17 +159,18 @@ def test_demo_rejects_a_bad_seed_or_output_before_any_work(args, says, capsys, t
 
 
 def test_missing_shipped_eval_pieces_are_a_clear_error(monkeypatch, tmp_path):
-    from attngan import demo
+    from attngan import io
+    from attngan.apps.demo.pieces import bundled_eval_dirs
     from attngan.errors import AttnGANError
 
-    monkeypatch.setattr(demo, "EVAL_ASSETS", tmp_path / "nowhere")
+    monkeypatch.setattr(io, "ASSETS", tmp_path / "nowhere")
     with pytest.raises(AttnGANError, match="evaluation DAMSM.*oracle.*--eval-damsm"):
-        demo.bundled_eval_dirs()
+        bundled_eval_dirs()
 
 
 def test_report_has_both_parts_every_prompt_stage_and_attention(demo_out):
     from attngan.data.synth_captions import caption_attributes
-    from attngan.demo import MORE_PROMPTS, PROMPTS
+    from attngan.apps.demo.settings import MORE_PROMPTS, PROMPTS
 
     prompts = PROMPTS + MORE_PROMPTS
     html = (demo_out / "report.html").read_text(encoding="utf-8")
@@ -234,7 +248,8 @@ def _spin() -> None:
 
 
 def test_training_part_is_deterministic_under_contention(synth, eval_damsm, oracle, tmp_path):
-    from attngan.demo import DEFAULT_EVAL, _digest, train_your_own
+    from attngan.apps.demo.pieces import digest, train_your_own
+    from attngan.model_card import DEFAULT_EVAL
 
     ev = dict(DEFAULT_EVAL, num_images=NUM_EVAL)
     kw = dict(seed=0, ev=ev, device="cpu", progress=False, **OWN)
@@ -250,7 +265,7 @@ def test_training_part_is_deterministic_under_contention(synth, eval_damsm, orac
         for p in spinners:
             p.kill()
             p.join()
-    assert _digest(idle["model_dir"]) == _digest(busy["model_dir"])  # the same weights, bit for bit
+    assert digest(idle["model_dir"]) == digest(busy["model_dir"])  # the same weights, bit for bit
     assert len(idle["metrics"]) == len(busy["metrics"]) >= 5
     for a, b in zip(idle["metrics"], busy["metrics"]):
         assert a["name"] == b["name"]

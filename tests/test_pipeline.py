@@ -124,7 +124,7 @@ def test_an_unknown_bundled_name_is_one_clear_error(tmp_path, monkeypatch):
 def test_export_bundle_writes_half_precision_with_card(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from attngan.demo import export_bundle
+    from attngan.model_card import export_bundle
 
     metrics = [{"name": "r_precision", "value": 12.5, "std": 1.0, "n": 8}]
     folder = export_bundle(tiny_model_dir, tmp_path / "bundle", metrics, ["attngan demo"], 3, {"total": 1.0})

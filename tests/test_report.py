@@ -112,7 +112,8 @@ def _report(tmp_path: Path) -> Path:
     """The demo's report for a random tiny model (both parts), with invented numbers."""
     from helpers import save_random_tiny_model
 
-    from attngan.demo import MORE_PROMPTS, PROMPTS, prompt_results
+    from attngan.apps.demo.prompts import prompt_results
+    from attngan.apps.demo.settings import MORE_PROMPTS, PROMPTS
     from attngan.report import Report, Section, write_report
 
     model = save_random_tiny_model(tmp_path / "tiny")

@@ -10,7 +10,7 @@ HELP = ("the shipped model on SynthBirds (stages, attention, metrics), then Synt
 
 
 def add_arguments(p) -> None:
-    from attngan.demo import DAMSM_EPOCHS, KIMG
+    from attngan.apps.demo.settings import DAMSM_EPOCHS, KIMG
 
     p.add_argument("--out", default="runs/demo", help="output folder (data, models and evaluations are cached there)")
     p.add_argument("--damsm-epochs", type=int, default=DAMSM_EPOCHS,
@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from attngan.commands._common import check_writable_dir
-    from attngan.demo import run_demo
+    from attngan.apps.demo.app import run_demo
     from attngan.errors import AttnGANError, check_seed
 
     if args.minutes is not None:
