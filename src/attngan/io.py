@@ -204,22 +204,9 @@ def read_folder(folder: str | Path, kinds: tuple[str, ...], needs: tuple[str, ..
 
 def config_from_meta(meta: dict[str, Any], path: Path, config_type: type = Config):
     """The validated config (a `config_type`: Config, or CaptionerConfig) under meta["config"];
-    `path` (the file it came from) is named in errors."""
-    raw = meta.get("config")
-    if not isinstance(raw, dict):
-        raise AttnGANError(f"{path} has no \"config\" object" if raw is None else
-                           f"{path}: \"config\" must be a JSON object, got {type(raw).__name__}")
-    try:
-        return config_type.from_dict(raw)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def config_from_meta(meta: dict[str, Any], path: Path, config_type: type = Config):
-    """The validated config (a `config_type`: Config, or CaptionerConfig) under meta["config"];
     `path` (the file it came from) is named in errors. Validation includes the architecture limits
-    (config.ARCHITECTURE_LIMITS), so a config that asks for huge networks is refused here, before
-    any is built."""
+    (the `at_most` of every size field in config.py), so a config that asks for huge networks is
+    refused here, before any is built."""
     raw = meta.get("config")
     if not isinstance(raw, dict):
         raise AttnGANError(f"{path} has no \"config\" object" if raw is None else

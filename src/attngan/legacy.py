@@ -7,8 +7,8 @@ Three kinds of original file cross this boundary:
   refused before anything runs.
 * `captions.pickle` (Python 2, protocol 2): the vocabulary in Python-2 hash order, read with the
   restricted unpickler of attngan.text.
-* `.yml` configs (`code/cfg/*.yml`): config.config_from_original_yml maps each key to our
-  Config; original_yml_from_config writes one back.
+* `.yml` configs (`code/cfg/*.yml`): legacy_yml maps each key to our Config
+  (config_from_original_yml here); original_yml_from_config writes one back.
 
 The original key names live here only; the networks keep their own names. `key_table(module)`
 lists (original key, our key) pairs per network, in the original's state-dict order, built from
@@ -25,12 +25,21 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
-from attngan.config import Config, preset
-# The original's yml keys: config.py owns them (load_config reads original ymls); listed in __all__.
-from attngan.config import (DAMSM_YML_MAP, GAN_YML_MAP, IGNORED_KEYS, ORIGINAL_DEFAULTS,
-                            config_from_original_yml, merge_original_yml)
+from attngan.config import Config, apply_overrides, preset
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write, tmp_dir_beside
+# The original's yml keys live in legacy_yml (load_config reads original ymls, and must not reach
+# the checkpoint code here); listed in __all__.
+from attngan.legacy_yml import (DAMSM_YML_MAP, GAN_YML_MAP, IGNORED_KEYS, ORIGINAL_DEFAULTS,
+                                merge_original_yml, original_yml_overrides)
+
+
+def config_from_original_yml(raw: dict[str, Any]) -> Config:
+    """Our Config for an original AttnGAN .yml (GAN, eval or DAMSM), as the original would run it
+    (legacy_yml.original_yml_overrides over the preset it names)."""
+    base, overrides = original_yml_overrides(raw)
+    return apply_overrides(preset(base), overrides)
+
 
 def original_yml_from_config(cfg: Config, net_g: str, net_e: str) -> dict[str, Any]:
     """An original eval yml (nested, upper-case keys) that runs our exported files there."""

@@ -225,8 +225,8 @@ def native_bf16(device: Any) -> bool:
 
 
 def encoder_autocast(amp: str, device: Any):
-    """Autocast for DAMSM pretraining (DAMSMConfig.amp), on CPU as well as CUDA: off | bf16 | auto
-    (bf16 where `native_bf16`, else float32). It covers the image encoder and the word loss's
+    """Autocast for DAMSM pretraining (damsm.amp, a DAMSMTrainConfig field), on CPU as well as CUDA:
+    off | bf16 | auto (bf16 where `native_bf16`, else float32). It covers the image encoder and the word loss's
     region-word matmul; their results are cast back and the softmaxes, cosines and matching losses
     run in float32. The modes mean what they mean for train.amp (`autocast`), fp16 excepted."""
     from attngan.errors import AttnGANError

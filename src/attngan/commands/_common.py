@@ -32,7 +32,7 @@ def add_config_arguments(p: argparse.ArgumentParser, default: str = "bird") -> N
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     import yaml
 
-    from attngan.config import yaml_load
+    from attngan.config_io import yaml_load
 
     out: dict[str, Any] = {}
     for item in items:

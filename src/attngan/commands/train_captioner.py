@@ -30,13 +30,13 @@ def run(args) -> int:
 
     from attngan.commands._common import (check_minutes, check_not_inside_a_run, check_writable_dir,
                                           parse_overrides)
-    from attngan.config import load_captioner_config, validate_captioner
+    from attngan.config import load_captioner_config, validate
     from attngan.errors import AttnGANError, check_seed
 
     cfg = load_captioner_config(args.config, parse_overrides(args.overrides))
     if args.seed is not None:
         cfg.seed = check_seed(args.seed, "--seed")
-    validate_captioner(cfg)
+    validate(cfg)
     if args.epochs is not None and args.epochs < 0:
         raise AttnGANError(f"--epochs must be 0 or more, got {args.epochs}")
     cpus = os.cpu_count() or 1
