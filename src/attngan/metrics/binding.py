@@ -8,7 +8,11 @@ belly A): the failure mode a bag-of-words conditioning would show. `attention_lo
 measures the share of a word's word-region attention that falls inside the ground-truth mask of
 the part it refers to: the colour word the caption binds to the part (the word that tells the
 image apart; "black" in "wings that are black") and, for reference, the part noun itself (which
-every bird's caption shares, so a DAMSM has no reason to attend with it).
+every bird's caption shares, so a DAMSM has no reason to attend with it). `colour_attention` asks
+the same of the generator's own word attention on the colours it painted.
+
+The metrics `binding`, `localisation` (with its pass over real images) and `attention_colour` are
+declared here, with their report lines.
 """
 
 from __future__ import annotations
