@@ -22,6 +22,7 @@ from typing import Any
 from attngan.config import Config, preset
 from attngan.data.synth_birds import MOTIVATING_PROMPTS
 from attngan.errors import AttnGANError
+from attngan.metrics.registry import default_metrics
 
 PROMPTS = list(MOTIVATING_PROMPTS)  # the three motivating prompts
 MORE_PROMPTS = [
@@ -36,10 +37,13 @@ MORE_PROMPTS = [
 DAMSM_EPOCHS = 4
 KIMG = 15.0
 
-# The SynthBirds set and the evaluation protocol of a model card that does not name its own.
+# The SynthBirds set and the evaluation protocol of a model card that does not name its own: the
+# registry's default metrics that the shipped evaluation DAMSM and oracle can run (no Inception
+# weights ship; `roundtrip` is added below when a captioner is given).
 DEFAULT_DATA = {"images": 11788, "classes": 884, "size": 256, "seed": 0}
 DEFAULT_EVAL = {"num_images": 400, "seed": 0, "splits": 10,
-                "metrics": ["r_precision", "binding", "attention_colour", "is", "fid_oracle"]}
+                "metrics": list(default_metrics(given=("is_classifier", "damsm", "captions", "oracle", "generated",
+                                                       "synth")))}
 
 STAGE_DISPLAY_PX = 256  # every stage is shown this wide (nearest-neighbour), so stages line up
 ATTENTION_TILE_PX = 128  # each word's heat map: large enough to see which part lit

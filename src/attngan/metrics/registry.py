@@ -9,6 +9,7 @@ that several metrics share. `default_metrics()` is what runs when no metric is n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +47,14 @@ def _in_report_order() -> None:
 _in_report_order()
 
 
-def default_metrics() -> tuple[str, ...]:
-    """The metrics that run when none are named (`MetricSpec.default`), in the report's order."""
-    return tuple(name for name, spec in REGISTRY.items() if spec.default)
+def default_metrics(given: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The metrics that run when none are named (`MetricSpec.default`), in the report's order; with
+    `given` (keys of `REQUIREMENTS`: what the caller can supply), only those that need nothing else."""
+    unknown = sorted(set(given or ()) - set(REQUIREMENTS))
+    if unknown:
+        raise KeyError(f"'{unknown[0]}' is not one of REQUIREMENTS: {', '.join(REQUIREMENTS)}")
+    return tuple(name for name, spec in REGISTRY.items()
+                 if spec.default and (given is None or set(spec.requires) <= set(given)))
 
 
 # Feature streams. Each builder loads its network from the options; the imports stay inside so
