@@ -230,6 +230,9 @@ def test_default_metrics_follow_the_report_order_and_what_is_given():
     assert default_metrics(given=("is_classifier", "damsm", "captions", "oracle", "generated", "synth")) == (
         "is", "r_precision", "binding", "attention_colour", "fid_oracle")
     assert default_metrics(given=()) == ()
+    from attngan.metrics.evaluation import PROMPT_METRICS
+
+    assert PROMPT_METRICS == ("is", "binding", "attention_colour", "roundtrip")  # MetricSpec.prompts
     with pytest.raises(KeyError, match="weights"):
         default_metrics(given=("weights",))
 

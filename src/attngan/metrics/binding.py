@@ -358,7 +358,7 @@ def attention_colour_details(name: str, r: dict[str, Any]) -> list[str]:
              "mentioned; value = all mentioned attributes right; plus swap rate",
     reference="ours (SynthBirds ground truth)",
     streams=("oracle",), real=False, unit="%", higher_is_better=True, requires=("captions", "oracle"),
-    details=binding_details,
+    details=binding_details, prompts=True,
 )
 def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.data.synth_birds import caption_attributes
@@ -414,7 +414,7 @@ def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
              "the mean over words and stages; chance = the share of such regions",
     reference="ours (the paper's attention figures, as a number)",
     streams=("colour_attention",), real=False, unit="%", higher_is_better=True, requires=("generated", "synth"),
-    details=attention_colour_details,
+    details=attention_colour_details, prompts=True,
 )
 def attention_colour_generator(ctx: "EvalContext") -> dict[str, Any]:
     d = ctx.generated["colour_attention"]

@@ -54,9 +54,9 @@ def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: b
     return chosen, skipped
 
 
-# Metrics that score generated images against what their own prompt asks, so they run on any
-# prompt list; the others compare with the test split's captions or images.
-PROMPT_METRICS = ("binding", "roundtrip", "attention_colour", "is")
+# Metrics that score generated images against what their own prompt asks (MetricSpec.prompts), so
+# they run on any prompt list; the others compare with the test split's captions or images.
+PROMPT_METRICS = tuple(name for name, spec in REGISTRY.items() if spec.prompts)
 
 
 def _prompt_metrics(o: EvalOptions) -> EvalOptions:

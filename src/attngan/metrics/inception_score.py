@@ -62,6 +62,7 @@ def inception_score(probs: np.ndarray, splits: int = 10, shuffle_seed: int | Non
     reference="openai/improved-gan inception_score/model.py (COCO); DM-GAN eval/IS/bird/"
               "inception_score_bird.py on StackGAN's CUB Inception, logit 0 dropped (CUB)",
     streams=("is_probs",), real=False, unit="", higher_is_better=True, requires=("is_classifier",),
+    prompts=True,
 )
 def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
     mean, std = inception_score(ctx.generated["is_probs"]["probs"], splits=ctx.options.splits,

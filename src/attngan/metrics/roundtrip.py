@@ -109,7 +109,7 @@ def roundtrip_details(name: str, r: dict[str, Any]) -> list[str]:
     reference="ours (the CaptionBot round trip of AttnGAN's slides; BLEU: Papineni 2002, CIDEr-D: Vedantam 2015, "
               "metrics/captioning.py)",
     streams=("captioner",), real=True, unit="%", higher_is_better=True,
-    requires=("captioner", "captions", "synth"), details=roundtrip_details,
+    requires=("captioner", "captions", "synth"), details=roundtrip_details, prompts=True,
 )
 def roundtrip_captioner(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.data.layout import raw_caption_lines

@@ -33,6 +33,9 @@ class MetricSpec:
     requires: tuple[str, ...] = ()  # inputs it cannot run without: keys of REQUIREMENTS
     default: bool = True           # runs when --metrics is not given (and its inputs are there)
     uses: tuple[str, ...] = ()     # streams it needs built but that read no scored image
+    # Scores an image against its own prompt, so it also runs on `--prompts` (the others compare
+    # with the test split's captions or images).
+    prompts: bool = False
     # (name, its result) -> the lines the Markdown report adds below the table (None: none)
     details: Callable[[str, dict[str, Any]], list[str]] | None = None
 
