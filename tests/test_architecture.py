@@ -31,27 +31,74 @@ def test_architecture_lists_every_module_and_only_those():
     assert tool.current() == tool.render(), "run: python docs/architecture_modules.py --write"
 
 
-def _import_graph() -> dict[str, set[str]]:
+def _module_names() -> dict[str, Path]:
     names = {}
     for path in PACKAGE.rglob("*.py"):
         name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
         names[name.removesuffix(".__init__")] = path
+    return names
+
+
+def import_edges(source: str, names: set[str]) -> tuple[set[str], set[str]]:
+    """(modules of the package that `source` imports, package imports that name no module).
+
+    Every import counts: at the top, inside functions, and under `if TYPE_CHECKING:` (a type-only
+    import still ties the two modules together). A relative import names no module here either.
+    """
+    edges, unresolved = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            unresolved.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "attngan":
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if full in names:
+                    edges.add(full)
+                elif node.module in names:
+                    edges.add(node.module)
+                else:
+                    unresolved.add(full)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] != "attngan":
+                    continue
+                (edges if alias.name in names else unresolved).add(alias.name)
+    return edges, unresolved
+
+
+def _import_graph() -> dict[str, set[str]]:
+    names = _module_names()
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in names.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        typing_only = {id(n) for stmt in ast.walk(tree) if isinstance(stmt, ast.If)
-                       and getattr(stmt.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(stmt)}
-        for node in ast.walk(tree):  # imports inside functions count too; annotations-only do not
-            if id(node) in typing_only:
-                continue
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("attngan"):
-                for alias in node.names:
-                    full = f"{node.module}.{alias.name}"
-                    graph[name].add(full if full in names else node.module)
-            elif isinstance(node, ast.Import):
-                graph[name].update(a.name for a in node.names if a.name in names)
+        graph[name], _ = import_edges(path.read_text(encoding="utf-8"), set(names))
         graph[name].discard(name)
     return graph
+
+
+def test_every_import_of_the_package_names_a_module():
+    names = _module_names()
+    bad = []
+    for name, path in sorted(names.items()):
+        _, unresolved = import_edges(path.read_text(encoding="utf-8"), set(names))
+        bad += [f"{name}: {u}" for u in sorted(unresolved)]
+    assert bad == [], f"imports the import graph cannot follow (no such module): {bad}"
+
+
+def test_the_import_scan_sees_type_only_imports_and_unknown_modules():
+    names = {"attngan", "attngan.a", "attngan.b", "attngan.c"}
+    source = """
+from typing import TYPE_CHECKING
+from attngan import a
+if TYPE_CHECKING:
+    from attngan.b import Thing
+def f():
+    import attngan.c
+    from attngan.gone import x
+    from . import near
+"""
+    edges, unresolved = import_edges(source, names)
+    assert edges == {"attngan.a", "attngan.b", "attngan.c"}
+    assert unresolved == {"attngan.gone.x", "."}
 
 
 def _reaches(graph, start: str) -> set[str]:

@@ -339,6 +339,6 @@ def test_a_first_run_on_a_fresh_data_folder_trains_what_a_run_with_the_cache_bui
         train_captioner(cap, data, tmp_path / f"cap{i}", device="cpu", max_epochs=1, progress=False, max_steps=2)
         assert built == (i == 1) and any((data / "cache").glob("*.u8"))
         gan.append(digest(tmp_path / f"gan{i}" / "model" / "generator.safetensors"))
-        captioner.append(digest(tmp_path / f"cap{i}" / "last" / "captioner.safetensors"))
+        captioner.append(digest(tmp_path / f"cap{i}" / "best" / "captioner.safetensors"))
     assert gan[0] == gan[1] == gan[2]
     assert captioner[0] == captioner[1] == captioner[2]

@@ -1,10 +1,11 @@
 """Evaluation metrics: IS, FID (pytorch-fid and legacy protocols), KID, R-precision, SynthBirds
 attribute binding and attention localisation, and per-stage high-frequency detail (`sharpness`).
 
-`registry.REGISTRY` maps each metric name to its function, protocol and reference implementation,
-`registry.STREAMS` each feature stream to its builder; `evaluate` (metrics/evaluation.py) runs the
-metrics in one pass over generated (or given) images and returns the report that `attngan eval`
-writes; `report.report_rows(report)` gives its rows. Submodules import torch; this module does not.
+Each metric is declared in the module of its maths (`MetricSpec`, metrics/spec.py);
+`registry.REGISTRY` maps each metric name to its spec, `registry.STREAMS` each feature stream to its
+builder; `evaluate` (metrics/evaluation.py) runs the metrics in one pass over generated (or given)
+images and returns the report that `attngan eval` writes; `report.report_rows(report)` gives its
+rows. The registry and the metric modules import torch only when a metric runs; this module never.
 """
 
 from __future__ import annotations

@@ -8,7 +8,11 @@ belly A): the failure mode a bag-of-words conditioning would show. `attention_lo
 measures the share of a word's word-region attention that falls inside the ground-truth mask of
 the part it refers to: the colour word the caption binds to the part (the word that tells the
 image apart; "black" in "wings that are black") and, for reference, the part noun itself (which
-every bird's caption shares, so a DAMSM has no reason to attend with it).
+every bird's caption shares, so a DAMSM has no reason to attend with it). `colour_attention` asks
+the same of the generator's own word attention on the colours it painted.
+
+The metrics `binding`, `localisation` (with its pass over real images) and `attention_colour` are
+declared here, with their report lines.
 """
 
 from __future__ import annotations
@@ -16,11 +20,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from attngan.errors import AttnGANError
+from attngan.metrics.spec import pct, register
+
+if TYPE_CHECKING:
+    import torch
+
+    from attngan.metrics.context import EvalContext
 
 # The key of the whole object's mask among a image's part masks (SynthBirds' "bird" mask group).
 OBJECT = "bird"
@@ -82,6 +92,9 @@ def attention_mass_in_masks(attention: torch.Tensor, masks: torch.Tensor) -> tor
     image resolution. Each mask is reduced to the attention grid by area averaging, so a region
     half covered by the part counts half. Returns N shares in [0, 1].
     """
+    import torch
+    import torch.nn.functional as F
+
     if attention.dim() != 3 or masks.dim() != 3 or attention.shape[0] != masks.shape[0]:
         raise AttnGANError(f"attention N x h x w and masks N x H x W expected, got {tuple(attention.shape)} and {tuple(masks.shape)}")
     h, w = attention.shape[-2:]
@@ -130,6 +143,9 @@ def attention_localisation(
     object's own regions puts on the part. The second is the baseline to beat: any attention that
     merely finds the bird gets it.
     """
+    import torch
+    import torch.nn.functional as F
+
     maps, masks, objects, names = [], [], [], []
     for b, pairs in enumerate(positions):
         for t, part in pairs:
@@ -171,6 +187,9 @@ def colour_attention(images: torch.Tensor, attention: Sequence[torch.Tensor], to
     "share", "chance" and "stage" (the 0-based index of the image stage the map serves), one entry
     per scored word and stage.
     """
+    import torch
+    import torch.nn.functional as F
+
     from attngan.data.synth_render import COLOUR_RGB
 
     names = list(COLOUR_RGB)
@@ -247,6 +266,7 @@ def damsm_localisation(damsm, dataset, masks_for, num_images: int, batch: int, d
     `dataset` (its centre crops at the image encoder's size; `masks_for` = load_part_masks of the
     same split and size), per part: of the colour words bound to a part ("colour") and of the
     part nouns ("noun"). `damsm`: a metrics.extractors.DamsmStream."""
+    import torch
     from tqdm.auto import tqdm
 
     from attngan.losses import damsm_attention
@@ -293,3 +313,114 @@ def localisation_summary(per_kind: dict[str, dict[str, dict[str, float]]], n: in
     return {"value": mean("share"), "std": None, "chance": mean("object_chance"),
             "image_chance": mean("chance"), "per_part": table(colour), "per_part_noun": table(per_kind["noun"]),
             "n": n}
+
+
+def real_localisation(ctx: "EvalContext") -> tuple[dict[str, dict[str, dict[str, float]]], int]:
+    """DAMSM word attention vs SynthBirds part masks on real split images (damsm_localisation with
+    the evaluation's DAMSM, split, images and batch)."""
+    damsm = ctx.streams["damsm"]
+    size = damsm.image_encoder.image_size
+    ds = ctx.real_dataset(size, center=True)   # the part masks are of the centre crop
+    o = ctx.options
+    return damsm_localisation(damsm, ds, load_part_masks(ctx.data_root, o.split, size), o.num_images, o.batch,
+                              ctx.device, o.progress)
+
+
+# The report's lines below its table.
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def binding_details(name: str, r: dict[str, Any]) -> list[str]:
+    per = ", ".join(f"{p} {_num(v)}%" for p, v in r["per_attribute"].items())
+    return [f"- `{name}`: per attribute {per}; swap rate {_num(r.get('swap_rate'))}% of {r.get('swap_pairs')} pairs"
+            + (" — **void**: oracle below 97%" if r.get("void") else "")]
+
+
+def localisation_details(name: str, r: dict[str, Any]) -> list[str]:
+    colour = ", ".join(f"{p} {_num(v['share'])}% (chance {_num(v['chance'])}%)" for p, v in r["per_part"].items())
+    noun = ", ".join(f"{p} {_num(v['share'])}%" for p, v in r["per_part_noun"].items())
+    return [f"- `{name}`: {colour}", f"- `{name}`, the part nouns' attention: {noun}"]
+
+
+def attention_colour_details(name: str, r: dict[str, Any]) -> list[str]:
+    per = ", ".join(f"stage {row['stage'] + 1} {_num(row['share'])}% (chance {_num(row['chance'])}%)"
+                    for row in r["per_attention_stage"])
+    return [f"- `{name}`: {per}"]
+
+
+# The metrics.
+
+@register(
+    name="binding", title="Attribute binding",
+    protocol="SynthBirds oracle colour of wing/belly/crown/bill == caption's, per attribute "
+             "mentioned; value = all mentioned attributes right; plus swap rate",
+    reference="ours (SynthBirds ground truth)",
+    streams=("oracle",), real=False, unit="%", higher_is_better=True, requires=("captions", "oracle"),
+    details=binding_details, prompts=True,
+)
+def binding_oracle(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.data.synth_birds import caption_attributes
+
+    oracle = ctx.streams["oracle"].oracle
+    preds = ctx.generated["oracle"]
+    predicted = {p: [oracle.cfg.colours[int(i)] for i in preds[p]] for p in oracle.cfg.parts}
+    # The caption as written (the ids the model reads have lost its commas), or what a prompt
+    # file states it asks for.
+    requested = [a if a is not None else caption_attributes(c) for c, a in zip(ctx.full_captions, ctx.wanted())]
+    s = binding_scores(requested, predicted, oracle.cfg.parts)
+    void = not oracle.cfg.valid
+    # A part whose oracle head is below MIN_ACCURACY cannot be scored; the others still can, so
+    # their accuracies are kept while the all-attributes value is void.
+    from attngan.metrics.oracle import MIN_ACCURACY
+    weak = sorted(p for p in s["per_attribute"] if oracle.cfg.accuracy.get(p, 0.0) < MIN_ACCURACY)
+    out = {
+        "value": pct(s["all_correct"]), "std": None,
+        "per_attribute": {p: None if p in weak else pct(v) for p, v in s["per_attribute"].items()},
+        "mentioned": s["mentioned"], "swap_rate": pct(s["swap_rate"]), "swap_pairs": s["swap_pairs"],
+        "oracle_accuracy": oracle.cfg.accuracy, "void": void,
+    }
+    if void:
+        out["note"] = ("void: the oracle is below 97% on a held-out attribute"
+                       + (f" ({', '.join(weak)}; the other parts' accuracies stand)" if weak else ""))
+    return out
+
+
+@register(
+    name="localisation", title="Attention localisation (DAMSM)",
+    protocol="share of DAMSM word-region attention inside the part's ground-truth mask, real test "
+             "images, of the colour word the caption binds to that part (\"black\" in \"wings that "
+             "are black\"; a colour stated for two parts is left out); value = mean over wing, belly, "
+             "crown, bill; chance = a map uniform over the bird's own regions (image_chance: uniform "
+             "over the image); per_part_noun: the same for the part nouns. A property of the DAMSM, "
+             "not of a generator's images",
+    reference="ours (SynthBirds ground truth)",
+    # Not one of a generator's comparisons: it reads no generated image. It runs when named, and
+    # `attngan eval-damsm` reports it on SynthBirds.
+    streams=(), uses=("damsm",), real=False, unit="%", higher_is_better=True, requires=("damsm", "synth"),
+    default=False, details=localisation_details,
+)
+def localisation_damsm(ctx: "EvalContext") -> dict[str, Any]:
+    per_kind, n = real_localisation(ctx)
+    return {**localisation_summary(per_kind, n), "encoders": ctx.descriptions.get("damsm", "")}
+
+
+@register(
+    name="attention_colour", title="Word attention on its colour",
+    protocol="generated images: share of G's word attention, per attentional stage, of each colour "
+             "word the caption binds to one part, on the regions G painted that colour (a region's "
+             "colour: the SynthBirds palette colour nearest its mean RGB in the top image); value = "
+             "the mean over words and stages; chance = the share of such regions",
+    reference="ours (the paper's attention figures, as a number)",
+    streams=("colour_attention",), real=False, unit="%", higher_is_better=True, requires=("generated", "synth"),
+    details=attention_colour_details, prompts=True,
+)
+def attention_colour_generator(ctx: "EvalContext") -> dict[str, Any]:
+    d = ctx.generated["colour_attention"]
+    per_stage = [{"stage": int(k), "share": pct(float(d["share"][d["stage"] == k].mean())),
+                  "chance": pct(float(d["chance"][d["stage"] == k].mean())), "n": int((d["stage"] == k).sum())}
+                 for k in sorted(set(d["stage"].tolist()))]
+    return {"value": pct(float(d["share"].mean())) if len(d["share"]) else float("nan"), "std": None,
+            "chance": pct(float(d["chance"].mean())) if len(d["chance"]) else float("nan"),
+            "per_attention_stage": per_stage}

@@ -1,6 +1,6 @@
 """`EvalContext`, what a metric function reads: the scored images' stream outputs, and the real
-side they are compared with (features of the real split images, R-precision's caption pool, the
-DAMSM's attention localisation on real images), cached on disk.
+side they are compared with (features of the real split images, R-precision's caption pool),
+cached on disk.
 
 Real-image features are computed once per (data folder, split, image size, extractor weights); the
 caption pool once per (the captions' word ids and classes, the DAMSM).
@@ -13,16 +13,14 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from attngan.metrics.extractors import quantize
-
-if TYPE_CHECKING:
-    from attngan.metrics.evaluation import EvalOptions
+from attngan.metrics.options import EvalOptions
 
 
 @dataclass
@@ -164,17 +162,6 @@ class EvalContext:
                 _atomic_savez(path, self._real["caption_pool"])
         pool = self._real["caption_pool"]
         return pool["emb"], pool["cls"]
-
-    def real_localisation(self) -> tuple[dict[str, dict[str, dict[str, float]]], int]:
-        """DAMSM word attention vs SynthBirds part masks on real split images (binding's
-        damsm_localisation with this evaluation's DAMSM, split, images and batch)."""
-        from attngan.metrics.binding import damsm_localisation, load_part_masks
-
-        damsm = self.streams["damsm"]
-        size = damsm.image_encoder.image_size
-        ds = self.real_dataset(size, center=True)   # the part masks are of the centre crop
-        return damsm_localisation(damsm, ds, load_part_masks(self.data_root, self.options.split, size),
-                                  self.options.num_images, self.options.batch, self.device, self.options.progress)
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -9,7 +9,7 @@ into rows); the images come from metrics/sources.py, the metric functions read a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,55 +19,15 @@ from tqdm.auto import tqdm
 
 from attngan.errors import AttnGANError
 from attngan.metrics.context import EvalContext
-from attngan.metrics.registry import REGISTRY, STREAMS, MetricSpec, missing_input
+from attngan.metrics.options import EvalOptions, check_options
+from attngan.metrics.registry import REGISTRY, STREAMS, MetricSpec, default_metrics, missing_input
 from attngan.metrics.report import jsonable
 from attngan.metrics.sources import FolderImages, GeneratedImages
 
 REPORT_FORMAT = "attngan-eval"
 REPORT_VERSION = 1
 # What runs when --metrics is not given (MetricSpec.default), in the registry's order.
-DEFAULT_METRICS = tuple(name for name, spec in REGISTRY.items() if spec.default)
-
-
-@dataclass
-class EvalOptions:
-    metrics: list[str] | None = None     # None: every metric whose inputs are available
-    num_images: int = 30000
-    splits: int = 10
-    batch: int = 32
-    seed: int = 0
-    device: str = "auto"
-    inception: str | None = None         # torchvision inception_v3_google-*.pth
-    fid_inception: str | None = None     # pytorch-fid pt_inception-2015-12-05-6726825d.pth
-    is_classifier: str | None = None     # an Inception-v3 state dict (N classes) or an oracle folder
-    eval_damsm: str | None = None        # a DAMSM run folder for R-precision / localisation
-    oracle: str | None = None            # an oracle folder (attngan train-oracle)
-    captioner: str | None = None         # a captioner folder or bundled name (attngan train-captioner)
-    cache_dir: str | None = None         # real-image features; default <data>/cache/metrics
-    split: str = "test"
-    real_images: int | None = None       # cap on the real images behind the statistics
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    is_shuffle_seed: int | None = None   # IS: shuffle before the splits (torch-fidelity: 2020); None: improved-gan
-    fid_resize: str = "pytorch-fid"      # fid/kid: "pytorch-fid" or "tf1" (torch-fidelity's TF1 resize)
-    real_transform: str = "center"       # real images: "center" crop, or "original" (train crop + flip, seeded)
-    rp_protocol: str = "dmgan"           # R-precision sampling: "dmgan" or "set" (metrics/r_precision.py)
-    progress: bool = True
-    strict: bool = True                  # a requested metric without its inputs is an error (else skipped)
-    prompts: str | None = None           # a prompt file: generate for its prompts, not the test captions
-
-
-def _check_options(o: EvalOptions) -> None:
-    """The option values that no metric could run with fail here, before anything loads."""
-    if o.num_images < 1 or o.batch < 1 or o.splits < 1:
-        raise AttnGANError("--num-images, --batch and --splits must be at least 1")
-    for flag, value, allowed in (("--fid-resize", o.fid_resize, ("pytorch-fid", "tf1")),
-                                 ("--real-transform", o.real_transform, ("center", "original")),
-                                 ("--rp-protocol", o.rp_protocol, ("dmgan", "set"))):
-        if value not in allowed:
-            raise AttnGANError(f"{flag} must be one of {', '.join(allowed)}, got '{value}'")
-    if o.is_shuffle_seed is not None and not 0 <= o.is_shuffle_seed < 2 ** 32:
-        raise AttnGANError(f"--is-shuffle-seed must be in [0, 2**32), got {o.is_shuffle_seed}")
+DEFAULT_METRICS = default_metrics()
 
 
 # Which metrics can run.
@@ -94,9 +54,9 @@ def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: b
     return chosen, skipped
 
 
-# Metrics that score generated images against what their own prompt asks, so they run on any
-# prompt list; the others compare with the test split's captions or images.
-PROMPT_METRICS = ("binding", "roundtrip", "attention_colour", "is")
+# Metrics that score generated images against what their own prompt asks (MetricSpec.prompts), so
+# they run on any prompt list; the others compare with the test split's captions or images.
+PROMPT_METRICS = tuple(name for name, spec in REGISTRY.items() if spec.prompts)
 
 
 def _prompt_metrics(o: EvalOptions) -> EvalOptions:
@@ -131,7 +91,7 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
         raise AttnGANError("give --model MODEL_DIR (to generate) or --images DIR (to score a folder)")
     if o.prompts and model_dir is None:
         raise AttnGANError("--prompts generates images for its prompts: give --model, not --images")
-    _check_options(o)
+    check_options(o)
     prompts = None
     if o.prompts:
         from attngan.metrics.sources import read_prompts

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.linalg
 
 from attngan.errors import AttnGANError
+from attngan.metrics.spec import register
+
+if TYPE_CHECKING:
+    from attngan.metrics.context import EvalContext
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ def frechet_distance(
 def _sqrtm(a: np.ndarray) -> np.ndarray:
     # Singular products are expected (fewer samples than dimensions) and handled by the caller.
     with np.errstate(all="ignore"), warnings.catch_warnings():
+        import scipy.linalg
+
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
         return scipy.linalg.sqrtm(a)
 
@@ -134,3 +140,61 @@ def kernel_inception_distance(
         ys = y[rng.choice(y.shape[0], m, replace=False)]
         values[i] = mmd2_unbiased(xs, ys)
     return float(values.mean()), float(values.std())
+
+
+@register(
+    name="fid", title="FID",
+    protocol="Frechet distance of pool3 features, FID Inception (TF 2015-12-05), inputs in [-1, 1] "
+             "resized to 299 by F.interpolate bilinear align_corners=False (pytorch-fid; --fid-resize "
+             "tf1: torch-fidelity's TF1 resize), vs real test images",
+    reference="mseitzer/pytorch-fid src/pytorch_fid/fid_score.py + inception.py (TTUR FID)",
+    streams=("fid_inception",), real=True, unit="", higher_is_better=False, requires=("fid_inception",),
+)
+def fid_pytorch_fid(ctx: "EvalContext") -> dict[str, Any]:
+    return frechet(ctx, "fid_inception", "pool")
+
+
+@register(
+    name="fid_legacy", title="FID (legacy)",
+    protocol="Frechet distance of pool3 features, torchvision ImageNet Inception-v3; each 8-bit "
+             "image resized to 299 by PIL bilinear, ToTensor [0, 1], then torchvision's "
+             "transform_input formula x*std/0.5 + (mean-0.5)/0.5 (the pre-2019 pytorch-fid "
+             "normalisation), vs real test images",
+    reference="DM-GAN eval/FID/fid_score.py + inception.py (DF-GAN's early code/eval/FID/"
+              "fid_score.py loads square images the same way)",
+    streams=("tv_inception_dmgan",), real=True, unit="", higher_is_better=False, requires=("inception",),
+)
+def fid_legacy_torchvision(ctx: "EvalContext") -> dict[str, Any]:
+    return frechet(ctx, "tv_inception_dmgan", "pool")
+
+
+@register(
+    name="kid", title="KID",
+    protocol="unbiased MMD^2, kernel (x.y/d + 1)^3, 100 subsets of <= 1000, FID Inception pool3 vs real test images",
+    reference="Binkowski et al. 2018; torch-fidelity metric_kid.py (same estimator as stylegan2-ada's)",
+    streams=("fid_inception",), real=True, unit="", higher_is_better=False, requires=("fid_inception",),
+)
+def kid_poly3(ctx: "EvalContext") -> dict[str, Any]:
+    real = ctx.real_features("fid_inception")["pool"]
+    o = ctx.options
+    mean, std = kernel_inception_distance(ctx.generated["fid_inception"]["pool"], real,
+                                          num_subsets=o.kid_subsets, subset_size=o.kid_subset_size, seed=o.seed)
+    return {"value": mean, "std": std, "n_real": int(real.shape[0])}
+
+
+@register(
+    name="fid_oracle", title="FID (oracle features)",
+    protocol="Frechet distance of the SynthBirds oracle's 256-d penultimate features (64 px), vs "
+             "real test images; SynthBirds only, not comparable with Inception FIDs",
+    reference="ours (FID formula of mseitzer/pytorch-fid on a domain classifier's features)",
+    streams=("oracle",), real=True, unit="", higher_is_better=False, requires=("oracle",),
+)
+def fid_oracle_features(ctx: "EvalContext") -> dict[str, Any]:
+    return frechet(ctx, "oracle", "hidden")
+
+
+def frechet(ctx: "EvalContext", stream: str, key: str) -> dict[str, Any]:
+    """The Frechet distance between the generated and the real images' `key` features of `stream`."""
+    real = ctx.real_features(stream)[key]
+    value = fid_from_stats(feature_stats(ctx.generated[stream][key]), feature_stats(real))
+    return {"value": value, "std": None, "n_real": int(real.shape[0])}

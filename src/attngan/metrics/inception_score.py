@@ -15,9 +15,15 @@ dozen lines (tests/test_metrics_peers.py checks it equals torch-fidelity's on th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from attngan.errors import AttnGANError
+from attngan.metrics.spec import register
+
+if TYPE_CHECKING:
+    from attngan.metrics.context import EvalContext
 
 
 def inception_score(probs: np.ndarray, splits: int = 10, shuffle_seed: int | None = None) -> tuple[float, float]:
@@ -46,3 +52,19 @@ def inception_score(probs: np.ndarray, splits: int = 10, shuffle_seed: int | Non
             terms = np.where(part > 0, part * (np.log(part) - np.log(marginal)), 0.0)
         scores[k] = np.exp(terms.sum(axis=1).mean())
     return float(scores.mean()), float(scores.std())
+
+
+@register(
+    name="is", title="Inception Score",
+    protocol="exp(E KL(p(y|x) || p(y))) in float64, mean ± std over splits with bounds k*N//splits "
+             "(paper: 10 of 30,000 images); classifier: --is-classifier, else the --oracle species "
+             "head, else --fid-inception (1008-class TF graph, bias-free logits pool3 @ W)",
+    reference="openai/improved-gan inception_score/model.py (COCO); DM-GAN eval/IS/bird/"
+              "inception_score_bird.py on StackGAN's CUB Inception, logit 0 dropped (CUB)",
+    streams=("is_probs",), real=False, unit="", higher_is_better=True, requires=("is_classifier",),
+    prompts=True,
+)
+def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
+    mean, std = inception_score(ctx.generated["is_probs"]["probs"], splits=ctx.options.splits,
+                                shuffle_seed=ctx.options.is_shuffle_seed)
+    return {"value": mean, "std": std, "classifier": ctx.descriptions.get("is_probs", "")}

@@ -17,9 +17,15 @@ is the fraction of images whose true caption ranks first. Two samplings:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from attngan.errors import AttnGANError
+from attngan.metrics.spec import register
+
+if TYPE_CHECKING:
+    from attngan.metrics.context import EvalContext
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -135,3 +141,29 @@ def r_precision_dmgan(
     shuffled = hits[rng.permutation(n)]
     per_split = np.array([shuffled[k * chunk:(k + 1) * chunk - 1].mean() for k in range(splits)])
     return float(per_split.mean()), float(per_split.std()), hits
+
+
+@register(
+    name="r_precision", title="R-precision",
+    protocol="top-1 of the true caption vs 99 mismatched captions by DAMSM cosine(image code, "
+             "sentence), mean ± std over splits; --rp-protocol dmgan (default): negatives drawn "
+             "with replacement from all test captions of other classes, ties are hits, hits "
+             "shuffled into 10 splits, the conditioning sentence embedding; set: negatives from "
+             "the scored set, ties miss",
+    reference="DM-GAN code/trainer.py sampling() + datasets.py get_mis_caption()",
+    streams=("damsm",), real=False, unit="%", higher_is_better=True, requires=("damsm", "captions"),
+)
+def r_precision_metric(ctx: "EvalContext") -> dict[str, Any]:
+    d = ctx.generated["damsm"]
+    protocol = ctx.options.rp_protocol
+    if protocol == "dmgan" and ctx.class_ids_given:
+        pool, pool_classes = ctx.caption_pool()
+        mean, std, _ = r_precision_dmgan(d["img"], d["sent"], ctx.class_ids, pool, pool_classes, n_neg=99,
+                                         splits=ctx.options.splits, seed=ctx.options.seed)
+    else:
+        # A folder without class ids in captions.json cannot be matched to the test split's classes.
+        protocol = "set"
+        mean, std = r_precision(d["img"], d["sent"], ctx.class_ids, n_neg=99, splits=ctx.options.splits,
+                                seed=ctx.options.seed)
+    return {"value": 100 * mean, "std": 100 * std, "encoders": ctx.descriptions.get("damsm", ""),
+            "sampling": protocol}

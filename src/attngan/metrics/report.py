@@ -47,63 +47,14 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {REGISTRY[name].title} (`{name}`) | n/a | {note} | 0 |")
     details = []
     for name, r in report["results"].items():
-        if "real_ceiling" in r:
-            details.append(_roundtrip_details(name, r))
-        elif "per_attribute" in r:
-            per = ", ".join(f"{p} {_num(v)}%" for p, v in r["per_attribute"].items())
-            details.append(f"- `{name}`: per attribute {per}; swap rate {_num(r.get('swap_rate'))}% "
-                           f"of {r.get('swap_pairs')} pairs" + (" — **void**: oracle below 97%" if r.get("void") else ""))
-        if "per_part" in r:
-            per = ", ".join(f"{p} {_num(v['share'])}% (chance {_num(v['chance'])}%)" for p, v in r["per_part"].items())
-            details.append(f"- `{name}`: {per}")
-        if "per_attention_stage" in r:
-            per = ", ".join(f"stage {row['stage'] + 1} {_num(row['share'])}% (chance {_num(row['chance'])}%)"
-                            for row in r["per_attention_stage"])
-            details.append(f"- `{name}`: {per}")
-        if "per_part_noun" in r:
-            per = ", ".join(f"{p} {_num(v['share'])}%" for p, v in r["per_part_noun"].items())
-            details.append(f"- `{name}`, the part nouns' attention: {per}")
-        if "per_stage" in r:
-            details += [f"- `{name}` per stage (detail = top-octave energy that follows the octave below, "
-                        "generated / real; energy ratio = all top-octave energy, generated / real, which "
-                        "noise also passes):", "",
-                        "| Stage | Size | Detail | Energy ratio | Previous stage upsampled: detail | "
-                        "+ noise of the same energy: detail |",
-                        "| --- | --- | --- | --- | --- | --- |"]
-            for row in r["per_stage"]:
-                stage = "top" if row["stage"] is None else row["stage"]
-                details.append(f"| {stage} | {row['size']} | {_ratio(row['detail'])} | {_ratio(row['ratio'])} | "
-                               f"{_ratio(row['upsampled_prev_detail'])} | {_ratio(row['matched_noise_detail'])} |")
-            details.append("")
+        # Each metric writes its own lines (MetricSpec.details).
+        if REGISTRY[name].details is not None:
+            details += REGISTRY[name].details(name, r)
     if details:
         lines += ["", *details]
     if report.get("streams"):
         lines += ["", "Extractors: " + "; ".join(f"{k}: {v}" for k, v in report["streams"].items())]
     return "\n".join(lines) + "\n"
-
-
-def _roundtrip_details(name: str, r: dict[str, Any]) -> str:
-    def per(d: dict[str, Any]) -> str:
-        return ", ".join(f"{p} {_num(v)}%" for p, v in d.items())
-
-    ceil, chance = r["real_ceiling"], r["real_shuffled"]
-    return (f"- `{name}`: generated images: per attribute {per(r['per_attribute'])}; every attribute back "
-            f"{_num(r.get('all_back'))}%; BLEU-4 {_num(r.get('bleu4'))}, CIDEr-D {_num(r.get('cider_d'))} vs "
-            f"the prompts. Ceiling (real test images, own captions, {ceil['images']} images): "
-            f"{_num(ceil['recall'])}% ({per(ceil['per_attribute'])}); BLEU-4 {_num(ceil['bleu4'])}, "
-            f"CIDEr-D {_num(ceil['cider_d'])}. Chance (another image's captions): {_num(chance['recall'])}%")
-
-
-def _num(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
-
-
-def _share(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
-
-
-def _ratio(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _value(r: dict[str, Any]) -> str:

@@ -64,10 +64,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+
+from attngan.metrics.spec import register
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from attngan.metrics.context import EvalContext
 
 # BT.601 luma weights (as JPEG).
 LUMA = (0.299, 0.587, 0.114)
@@ -78,6 +85,8 @@ GRID = 16  # cells per side for the local energies of `structured_share`
 @lru_cache(maxsize=16)
 def _dct_matrix(n: int, device: str) -> Tensor:
     """Orthonormal DCT-II matrix C (n x n, float64): coefficients = C @ x."""
+    import torch
+
     k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
     i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
     c = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2.0 / n) ** 0.5
@@ -90,6 +99,8 @@ def luminance(images: Tensor) -> Tensor:
 
     Weighted in float32: its rounding (~1e-7 of a pixel) is far below 8-bit quantisation.
     """
+    import torch
+
     x = images.float()
     y = LUMA[0] * x[:, 0] + LUMA[1] * x[:, 1] + LUMA[2] * x[:, 2]
     return y.to(torch.float64)
@@ -102,6 +113,8 @@ def high_band_share(images: Tensor) -> Tensor:
     The transform runs in float64: a smooth image's share is ~1e-4, below what the TF32 matmuls
     that training enables on GPUs would resolve.
     """
+    import torch
+
     if images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"expected B x 3 x S x S images, got {tuple(images.shape)}")
     s = images.shape[-1]
@@ -120,12 +133,16 @@ def high_band_share(images: Tensor) -> Tensor:
 
 def upsample(images: Tensor, size: int) -> Tensor:
     """Bilinear (align_corners=False), as the baseline "no new detail" upsampler."""
+    import torch.nn.functional as F
+
     return F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
 
 
 def bands(images: Tensor) -> tuple[Tensor, Tensor]:
     """The luminance's top octave (max(kx, ky) >= S/2) and the octave below it (S/4 <= max < S/2)
     as images: B x S x S each (float64)."""
+    import torch
+
     if images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"expected B x 3 x S x S images, got {tuple(images.shape)}")
     s = images.shape[-1]
@@ -149,6 +166,9 @@ def structured_share(images: Tensor) -> Tensor:
     mean (mean 1); the least-squares line t = a + b m splits the top octave into a floor a spread
     evenly and b m drawn where the next octave has structure. Returns b (0 where m is flat).
     """
+    import torch
+    import torch.nn.functional as F
+
     top, mid = bands(images)
     s = images.shape[-1]
     cell = max(s // GRID, 1)
@@ -167,6 +187,8 @@ def structured_share(images: Tensor) -> Tensor:
 def matched_noise(upsampled: Tensor, target_share: Tensor, seed: int = 0) -> Tensor:
     """`upsampled` plus grey Gaussian noise scaled per image so that the luminance's top-octave
     share becomes `target_share` (as far as noise can: at most white noise's 3/4), in float."""
+    import torch
+
     x = upsampled.float()
     g = torch.Generator(device="cpu").manual_seed(seed)
     n = torch.randn(x.shape[0], 1, *x.shape[-2:], generator=g).to(x.device)
@@ -205,11 +227,18 @@ class SharpnessStream:
     def __init__(self, device: torch.device):
         self.device = device
 
-    @torch.inference_mode()
     def __call__(self, stages: list[Tensor] | Tensor, captions: list[str] | None = None) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            return self._scores(stages)
+
+    def _scores(self, stages: list[Tensor] | Tensor) -> dict[str, np.ndarray]:
+        import torch
+
         from attngan.metrics.extractors import quantize
 
-        if isinstance(stages, Tensor):
+        if isinstance(stages, torch.Tensor):
             stages = [stages]
         out: dict[str, np.ndarray] = {}
         prev = None
@@ -260,3 +289,43 @@ def stage_table(generated: dict[str, np.ndarray], real: dict[str, np.ndarray], s
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
+
+
+def sharpness_details(name: str, r: dict[str, Any]) -> list[str]:
+    """The report's per-stage table: the ratios and the two baselines that must score low."""
+    def ratio(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines = [f"- `{name}` per stage (detail = top-octave energy that follows the octave below, "
+             "generated / real; energy ratio = all top-octave energy, generated / real, which "
+             "noise also passes):", "",
+             "| Stage | Size | Detail | Energy ratio | Previous stage upsampled: detail | "
+             "+ noise of the same energy: detail |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in r["per_stage"]:
+        stage = "top" if row["stage"] is None else row["stage"]
+        lines.append(f"| {stage} | {row['size']} | {ratio(row['detail'])} | {ratio(row['ratio'])} | "
+                     f"{ratio(row['upsampled_prev_detail'])} | {ratio(row['matched_noise_detail'])} |")
+    return lines + [""]
+
+
+@register(
+    name="sharpness", title="High-frequency detail",
+    protocol="per stage of size S: the part of the luminance's top-octave DCT-II energy (above the "
+             "previous stage's Nyquist) that follows where the octave below has energy (slope over "
+             "a 16x16 grid of cells), generated over real test images (the loader's centre crop, "
+             "smaller stages downscaled from it); value = the top stage's ratio, ± std over splits; "
+             "1 = real images' detail, ~0 = upsampled, with or without noise of the same energy",
+    reference="ours (metrics/sharpness.py)",
+    # A diagnostic of the stages, not one of the published comparisons: it runs when named.
+    streams=("sharpness",), real=True, unit="", higher_is_better=True, default=False,
+    details=sharpness_details,
+)
+def sharpness_top_octave(ctx: "EvalContext") -> dict[str, Any]:
+    real = ctx.real_features("sharpness", sizes=ctx.stage_sizes)
+    out = stage_table(ctx.generated["sharpness"], real, ctx.stage_ids, ctx.stage_sizes, ctx.options.splits)
+    # Above 1 is more edge-aligned fine energy than real images hold (ringing), not better.
+    out["target"] = 1.0
+    if len(ctx.stage_ids) == 1 and ctx.stage_ids[0] not in (None, 0):
+        out["note"] = "one image head (DCGAN): only the top stage's images exist"
+    return out
