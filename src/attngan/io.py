@@ -8,6 +8,7 @@ the fields of its kind:
              discriminators.safetensors (import-original --netD);
   damsm      the two encoders the generator trains against ("config", "n_words", "metrics");
   oracle     the SynthBirds oracle (metrics/oracle.py; its OracleConfig fields);
+  judge      the SynthScenes judge (networks/scene_judge.py; its JudgeConfig fields);
   captioner  captioner.py's folder ("config", "n_words", "metrics").
 write_folder writes one and read_folder checks one (format, version, kind, the listed files); a
 name from BUNDLED_MODELS is a folder shipped in the package. Every weight is checked on load
@@ -37,7 +38,8 @@ FOLDER_FORMAT = "attngan-model"
 FOLDER_VERSION = 2
 CONFIG_FILE = "config.json"
 # What each kind of folder is called in messages.
-KIND_NAMES = {"generator": "model", "damsm": "DAMSM", "oracle": "oracle", "captioner": "captioner"}
+KIND_NAMES = {"generator": "model", "damsm": "DAMSM", "oracle": "oracle", "captioner": "captioner",
+              "judge": "scene judge"}
 # The files a model folder's loaders read (its config.json lists them, and may list more).
 MODEL_FILES = ("vocab.json", "generator.safetensors", "text_encoder.safetensors", "image_encoder.safetensors")
 
