@@ -43,6 +43,7 @@ class EvalOptions:
     eval_damsm: str | None = None        # a DAMSM run folder for R-precision / localisation
     oracle: str | None = None            # an oracle folder (attngan train-oracle)
     captioner: str | None = None         # a captioner folder or bundled name (attngan train-captioner)
+    judge: str | None = None             # a SynthScenes judge folder; None: the bundled one on SynthScenes data
     cache_dir: str | None = None         # real-image features; default <data>/cache/metrics
     split: str = "test"
     real_images: int | None = None       # cap on the real images behind the statistics
@@ -125,7 +126,11 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
         from attngan.pipeline import AttnGANPipeline
 
         pipe = AttnGANPipeline.from_pretrained(model_dir, device=str(device))
-    data_cfg = pipe.config.data if pipe is not None else DataConfig(dataset=_detect_dataset(root))
+    if pipe is not None:
+        data_cfg = pipe.config.data
+    else:
+        dataset = _detect_dataset(root)
+        data_cfg = DataConfig(dataset=dataset, captions_per_image=5 if dataset == "coco" else 10)
     # Every test image counts for the real statistics, even one with too few captions.
     data_cfg = replace(data_cfg, short_captions="pad", cache=False)
     vocab = pipe.vocab if pipe is not None else load_vocab(root)
@@ -142,6 +147,12 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     if len(source) < o.splits:
         raise AttnGANError(f"{len(source)} images cannot be cut into {o.splits} splits; raise --num-images or lower --splits")
     synth = (root / "synth_birds.json").is_file()
+    if o.judge is None and (root / "synth_scenes.json").is_file():
+        from attngan.metrics.scenes import bundled_judge_dir
+
+        # SynthScenes data is judged by the shipped judge unless another is named.
+        if (bundled_judge_dir() / "config.json").is_file():
+            o = replace(o, judge=str(bundled_judge_dir()))
     metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, synth,
                                       generated=images_dir is None)
     if not metrics:

@@ -47,9 +47,9 @@ class StreamSpec:
 # What a metric may need, each as (is it there?, the note a skipped metric gets). `inputs` holds the
 # options and what evaluate() found: has_damsm, has_captions, generated, synth.
 REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
-    "is_classifier": (lambda o, i: bool(o.is_classifier or o.fid_inception or o.oracle),
+    "is_classifier": (lambda o, i: bool(o.is_classifier or o.fid_inception or o.oracle or getattr(o, "judge", None)),
                       "needs --is-classifier FILE|ORACLE_DIR, --fid-inception FILE (pt_inception-2015-12-05, "
-                      "improved-gan's network) or --oracle DIR (SynthBirds)"),
+                      "improved-gan's network), --oracle DIR (SynthBirds) or --judge DIR (SynthScenes)"),
     "fid_inception": (lambda o, i: bool(o.fid_inception),
                       "needs --fid-inception FILE (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)"),
     "inception": (lambda o, i: bool(o.inception),
@@ -64,6 +64,9 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
                   "needs generated images (--model): it reads the generator's attention maps"),
     "synth": (lambda o, i: i["synth"],
               "needs SynthBirds data (synth_birds.json in --data, with its part masks and caption grammar)"),
+    "judge": (lambda o, i: bool(getattr(o, "judge", None)),
+              "needs a SynthScenes judge: --judge DIR (`attngan train-oracle` on SynthScenes data; the "
+              "bundled one is used when --data holds synth_scenes.json)"),
 }
 
 
@@ -101,7 +104,9 @@ def register_stream(name: str) -> Callable:
     name="is", title="Inception Score",
     protocol="exp(E KL(p(y|x) || p(y))) in float64, mean ± std over splits with bounds k*N//splits "
              "(paper: 10 of 30,000 images); classifier: --is-classifier, else the --oracle species "
-             "head, else --fid-inception (1008-class TF graph, bias-free logits pool3 @ W)",
+             "head, else the SynthScenes judge's 60 scene classes (background x main category), else "
+             "--fid-inception (1008-class TF graph, bias-free logits pool3 @ W); on SynthScenes also "
+             "for seen and novel prompts",
     reference="openai/improved-gan inception_score/model.py (COCO); DM-GAN eval/IS/bird/"
               "inception_score_bird.py on StackGAN's CUB Inception, logit 0 dropped (CUB)",
     streams=("is_probs",), real=False, unit="", higher_is_better=True, requires=("is_classifier",),
@@ -109,9 +114,15 @@ def register_stream(name: str) -> Callable:
 def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
     from attngan.metrics.inception_score import inception_score
 
-    mean, std = inception_score(ctx.generated["is_probs"]["probs"], splits=ctx.options.splits,
-                                shuffle_seed=ctx.options.is_shuffle_seed)
-    return {"value": mean, "std": std, "classifier": ctx.descriptions.get("is_probs", "")}
+    from attngan.metrics.scenes import by_kind
+
+    probs = ctx.generated["is_probs"]["probs"]
+    mean, std = inception_score(probs, splits=ctx.options.splits, shuffle_seed=ctx.options.is_shuffle_seed)
+    out = {"value": mean, "std": std, "classifier": ctx.descriptions.get("is_probs", "")}
+    # SynthScenes prompts: the score of the seen and of the novel compositions' images apart.
+    out.update(by_kind(ctx, lambda sel: inception_score(probs[sel], splits=min(ctx.options.splits, len(sel)),
+                                                        shuffle_seed=ctx.options.is_shuffle_seed)[0]))
+    return out
 
 
 @register(
@@ -180,8 +191,21 @@ def r_precision_dmgan(ctx: "EvalContext") -> dict[str, Any]:
         protocol = "set"
         mean, std = r_precision(d["img"], d["sent"], ctx.class_ids, n_neg=99, splits=ctx.options.splits,
                                 seed=ctx.options.seed)
-    return {"value": 100 * mean, "std": 100 * std, "encoders": ctx.descriptions.get("damsm", ""),
-            "sampling": protocol}
+    out = {"value": 100 * mean, "std": 100 * std, "encoders": ctx.descriptions.get("damsm", ""),
+           "sampling": protocol}
+    from attngan.metrics.scenes import by_kind
+
+    def subset(sel):
+        splits = max(1, min(ctx.options.splits, len(sel) // 8))
+        if protocol == "dmgan":
+            return 100 * r_precision_dmgan(d["img"][sel], d["sent"][sel], ctx.class_ids[sel], pool, pool_classes,
+                                           n_neg=99, splits=splits, seed=ctx.options.seed)[0]
+        return 100 * r_precision(d["img"][sel], d["sent"][sel], ctx.class_ids[sel], n_neg=99, splits=splits,
+                                 seed=ctx.options.seed)[0]
+
+    # SynthScenes prompts: the seen and the novel compositions apart.
+    out.update(by_kind(ctx, subset, minimum=8))
+    return out
 
 
 @register(
@@ -336,6 +360,99 @@ def roundtrip_captioner(ctx: "EvalContext") -> dict[str, Any]:
     }
 
 
+_SCENE_KINDS = "; every score for all prompts, the seen and the novel compositions (prompts' ground truth)"
+
+
+@register(
+    name="scene_objects", title="Scene objects found (recall)",
+    protocol="SynthScenes judge: share of the prompt's object categories it finds in the image (recall); "
+             "precision: share of the categories it finds that the prompt names; chance: the images "
+             "against another prompt of their kind" + _SCENE_KINDS,
+    reference="ours (SynthScenes ground truth)",
+    streams=("judge",), real=False, unit="%", higher_is_better=True, requires=("captions", "judge"),
+)
+def scene_objects_judge(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.scenes import scene_metric
+
+    return scene_metric(ctx, "objects_recall", extra="objects_precision")
+
+
+@register(
+    name="scene_place", title="Scene place (background) right",
+    protocol="SynthScenes judge: the background it reads is the prompt's (street, grass, lake, beach, "
+             "snow); object_place: each prompted object found in its place (sky or ground); chance: "
+             "another prompt of the kind" + _SCENE_KINDS,
+    reference="ours (SynthScenes ground truth)",
+    streams=("judge",), real=False, unit="%", higher_is_better=True, requires=("captions", "judge"),
+)
+def scene_place_judge(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.scenes import scene_metric
+
+    return scene_metric(ctx, "place", extra="object_place")
+
+
+@register(
+    name="scene_colour", title="Scene object colour right",
+    protocol="SynthScenes judge: each prompted object found and in its prompted colour (10 colours); "
+             "chance: another prompt of the kind" + _SCENE_KINDS,
+    reference="ours (SynthScenes ground truth)",
+    streams=("judge",), real=False, unit="%", higher_is_better=True, requires=("captions", "judge"),
+)
+def scene_colour_judge(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.scenes import scene_metric
+
+    return scene_metric(ctx, "colour")
+
+
+@register(
+    name="scene_count", title="Scene count right",
+    protocol="SynthScenes judge: the count it reads (0-4) equals the prompt's, for each object whose "
+             "prompt states a number (\"two cows\"; not \"some\"/\"a herd of\"); chance: another prompt "
+             "of the kind" + _SCENE_KINDS,
+    reference="ours (SynthScenes ground truth)",
+    streams=("judge",), real=False, unit="%", higher_is_better=True, requires=("captions", "judge"),
+)
+def scene_count_judge(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.scenes import scene_metric
+
+    return scene_metric(ctx, "count")
+
+
+@register(
+    name="composition", title="Composition (all of the prompt right)",
+    protocol="SynthScenes judge: share of prompts with every prompted object found, in its colour and "
+             "place (sky or ground), on the prompt's background; novel_seen_ratio = novel / seen "
+             "(1.0: the model composes as well as it remembers); chance: another prompt of the kind"
+             + _SCENE_KINDS,
+    reference="ours (SynthScenes ground truth; the paper's novel-scene claim, as a number)",
+    streams=("judge",), real=False, unit="%", higher_is_better=True, requires=("captions", "judge"),
+)
+def composition_judge(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.scenes import scene_metric
+
+    out = scene_metric(ctx, "composition")
+    seen, novel = out.get("seen"), out.get("novel")
+    out["novel_seen_ratio"] = (novel / seen if seen and novel is not None and not math.isnan(novel)
+                               else float("nan"))
+    return out
+
+
+@register(
+    name="fid_judge", title="FID (judge features)",
+    protocol="Frechet distance of the SynthScenes judge's pooled features (mean and max of its "
+             "stride-8 map), vs real test images; seen and novel: each kind's images vs the real "
+             "test images of that kind; SynthScenes only, not comparable with Inception FIDs",
+    reference="ours (FID formula of mseitzer/pytorch-fid on a domain network's features)",
+    streams=("judge",), real=True, unit="", higher_is_better=False, requires=("judge",),
+)
+def fid_judge_features(ctx: "EvalContext") -> dict[str, Any]:
+    from attngan.metrics.scenes import fid_by_kind
+
+    out = _frechet(ctx, "judge", "features")
+    out.update(fid_by_kind(ctx))
+    return out
+
+
 def _frechet(ctx: "EvalContext", stream: str, key: str) -> dict[str, Any]:
     """The Frechet distance between the generated and the real images' `key` features of `stream`."""
     from attngan.metrics.fid import feature_stats, fid_from_stats
@@ -382,6 +499,13 @@ def _is_probs(ctx: "EvalContext", pipe) -> tuple[Any, str]:
     from attngan.metrics.extractors import classifier_stream
 
     o = ctx.options
+    if not (o.is_classifier or o.oracle) and getattr(o, "judge", None):
+        from attngan.metrics.scenes import JudgeSceneProbs
+        from attngan.networks.scene_judge import load_judge
+
+        judge = load_judge(o.judge, ctx.device)
+        return (JudgeSceneProbs(judge, ctx.device),
+                f"SynthScenes judge {Path(o.judge).name}: p(background) x the categories' shares of the object area")
     path = o.is_classifier or o.oracle or o.fid_inception
     stream, what = classifier_stream(path, ctx.device)
     return stream, f"{what}: {Path(path).name}"
@@ -395,6 +519,16 @@ def _oracle(ctx: "EvalContext", pipe) -> tuple[Any, str]:
     path = ctx.options.oracle
     oracle = load_oracle(path, ctx.device)
     return OracleStream(oracle, ctx.device), f"SynthBirds oracle {Path(path).name} (valid={oracle.cfg.valid})"
+
+
+@register_stream("judge")
+def _judge(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.metrics.scenes import JudgeStream
+    from attngan.networks.scene_judge import load_judge
+
+    path = ctx.options.judge
+    judge = load_judge(path, ctx.device)
+    return JudgeStream(judge, ctx.device), f"SynthScenes judge {Path(path).name} (valid={judge.cfg.valid})"
 
 
 @register_stream("colour_attention")

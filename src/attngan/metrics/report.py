@@ -47,6 +47,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {REGISTRY[name].title} (`{name}`) | n/a | {note} | 0 |")
     details = []
     for name, r in report["results"].items():
+        if "seen" in r or "novel" in r:
+            details.append(_seen_novel_details(name, r))
         if "real_ceiling" in r:
             details.append(_roundtrip_details(name, r))
         elif "per_attribute" in r:
@@ -78,6 +80,27 @@ def format_markdown(report: dict[str, Any]) -> str:
     if report.get("streams"):
         lines += ["", "Extractors: " + "; ".join(f"{k}: {v}" for k, v in report["streams"].items())]
     return "\n".join(lines) + "\n"
+
+
+def _seen_novel_details(name: str, r: dict[str, Any]) -> str:
+    """SynthScenes: the seen and novel compositions' values (and chance, the judge's readings beside)."""
+    unit = r.get("unit", "")
+
+    def v(x: Any) -> str:
+        return "n/a" if x is None else f"{x:.2f}{unit}"
+
+    line = (f"- `{name}`: seen {v(r.get('seen'))} ({r.get('n_seen')}), novel {v(r.get('novel'))} "
+            f"({r.get('n_novel')})")
+    if r.get("chance"):
+        c = r["chance"]
+        line += f"; chance seen {v(c.get('seen'))}, novel {v(c.get('novel'))}"
+    for extra in ("objects_precision", "object_place"):
+        if extra in r:
+            e = r[extra]
+            line += f"; {extra.replace('_', ' ')} {v(e.get('all'))} (seen {v(e.get('seen'))}, novel {v(e.get('novel'))})"
+    if r.get("novel_seen_ratio") is not None:
+        line += f"; novel/seen ratio {r['novel_seen_ratio']:.3f}"
+    return line + (" — **void**: judge below its bars" if r.get("void") else "")
 
 
 def _roundtrip_details(name: str, r: dict[str, Any]) -> str:

@@ -7,11 +7,14 @@ trunk keeps a spatial map (stride 8) and every category is read from it through 
   seg      per cell, which category covers it (or none): where each category is;
   colour   per cell, the colour of the object covering it;
   sky      per cell, whether the object covering it is in the sky;
-  density  per cell and category, a share of an object whose centre lies there: a category's count
-           is the sum of its map (density counting), its presence that count rounded above zero.
+  density  per cell and category, the share (0..1) of an object whose centre lies there: a
+           category's count is the sum of its map (density counting), at least one where seg finds
+           the category (some cell more likely it than anything else), none where it does not.
 
-A category's colour and place are the cell readings averaged with that category's seg weights, so
-a colour is read where the object is whatever the category: a blue cow is read like a blue bus.
+A category's colour and place are the cell readings averaged over the cells that category covers
+(weights: its seg probability cubed, so that the many cells where it is merely unlikely do not
+dilute the few where it is), so a colour is read where the object is whatever the category: a blue
+cow is read like a blue bus.
 The background comes from the pooled map. A prediction never depends on the rest of the batch
 (GroupNorm).
 """
@@ -43,8 +46,8 @@ class JudgeConfig:
     colours: list[str]                # colour head class i is colours[i]
     backgrounds: list[str]            # background head class i is backgrounds[i]
     max_count: int = 4                # counts read are clipped to 0..max_count
-    image_size: int = 96              # inputs are resized to this
-    width: int = 24                   # channels of the first conv block
+    image_size: int = 64              # inputs are resized to this
+    width: int = 16                   # channels of the first conv block
     accuracy: dict[str, Any] = field(default_factory=dict)   # held-out: {"seen": {...}, "novel": {...}}
     valid: bool = False               # every reading reached MIN_ACCURACY, seen and novel
     info: dict[str, Any] = field(default_factory=dict)        # data, seed, counts, timing
@@ -88,7 +91,7 @@ class SceneJudge(nn.Module):
         # Start from what most cells are: no object, and no object's centre.
         with torch.no_grad():
             self.seg.bias[0] += 2.0
-            self.density.bias.fill_(-5.0)
+            self.density.bias.fill_(-4.0)
         self.digest = "untrained"
 
     def prepare(self, images: Tensor) -> Tensor:
@@ -102,7 +105,7 @@ class SceneJudge(nn.Module):
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Logits: "seg" B x (1+C) x g x g (channel 0: no object), "colour" B x K x g x g, "sky"
-        B x g x g, "density" B x C x g x g (non-negative), "background" B x nB; and "features"
+        B x g x g, "density" B x C x g x g (logits of a share in 0..1), "background" B x nB; and "features"
         B x 8w (the pooled map: what the judge-feature FID compares)."""
         h = self.trunk(self.prepare(images))
         h = h + self.context(h)
@@ -112,7 +115,7 @@ class SceneJudge(nn.Module):
         xs = torch.linspace(-1, 1, gw, device=h.device).view(1, 1, 1, gw).expand(b, 1, gh, gw)
         d = self.dense(torch.cat([h, ys, xs], 1))
         return {"seg": self.seg(d), "colour": self.colour(d), "sky": self.sky(d)[:, 0],
-                "density": F.softplus(self.density(d)), "background": self.background(feats),
+                "density": self.density(d), "background": self.background(feats),
                 "features": feats}
 
     @torch.no_grad()
@@ -128,13 +131,15 @@ class SceneJudge(nn.Module):
 def reading(out: dict[str, Tensor], max_count: int) -> dict[str, Tensor]:
     """The per-image readings of the judge's raw outputs (see SceneJudge.read)."""
     seg = out["seg"].float().softmax(1)
-    weights = seg[:, 1:]                                                  # B x C x g x g
-    mass = weights.flatten(2).sum(2)                                      # B x C
-    norm = weights / mass.clamp_min(1e-6)[..., None, None]
+    mass = seg[:, 1:].flatten(2).sum(2)                                   # B x C: area in cells
+    weights = seg[:, 1:] ** 3                                             # B x C x g x g
+    norm = weights / weights.flatten(2).sum(2).clamp_min(1e-9)[..., None, None]
     colour_p = out["colour"].float().softmax(1)                           # B x K x g x g
     colour = torch.einsum("bchw,bkhw->bck", norm, colour_p)
     sky = (norm * torch.sigmoid(out["sky"].float())[:, None]).flatten(2).sum(2)
-    count = out["density"].float().flatten(2).sum(2).round().clamp(0, max_count).long()
+    present = seg[:, 1:].flatten(2).amax(2) > 0.5
+    count = torch.sigmoid(out["density"].float()).flatten(2).sum(2).round().clamp(1, max_count).long()
+    count = torch.where(present, count, torch.zeros_like(count))
     bg = out["background"].float().softmax(1)
     share = mass / mass.sum(1, keepdim=True).clamp_min(1e-6)
     scene = (bg[:, :, None] * share[:, None, :]).flatten(1)
@@ -168,12 +173,12 @@ def _judge_config(meta: dict[str, Any], path: Path) -> JudgeConfig:
     for key in ("accuracy", "info"):
         if not isinstance(meta.get(key, {}), dict):
             raise AttnGANError(f"{path}: \"{key}\" must be a JSON object")
-    size = count("image_size", 96, 4 * STRIDE, 1024)
+    size = count("image_size", 64, 4 * STRIDE, 1024)
     if size % STRIDE:
         raise AttnGANError(f"{path}: \"image_size\" must be a multiple of {STRIDE}, got {size}")
     return JudgeConfig(categories=words("categories"), colours=words("colours"), backgrounds=words("backgrounds"),
                        max_count=count("max_count", 4, 1, 64), image_size=size,
-                       width=count("width", 24, 8, 512), accuracy=meta.get("accuracy", {}),
+                       width=count("width", 16, 8, 512), accuracy=meta.get("accuracy", {}),
                        valid=meta.get("valid") is True, info=meta.get("info", {}))
 
 
