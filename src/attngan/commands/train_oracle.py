@@ -24,6 +24,8 @@ def add_arguments(p) -> None:
                         "(default 0.1); the judge, this share of the test split's seen and novel images (0.5)")
     p.add_argument("--width", type=int, default=None, help="channels of the first conv block (16)")
     p.add_argument("--image-size", type=int, default=64, help="the judge's input size (a multiple of 8)")
+    p.add_argument("--init", default=None,
+                   help="the judge only: continue from this judge folder (its input size and width)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto")
 
@@ -49,6 +51,8 @@ def run(args) -> int:
     check_writable_dir(args.out)
     if judge:
         return _run_judge(args)
+    if args.init is not None:
+        raise AttnGANError("--init continues a SynthScenes judge; the SynthBirds oracle trains from scratch")
     from attngan.metrics.oracle import MIN_ACCURACY, train_oracle
 
     oracle = train_oracle(args.data, args.out, minutes=args.minutes, max_epochs=args.epochs, seed=args.seed,
@@ -74,7 +78,7 @@ def _run_judge(args) -> int:
         raise AttnGANError(f"--image-size must be a multiple of {STRIDE} from {4 * STRIDE} to 256")
     judge = train_judge(args.data, args.out, minutes=args.minutes, max_epochs=args.epochs, seed=args.seed,
                         heldout=args.heldout, width=args.width, image_size=args.image_size, batch=args.batch,
-                        device=args.device)
+                        device=args.device, init=args.init)
     cfg = judge.cfg
     for kind, acc in cfg.accuracy.items():
         heads = ", ".join(f"{h} {100 * v:.1f}%" for h, v in acc.items() if h != "n")

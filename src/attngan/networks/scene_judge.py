@@ -7,9 +7,11 @@ trunk keeps a spatial map (stride 8) and every category is read from it through 
   seg      per cell, which category covers it (or none): where each category is;
   colour   per cell, the colour of the object covering it;
   sky      per cell, whether the object covering it is in the sky;
+  present  per cell and category, a logit that the category is there; its maximum over the cells
+           is the category's presence (multiple-instance pooling: one convincing cell suffices);
   density  per cell and category, the share (0..1) of an object whose centre lies there: a
-           category's count is the sum of its map (density counting), at least one where seg finds
-           the category (some cell more likely it than anything else), none where it does not.
+           category's count is the sum of its map (density counting), at least one where the
+           category is present, none where it is not.
 
 A category's colour and place are the cell readings averaged over the cells that category covers
 (weights: its seg probability cubed, so that the many cells where it is merely unlikely do not
@@ -87,11 +89,13 @@ class SceneJudge(nn.Module):
         self.colour = nn.Conv2d(4 * w, k, 1)
         self.sky = nn.Conv2d(4 * w, 1, 1)
         self.density = nn.Conv2d(4 * w, c, 1)
+        self.present = nn.Conv2d(4 * w, c, 1)
         self.background = nn.Linear(8 * w, len(cfg.backgrounds))
         # Start from what most cells are: no object, and no object's centre.
         with torch.no_grad():
             self.seg.bias[0] += 2.0
             self.density.bias.fill_(-4.0)
+            self.present.bias.fill_(-2.0)
         self.digest = "untrained"
 
     def prepare(self, images: Tensor) -> Tensor:
@@ -105,7 +109,8 @@ class SceneJudge(nn.Module):
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Logits: "seg" B x (1+C) x g x g (channel 0: no object), "colour" B x K x g x g, "sky"
-        B x g x g, "density" B x C x g x g (logits of a share in 0..1), "background" B x nB; and "features"
+        B x g x g, "density" B x C x g x g (logits of a share in 0..1), "present" B x C (the
+        maximum over the cells), "background" B x nB; and "features"
         B x 8w (the pooled map: what the judge-feature FID compares)."""
         h = self.trunk(self.prepare(images))
         h = h + self.context(h)
@@ -115,7 +120,8 @@ class SceneJudge(nn.Module):
         xs = torch.linspace(-1, 1, gw, device=h.device).view(1, 1, 1, gw).expand(b, 1, gh, gw)
         d = self.dense(torch.cat([h, ys, xs], 1))
         return {"seg": self.seg(d), "colour": self.colour(d), "sky": self.sky(d)[:, 0],
-                "density": self.density(d), "background": self.background(feats),
+                "density": self.density(d), "present": self.present(d).flatten(2).amax(2),
+                "background": self.background(feats),
                 "features": feats}
 
     @torch.no_grad()
@@ -137,7 +143,7 @@ def reading(out: dict[str, Tensor], max_count: int) -> dict[str, Tensor]:
     colour_p = out["colour"].float().softmax(1)                           # B x K x g x g
     colour = torch.einsum("bchw,bkhw->bck", norm, colour_p)
     sky = (norm * torch.sigmoid(out["sky"].float())[:, None]).flatten(2).sum(2)
-    present = seg[:, 1:].flatten(2).amax(2) > 0.5
+    present = out["present"].float() > 0
     count = torch.sigmoid(out["density"].float()).flatten(2).sum(2).round().clamp(1, max_count).long()
     count = torch.where(present, count, torch.zeros_like(count))
     bg = out["background"].float().softmax(1)

@@ -175,7 +175,7 @@ def _augment(data: JudgeData, idx: np.ndarray, gen: torch.Generator, cfg: JudgeC
     return x, t
 
 
-def judge_loss(out: dict[str, Tensor], t: dict[str, Tensor], background: Tensor) -> Tensor:
+def judge_loss(out: dict[str, Tensor], t: dict[str, Tensor], background: Tensor, count: Tensor) -> Tensor:
     seg = -(t["seg"] * F.log_softmax(out["seg"], 1)).sum(1).mean()
     obj = t["colour"].sum(1)                                        # share of the cell that is object
     w = obj / obj.sum().clamp_min(1e-6)
@@ -187,8 +187,9 @@ def judge_loss(out: dict[str, Tensor], t: dict[str, Tensor], background: Tensor)
     d = torch.sigmoid(out["density"])
     pos = 1.0 + (td > 0).float() * out["density"][0, 0].numel() / 4
     density = (F.binary_cross_entropy_with_logits(out["density"], td, reduction="none") * pos).mean() \
-        + 0.5 * (d.sum((2, 3)) - t["density"].sum((2, 3))).abs().mean()
-    return seg + colour + sky + density + F.cross_entropy(out["background"], background)
+        + (d.sum((2, 3)) - t["density"].sum((2, 3))).abs().mean()
+    present = F.binary_cross_entropy_with_logits(out["present"], (count > 0).float())
+    return seg + colour + sky + density + present + F.cross_entropy(out["background"], background)
 
 
 @torch.no_grad()
@@ -241,12 +242,16 @@ def train_judge(
     width: int = 16,
     image_size: int = 64,
     batch: int = 32,
-    lr: float = 3e-3,
+    lr: float = 4e-3,
     device: str = "auto",
     progress: bool = True,
     data: JudgeData | None = None,
+    init: str | Path | None = None,
 ) -> SceneJudge:
-    """Train the judge on a SynthScenes folder (all but `heldout` of its test split) and save it."""
+    """Train the judge on a SynthScenes folder (all but `heldout` of its test split) and save it.
+
+    `init`: a judge folder to continue from (its input size and width are kept; the schedule
+    starts again), so a judge below its bars can be trained further without starting over."""
     from tqdm.auto import tqdm
 
     from attngan.data.scene_render import BACKGROUNDS, CATEGORY_NAMES, COLOURS
@@ -255,8 +260,17 @@ def train_judge(
     t_start, cpu_start = time.perf_counter(), time.process_time()
     dev = resolve_device(device)
     torch.manual_seed(seed)
+    start = None
+    if init is not None:
+        from attngan.networks.scene_judge import load_judge
+
+        start = load_judge(init)
+        image_size, width = start.cfg.image_size, start.cfg.width
     cfg = JudgeConfig(categories=list(CATEGORY_NAMES), colours=list(COLOURS), backgrounds=list(BACKGROUNDS),
                       image_size=image_size, width=width)
+    if start is not None and (start.cfg.categories, start.cfg.colours, start.cfg.backgrounds) != \
+            (cfg.categories, cfg.colours, cfg.backgrounds):
+        raise AttnGANError(f"{init} reads other categories, colours or backgrounds than SynthScenes has")
     data = data if data is not None else load_judge_data(data_dir, cfg, progress=progress)
     if data.images.shape[-1] != image_size:
         raise AttnGANError(f"the judge data is at {data.images.shape[-1]} px, the judge reads {image_size} px")
@@ -264,7 +278,10 @@ def train_judge(
     if len(held_idx) == 0 or len(train_idx) == 0:
         raise AttnGANError(f"{len(data.keys)} images are too few to train and hold out a judge "
                            "(the held-out images come from the test split)")
-    judge = SceneJudge(cfg).to(dev)
+    judge = SceneJudge(cfg)
+    if start is not None:
+        judge.load_state_dict({k: v.float() for k, v in start.state_dict().items()})
+    judge = judge.to(dev)
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     deadline = t_start + 60 * minutes if minutes > 0 else math.inf
@@ -284,7 +301,8 @@ def train_judge(
             idx = order[s:s + batch]
             x, t = _augment(data, idx, gen, cfg)
             out = judge(x.to(dev))
-            loss = judge_loss(out, {k: v.to(dev) for k, v in t.items()}, data.background[idx].to(dev))
+            loss = judge_loss(out, {k: v.to(dev) for k, v in t.items()}, data.background[idx].to(dev),
+                              data.count[idx].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -310,6 +328,12 @@ def train_judge(
         "seconds": round(time.perf_counter() - t_start, 1), "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "min_accuracy": MIN_ACCURACY, "threads": torch.get_num_threads(),
     }
+    if start is not None:
+        # The whole training of the judge: this run's and what its starting point had behind it.
+        before = start.cfg.info
+        cfg.info["continued_from"] = {k: before.get(k) for k in ("seed", "epochs", "seconds", "cpu_seconds")}
+        if "continued_from" in before:
+            cfg.info["continued_from"]["earlier"] = before["continued_from"]
     from attngan.data.synth_scenes import GENERATOR_VERSION
 
     cfg.info["generator_version"] = GENERATOR_VERSION
