@@ -274,7 +274,13 @@ def train_judge(
     data = data if data is not None else load_judge_data(data_dir, cfg, progress=progress)
     if data.images.shape[-1] != image_size:
         raise AttnGANError(f"the judge data is at {data.images.shape[-1]} px, the judge reads {image_size} px")
-    train_idx, held_idx = heldout_split(data, heldout, seed)
+    if start is not None:
+        # The held-out images must stay those the starting judge never trained on.
+        seed_split = start.cfg.info.get("split_seed", start.cfg.info.get("seed", seed))
+        heldout = start.cfg.info.get("heldout_fraction_of_test", heldout)
+    else:
+        seed_split = seed
+    train_idx, held_idx = heldout_split(data, heldout, seed_split)
     if len(held_idx) == 0 or len(train_idx) == 0:
         raise AttnGANError(f"{len(data.keys)} images are too few to train and hold out a judge "
                            "(the held-out images come from the test split)")
@@ -323,7 +329,7 @@ def train_judge(
     cfg.accuracy = {kind: {h: (round(v, 5) if h != "n" else v) for h, v in a.items()} for kind, a in best[2].items()}
     cfg.valid = best[0] >= 0
     cfg.info = {
-        "seed": seed, "heldout_fraction_of_test": heldout, "train_images": int(len(train_idx)),
+        "seed": seed, "split_seed": seed_split, "heldout_fraction_of_test": heldout, "train_images": int(len(train_idx)),
         "heldout_images": int(len(held_idx)), "epochs": epochs, "best_epoch": best[3],
         "seconds": round(time.perf_counter() - t_start, 1), "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "min_accuracy": MIN_ACCURACY, "threads": torch.get_num_threads(),
