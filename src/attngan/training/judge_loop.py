@@ -8,7 +8,8 @@ box's centre (split bilinearly between the four nearest cells), whose sum is the
 
 The judge is an instrument, not a generator: it learns from every split and composition, novel
 ones included, except a held-out share of the test split (half seen, half novel compositions) on
-which its accuracy is measured and stored in its config. Training stops at the time budget or the
+which its accuracy is measured and stored in its config. Novel training images are repeated in
+each epoch (they are a small share of the renders). Training stops at the time budget or the
 epoch cap and keeps the epoch with the best worst reading.
 """
 
@@ -247,6 +248,7 @@ def train_judge(
     progress: bool = True,
     data: JudgeData | None = None,
     init: str | Path | None = None,
+    novel_repeat: int = 4,
 ) -> SceneJudge:
     """Train the judge on a SynthScenes folder (all but `heldout` of its test split) and save it.
 
@@ -284,6 +286,10 @@ def train_judge(
     if len(held_idx) == 0 or len(train_idx) == 0:
         raise AttnGANError(f"{len(data.keys)} images are too few to train and hold out a judge "
                            "(the held-out images come from the test split)")
+    # Novel compositions are a small part of the renders (half the test split); each is seen
+    # `novel_repeat` times an epoch so that the judge reads them as well as the seen ones.
+    novel = np.asarray([data.composition[i] == "novel" for i in train_idx], dtype=bool)
+    epoch_order = np.concatenate([train_idx] + [train_idx[novel]] * (novel_repeat - 1))
     judge = SceneJudge(cfg)
     if start is not None:
         judge.load_state_dict({k: v.float() for k, v in start.state_dict().items()})
@@ -293,10 +299,14 @@ def train_judge(
     deadline = t_start + 60 * minutes if minutes > 0 else math.inf
     best: tuple[float, dict[str, Tensor], dict, int] | None = None
     epochs = 0
+    if start is not None:
+        # The starting judge is the one to beat: a continuation never ships a worse one.
+        acc = judge_accuracy(judge, data, held_idx)
+        best = (_worst(acc), {k: v.detach().clone() for k, v in judge.state_dict().items()}, acc, 0)
     bar = tqdm(total=max_epochs, desc="judge epochs", disable=not progress)
     for epoch in range(max_epochs):
         judge.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+        order = epoch_order[torch.randperm(len(epoch_order), generator=gen).numpy()]
         for s in range(0, len(order), batch):
             # One-cycle: a short warm-up, then cosine decay over whichever budget runs out first.
             done = max((epoch + s / len(order)) / max_epochs,
@@ -329,7 +339,8 @@ def train_judge(
     cfg.accuracy = {kind: {h: (round(v, 5) if h != "n" else v) for h, v in a.items()} for kind, a in best[2].items()}
     cfg.valid = best[0] >= 0
     cfg.info = {
-        "seed": seed, "split_seed": seed_split, "heldout_fraction_of_test": heldout, "train_images": int(len(train_idx)),
+        "seed": seed, "split_seed": seed_split, "novel_repeat": novel_repeat,
+        "heldout_fraction_of_test": heldout, "train_images": int(len(train_idx)),
         "heldout_images": int(len(held_idx)), "epochs": epochs, "best_epoch": best[3],
         "seconds": round(time.perf_counter() - t_start, 1), "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "min_accuracy": MIN_ACCURACY, "threads": torch.get_num_threads(),
