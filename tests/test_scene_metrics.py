@@ -262,8 +262,10 @@ def test_train_oracle_on_scenes_data_trains_a_judge(scenes, tmp_path, capsys):
     # Continued from that folder: its size and width are kept, and its training is on record.
     again = tmp_path / "judge2"
     assert main(["train-oracle", "--data", str(scenes), "--out", str(again), "--minutes", "0", "--epochs", "1",
-                 "--init", str(out), "--device", "cpu"]) == 0
+                 "--init", str(out), "--lr", "1e-3", "--device", "cpu"]) == 0
     cont = load_judge(again).cfg
     assert (cont.image_size, cont.width) == (32, 8) and cont.info["continued_from"]["epochs"] == 1
     assert main(["train-oracle", "--data", str(scenes), "--out", str(tmp_path / "x"), "--image-size", "36"]) == 2
     assert "--image-size must be a multiple of 8" in capsys.readouterr().err
+    assert main(["train-oracle", "--data", str(scenes), "--out", str(tmp_path / "x"), "--lr", "0"]) == 2
+    assert "--lr must be between 0 and 1" in capsys.readouterr().err

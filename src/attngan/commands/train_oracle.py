@@ -26,6 +26,8 @@ def add_arguments(p) -> None:
     p.add_argument("--image-size", type=int, default=64, help="the judge's input size (a multiple of 8)")
     p.add_argument("--init", default=None,
                    help="the judge only: continue from this judge folder (its input size and width)")
+    p.add_argument("--lr", type=float, default=4e-3,
+                   help="the judge only: peak learning rate (lower it to continue a judge with --init)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--device", default="auto")
 
@@ -46,6 +48,8 @@ def run(args) -> int:
         raise AttnGANError("--heldout must be between 0 and 1")
     if args.epochs < 1 or args.minutes < 0 or args.batch < 1:
         raise AttnGANError("--epochs and --batch must be at least 1, --minutes non-negative")
+    if not 0 < args.lr < 1:
+        raise AttnGANError("--lr must be between 0 and 1")
     if args.width < 8:
         raise AttnGANError("--width must be at least 8")
     check_writable_dir(args.out)
@@ -78,7 +82,7 @@ def _run_judge(args) -> int:
         raise AttnGANError(f"--image-size must be a multiple of {STRIDE} from {4 * STRIDE} to 256")
     judge = train_judge(args.data, args.out, minutes=args.minutes, max_epochs=args.epochs, seed=args.seed,
                         heldout=args.heldout, width=args.width, image_size=args.image_size, batch=args.batch,
-                        device=args.device, init=args.init)
+                        device=args.device, init=args.init, lr=args.lr)
     cfg = judge.cfg
     for kind, acc in cfg.accuracy.items():
         heads = ", ".join(f"{h} {100 * v:.1f}%" for h, v in acc.items() if h != "n")
