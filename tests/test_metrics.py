@@ -280,7 +280,8 @@ def test_every_metric_states_what_it_needs_and_the_notes_come_from_there():
     assert "DAMSM" in missing_input(REGISTRY["r_precision"], bare, **none)
     assert "captioner" in missing_input(REGISTRY["roundtrip"], bare, **none)
     everything = SimpleNamespace(is_classifier=None, fid_inception="f", inception="i", oracle="o",
-                                 captioner="c")
+                                 captioner="c", judge="j")
     given = {"has_damsm": True, "has_captions": True, "synth": True, "generated": True}
     assert all(missing_input(spec, everything, **given) is None for spec in REGISTRY.values())
     assert "SynthBirds" in missing_input(REGISTRY["roundtrip"], everything, **dict(given, synth=False))
+    assert "--judge" in missing_input(REGISTRY["composition"], bare, **dict(given, has_captions=True))

@@ -8,6 +8,7 @@ the fields of its kind:
              discriminators.safetensors (import-original --netD);
   damsm      the two encoders the generator trains against ("config", "n_words", "metrics");
   oracle     the SynthBirds oracle (networks/oracle.py; its OracleConfig fields);
+  judge      the SynthScenes judge (networks/scene_judge.py; its JudgeConfig fields);
   captioner  captioner.py's folder ("config", "n_words", "metrics").
 write_folder writes one and read_folder checks one (format, version, kind, the listed files).
 
@@ -48,7 +49,8 @@ FOLDER_FORMAT = "attngan-model"
 FOLDER_VERSION = 2
 CONFIG_FILE = "config.json"
 # What each kind of folder is called in messages.
-KIND_NAMES = {"generator": "model", "damsm": "DAMSM", "oracle": "oracle", "captioner": "captioner"}
+KIND_NAMES = {"generator": "model", "damsm": "DAMSM", "oracle": "oracle", "captioner": "captioner",
+              "judge": "scene judge"}
 
 
 # Atomic writes of tensors (bytes and JSON: attngan.fileio, which needs no torch).

@@ -1,5 +1,5 @@
-"""`attngan eval`: IS, FID (two protocols), KID, R-precision, attribute binding, per-stage
-high-frequency detail -> report.json + .md."""
+"""`attngan eval`: IS, FID (two protocols), KID, R-precision, attribute binding, scene composition,
+per-stage high-frequency detail -> report.json + .md."""
 
 from __future__ import annotations
 
@@ -65,6 +65,10 @@ def add_arguments(p) -> None:
                    help="captioner folder or bundled name (synthbirds-captioner): roundtrip")
     w.add_argument("--oracle", default=None, help="SynthBirds oracle folder (attngan train-oracle): binding, fid_oracle, and IS "
                                                   "when no other classifier is given")
+    w.add_argument("--judge", default=None,
+                   help="SynthScenes judge folder (attngan train-oracle on SynthScenes data): the scene "
+                        "metrics, fid_judge, and IS when no --is-classifier/--oracle is given "
+                        "(default on SynthScenes data: the bundled judge)")
     p.add_argument("--cache", default=None, help="folder for cached real-image features (default: DATA/cache/metrics)")
     p.add_argument("--log", default=None, help="append the results as one JSON line to this file")
     p.add_argument("--device", default="auto")
@@ -91,7 +95,7 @@ def run(args) -> int:
         metrics=metrics, num_images=args.num_images, splits=args.splits, batch=args.batch, seed=args.seed,
         device=args.device, inception=args.inception, fid_inception=args.fid_inception,
         is_classifier=args.is_classifier, eval_damsm=args.eval_damsm, oracle=args.oracle,
-        captioner=args.captioner,
+        captioner=args.captioner, judge=args.judge,
         cache_dir=args.cache, split=args.split, real_images=args.real_images,
         real_transform=args.real_transform, fid_resize=args.fid_resize,
         is_shuffle_seed=args.is_shuffle_seed, rp_protocol=args.rp_protocol,

@@ -43,6 +43,7 @@ class EvalContext:
     class_ids: np.ndarray | None = None
     class_ids_given: bool = True                               # the data set's classes (not stand-ins)
     timings: dict[str, float] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict)          # what several metrics derive once
     _real: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     def wanted(self) -> list[dict[str, str] | None]:

@@ -132,6 +132,12 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     if len(source) < o.splits:
         raise AttnGANError(f"{len(source)} images cannot be cut into {o.splits} splits; raise --num-images or lower --splits")
     synth = (root / "synth_birds.json").is_file()
+    if o.judge is None and (root / "synth_scenes.json").is_file():
+        from attngan.metrics.scenes import bundled_judge_dir
+
+        # SynthScenes data is judged by the shipped judge unless another is named.
+        if (bundled_judge_dir() / "config.json").is_file():
+            o = replace(o, judge=str(bundled_judge_dir()))
     metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, synth,
                                       generated=images_dir is None)
     if not metrics:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attngan.errors import AttnGANError
-from attngan.metrics.spec import register
+from attngan.metrics.spec import register, seen_novel_details
 
 if TYPE_CHECKING:
     from attngan.metrics.context import EvalContext
@@ -58,13 +58,21 @@ def inception_score(probs: np.ndarray, splits: int = 10, shuffle_seed: int | Non
     name="is", title="Inception Score",
     protocol="exp(E KL(p(y|x) || p(y))) in float64, mean ± std over splits with bounds k*N//splits "
              "(paper: 10 of 30,000 images); classifier: --is-classifier, else the --oracle species "
-             "head, else --fid-inception (1008-class TF graph, bias-free logits pool3 @ W)",
+             "head, else the SynthScenes judge's 60 scene classes (background x main category), else "
+             "--fid-inception (1008-class TF graph, bias-free logits pool3 @ W); on SynthScenes also "
+             "for seen and novel prompts",
     reference="openai/improved-gan inception_score/model.py (COCO); DM-GAN eval/IS/bird/"
               "inception_score_bird.py on StackGAN's CUB Inception, logit 0 dropped (CUB)",
     streams=("is_probs",), real=False, unit="", higher_is_better=True, requires=("is_classifier",),
-    prompts=True,
+    prompts=True, details=seen_novel_details,
 )
 def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
-    mean, std = inception_score(ctx.generated["is_probs"]["probs"], splits=ctx.options.splits,
-                                shuffle_seed=ctx.options.is_shuffle_seed)
-    return {"value": mean, "std": std, "classifier": ctx.descriptions.get("is_probs", "")}
+    from attngan.metrics.scenes import by_kind
+
+    probs = ctx.generated["is_probs"]["probs"]
+    mean, std = inception_score(probs, splits=ctx.options.splits, shuffle_seed=ctx.options.is_shuffle_seed)
+    out = {"value": mean, "std": std, "classifier": ctx.descriptions.get("is_probs", "")}
+    # SynthScenes prompts: the score of the seen and of the novel compositions' images apart.
+    out.update(by_kind(ctx, lambda sel: inception_score(probs[sel], splits=min(ctx.options.splits, len(sel)),
+                                                        shuffle_seed=ctx.options.is_shuffle_seed)[0]))
+    return out

@@ -25,6 +25,7 @@ class EvalOptions:
     eval_damsm: str | None = None        # a DAMSM run folder for R-precision / localisation
     oracle: str | None = None            # an oracle folder (attngan train-oracle)
     captioner: str | None = None         # a captioner folder or bundled name (attngan train-captioner)
+    judge: str | None = None             # a SynthScenes judge folder; None: the bundled one on SynthScenes data
     cache_dir: str | None = None         # real-image features; default <data>/cache/metrics
     split: str = "test"
     real_images: int | None = None       # cap on the real images behind the statistics

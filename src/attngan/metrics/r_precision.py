@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attngan.errors import AttnGANError
-from attngan.metrics.spec import register
+from attngan.metrics.spec import register, seen_novel_details
 
 if TYPE_CHECKING:
     from attngan.metrics.context import EvalContext
@@ -152,6 +152,7 @@ def r_precision_dmgan(
              "the scored set, ties miss",
     reference="DM-GAN code/trainer.py sampling() + datasets.py get_mis_caption()",
     streams=("damsm",), real=False, unit="%", higher_is_better=True, requires=("damsm", "captions"),
+    details=seen_novel_details,
 )
 def r_precision_metric(ctx: "EvalContext") -> dict[str, Any]:
     d = ctx.generated["damsm"]
@@ -165,5 +166,18 @@ def r_precision_metric(ctx: "EvalContext") -> dict[str, Any]:
         protocol = "set"
         mean, std = r_precision(d["img"], d["sent"], ctx.class_ids, n_neg=99, splits=ctx.options.splits,
                                 seed=ctx.options.seed)
-    return {"value": 100 * mean, "std": 100 * std, "encoders": ctx.descriptions.get("damsm", ""),
-            "sampling": protocol}
+    out = {"value": 100 * mean, "std": 100 * std, "encoders": ctx.descriptions.get("damsm", ""),
+           "sampling": protocol}
+    from attngan.metrics.scenes import by_kind
+
+    def subset(sel):
+        splits = max(1, min(ctx.options.splits, len(sel) // 8))
+        if protocol == "dmgan":
+            return 100 * r_precision_dmgan(d["img"][sel], d["sent"][sel], ctx.class_ids[sel], pool, pool_classes,
+                                           n_neg=99, splits=splits, seed=ctx.options.seed)[0]
+        return 100 * r_precision(d["img"][sel], d["sent"][sel], ctx.class_ids[sel], n_neg=99, splits=splits,
+                                 seed=ctx.options.seed)[0]
+
+    # SynthScenes prompts: the seen and the novel compositions apart.
+    out.update(by_kind(ctx, subset, minimum=8))
+    return out

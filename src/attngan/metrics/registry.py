@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from attngan.metrics import binding, fid, inception_score, r_precision, roundtrip, sharpness  # noqa: F401 - they register
+from attngan.metrics import (  # noqa: F401 - they register
+    binding, fid, inception_score, r_precision, roundtrip, scenes, sharpness,
+)
 from attngan.metrics.spec import (  # noqa: F401 - the registry's API
     REGISTRY,
     REQUIREMENTS,
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
 # The built-in metrics in the report's order (and that of `attngan eval --help`); metrics
 # registered elsewhere follow them, in the order they were registered.
 BUILTIN_METRICS = ("is", "fid", "fid_legacy", "kid", "r_precision", "binding", "localisation",
-                   "attention_colour", "fid_oracle", "sharpness", "roundtrip")
+                   "attention_colour", "fid_oracle", "sharpness", "roundtrip", "scene_objects", "scene_place",
+                   "scene_colour", "scene_count", "composition", "fid_judge")
 
 
 def _in_report_order() -> None:
@@ -91,6 +94,13 @@ def _is_probs(ctx: "EvalContext", pipe) -> tuple[Any, str]:
     from attngan.metrics.extractors import classifier_stream
 
     o = ctx.options
+    if not (o.is_classifier or o.oracle) and o.judge:
+        from attngan.metrics.scenes import JudgeSceneProbs
+        from attngan.networks.scene_judge import load_judge
+
+        judge = load_judge(o.judge, ctx.device)
+        return (JudgeSceneProbs(judge, ctx.device),
+                f"SynthScenes judge {Path(o.judge).name}: p(background) x the categories' shares of the object area")
     path = o.is_classifier or o.oracle or o.fid_inception
     stream, what = classifier_stream(path, ctx.device)
     return stream, f"{what}: {Path(path).name}"
@@ -104,6 +114,16 @@ def _oracle(ctx: "EvalContext", pipe) -> tuple[Any, str]:
     path = ctx.options.oracle
     oracle = load_oracle(path, ctx.device)
     return OracleStream(oracle, ctx.device), f"SynthBirds oracle {Path(path).name} (valid={oracle.cfg.valid})"
+
+
+@register_stream("judge")
+def _judge(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+    from attngan.metrics.scenes import JudgeStream
+    from attngan.networks.scene_judge import load_judge
+
+    path = ctx.options.judge
+    judge = load_judge(path, ctx.device)
+    return JudgeStream(judge, ctx.device), f"SynthScenes judge {Path(path).name} (valid={judge.cfg.valid})"
 
 
 @register_stream("colour_attention")

@@ -50,9 +50,9 @@ class StreamSpec:
 # What a metric may need, each as (is it there?, the note a skipped metric gets). `inputs` holds the
 # options and what evaluate() found: has_damsm, has_captions, generated, synth.
 REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
-    "is_classifier": (lambda o, i: bool(o.is_classifier or o.fid_inception or o.oracle),
+    "is_classifier": (lambda o, i: bool(o.is_classifier or o.fid_inception or o.oracle or o.judge),
                       "needs --is-classifier FILE|ORACLE_DIR, --fid-inception FILE (pt_inception-2015-12-05, "
-                      "improved-gan's network) or --oracle DIR (SynthBirds)"),
+                      "improved-gan's network), --oracle DIR (SynthBirds) or --judge DIR (SynthScenes)"),
     "fid_inception": (lambda o, i: bool(o.fid_inception),
                       "needs --fid-inception FILE (pytorch-fid's pt_inception-2015-12-05-6726825d.pth)"),
     "inception": (lambda o, i: bool(o.inception),
@@ -67,6 +67,9 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
                   "needs generated images (--model): it reads the generator's attention maps"),
     "synth": (lambda o, i: i["synth"],
               "needs SynthBirds data (synth_birds.json in --data, with its part masks and caption grammar)"),
+    "judge": (lambda o, i: bool(o.judge),
+              "needs a SynthScenes judge: --judge DIR (`attngan train-oracle` on SynthScenes data; the "
+              "bundled one is used when --data holds synth_scenes.json)"),
 }
 
 
@@ -111,3 +114,27 @@ def register_stream(name: str) -> Callable:
 def pct(x: float | None) -> float:
     """A share as a percentage (NaN stays NaN, None becomes NaN)."""
     return float("nan") if x is None or (isinstance(x, float) and math.isnan(x)) else 100.0 * float(x)
+
+
+def seen_novel_details(name: str, r: dict[str, Any]) -> list[str]:
+    """SynthScenes prompts: a result's values for the seen and the novel compositions (with chance
+    and the judge's side readings), as one report line; none for other data."""
+    if "seen" not in r and "novel" not in r:
+        return []
+    unit = r.get("unit", "")
+
+    def v(x: Any) -> str:
+        return "n/a" if x is None else f"{x:.2f}{unit}"
+
+    line = (f"- `{name}`: seen {v(r.get('seen'))} ({r.get('n_seen')}), novel {v(r.get('novel'))} "
+            f"({r.get('n_novel')})")
+    if r.get("chance"):
+        c = r["chance"]
+        line += f"; chance seen {v(c.get('seen'))}, novel {v(c.get('novel'))}"
+    for extra in ("objects_precision", "object_place"):
+        if extra in r:
+            e = r[extra]
+            line += f"; {extra.replace('_', ' ')} {v(e.get('all'))} (seen {v(e.get('seen'))}, novel {v(e.get('novel'))})"
+    if r.get("novel_seen_ratio") is not None:
+        line += f"; novel/seen ratio {r['novel_seen_ratio']:.3f}"
+    return [line + (" — **void**: judge below its bars" if r.get("void") else "")]
