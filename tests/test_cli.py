@@ -55,3 +55,13 @@ def test_dry_run_prints_resolved_config(capsys):
     assert rc == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["name"] == "tiny" and cfg["train"]["damsm_lambda"] == 0.0
+
+
+def test_training_help_names_every_preset(capsys):
+    from attngan.cli import main
+    from attngan.config import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in PRESETS), out

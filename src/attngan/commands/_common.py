@@ -20,8 +20,10 @@ def add_training_data_argument(p) -> None:
 
 
 def add_config_arguments(p: argparse.ArgumentParser, default: str = "bird") -> None:
+    from attngan.config import PRESETS  # dataclasses only: --help stays fast
+
     p.add_argument("--config", default=default,
-                   help=f"preset name (bird, bird-attn1, bird-dcgan, coco, tiny), our YAML, or an "
+                   help=f"preset name ({', '.join(PRESETS)}), our YAML, or an "
                         f"original AttnGAN .yml (default: {default})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set train.batch_size=8 (repeatable; "
