@@ -552,3 +552,30 @@ def test_brace_patterns_are_bounded_before_expanding():
         with pytest.raises(AttnGANError, match="names more than 100000 files"):
             expand(pattern)
     assert time.perf_counter() - t0 < 1
+
+
+def test_a_shard_member_past_the_size_bound_is_skipped_unread(tmp_path, monkeypatch):
+    # A tar's header declares each member's size; a gzip bomb or a sparse member declares far more
+    # than its file holds, and a member is read whole: past the bound it is skipped, not read.
+    import gzip
+    import io
+    import json
+    import tarfile
+
+    from attngan.data import shards
+
+    monkeypatch.setattr(shards, "MAX_MEMBER_BYTES", 1 << 20)
+    path = tmp_path / "train-000000.tar.gz"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for key, payload in (("a", b"\x89PNG small"), ("b", bytes(8 << 20))):  # b: 8 MiB of zeros
+            for ext, data in (("png", payload), ("json", json.dumps({"captions": ["a bird"]}).encode())):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(gzip.compress(raw.getvalue()))
+    assert path.stat().st_size < 100_000  # the 8 MiB member compresses to almost nothing
+    with pytest.warns(UserWarning, match=r"member 'b.png' declares 8388608 bytes.*skipped unread"):
+        samples = list(shards.read_shard(path))
+    assert [s["__key__"] for s in samples] == ["a", "b"]
+    assert "png" in samples[0] and "png" not in samples[1] and "json" in samples[1]

@@ -162,11 +162,40 @@ def shards_stamp(paths: list[Path]) -> str:
 
 # Reading samples.
 
+# A member of a sample (an image, its JSON) larger than this is skipped unread: a tar's header
+# declares sizes that its bytes need not back (a sparse member, a gzip bomb), and a member is read
+# whole into memory.
+MAX_MEMBER_BYTES = 64 * 2**20
+
+
+def _tar_members(f, path: Path, warn: bool) -> Iterator[dict[str, Any]]:
+    """{"fname", "data"} of each regular member of a tar stream, as webdataset's tar iterator gives
+    them, without any member past MAX_MEMBER_BYTES (declared or read) or stored sparse."""
+    import tarfile
+
+    stream = tarfile.open(fileobj=f, mode="r|*")
+    for info in stream:
+        if not info.isreg() or re.match(r"__[^/]*__($|/)", info.name):  # webdataset's metadata members
+            continue
+        big = info.size > MAX_MEMBER_BYTES or info.issparse()
+        data = None if big else stream.extractfile(info).read(MAX_MEMBER_BYTES + 1)
+        if big or len(data) > MAX_MEMBER_BYTES:
+            if warn:
+                from attngan.data.layout import DataWarning
+
+                what = "stored sparse" if info.issparse() else f"declares {info.size} bytes"
+                warnings.warn(f"{path.name}: member {info.name[:80]!r} {what}, more than a sample's member "
+                              f"may hold ({MAX_MEMBER_BYTES >> 20} MiB): skipped unread", DataWarning, stacklevel=3)
+            continue
+        yield {"fname": info.name, "data": data}
+        stream.members = []  # a stream's member list would grow with every sample
+
+
 def read_shard(path: Path, warn: bool = True) -> Iterator[dict[str, Any]]:
     """Raw samples ({"__key__", "__url__", "<ext>": bytes}) of one tar; a damaged tar is reported
     (with how far it was read) and ends early instead of raising."""
     _webdataset()
-    from webdataset.tariterators import group_by_keys, tar_file_iterator
+    from webdataset.tariterators import group_by_keys
 
     def reraise(exn: Exception) -> bool:
         raise exn
@@ -174,7 +203,7 @@ def read_shard(path: Path, warn: bool = True) -> Iterator[dict[str, Any]]:
     n = 0
     try:
         with open(path, "rb") as f:
-            files = ({**fs, "__url__": str(path)} for fs in tar_file_iterator(f, handler=reraise))
+            files = ({**fs, "__url__": str(path)} for fs in _tar_members(f, Path(path), warn))
             for sample in group_by_keys(files, handler=reraise):
                 n += 1
                 yield sample
