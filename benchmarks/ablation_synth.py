@@ -45,7 +45,7 @@ def main() -> None:
 
     from attngan.config import apply_overrides
     from attngan.data.synth_birds import generate_synth_birds
-    from attngan.demo import demo_config
+    from attngan.apps.demo.settings import demo_config
     from attngan.metrics import evaluate
     from attngan.training.oracle_loop import train_oracle
     from attngan.metrics.report import report_rows

@@ -189,7 +189,7 @@ def test_report_screenshot(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
     import json
 
-    from attngan.demo import _captioner, prompt_results
+    from attngan.apps.demo.prompts import captioner_folder, prompt_results
     from attngan.pipeline import resolve_model
     from attngan.report import Report, Section, write_report
 
@@ -198,7 +198,7 @@ def test_report_screenshot(tmp_path):
     for name in ("synthbirds-128", "synthbirds-tiny"):
         folder = resolve_model(name)
         card = json.loads((folder / "config.json").read_text(encoding="utf-8"))["model_card"]
-        prompts = prompt_results(folder, None, None, "cpu", 0, _captioner(None))
+        prompts = prompt_results(folder, None, None, "cpu", 0, captioner_folder(None))
         sections.append(Section(name.replace("-", "_"), f"The shipped model: {name}", "", prompts,
                                 card.get("metrics") or [], [], {}))
     path = write_report(Report("AttnGAN demo on SynthBirds", "The two bundled models, as the demo report shows "

@@ -139,6 +139,12 @@ def stage_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
     for r in m.get("per_stage") or []:
         stage = "top" if r.get("stage") is None else f"stage {r['stage'] + 1}"
         base, noise = r.get("upsampled_prev_detail"), r.get("matched_noise_detail")
+        if "detail" not in r:  # an older card's row: the top-octave energy ratio, which noise passes
+            rows.append({"metric": f"  {stage} ({r['size']} px) energy ratio", "value": f"{r['ratio']:.3f}",
+                         "protocol": "top-octave energy vs real images (an older measure: noise of the "
+                                     "same energy scores as high; not evidence of detail)",
+                         "images": m.get("n", "")})
+            continue
         rows.append({"metric": f"  {stage} ({r['size']} px) detail", "value": f"{r['detail']:.3f}",
                      "protocol": "structure-following top-octave energy vs real images at this size"
                                  + ("" if base is None else f"; previous stage upsampled: {base:.3f}, "
