@@ -154,3 +154,20 @@ def _json_kind(obj: Any) -> str:
     if isinstance(obj, bool):
         return "a boolean"
     return {list: "an array", str: "a string", int: "a number", float: "a number"}.get(type(obj), type(obj).__name__)
+
+
+def meta_names(meta: dict[str, Any], key: str, where: str | os.PathLike, unique: bool = True) -> list[str]:
+    """`meta[key]` checked to be a non-empty list of (distinct) names; one line naming the key if not."""
+    v = meta.get(key)
+    if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
+            and (not unique or len(set(v)) == len(v))):
+        raise AttnGANError(f"{where}: \"{key}\" must be a non-empty list of distinct names")
+    return v
+
+
+def meta_int(meta: dict[str, Any], key: str, default: int, low: int, high: int, where: str | os.PathLike) -> int:
+    """`meta[key]` (or `default`) checked to be an integer from `low` to `high`; one line if not."""
+    v = meta.get(key, default)
+    if type(v) is not int or not low <= v <= high:  # noqa: E721 - bool is not a size
+        raise AttnGANError(f"{where}: \"{key}\" must be an integer from {low} to {high}, got {v!r}"[:200])
+    return v

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attngan.errors import AttnGANError
+from attngan.fileio import meta_int, meta_names
 
 
 @dataclass
@@ -90,18 +91,11 @@ class AttributeOracle(nn.Module):
 
 def oracle_config(meta: dict[str, Any], path: Path) -> OracleConfig:
     """The OracleConfig of a config.json, every field checked (one-line errors naming the key)."""
-    def words(key: str, unique: bool = True) -> list[str]:
-        v = meta.get(key)
-        if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
-                and (not unique or len(set(v)) == len(v))):
-            raise AttnGANError(f"{path}: \"{key}\" must be a non-empty list of distinct names")
-        return v
+    def words(key: str) -> list[str]:
+        return meta_names(meta, key, path)
 
     def count(key: str, default: int, low: int, high: int) -> int:
-        v = meta.get(key, default)
-        if type(v) is not int or not low <= v <= high:  # noqa: E721 - bool is not a size
-            raise AttnGANError(f"{path}: \"{key}\" must be an integer from {low} to {high}, got {v!r}"[:200])
-        return v
+        return meta_int(meta, key, default, low, high, path)
 
     ids = meta.get("class_ids")
     if not (isinstance(ids, list) and ids and all(type(i) is int and i >= 0 for i in ids)):  # noqa: E721

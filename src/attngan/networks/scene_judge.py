@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attngan.errors import AttnGANError
+from attngan.fileio import meta_int, meta_names
 from attngan.io import CONFIG_FILE, load_safetensors, load_state, read_folder, state_dict_for_save, write_folder
 
 JUDGE_KIND = "judge"
@@ -165,16 +166,10 @@ def save_judge(judge: SceneJudge, out_dir: str | Path, half: bool = True) -> Pat
 def _judge_config(meta: dict[str, Any], path: Path) -> JudgeConfig:
     """The JudgeConfig of a config.json, every field checked (one-line errors naming the key)."""
     def words(key: str) -> list[str]:
-        v = meta.get(key)
-        if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v)):
-            raise AttnGANError(f"{path}: \"{key}\" must be a non-empty list of distinct names")
-        return v
+        return meta_names(meta, key, path)
 
     def count(key: str, default: int, low: int, high: int) -> int:
-        v = meta.get(key, default)
-        if type(v) is not int or not low <= v <= high:  # noqa: E721 - bool is not a size
-            raise AttnGANError(f"{path}: \"{key}\" must be an integer from {low} to {high}, got {v!r}"[:200])
-        return v
+        return meta_int(meta, key, default, low, high, path)
 
     for key in ("accuracy", "info"):
         if not isinstance(meta.get(key, {}), dict):
