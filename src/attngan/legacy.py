@@ -21,17 +21,19 @@ import hashlib
 import os
 import pickle
 import shutil
+import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
 from attngan.config import Config, apply_overrides, preset
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write, tmp_dir_beside
+from attngan.fileio import atomic_write, atomic_write_bytes, tmp_dir_beside
 # The original's yml keys live in legacy_yml (load_config reads original ymls, and must not reach
 # the checkpoint code here); listed in __all__.
 from attngan.legacy_yml import (DAMSM_YML_MAP, GAN_YML_MAP, IGNORED_KEYS, ORIGINAL_DEFAULTS,
                                 merge_original_yml, original_yml_overrides)
+from attngan.text import load_captions_pickle
 
 
 def config_from_original_yml(raw: dict[str, Any]) -> Config:
@@ -332,7 +334,6 @@ def import_original(preset_name: str, net_g: str | os.PathLike, text_encoder: st
 
     from attngan.networks import (build_discriminators, build_generator, build_image_encoder,
                                   build_text_encoder)
-    from attngan.text import load_captions_pickle
     from attngan.io import replace_dir, save_model_folder
 
     cfg = imported_config(preset_name)
@@ -397,8 +398,6 @@ def import_original(preset_name: str, net_g: str | os.PathLike, text_encoder: st
 def save_captions_pickle(path: str | os.PathLike, vocab, train: list[list[int]] | None = None,
                          test: list[list[int]] | None = None) -> None:
     """[train_captions, test_captions, ixtoword, wordtoix] with pickle protocol 2 (Python 2 reads it)."""
-    from attngan.fileio import atomic_write_bytes
-
     ixtoword = {i: w for i, w in enumerate(vocab.id_to_word)}
     wordtoix = {w: i for i, w in enumerate(vocab.id_to_word)}
     data = pickle.dumps([list(train or []), list(test or []), ixtoword, wordtoix], protocol=2)
@@ -423,8 +422,6 @@ def _legacy_torch_save(obj: Any, path: Path) -> None:
     """The pre-1.6 (non-zip) format with tensors encoded as PyTorch 0.3 wrote them and pickle
     protocol 2, so Python 2 / PyTorch 0.3 tooling can read it (and weights_only loads it);
     written atomically."""
-    import types
-
     import torch
 
     module = types.ModuleType("attngan_pickle_torch03")
@@ -448,8 +445,6 @@ def export_original(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     """
     import yaml
 
-    from attngan.text import load_captions_pickle
-    from attngan.fileio import atomic_write_bytes
     from attngan.io import load, read
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)

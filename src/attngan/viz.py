@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from attngan.fileio import atomic_write_bytes
+
 
 def to_pil(img: torch.Tensor) -> Image.Image:
     """3 x H x W in [-1, 1] -> RGB PIL image (clamped: the original wrapped around instead)."""
@@ -24,8 +26,6 @@ def png_bytes(im: Image.Image) -> bytes:
 
 
 def save_png(im: Image.Image, path: str | Path) -> Path:
-    from attngan.fileio import atomic_write_bytes
-
     atomic_write_bytes(path, png_bytes(im))
     return Path(path)
 

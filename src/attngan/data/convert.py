@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from attngan.data.records import Record, split_records
+from attngan.data.staging import check_target
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes
 
@@ -104,8 +105,6 @@ def rendered_as(fmt: str, out: str | os.PathLike, render, *, native: str, source
     """A generated data set in `fmt`: `native` renders it straight into `out` (`render(out,
     overwrite)`); "imagefolder" and "webdataset" render it natively into a temporary folder beside
     `out`, read it through its data source and convert it with the writers of make-shards."""
-    from attngan.data.staging import check_target
-
     if fmt != native and fmt not in CONVERTED:
         raise AttnGANError(f"unknown format '{fmt}'; choose one of {', '.join((native, *CONVERTED))}")
     out = Path(os.path.abspath(Path(out).expanduser()))

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from attngan.data.records import find_source
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes
 from attngan.text import (VOCAB_REPORT, Vocabulary, _stamped_vocab, build_vocab_from_lines,
@@ -27,7 +28,6 @@ def load_vocab(root: str | os.PathLike, min_count: int | None = None) -> Vocabul
     when the metadata or `min_count` changes.
     """
     from attngan.data.layout import release_caption_lines
-    from attngan.data.records import find_source
 
     root = Path(root)
     source = find_source(root)

@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 from attngan.metrics import (  # noqa: F401 - they register
     binding, fid, inception_score, r_precision, roundtrip, scenes, sharpness,
 )
+from attngan.metrics.binding import ColourAttentionStream
+from attngan.metrics.roundtrip import CaptionerStream
+from attngan.metrics.scenes import JudgeSceneProbs, JudgeStream
+from attngan.metrics.sharpness import SharpnessStream
 from attngan.metrics.spec import (  # noqa: F401 - the registry's API
     REGISTRY,
     REQUIREMENTS,
@@ -65,8 +69,6 @@ def default_metrics(given: Iterable[str] | None = None) -> tuple[str, ...]:
 
 @register_stream("sharpness")
 def _sharpness(ctx: "EvalContext", pipe) -> tuple[Any, str]:
-    from attngan.metrics.sharpness import SharpnessStream
-
     return SharpnessStream(ctx.device), ("luminance DCT-II top-octave energy share and its part that follows "
                                          "the octave below, every stage")
 
@@ -95,7 +97,6 @@ def _is_probs(ctx: "EvalContext", pipe) -> tuple[Any, str]:
 
     o = ctx.options
     if not (o.is_classifier or o.oracle) and o.judge:
-        from attngan.metrics.scenes import JudgeSceneProbs
         from attngan.networks.scene_judge import load_judge
 
         judge = load_judge(o.judge, ctx.device)
@@ -118,7 +119,6 @@ def _oracle(ctx: "EvalContext", pipe) -> tuple[Any, str]:
 
 @register_stream("judge")
 def _judge(ctx: "EvalContext", pipe) -> tuple[Any, str]:
-    from attngan.metrics.scenes import JudgeStream
     from attngan.networks.scene_judge import load_judge
 
     path = ctx.options.judge
@@ -128,15 +128,12 @@ def _judge(ctx: "EvalContext", pipe) -> tuple[Any, str]:
 
 @register_stream("colour_attention")
 def _colour_attention(ctx: "EvalContext", pipe) -> tuple[Any, str]:
-    from attngan.metrics.binding import ColourAttentionStream
-
     return ColourAttentionStream(), "the generator's word attention maps, SynthBirds palette colours"
 
 
 @register_stream("captioner")
 def _captioner(ctx: "EvalContext", pipe) -> tuple[Any, str]:
     from attngan.captioner import Captioner
-    from attngan.metrics.roundtrip import CaptionerStream
 
     name = ctx.options.captioner
     captioner = Captioner.from_pretrained(name, device=str(ctx.device))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from attngan.data.layout import raw_caption_lines
 from attngan.errors import AttnGANError
@@ -192,7 +193,6 @@ class FolderImages:
         # True when captions.json gives the data set's class ids (not stand-ins made from the text).
         self.class_ids_given = False
         self.captions, self.class_ids = self._read_captions()
-        from PIL import Image
 
         with Image.open(self.files[0]) as im:
             if im.width != im.height:
@@ -237,8 +237,6 @@ class FolderImages:
         return len(self.files)
 
     def __iter__(self) -> Iterator[ScoredBatch]:
-        from PIL import Image
-
         s = self.image_size
         for b in range(0, len(self.files), self.batch):
             arrs = []

@@ -14,7 +14,9 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torchvision.models import inception_v3
 
 from attngan.errors import AttnGANError
 
@@ -136,8 +138,6 @@ class TextEncoder(nn.Module):
         within its own length, then is reversed back. Equal to the packed path (tested, with
         gradients); the extra steps over padding are masked out.
         """
-        from torch.func import functional_call
-
         t_max = int(lengths.max())
         emb = emb[:, :t_max]
         steps = torch.arange(t_max)
@@ -177,7 +177,6 @@ _INCEPTION_TRUNK = (
 class InceptionTrunk(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        from torchvision.models import inception_v3
 
         # init_weights=False: torch's default init is fast; real weights are loaded afterwards.
         net = inception_v3(weights=None, aux_logits=False, init_weights=False)
