@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from attngan.config import CaptionerConfig
 from attngan.data.synth_captions import _PART_PHRASES
 from attngan.errors import AttnGANError
 from attngan.io import CAPTIONER_FILE, bundled_names, load, resolve, state_dict_for_save, write_folder
@@ -53,7 +54,7 @@ def resolve_captioner(name: str | Path | None) -> Path:
     return resolve(name, "captioner")
 
 
-def save_captioner_folder(folder: str | Path, cfg, vocab: Vocabulary, model: torch.nn.Module,
+def save_captioner_folder(folder: str | Path, cfg: CaptionerConfig, vocab: Vocabulary, model: torch.nn.Module,
                           metrics: dict[str, Any] | None = None, half: bool = False,
                           extra: dict[str, Any] | None = None) -> Path:
     """config.json + vocab.json + captioner.safetensors, written beside `folder` and renamed over it.
@@ -328,7 +329,7 @@ def constrained_beam_decode(model, images: torch.Tensor, max_len: int, beam_size
 class Captioner:
     """A loaded captioner: `captioner(images)` -> one sentence per image."""
 
-    def __init__(self, cfg, vocab: Vocabulary, model: torch.nn.Module, device: str | torch.device = "cpu",
+    def __init__(self, cfg: CaptionerConfig, vocab: Vocabulary, model: torch.nn.Module, device: str | torch.device = "cpu",
                  meta: dict[str, Any] | None = None):
         self.config, self.vocab, self.meta = cfg, vocab, meta or {}
         self.device = torch.device(device)

@@ -33,7 +33,7 @@ from attngan.fileio import atomic_write, atomic_write_bytes, tmp_dir_beside
 # the checkpoint code here); listed in __all__.
 from attngan.legacy_yml import (DAMSM_YML_MAP, GAN_YML_MAP, IGNORED_KEYS, ORIGINAL_DEFAULTS,
                                 merge_original_yml, original_yml_overrides)
-from attngan.text import load_captions_pickle
+from attngan.text import Vocabulary, load_captions_pickle
 
 
 def config_from_original_yml(raw: dict[str, Any]) -> Config:
@@ -395,7 +395,7 @@ def import_original(preset_name: str, net_g: str | os.PathLike, text_encoder: st
 
 # --- Export ------------------------------------------------------------------------------------
 
-def save_captions_pickle(path: str | os.PathLike, vocab, train: list[list[int]] | None = None,
+def save_captions_pickle(path: str | os.PathLike, vocab: Vocabulary, train: list[list[int]] | None = None,
                          test: list[list[int]] | None = None) -> None:
     """[train_captions, test_captions, ixtoword, wordtoix] with pickle protocol 2 (Python 2 reads it)."""
     ixtoword = {i: w for i, w in enumerate(vocab.id_to_word)}

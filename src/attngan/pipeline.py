@@ -17,7 +17,7 @@ from attngan.errors import AttnGANError, check_seed
 from attngan.io import (BUNDLED_MODELS, Loaded, bundled_model_dir,  # noqa: F401 - part of this API
                         bundled_model_names, load, resolve_model)
 from attngan.perf import fuse_generator, resolve_device
-from attngan.text import tokenize
+from attngan.text import Vocabulary, tokenize
 from attngan.viz import to_pil
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class EncodedCaption:
 
 
 class AttnGANPipeline:
-    def __init__(self, config: Config, vocab, text_encoder: torch.nn.Module,
+    def __init__(self, config: Config, vocab: Vocabulary, text_encoder: torch.nn.Module,
                  generator: torch.nn.Module, image_encoder: torch.nn.Module | None = None,
                  device: str | torch.device = "cpu", source: Loaded | None = None):
         self.config = config

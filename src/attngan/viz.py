@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from attngan.fileio import atomic_write_bytes
+from attngan.text import Vocabulary
 
 
 def to_pil(img: torch.Tensor) -> Image.Image:
@@ -174,7 +175,7 @@ def attention_grid(images: torch.Tensor, attention: list[torch.Tensor], tokens: 
 
 
 @torch.no_grad()
-def save_samples(G_ema, text_encoder, fixed, vocab, path: Path) -> None:
+def save_samples(G_ema, text_encoder, fixed, vocab: Vocabulary, path: Path) -> None:
     """One row per caption: every stage, then the last stage's per-word attention."""
     dev = next(G_ema.parameters()).device
     captions, cap_lens = fixed["captions"], fixed["cap_lens"]

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from attngan.config import DataConfig
 from attngan.data.cache import IMAGE_ERRORS, resolve_cache_dir, stored_size
 from attngan.data.items import multi_scale_crops, pad_caption
 from attngan.data.layout import DataWarning, check_split, load_cropped, preview_list
@@ -324,7 +325,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
     """Streamed training items from shards, the same items as TextImageDataset makes from the
     same images and captions (crops, flips, caption choice and padding are shared code)."""
 
-    def __init__(self, data: Any, split: str, cfg, vocab, image_sizes: list[int] | None = None,
+    def __init__(self, data: Any, split: str, cfg: DataConfig, vocab: Vocabulary, image_sizes: list[int] | None = None,
                  train: bool = True, *, seed: int = 0):
         self.data = str(data)
         self.split = check_split(split)
@@ -699,7 +700,7 @@ class ShardSource(DataSource):
     def records(self, root: Path, split: str) -> list[Record]:
         return split_records(self.folder(root, split), split)
 
-    def train_stream(self, root: Path, cfg, vocab, image_sizes: list[int] | None) -> "ShardDataset":
+    def train_stream(self, root: Path, cfg: DataConfig, vocab: Vocabulary, image_sizes: list[int] | None) -> "ShardDataset":
         return ShardDataset(root, "train", cfg, vocab, image_sizes, train=True)
 
     def caption_lines(self, root: Path, split: str) -> list[list[str]]:

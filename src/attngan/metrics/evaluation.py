@@ -204,7 +204,7 @@ def _with_values(options: EvalOptions, values: dict[str, Any]) -> EvalOptions:
     return replace(options, **{k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
 
 
-def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe) -> None:
+def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe: AttnGANPipeline | None) -> None:
     """The streams the metrics read or use, each built once, in the order of `STREAMS`."""
     needed = {s for m in metrics for s in (*m.streams, *m.uses)}
     missing = sorted(needed - set(STREAMS))

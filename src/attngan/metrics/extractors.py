@@ -28,7 +28,7 @@ from attngan.metrics.inception_fid import (is_fid_inception_file, load_fid_incep
                                            load_torchvision_inception, read_state_dict, tf1_input,
                                            weights_digest)
 from attngan.metrics.oracle import load_oracle
-from attngan.text import tokenize
+from attngan.text import Vocabulary, tokenize
 
 
 def quantize(images: Tensor) -> Tensor:
@@ -248,7 +248,7 @@ class DamsmStream:
     needs_captions = True
     reads_batch = True
 
-    def __init__(self, text_encoder, image_encoder, vocab, words_num: int, device: torch.device, digest: str,
+    def __init__(self, text_encoder, image_encoder, vocab: Vocabulary, words_num: int, device: torch.device, digest: str,
                  protocol: str = "dmgan", own: bool = False, gamma1: float = 4.0):
         self.text_encoder = text_encoder.to(device).eval()
         self.image_encoder = image_encoder.to(device).eval()

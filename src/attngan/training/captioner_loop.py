@@ -37,7 +37,7 @@ from attngan.io import load_damsm
 from attngan.metrics.captioning import attribute_recall, caption_scores
 from attngan.networks.captioner import build_captioner
 from attngan.perf import resolve_device
-from attngan.text import tokenize
+from attngan.text import Vocabulary, tokenize
 from attngan.training.checkpoint import rng_state, set_rng_state
 from attngan.training.runstate import RunState
 
@@ -53,7 +53,7 @@ class CaptionedImages(torch.utils.data.Dataset):
     """Images of a split (TextImageDataset: crops, flips, the image cache) with every caption of
     each image as captioner token ids; an item carries one caption, drawn at random when training."""
 
-    def __init__(self, root: Path, split: str, cfg: CaptionerConfig, vocab, train: bool):
+    def __init__(self, root: Path, split: str, cfg: CaptionerConfig, vocab: Vocabulary, train: bool):
         self.train = train
         data_cfg = replace(cfg.data, words_num=1024)  # the image side does not look at captions
         self.images = TextImageDataset(root, split, data_cfg, load_vocab(root), image_sizes=[cfg.image_size],
@@ -165,7 +165,7 @@ def caption_loss(model, batch: dict[str, Any], attention_reg: float, device) -> 
 # Evaluation.
 
 @torch.no_grad()
-def evaluate_captioner(model, ds: CaptionedImages, vocab, cfg: CaptionerConfig, device,
+def evaluate_captioner(model, ds: CaptionedImages, vocab: Vocabulary, cfg: CaptionerConfig, device,
                        max_images: int, synth: bool, batch_size: int = 64) -> dict[str, Any]:
     """Greedy captions (repeats blocked, as the captioner decodes) of the first `max_images` test
     images: BLEU-4 and CIDEr-D against all their captions; on SynthBirds, attribute recall with
@@ -220,7 +220,7 @@ def train_captioner(cfg: CaptionerConfig, data_dir: str | Path, out_dir: str | P
                              max_epochs=max_epochs, minutes=minutes, max_steps=max_steps, data_dir=data_dir)
 
 
-def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab, train_ds: CaptionedImages,
+def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab: Vocabulary, train_ds: CaptionedImages,
                   test_ds: CaptionedImages, out_dir: Path, dev: torch.device, *, progress: bool = True,
                   max_epochs: int | None = None, minutes: float = 0.0,
                   max_steps: int | None = None, data_dir: str | Path | None = None) -> dict[str, Any]:

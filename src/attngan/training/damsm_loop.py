@@ -29,6 +29,7 @@ from attngan.losses import sent_loss, words_loss
 from attngan.metrics.r_precision import r_precision
 from attngan.networks import build_image_encoder, build_text_encoder
 from attngan.perf import resolve_device
+from attngan.text import Vocabulary
 from attngan.training import distributed as dist
 from attngan.training.checkpoint import rng_state, set_rng_state
 from attngan.training.runstate import RunState
@@ -145,7 +146,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
                              progress=progress, eval_items=eval_items, data_dir=data_dir)
 
 
-def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: torch.nn.Module, vocab,
+def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: torch.nn.Module, vocab: Vocabulary,
                   train_ds, test_ds, out_dir: Path, dev: torch.device, *, minutes: float = 0.0,
                   epochs: int, progress: bool = True, eval_items: int = 1000,
                   data_dir: str | Path | None = None) -> dict[str, Any]:
@@ -291,7 +292,7 @@ def validate(cfg: Config, text_encoder, image_encoder, loader, device, max_items
 
 
 @torch.no_grad()
-def save_attention_preview(cfg: Config, text_encoder, image_encoder, batch, vocab, device, path: Path) -> None:
+def save_attention_preview(cfg: Config, text_encoder, image_encoder, batch, vocab: Vocabulary, device, path: Path) -> None:
     """Word-region attention maps of a fixed test batch, one overlay per word (paper Fig. 5 style)."""
     text_encoder.eval()
     image_encoder.eval()
