@@ -13,7 +13,9 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from attngan.data.records import Record, split_records
+from attngan.data.shards import write_shards
 from attngan.data.staging import check_target
+from attngan.data.synth_birds import generate_synth_birds
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes
 
@@ -71,8 +73,6 @@ def write_imagefolder(records_by_split: dict[str, list[Record]], out: str | os.P
 
 def _write_shards(records: dict[str, list[Record]], out: Path, source: str, per_shard: int,
                   progress: bool) -> None:
-    from attngan.data.shards import write_shards
-
     if out.is_dir():
         shutil.rmtree(out)
     write_shards(records, out, per_shard=per_shard, source=source, progress=progress)
@@ -91,8 +91,6 @@ def synth_birds_as(fmt: str, out: str | os.PathLike, *, images: int, classes: in
                    per_shard: int = 1000) -> Path:
     """SynthBirds as an image folder (metadata.jsonl) or as WebDataset shards: rendered in CUB's
     layout in a temporary folder, then converted (same images, captions, classes and boxes)."""
-    from attngan.data.synth_birds import generate_synth_birds
-
     render = lambda folder, replace: generate_synth_birds(  # noqa: E731
         folder, images=images, classes=classes, size=size, seed=seed, workers=workers,
         overwrite=replace, progress=progress)

@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from tqdm import tqdm
+
 from attngan.errors import AttnGANError
 from attngan.rundir import pid_alive
 
@@ -54,8 +56,6 @@ def render_in_order(job: Callable[[int], Any], count: int, workers: int, init: C
                     init_args: tuple, desc: str, progress: bool, chunksize: int = 4) -> list:
     """[job(0), ..., job(count - 1)] after init(*init_args), in this process or in `workers`
     forked ones. Each job seeds itself from its index, so the results do not depend on `workers`."""
-    from tqdm import tqdm
-
     out: list = []
     bar = tqdm(total=count, desc=desc, unit="img", disable=not progress)
     try:
