@@ -44,6 +44,9 @@ from typing import Any, Iterator
 
 from attngan.errors import AttnGANError
 
+# torch (and the networks) are imported inside the functions: the CLI imports this module to set
+# the allocator up before torch is loaded (see above).
+
 OPT_OUT_VAR = "ATTNGAN_ALLOCATOR"            # "default": leave the allocator alone
 APPLIED_VAR = "ATTNGAN_ALLOCATOR_APPLIED"    # what configure_allocator_env() did, for children too
 

@@ -479,6 +479,7 @@ def write_report(r: Report, out_dir: str | Path) -> Path:
 
 def line_plot(series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str) -> bytes:
     """PNG of several (x, y) curves (matplotlib, headless)."""
+    # Imported here: matplotlib is slow to load and only the plots need it.
     import matplotlib
 
     matplotlib.use("Agg")

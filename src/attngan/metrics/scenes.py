@@ -33,6 +33,8 @@ from attngan.errors import AttnGANError
 from attngan.metrics.fid import feature_stats, fid_from_stats, frechet
 from attngan.metrics.spec import register, seen_novel_details
 
+# torch, and the data modules that bring PIL, are imported inside the functions: the metric
+# registry imports this module, and reading it (`attngan eval --help`) must not load them.
 if TYPE_CHECKING:
     import torch
 
