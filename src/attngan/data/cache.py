@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -139,6 +138,9 @@ def _identity(x):
 def write_cache(images: ImageList, cache_dir: Path, split: str, stored: int, fp: str,
                 workers: int = 0) -> ImageCache:
     """Decode every image once (in `workers` processes) and write the cache atomically."""
+    # torch only here: the data modules that import this one (rendering, conversion) run without it.
+    import torch
+
     token = fp[:12]
     data_name = f"{split}_{stored}.{token}.u8"
     index_name = f"{split}_{stored}.{token}.index.npy"

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from attngan.data.records import Record, split_records
-from attngan.data.shards import write_shards
 from attngan.data.staging import check_target
 from attngan.data.synth_birds import generate_synth_birds
 from attngan.errors import AttnGANError
@@ -73,6 +72,9 @@ def write_imagefolder(records_by_split: dict[str, list[Record]], out: str | os.P
 
 def _write_shards(records: dict[str, list[Record]], out: Path, source: str, per_shard: int,
                   progress: bool) -> None:
+    # Imported here: shards bring torch, which the other conversions and the renderers never load.
+    from attngan.data.shards import write_shards
+
     if out.is_dir():
         shutil.rmtree(out)
     write_shards(records, out, per_shard=per_shard, source=source, progress=progress)

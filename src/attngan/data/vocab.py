@@ -10,7 +10,6 @@ from pathlib import Path
 
 from attngan.data.layout import release_caption_lines
 from attngan.data.records import find_source
-from attngan.data.shards import shard_folder
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes
 from attngan.text import (VOCAB_REPORT, Vocabulary, _stamped_vocab, build_vocab_from_lines,
@@ -82,6 +81,8 @@ def new_data_vocabulary(root: Path, lines: list[str], min_count: int, stamp: str
 
 def copy_vocab_report(data: str | os.PathLike, out_dir: str | os.PathLike) -> None:
     """Keep the data's vocab_report.json (words left out of the vocabulary) with a training run."""
+    from attngan.data.shards import shard_folder  # here: shards bring torch, a vocabulary needs none
+
     folder = shard_folder(data)  # a folder itself, or the folder of a shard pattern
     report = folder / VOCAB_REPORT
     if report.is_file():
