@@ -17,9 +17,6 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-from yaml.events import AliasEvent
-
 from attngan.errors import AttnGANError, check_seed
 
 
@@ -247,6 +244,8 @@ def pick(presets: dict[str, Callable[[], Any]], name: Any, what: str = "preset")
 
 def read_file(path: Path) -> dict[str, Any]:
     """The mapping at the top of a YAML (or JSON) config file; an empty file is {}."""
+    import yaml
+
     try:
         raw = yaml_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -272,6 +271,8 @@ def _yaml_loader():
     global _YAML_LOADER
     if _YAML_LOADER is not None:
         return _YAML_LOADER
+    import yaml
+    from yaml.events import AliasEvent
 
     class Loader(yaml.SafeLoader):
         def compose_document(self):
@@ -314,6 +315,8 @@ def yaml_load(text: str) -> Any:
     """yaml.safe_load, except that only true/false are booleans (YAML 1.1 also reads on/off/yes/no
     as booleans, which turned `amp: off`, a documented value, into False and a type error), 1e-3 is
     a number, and aliases, deep nesting and huge documents are refused (yaml.YAMLError)."""
+    import yaml
+
     if len(text) > YAML_MAX_BYTES:
         raise yaml.YAMLError(f"a config is at most {YAML_MAX_BYTES} characters, got {len(text)}")
     return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass

@@ -15,8 +15,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from tqdm import tqdm
-
 from attngan.errors import AttnGANError
 from attngan.rundir import pid_alive
 
@@ -56,6 +54,8 @@ def render_in_order(job: Callable[[int], Any], count: int, workers: int, init: C
                     init_args: tuple, desc: str, progress: bool, chunksize: int = 4) -> list:
     """[job(0), ..., job(count - 1)] after init(*init_args), in this process or in `workers`
     forked ones. Each job seeds itself from its index, so the results do not depend on `workers`."""
+    from tqdm import tqdm  # here: the demo's settings (read by `attngan --help`) import this module
+
     out: list = []
     bar = tqdm(total=count, desc=desc, unit="img", disable=not progress)
     try:
