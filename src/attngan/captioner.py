@@ -8,12 +8,16 @@ Used by `attngan caption`, the round-trip metric of `attngan eval`, the demo rep
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
+from attngan.config import CaptionerConfig
+from attngan.data.synth_captions import _PART_PHRASES
 from attngan.errors import AttnGANError
 from attngan.io import CAPTIONER_FILE, bundled_names, load, resolve, state_dict_for_save, write_folder
 from attngan.perf import resolve_device
@@ -50,7 +54,7 @@ def resolve_captioner(name: str | Path | None) -> Path:
     return resolve(name, "captioner")
 
 
-def save_captioner_folder(folder: str | Path, cfg, vocab: Vocabulary, model: torch.nn.Module,
+def save_captioner_folder(folder: str | Path, cfg: CaptionerConfig, vocab: Vocabulary, model: torch.nn.Module,
                           metrics: dict[str, Any] | None = None, half: bool = False,
                           extra: dict[str, Any] | None = None) -> Path:
     """config.json + vocab.json + captioner.safetensors, written beside `folder` and renamed over it.
@@ -71,8 +75,6 @@ def load_captioner_folder(folder: str | Path, device: str | torch.device = "cpu"
 def _part_phrases() -> list[tuple[tuple[str, ...], str]]:
     """The caption grammar's names of a bird's parts as word tuples, longest first, with the part
     each names ("top of its head" -> crown, "wings" -> wing)."""
-    from attngan.data.synth_captions import _PART_PHRASES
-
     phrases = [(tuple(p.split()), part) for part, names in _PART_PHRASES.items() for p in names]
     return sorted(phrases, key=lambda x: -len(x[0]))
 
@@ -327,7 +329,7 @@ def constrained_beam_decode(model, images: torch.Tensor, max_len: int, beam_size
 class Captioner:
     """A loaded captioner: `captioner(images)` -> one sentence per image."""
 
-    def __init__(self, cfg, vocab: Vocabulary, model: torch.nn.Module, device: str | torch.device = "cpu",
+    def __init__(self, cfg: CaptionerConfig, vocab: Vocabulary, model: torch.nn.Module, device: str | torch.device = "cpu",
                  meta: dict[str, Any] | None = None):
         self.config, self.vocab, self.meta = cfg, vocab, meta or {}
         self.device = torch.device(device)
@@ -344,8 +346,6 @@ class Captioner:
     @property
     def digest(self) -> str:
         """Identity of the weights (for caches of captions of real images)."""
-        import hashlib
-
         h = hashlib.sha256()
         for k, v in sorted(self.model.state_dict().items()):
             h.update(k.encode())
@@ -399,8 +399,6 @@ class Captioner:
 
 def image_tensor(image, size: int) -> torch.Tensor:
     """A PIL image or an image file -> 3 x size x size in [-1, 1]: centre square crop, resized."""
-    from PIL import Image
-
     if isinstance(image, (str, Path)):
         path = Path(image)
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -270,8 +271,6 @@ def _yaml_loader():
     global _YAML_LOADER
     if _YAML_LOADER is not None:
         return _YAML_LOADER
-    import re
-
     import yaml
     from yaml.events import AliasEvent
 

@@ -151,7 +151,7 @@ def load_state(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) 
 # Saved-model folders: one writer, one reader.
 
 def write_folder(folder: str | Path, kind: str, fields: dict[str, Any],
-                 weights: dict[str, dict[str, torch.Tensor]], vocab=None) -> Path:
+                 weights: dict[str, dict[str, torch.Tensor]], vocab: Vocabulary | None = None) -> Path:
     """A saved-model folder of `kind`: vocab.json (when `vocab` is given), one safetensors file per
     entry of `weights` (file name -> tensors) and config.json (`fields` with the format, version,
     kind and the list of those files), written into a temporary folder beside `folder` and renamed
@@ -221,7 +221,7 @@ def config_from_meta(meta: dict[str, Any], path: Path, config_type: type = Confi
 
 # Saving each kind.
 
-def save_model_folder(out_dir: str | Path, cfg: Config, vocab, generator: torch.nn.Module,
+def save_model_folder(out_dir: str | Path, cfg: Config, vocab: Vocabulary, generator: torch.nn.Module,
                       text_encoder: torch.nn.Module, image_encoder: torch.nn.Module,
                       half: bool = False, extra: dict[str, Any] | None = None,
                       discriminators: torch.nn.Module | None = None) -> Path:
@@ -236,7 +236,7 @@ def save_model_folder(out_dir: str | Path, cfg: Config, vocab, generator: torch.
     return write_folder(out_dir, "generator", fields, weights, vocab)
 
 
-def save_damsm_folder(folder: Path, cfg: Config, vocab, text_encoder, image_encoder,
+def save_damsm_folder(folder: Path, cfg: Config, vocab: Vocabulary, text_encoder, image_encoder,
                       metrics: dict[str, Any] | None = None) -> Path:
     weights = {TEXT_ENCODER_FILE: state_dict_for_save(text_encoder),
                IMAGE_ENCODER_FILE: state_dict_for_save(image_encoder)}

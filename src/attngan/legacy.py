@@ -21,17 +21,26 @@ import hashlib
 import os
 import pickle
 import shutil
+import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
+import yaml
+
 from attngan.config import Config, apply_overrides, preset
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write, tmp_dir_beside
+from attngan.fileio import atomic_write, atomic_write_bytes, tmp_dir_beside
+from attngan.io import check_tensor, load, read, replace_dir, save_model_folder
 # The original's yml keys live in legacy_yml (load_config reads original ymls, and must not reach
 # the checkpoint code here); listed in __all__.
 from attngan.legacy_yml import (DAMSM_YML_MAP, GAN_YML_MAP, IGNORED_KEYS, ORIGINAL_DEFAULTS,
                                 merge_original_yml, original_yml_overrides)
+from attngan.networks import (Discriminator, Generator, ImageEncoder, TextEncoder, build_discriminators,
+                              build_generator, build_image_encoder, build_text_encoder)
+from attngan.networks.damsm import _INCEPTION_TRUNK
+from attngan.text import Vocabulary, load_captions_pickle
 
 
 def config_from_original_yml(raw: dict[str, Any]) -> Config:
@@ -146,7 +155,6 @@ def _image_encoder_layers(e) -> list[Layer]:
     if e.backbone != "inception":
         raise AttnGANError(f"the original image encoder is Inception-v3; this model uses the "
                            f"'{e.backbone}' backbone, which the original cannot load")
-    from attngan.networks.damsm import _INCEPTION_TRUNK
 
     layers: list[Layer] = [(name, f"trunk.{name}", ALL) for name in _INCEPTION_TRUNK]
     return layers + [("emb_features", "region_proj", WEIGHT), ("emb_cnn_code", "global_proj", WEIGHT_BIAS)]
@@ -154,8 +162,6 @@ def _image_encoder_layers(e) -> list[Layer]:
 
 def key_table(module) -> list[tuple[str, str]]:
     """(original key, our key) for every state-dict entry of `module`, in the original's order."""
-    from attngan.networks import Discriminator, Generator, ImageEncoder, TextEncoder
-
     if isinstance(module, Generator):
         layers = _generator_layers(module)
     elif isinstance(module, Discriminator):
@@ -195,10 +201,6 @@ def from_original(module, state: dict[str, Any], what: str, hint: str = "") -> "
     Files from PyTorch <= 0.3 have no BatchNorm `num_batches_tracked`; it is filled with 0 (what
     torch's own loader does; it only matters for momentum=None, which nothing here uses).
     """
-    import torch
-
-    from attngan.io import check_tensor
-
     pairs = key_table(module)
     own = module.state_dict()
     to_ours = dict(pairs)
@@ -245,8 +247,6 @@ def to_original(module) -> "OrderedDict[str, Any]":
 
 def load_original_state_dict(path: str | os.PathLike, what: str) -> "OrderedDict[str, Any]":
     """A .pth state dict, read with weights_only=True: tensors only, no code ever runs."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise AttnGANError(f"{what} file not found: {path}")
@@ -328,13 +328,6 @@ def import_original(preset_name: str, net_g: str | os.PathLike, text_encoder: st
     With `net_d` (netD0.pth, netD1.pth, netD2.pth; one file for bird-dcgan) the discriminators are
     added as `discriminators.safetensors`, keyed like the training state's "Ds" entry.
     """
-    import torch
-
-    from attngan.networks import (build_discriminators, build_generator, build_image_encoder,
-                                  build_text_encoder)
-    from attngan.text import load_captions_pickle
-    from attngan.io import replace_dir, save_model_folder
-
     cfg = imported_config(preset_name)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -394,11 +387,9 @@ def import_original(preset_name: str, net_g: str | os.PathLike, text_encoder: st
 
 # --- Export ------------------------------------------------------------------------------------
 
-def save_captions_pickle(path: str | os.PathLike, vocab, train: list[list[int]] | None = None,
+def save_captions_pickle(path: str | os.PathLike, vocab: Vocabulary, train: list[list[int]] | None = None,
                          test: list[list[int]] | None = None) -> None:
     """[train_captions, test_captions, ixtoword, wordtoix] with pickle protocol 2 (Python 2 reads it)."""
-    from attngan.fileio import atomic_write_bytes
-
     ixtoword = {i: w for i, w in enumerate(vocab.id_to_word)}
     wordtoix = {w: i for i, w in enumerate(vocab.id_to_word)}
     data = pickle.dumps([list(train or []), list(test or []), ixtoword, wordtoix], protocol=2)
@@ -409,8 +400,6 @@ class _Torch03Pickler(pickle.Pickler):
     # PyTorch 0.3 has no _rebuild_tensor_v2: pickle each tensor as it did,
     # _rebuild_tensor(storage, offset, size, stride). Storages go through torch's persistent ids.
     def reducer_override(self, obj: Any) -> Any:
-        import torch
-
         if isinstance(obj, torch.Tensor):
             storage = torch.storage.TypedStorage(wrap_storage=obj.untyped_storage(), dtype=obj.dtype,
                                                  _internal=True)
@@ -423,10 +412,6 @@ def _legacy_torch_save(obj: Any, path: Path) -> None:
     """The pre-1.6 (non-zip) format with tensors encoded as PyTorch 0.3 wrote them and pickle
     protocol 2, so Python 2 / PyTorch 0.3 tooling can read it (and weights_only loads it);
     written atomically."""
-    import types
-
-    import torch
-
     module = types.ModuleType("attngan_pickle_torch03")
     module.Pickler, module.dump = _Torch03Pickler, pickle.dump  # what torch.save uses
     atomic_write(path, lambda tmp: torch.save(obj, tmp, pickle_module=module, pickle_protocol=2,
@@ -446,12 +431,6 @@ def export_original(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     `captions` (a dataset's original captions.pickle with the same vocabulary) supplies the
     train/test caption lists; without it they are empty (enough for sampling, not for training).
     """
-    import yaml
-
-    from attngan.text import load_captions_pickle
-    from attngan.fileio import atomic_write_bytes
-    from attngan.io import load, read
-
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     cfg = read(model_dir, "generator").config
     problems = []

@@ -42,6 +42,11 @@ import os
 import sys
 from typing import Any, Iterator
 
+from attngan.errors import AttnGANError
+
+# torch (and the networks) are imported inside the functions: the CLI imports this module to set
+# the allocator up before torch is loaded (see above).
+
 OPT_OUT_VAR = "ATTNGAN_ALLOCATOR"            # "default": leave the allocator alone
 APPLIED_VAR = "ATTNGAN_ALLOCATOR_APPLIED"    # what configure_allocator_env() did, for children too
 
@@ -107,8 +112,6 @@ def resolve_device(spec: str = "auto"):
     cuda or cuda:N; a one-line error for anything else or for CUDA without a GPU."""
     import torch
 
-    from attngan.errors import AttnGANError
-
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -153,8 +156,6 @@ def amp_dtype(amp: str, device: Any):
     Only the networks follow autocast; the losses, softmaxes, KL and DAMSM similarities are float32.
     """
     import torch
-
-    from attngan.errors import AttnGANError
 
     if amp not in AMP_MODES:
         raise AttnGANError(f"train.amp must be off, auto, bf16 or fp16, got '{amp}'")
@@ -229,8 +230,6 @@ def encoder_autocast(amp: str, device: Any):
     off | bf16 | auto (bf16 where `native_bf16`, else float32). It covers the image encoder and the word loss's
     region-word matmul; their results are cast back and the softmaxes, cosines and matching losses
     run in float32. The modes mean what they mean for train.amp (`autocast`), fp16 excepted."""
-    from attngan.errors import AttnGANError
-
     if amp not in ("off", "bf16", "auto"):
         raise AttnGANError(f"damsm.amp must be off, bf16 or auto, got '{amp}'")
     return autocast(amp, device)
@@ -300,8 +299,6 @@ def _fold_bn(layer, bn) -> None:
 
 
 def _inference_only(module, args) -> None:
-    from attngan.errors import AttnGANError
-
     if module.training:
         raise AttnGANError("a fused generator (BatchNorm folded) is for inference only; call .eval()")
 

@@ -17,6 +17,8 @@ from attngan.errors import AttnGANError, check_seed
 from attngan.io import (BUNDLED_MODELS, Loaded, bundled_model_dir,  # noqa: F401 - part of this API
                         bundled_model_names, load, resolve_model)
 from attngan.perf import fuse_generator, resolve_device
+from attngan.text import Vocabulary, tokenize
+from attngan.viz import to_pil
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,6 @@ class PipelineOutput:
 
     def to_pil(self, stage: int = -1) -> list:
         """The images of one stage (default: the last, largest) as PIL images."""
-        from attngan.viz import to_pil
-
         return [to_pil(img) for img in self.images[stage]]
 
 
@@ -53,7 +53,7 @@ class EncodedCaption:
 
 
 class AttnGANPipeline:
-    def __init__(self, config: Config, vocab, text_encoder: torch.nn.Module,
+    def __init__(self, config: Config, vocab: Vocabulary, text_encoder: torch.nn.Module,
                  generator: torch.nn.Module, image_encoder: torch.nn.Module | None = None,
                  device: str | torch.device = "cpu", source: Loaded | None = None):
         self.config = config
@@ -109,8 +109,6 @@ class AttnGANPipeline:
     def encode_caption(self, text: str) -> EncodedCaption:
         """One caption as the model reads it: the tokenizer's words, out-of-vocabulary ones left out,
         the first `words_num` known ones kept. A caption with nothing left is a CaptionError."""
-        from attngan.text import tokenize
-
         if not isinstance(text, str) or not text.strip():
             raise CaptionError("the caption is empty")
         words = tokenize(text)

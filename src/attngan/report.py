@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -478,8 +479,7 @@ def write_report(r: Report, out_dir: str | Path) -> Path:
 
 def line_plot(series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str) -> bytes:
     """PNG of several (x, y) curves (matplotlib, headless)."""
-    import io
-
+    # Imported here: matplotlib is slow to load and only the plots need it.
     import matplotlib
 
     matplotlib.use("Agg")

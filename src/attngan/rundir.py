@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes, temporary_writer
+from attngan.fileio import atomic_write_bytes, read_json_object, temporary_writer
 
 LOCK_NAME = ".lock"
 
@@ -181,8 +181,6 @@ def resume_changes(folder: str | os.PathLike, current: dict[str, Any],
                    fixed: tuple[str, ...]) -> list[str]:
     """check_resume_config against the folder's resolved_config.json (the config its run wrote);
     a folder without one (written before that file existed) has nothing to compare."""
-    from attngan.fileio import read_json_object
-
     saved = Path(folder) / "resolved_config.json"
     if not saved.is_file():
         return []

@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from attngan.fileio import atomic_write_bytes
+from attngan.text import Vocabulary
+
 
 def to_pil(img: torch.Tensor) -> Image.Image:
     """3 x H x W in [-1, 1] -> RGB PIL image (clamped: the original wrapped around instead)."""
@@ -24,8 +27,6 @@ def png_bytes(im: Image.Image) -> bytes:
 
 
 def save_png(im: Image.Image, path: str | Path) -> Path:
-    from attngan.fileio import atomic_write_bytes
-
     atomic_write_bytes(path, png_bytes(im))
     return Path(path)
 
@@ -174,7 +175,7 @@ def attention_grid(images: torch.Tensor, attention: list[torch.Tensor], tokens: 
 
 
 @torch.no_grad()
-def save_samples(G_ema, text_encoder, fixed, vocab, path: Path) -> None:
+def save_samples(G_ema, text_encoder, fixed, vocab: Vocabulary, path: Path) -> None:
     """One row per caption: every stage, then the last stage's per-word attention."""
     dev = next(G_ema.parameters()).device
     captions, cap_lens = fixed["captions"], fixed["cap_lens"]

@@ -7,9 +7,12 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attngan.errors import AttnGANError, check_seed
+
+if TYPE_CHECKING:
+    from attngan.config import Config
 
 
 def add_training_data_argument(p) -> None:
@@ -133,5 +136,5 @@ def check_writable_file(path: str | os.PathLike, what: str = "--out") -> Path:
     return path
 
 
-def print_config(cfg) -> None:
+def print_config(cfg: Config) -> None:
     print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))

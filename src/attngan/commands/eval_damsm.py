@@ -3,6 +3,12 @@ and on SynthBirds the attention localisation of their word-region attention."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from attngan.config import Config
+    from attngan.text import Vocabulary
+
 NAME = "eval-damsm"
 HELP = ("image-to-text R-precision and text-to-image recall@1/5 of DAMSM encoders on the test split; "
         "on SynthBirds also attention localisation")
@@ -46,7 +52,7 @@ def run(args) -> int:
     return 0
 
 
-def localisation(args, cfg, vocab, text_encoder, image_encoder, ds, device) -> dict:
+def localisation(args, cfg: Config, vocab: Vocabulary, text_encoder, image_encoder, ds, device) -> dict:
     """The `localisation` metric of these encoders on the split's images (percentages)."""
     from attngan.metrics.binding import damsm_localisation, load_part_masks, localisation_summary
     from attngan.metrics.extractors import DamsmStream

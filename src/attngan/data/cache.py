@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from attngan.data.layout import DataWarning, ImageList, load_cropped, read_image_list
 from attngan.errors import AttnGANError
@@ -137,8 +138,8 @@ def _identity(x):
 def write_cache(images: ImageList, cache_dir: Path, split: str, stored: int, fp: str,
                 workers: int = 0) -> ImageCache:
     """Decode every image once (in `workers` processes) and write the cache atomically."""
+    # torch only here: the data modules that import this one (rendering, conversion) run without it.
     import torch
-    from tqdm import tqdm
 
     token = fp[:12]
     data_name = f"{split}_{stored}.{token}.u8"

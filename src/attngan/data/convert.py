@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from attngan.data.records import Record, split_records
+from attngan.data.staging import check_target
+from attngan.data.synth_birds import generate_synth_birds
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes
 
@@ -70,6 +72,7 @@ def write_imagefolder(records_by_split: dict[str, list[Record]], out: str | os.P
 
 def _write_shards(records: dict[str, list[Record]], out: Path, source: str, per_shard: int,
                   progress: bool) -> None:
+    # Imported here: shards bring torch, which the other conversions and the renderers never load.
     from attngan.data.shards import write_shards
 
     if out.is_dir():
@@ -90,8 +93,6 @@ def synth_birds_as(fmt: str, out: str | os.PathLike, *, images: int, classes: in
                    per_shard: int = 1000) -> Path:
     """SynthBirds as an image folder (metadata.jsonl) or as WebDataset shards: rendered in CUB's
     layout in a temporary folder, then converted (same images, captions, classes and boxes)."""
-    from attngan.data.synth_birds import generate_synth_birds
-
     render = lambda folder, replace: generate_synth_birds(  # noqa: E731
         folder, images=images, classes=classes, size=size, seed=seed, workers=workers,
         overwrite=replace, progress=progress)
@@ -104,8 +105,6 @@ def rendered_as(fmt: str, out: str | os.PathLike, render, *, native: str, source
     """A generated data set in `fmt`: `native` renders it straight into `out` (`render(out,
     overwrite)`); "imagefolder" and "webdataset" render it natively into a temporary folder beside
     `out`, read it through its data source and convert it with the writers of make-shards."""
-    from attngan.data.staging import check_target
-
     if fmt != native and fmt not in CONVERTED:
         raise AttnGANError(f"unknown format '{fmt}'; choose one of {', '.join((native, *CONVERTED))}")
     out = Path(os.path.abspath(Path(out).expanduser()))

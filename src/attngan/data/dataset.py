@@ -26,6 +26,7 @@ from attngan.config import DataConfig
 from attngan.data.cache import IMAGE_ERRORS, ImageCache, open_or_build, stored_size
 from attngan.data.layout import DataWarning, ImageList, load_cropped, preview_list
 from attngan.data.records import Record, check_split, detect_source, local_folder
+from attngan.data.sampler import EpochSampler
 from attngan.errors import AttnGANError
 from attngan.data.items import multi_scale_crops, pad_caption
 from attngan.data.vocab import load_vocab
@@ -383,8 +384,6 @@ def make_train_loader(dataset, batch_size: int, *, seed: int, loader_seed: int, 
     """(loader, position) for a training split: `position.set_position(epoch, batch)` starts an
     epoch. Folder data: a seeded per-epoch permutation sharded by rank (exact resume); shards:
     the stream's own per-rank/per-worker split, with as many batches on every rank."""
-    from attngan.data.sampler import EpochSampler
-
     if isinstance(dataset, torch.utils.data.IterableDataset):
         dataset.configure(rank, world, batch_size, seed)
         loader = make_loader(dataset, batch_size, shuffle=False, workers=workers, drop_last=True,

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from attngan.data.records import DataSource, Record, check_key, inside
+from attngan.data.vocab import new_data_vocabulary
 from attngan.errors import AttnGANError
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
@@ -298,8 +299,6 @@ class ImageFolderSource(DataSource):
         return [r.captions for r in read_imagefolder(root).split(split)]
 
     def vocabulary(self, root: Path, min_count: int | None = None):
-        from attngan.data.vocab import new_data_vocabulary
-
         meta = read_imagefolder(root)
         lines = [line for rec in meta.records if rec.split == "train" for line in rec.captions]
         return new_data_vocabulary(root, lines, 1 if min_count is None else min_count, meta.stamp,

@@ -20,7 +20,7 @@ from PIL import Image
 
 from attngan.data.records import Record, check_key, check_split, detect_source, inside
 from attngan.errors import AttnGANError
-from attngan.text import load_captions_pickle, load_plain_pickle
+from attngan.text import load_captions_pickle, load_plain_pickle, tokenize
 
 
 class DataWarning(UserWarning):
@@ -265,8 +265,6 @@ def raw_caption_lines(ds) -> list[list[str]] | None:
     "a bill that is short, black wings" from "a bill that is short black wings": the binding
     metric parses the text as written. Lines are filtered as the dataset filters them.
     """
-    from attngan.text import tokenize
-
     records = getattr(ds, "records", None)
     if not records or records[0].caption_ids is not None:
         return None

@@ -26,6 +26,8 @@ import json
 import math
 import os
 import re
+import shutil
+import tarfile
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -34,10 +36,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
 
+from attngan.config import DataConfig
+from attngan.data.cache import IMAGE_ERRORS, resolve_cache_dir, stored_size
+from attngan.data.items import multi_scale_crops, pad_caption
+from attngan.data.layout import DataWarning, check_split, load_cropped, preview_list
 from attngan.data.records import DataSource, Record, check_key, split_records
 from attngan.errors import AttnGANError
-from attngan.fileio import atomic_write_bytes, atomic_write_json, tmp_dir_beside
+from attngan.fileio import atomic_write_bytes, atomic_write_json, read_json_object, tmp_dir_beside
+from attngan.text import (Vocabulary, build_vocab_from_lines, save_vocab_and_report, summarize_dropped,
+                          tokenize)
 
 INDEX = "shards.json"
 INDEX_FORMAT = "attngan-shards"
@@ -112,7 +122,6 @@ def read_index(folder: Path) -> dict[str, Any] | None:
     path = folder / INDEX
     if not path.is_file():
         return None
-    from attngan.fileio import read_json_object
 
     index = read_json_object(path, "shard index")
     if index.get("format") != INDEX_FORMAT or not isinstance(index.get("splits"), dict):
@@ -145,8 +154,6 @@ def split_shards(data: Any, split: str) -> list[Path]:
             names = [Path(p) for p in expand(os.path.join(head, tail.replace("train", split)))]
     missing = [str(p) for p in names if not p.is_file()]
     if missing:
-        from attngan.data.layout import preview_list
-
         raise AttnGANError(f"{len(missing)} of {len(names)} {split} shards are missing: "
                            f"{preview_list(missing)}")
     return names
@@ -171,8 +178,6 @@ MAX_MEMBER_BYTES = 64 * 2**20
 def _tar_members(f, path: Path, warn: bool) -> Iterator[dict[str, Any]]:
     """{"fname", "data"} of each regular member of a tar stream, as webdataset's tar iterator gives
     them, without any member past MAX_MEMBER_BYTES (declared or read) or stored sparse."""
-    import tarfile
-
     stream = tarfile.open(fileobj=f, mode="r|*")
     for info in stream:
         if not info.isreg() or re.match(r"__[^/]*__($|/)", info.name):  # webdataset's metadata members
@@ -181,8 +186,6 @@ def _tar_members(f, path: Path, warn: bool) -> Iterator[dict[str, Any]]:
         data = None if big else stream.extractfile(info).read(MAX_MEMBER_BYTES + 1)
         if big or len(data) > MAX_MEMBER_BYTES:
             if warn:
-                from attngan.data.layout import DataWarning
-
                 what = "stored sparse" if info.issparse() else f"declares {info.size} bytes"
                 warnings.warn(f"{path.name}: member {info.name[:80]!r} {what}, more than a sample's member "
                               f"may hold ({MAX_MEMBER_BYTES >> 20} MiB): skipped unread", DataWarning, stacklevel=3)
@@ -209,8 +212,6 @@ def read_shard(path: Path, warn: bool = True) -> Iterator[dict[str, Any]]:
                 yield sample
     except Exception as e:  # tarfile.ReadError, EOFError, a duplicate member (ValueError), OSError
         if warn:
-            from attngan.data.layout import DataWarning
-
             first = str(e).splitlines()[0][:160] if str(e) else ""
             warnings.warn(f"shard {path} is damaged after {n} samples ({type(e).__name__}: "
                           f"{first}): the rest of it is skipped", DataWarning, stacklevel=2)
@@ -324,11 +325,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
     """Streamed training items from shards, the same items as TextImageDataset makes from the
     same images and captions (crops, flips, caption choice and padding are shared code)."""
 
-    def __init__(self, data: Any, split: str, cfg, vocab, image_sizes: list[int] | None = None,
+    def __init__(self, data: Any, split: str, cfg: DataConfig, vocab: Vocabulary, image_sizes: list[int] | None = None,
                  train: bool = True, *, seed: int = 0):
-        from attngan.data.cache import stored_size
-        from attngan.data.layout import check_split
-
         self.data = str(data)
         self.split = check_split(split)
         self.cfg, self.vocab, self.train, self.seed = cfg, vocab, train, seed
@@ -374,8 +372,6 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def note_bad(self, keys) -> None:
         """Record unusable samples; abort once more than cfg.max_bad_fraction are."""
-        from attngan.data.layout import preview_list
-
         self.bad_keys.update(keys)
         if len(self.bad_keys) > self.cfg.max_bad_fraction * self.n_samples:
             raise AttnGANError(
@@ -386,10 +382,6 @@ class ShardDataset(torch.utils.data.IterableDataset):
     def make_item(self, sample: dict[str, Any], generator: torch.Generator, ordinal: int = 0
                   ) -> dict[str, Any]:
         """The training/evaluation item of a parsed sample (raises BadSample or an image error)."""
-        from attngan.data.items import multi_scale_crops, pad_caption
-        from attngan.data.layout import load_cropped
-        from attngan.text import tokenize
-
         caps = []
         for line in sample["captions"]:
             ids, _ = self.vocab.encode_tokens(tokenize(line))
@@ -421,12 +413,10 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 try:
                     yield parse_sample(raw)
                 except BadSample as e:
-                    warnings.warn(str(e), _data_warning(), stacklevel=2)
+                    warnings.warn(str(e), DataWarning, stacklevel=2)
                     yield f"{self.paths[s].name}:{raw.get('__key__')}"
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from attngan.data.cache import IMAGE_ERRORS
-
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self._epoch_set + self._iters - self._iters_at_set
@@ -462,7 +452,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 why = str(e) if isinstance(e, BadSample) else (
                     f"{sample['shard']}: sample '{sample['key']}' has an unreadable image "
                     f"({type(e).__name__}: {e})")
-                warnings.warn(why, _data_warning(), stacklevel=2)
+                warnings.warn(why, DataWarning, stacklevel=2)
                 skipped.append(f"{sample['shard']}:{sample['key']}")
                 continue
             item["skipped"], skipped = skipped, []
@@ -510,20 +500,11 @@ def shuffled(stream, size: int, rng: np.random.Generator):
         yield buf[i]
 
 
-def _data_warning():
-    from attngan.data.layout import DataWarning
-
-    return DataWarning
-
-
 # The vocabulary and the test split of shards.
 
 def shard_vocab(data: Any, min_count: int | None = None):
     """vocab.json beside the shards (written by make-shards), else one built from the training
     captions (saved beside them when that folder is writable)."""
-    from attngan.text import (Vocabulary, build_vocab_from_lines, save_vocab_and_report,
-                              summarize_dropped)
-
     folder = shard_folder(data)
     path = folder / "vocab.json"
     train = split_shards(data, "train")
@@ -556,9 +537,6 @@ def materialize_split(data: Any, split: str) -> Path:
     """The split's samples as a local image folder (metadata.jsonl), extracted once into the
     cache folder and reused while the shards are unchanged. Evaluation and validation index
     their items, which a stream cannot do."""
-    from attngan.data.cache import resolve_cache_dir
-    from tqdm import tqdm
-
     if not is_shard_source(data):
         return Path(data)
     paths = split_shards(data, split)
@@ -592,10 +570,8 @@ def materialize_split(data: Any, split: str) -> Path:
                 rows.append({"file_name": name, "text": s["captions"], "split": split,
                              "label": s["class_id"], **({"bbox": list(s["bbox"])} if s["bbox"] else {})})
         if bad:
-            from attngan.data.layout import preview_list
-
             warnings.warn(f"{len(bad)} of {len(bad) + len(rows)} {split} samples of {data} are unusable "
-                          f"and were skipped: {preview_list(bad)}", _data_warning(), stacklevel=2)
+                          f"and were skipped: {preview_list(bad)}", DataWarning, stacklevel=2)
         if not rows:
             raise AttnGANError(f"the {split} shards of {data} hold no usable sample")
         atomic_write_bytes(tmp / "metadata.jsonl",
@@ -607,8 +583,6 @@ def materialize_split(data: Any, split: str) -> Path:
                 raise
     finally:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
     return target
 
@@ -625,8 +599,6 @@ def _local_name(key: str, ext: str, i: int) -> str:
 def image_bytes(path: Path) -> tuple[bytes, str]:
     """(the file's bytes, its member suffix) for an image that decodes as one; ValueError or
     OSError otherwise (a shard holds images only, whatever a metadata file lists)."""
-    from PIL import Image
-
     data = Path(path).read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -647,10 +619,6 @@ def write_shards(records_by_split: dict[str, list[Record]], out: str | Path, per
     vocabulary of the training captions and shards.json (written last). `records_by_split` maps
     split -> Records with image paths. A record whose file is not an image is left out, and the
     warning names it."""
-    from tqdm import tqdm
-
-    from attngan.text import build_vocab_from_lines, save_vocab_and_report, summarize_dropped
-
     wds = _webdataset()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -697,8 +665,6 @@ def write_shards(records_by_split: dict[str, list[Record]], out: str | Path, per
                 break
         bar.close()
         if bad:
-            from attngan.data.layout import DataWarning, preview_list
-
             warnings.warn(f"{len(bad)} of {len(records)} {split} images are not readable images and "
                           f"were left out of the shards: {preview_list(bad)}", DataWarning,
                           stacklevel=2)
@@ -734,7 +700,7 @@ class ShardSource(DataSource):
     def records(self, root: Path, split: str) -> list[Record]:
         return split_records(self.folder(root, split), split)
 
-    def train_stream(self, root: Path, cfg, vocab, image_sizes: list[int] | None) -> "ShardDataset":
+    def train_stream(self, root: Path, cfg: DataConfig, vocab: Vocabulary, image_sizes: list[int] | None) -> "ShardDataset":
         return ShardDataset(root, "train", cfg, vocab, image_sizes, train=True)
 
     def caption_lines(self, root: Path, split: str) -> list[list[str]]:

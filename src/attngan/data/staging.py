@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from attngan.errors import AttnGANError
+from attngan.rundir import pid_alive
 
 
 def write_whole_folder(out: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool,
@@ -53,7 +54,7 @@ def render_in_order(job: Callable[[int], Any], count: int, workers: int, init: C
                     init_args: tuple, desc: str, progress: bool, chunksize: int = 4) -> list:
     """[job(0), ..., job(count - 1)] after init(*init_args), in this process or in `workers`
     forked ones. Each job seeds itself from its index, so the results do not depend on `workers`."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # here: the demo's settings (read by `attngan --help`) import this module
 
     out: list = []
     bar = tqdm(total=count, desc=desc, unit="img", disable=not progress)
@@ -125,8 +126,6 @@ def _clean_stale(out: Path) -> None:
     """Remove the staging folders that killed runs on `out` left beside it (their PID is
     in the name; a live process's are left alone). A run killed between the two renames of
     _swap_into_place left the previous data set as .OUT.old-PID and no OUT: that one goes back."""
-    from attngan.rundir import pid_alive
-
     stale = re.compile(rf"^\.{re.escape(out.name)}\.(tmp|old)-(\d+)$")
     for entry in sorted(out.parent.iterdir()):
         m = stale.match(entry.name)

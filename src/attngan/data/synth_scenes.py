@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from attngan.data.convert import rendered_as
 from attngan.data.scene_captions import (  # noqa: F401 - re-exported
     NOUNS, VOCABULARY, _pick, caption_matches, make_captions, parse_scene_caption,
 )
@@ -455,8 +456,6 @@ def synth_scenes_as(fmt: str, out: str | os.PathLike, *, images: int = DEFAULT_I
     """SynthScenes as an image folder (metadata.jsonl) or as WebDataset shards: rendered in COCO's
     layout in a temporary folder, then converted (same images, captions and splits; the ground
     truth stays with the COCO layout)."""
-    from attngan.data.convert import rendered_as
-
     _check_args(images, size, seed, workers)
     render = lambda folder, replace: generate_synth_scenes(  # noqa: E731
         folder, images=images, size=size, seed=seed, workers=workers, overwrite=replace,

@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from attngan.data.layout import release_caption_lines
+from attngan.data.records import find_source
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_bytes
 from attngan.text import (VOCAB_REPORT, Vocabulary, _stamped_vocab, build_vocab_from_lines,
@@ -26,9 +28,6 @@ def load_vocab(root: str | os.PathLike, min_count: int | None = None) -> Vocabul
     saved as vocab.json with vocab_report.json (the words left out, with counts); it is rebuilt
     when the metadata or `min_count` changes.
     """
-    from attngan.data.layout import release_caption_lines
-    from attngan.data.records import find_source
-
     root = Path(root)
     source = find_source(root)
     if source is not None:
@@ -82,7 +81,7 @@ def new_data_vocabulary(root: Path, lines: list[str], min_count: int, stamp: str
 
 def copy_vocab_report(data: str | os.PathLike, out_dir: str | os.PathLike) -> None:
     """Keep the data's vocab_report.json (words left out of the vocabulary) with a training run."""
-    from attngan.data.shards import shard_folder
+    from attngan.data.shards import shard_folder  # here: shards bring torch, a vocabulary needs none
 
     folder = shard_folder(data)  # a folder itself, or the folder of a shard pattern
     report = folder / VOCAB_REPORT

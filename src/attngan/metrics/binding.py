@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +28,8 @@ import numpy as np
 from attngan.errors import AttnGANError
 from attngan.metrics.spec import pct, register
 
+# torch, and the data modules that bring PIL, are imported inside the functions: the metric
+# registry imports this module, and reading it (`attngan eval --help`) must not load them.
 if TYPE_CHECKING:
     import torch
 
@@ -234,8 +237,6 @@ def load_part_masks(root, split: str, size: int, parts: Sequence[str] = ("wing",
     Mirrors TextImageDataset with train=False: bbox crop (attngan.data.layout.bbox_crop_box),
     shorter side resized to int(size * 76 / 64), centre crop of size x size.
     """
-    from pathlib import Path
-
     from attngan.data.cache import stored_size
     from attngan.data.layout import bbox_crop_box, read_image_list, shorter_side_dims
     from attngan.data.synth_birds import load_manifest, part_mask

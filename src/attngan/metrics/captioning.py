@@ -118,6 +118,7 @@ def attribute_recall(prompts: Sequence[str], captions: Sequence[str],
     "prompted": {name: count}, "captions_all_back": share of prompts whose attributes all came back}.
     """
     if parse is None:
+        # Imported here: the registry reads this module, and synth_captions brings numpy.
         from attngan.data.synth_captions import caption_attributes as parse
     if len(prompts) != len(captions):
         raise AttnGANError(f"{len(captions)} captions for {len(prompts)} prompts")

@@ -19,6 +19,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from attngan.data.cache import fingerprint, resolve_cache_dir
+from attngan.data.dataset import TextImageDataset, make_loader
+from attngan.data.layout import read_image_list
+from attngan.fileio import atomic_write
 from attngan.metrics.extractors import quantize
 from attngan.metrics.options import EvalOptions
 
@@ -56,8 +60,6 @@ class EvalContext:
         if self.options.cache_dir:
             path = Path(self.options.cache_dir)
         else:
-            from attngan.data.cache import resolve_cache_dir
-
             path = resolve_cache_dir(self.data_root, None) / "metrics"
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -66,8 +68,6 @@ class EvalContext:
         """The split's real images as the data loader makes them, at one size or (a list) at
         every stage size: a centre crop at the largest (or, with --real-transform original and
         not `center`, the train crop), the smaller ones downscaled from it."""
-        from attngan.data.dataset import TextImageDataset
-
         sizes = [size] if isinstance(size, int) else list(size)
         # "original": the test split through the train transform (random crop + flip), as the
         # original's evaluation loader; seeded so that the statistics repeat.
@@ -87,8 +87,6 @@ class EvalContext:
         memo = stream_name if sizes is None else f"{stream_name}@{'-'.join(map(str, sizes))}"
         if memo in self._real:
             return self._real[memo]
-        from attngan.data.cache import fingerprint
-        from attngan.data.layout import read_image_list
 
         stream = self.streams[stream_name]
         # The file list with sizes and mtimes: a data set regenerated in place gets new statistics.
@@ -120,8 +118,6 @@ class EvalContext:
         return feats
 
     def _compute_real(self, stream, sizes: list[int] | None = None) -> dict[str, np.ndarray]:
-        from attngan.data.dataset import make_loader
-
         ds = self.real_dataset(self.image_size if sizes is None else sizes)
         if self.options.real_images:
             ds = torch.utils.data.Subset(ds, range(min(self.options.real_images, len(ds))))
@@ -138,8 +134,6 @@ class EvalContext:
     def caption_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """Sentence codes of every caption of the split and their images' classes: the pool
         DM-GAN's R-precision draws mismatched captions from (`get_mis_caption`)."""
-        from attngan.data.dataset import TextImageDataset
-
         damsm = self.streams["damsm"]
         if "caption_pool" not in self._real:
             # Cached on disk like the real-image features: the pool is every test caption through
@@ -166,8 +160,6 @@ class EvalContext:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from attngan.fileio import atomic_write
-
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append ".npz"
             np.savez(f, **arrays)

@@ -17,12 +17,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from attngan.config import DataConfig
+from attngan.data.dataset import TextImageDataset
+from attngan.data.records import local_folder
+from attngan.data.vocab import load_vocab
 from attngan.errors import AttnGANError
 from attngan.metrics.context import EvalContext
 from attngan.metrics.options import EvalOptions, check_options
 from attngan.metrics.registry import REGISTRY, STREAMS, MetricSpec, default_metrics, missing_input
 from attngan.metrics.report import jsonable
-from attngan.metrics.sources import FolderImages, GeneratedImages
+from attngan.metrics.scenes import bundled_judge_dir
+from attngan.metrics.sources import FolderImages, GeneratedImages, PromptImages, read_prompts
+from attngan.perf import resolve_device
+from attngan.pipeline import AttnGANPipeline
 
 REPORT_FORMAT = "attngan-eval"
 REPORT_VERSION = 1
@@ -81,10 +88,6 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     fid_inception, eval_damsm, oracle, strict, ...), which replace those of `options` when both are
     given. `metrics.report.report_rows(report)` gives one row per metric.
     """
-    from attngan.config import DataConfig
-    from attngan.data.vocab import load_vocab
-    from attngan.perf import resolve_device
-
     o = _with_values(options or EvalOptions(), option_values)
     t_start = time.perf_counter()
     if model_dir is None and images_dir is None:
@@ -94,11 +97,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     check_options(o)
     prompts = None
     if o.prompts:
-        from attngan.metrics.sources import read_prompts
-
         prompts = read_prompts(o.prompts)
         o = _prompt_metrics(o)
-    from attngan.data.records import local_folder
 
     root = local_folder(data_dir, o.split)  # shards: their split as a local image folder
     device = resolve_device(o.device)
@@ -106,8 +106,6 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
 
     pipe = None
     if model_dir is not None:
-        from attngan.pipeline import AttnGANPipeline
-
         pipe = AttnGANPipeline.from_pretrained(model_dir, device=str(device))
     # Without a model the data settings are the defaults: the data source reads the folder's layout.
     data_cfg = pipe.config.data if pipe is not None else DataConfig()
@@ -119,13 +117,9 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
         source = FolderImages(images_dir, o.batch, o.num_images)
         has_captions = source.captions is not None
     elif prompts is not None:
-        from attngan.metrics.sources import PromptImages
-
         source = PromptImages(pipe, prompts, o.num_images, o.batch, o.seed, name=Path(o.prompts).name)
         has_captions = True
     else:
-        from attngan.data.dataset import TextImageDataset
-
         test = TextImageDataset(root, o.split, data_cfg, vocab, image_sizes=[data_cfg.image_size], train=False)
         source = GeneratedImages(pipe, test, o.num_images, o.batch, o.seed)
         has_captions = True
@@ -133,8 +127,6 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
         raise AttnGANError(f"{len(source)} images cannot be cut into {o.splits} splits; raise --num-images or lower --splits")
     synth = (root / "synth_birds.json").is_file()
     if o.judge is None and (root / "synth_scenes.json").is_file():
-        from attngan.metrics.scenes import bundled_judge_dir
-
         # SynthScenes data is judged by the shipped judge unless another is named.
         if (bundled_judge_dir() / "config.json").is_file():
             o = replace(o, judge=str(bundled_judge_dir()))
@@ -212,7 +204,7 @@ def _with_values(options: EvalOptions, values: dict[str, Any]) -> EvalOptions:
     return replace(options, **{k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
 
 
-def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe) -> None:
+def _build_streams(ctx: EvalContext, metrics: list[MetricSpec], pipe: AttnGANPipeline | None) -> None:
     """The streams the metrics read or use, each built once, in the order of `STREAMS`."""
     needed = {s for m in metrics for s in (*m.streams, *m.uses)}
     missing = sorted(needed - set(STREAMS))

@@ -19,18 +19,16 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from attngan.errors import AttnGANError
 from attngan.io import bundled_names
-from attngan.metrics.inception_fid import (
-    is_fid_inception_file,
-    load_fid_inception,
-    load_slim_inception,
-    load_torchvision_inception,
-    read_state_dict,
-    weights_digest,
-)
+from attngan.metrics.inception_fid import (is_fid_inception_file, load_fid_inception, load_slim_inception,
+                                           load_torchvision_inception, read_state_dict, tf1_input,
+                                           weights_digest)
+from attngan.metrics.oracle import load_oracle
+from attngan.text import Vocabulary, tokenize
 
 
 def quantize(images: Tensor) -> Tensor:
@@ -48,8 +46,6 @@ def pil_bilinear(images: Tensor, size: int = 299) -> Tensor:
     """uint8 B x 3 x H x W -> uint8 B x 3 x size x size through PIL's bilinear resize, image by
     image: what torchvision's `Resize` on a PIL image and scipy's `imresize(interp='bilinear')`
     compute on the PNG files the reference scripts read."""
-    from PIL import Image
-
     if images.shape[-2:] == (size, size):
         return images
     out = []
@@ -148,8 +144,6 @@ FID_RESIZES = ("pytorch-fid", "tf1")
 
 
 def _tf1_resize():
-    from attngan.metrics.inception_fid import tf1_input
-
     return tf1_input
 
 
@@ -181,8 +175,6 @@ def classifier_stream(path: str | Path, device: torch.device) -> tuple[Inception
     """
     p = Path(path)
     if p.is_dir() or (not p.exists() and str(path) in bundled_names("oracle")):
-        from attngan.metrics.oracle import load_oracle
-
         oracle = load_oracle(p, device)
         return OracleSpeciesStream(oracle, device), f"SynthBirds oracle species head ({oracle.num_classes} classes)"
     sd = read_state_dict(p)
@@ -256,7 +248,7 @@ class DamsmStream:
     needs_captions = True
     reads_batch = True
 
-    def __init__(self, text_encoder, image_encoder, vocab, words_num: int, device: torch.device, digest: str,
+    def __init__(self, text_encoder, image_encoder, vocab: Vocabulary, words_num: int, device: torch.device, digest: str,
                  protocol: str = "dmgan", own: bool = False, gamma1: float = 4.0):
         self.text_encoder = text_encoder.to(device).eval()
         self.image_encoder = image_encoder.to(device).eval()
@@ -265,8 +257,6 @@ class DamsmStream:
         self.gamma1 = gamma1  # the DAMSM's attention sharpness (its config's damsm.gamma1): localisation
 
     def encode_captions(self, captions: list[str]) -> tuple[Tensor, Tensor]:
-        from attngan.text import tokenize
-
         ids = []
         for text in captions:
             word_ids, _ = self.vocab.encode_tokens(tokenize(text))

@@ -86,7 +86,7 @@ def frechet_distance(
 def _sqrtm(a: np.ndarray) -> np.ndarray:
     # Singular products are expected (fewer samples than dimensions) and handled by the caller.
     with np.errstate(all="ignore"), warnings.catch_warnings():
-        import scipy.linalg
+        import scipy.linalg  # here: the registry imports this module, and scipy is slow to load
 
         warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
         return scipy.linalg.sqrtm(a)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
@@ -176,8 +177,6 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise AttnGANError(f"weights file not found: {p}")
     try:
         if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             sd = load_file(str(p))
         else:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)

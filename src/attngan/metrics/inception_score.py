@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attngan.errors import AttnGANError
+from attngan.metrics.scenes import by_kind
 from attngan.metrics.spec import register, seen_novel_details
 
 if TYPE_CHECKING:
@@ -67,8 +68,6 @@ def inception_score(probs: np.ndarray, splits: int = 10, shuffle_seed: int | Non
     prompts=True, details=seen_novel_details,
 )
 def inception_score_splits(ctx: "EvalContext") -> dict[str, Any]:
-    from attngan.metrics.scenes import by_kind
-
     probs = ctx.generated["is_probs"]["probs"]
     mean, std = inception_score(probs, splits=ctx.options.splits, shuffle_seed=ctx.options.is_shuffle_seed)
     out = {"value": mean, "std": std, "classifier": ctx.descriptions.get("is_probs", "")}

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from attngan.io import load, state_dict_for_save, write_folder
+from attngan.metrics.inception_fid import weights_digest
 from attngan.networks.oracle import AttributeOracle, OracleConfig  # noqa: F401 - part of this API
 
 ORACLE_PARTS = ("wing", "belly", "crown", "bill")   # the attributes binding checks
@@ -33,8 +34,6 @@ def save_oracle(oracle: AttributeOracle, out_dir: str | Path) -> Path:
 
 def load_oracle(path: str | Path, device: torch.device | str = "cpu") -> AttributeOracle:
     """An oracle folder (made by `attngan train-oracle`) or a bundled one by name, in eval mode."""
-    from attngan.metrics.inception_fid import weights_digest
-
     loaded = load(path, "oracle", device)
     oracle = loaded.modules["oracle"]
     oracle.digest = weights_digest(loaded.folder / WEIGHTS_FILE)

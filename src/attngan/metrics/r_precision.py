@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attngan.errors import AttnGANError
+from attngan.metrics.scenes import by_kind
 from attngan.metrics.spec import register, seen_novel_details
 
 if TYPE_CHECKING:
@@ -168,7 +169,6 @@ def r_precision_metric(ctx: "EvalContext") -> dict[str, Any]:
                                 seed=ctx.options.seed)
     out = {"value": 100 * mean, "std": 100 * std, "encoders": ctx.descriptions.get("damsm", ""),
            "sampling": protocol}
-    from attngan.metrics.scenes import by_kind
 
     def subset(sel):
         splits = max(1, min(ctx.options.splits, len(sel) // 8))

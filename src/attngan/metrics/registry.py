@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 from attngan.metrics import (  # noqa: F401 - they register
     binding, fid, inception_score, r_precision, roundtrip, scenes, sharpness,
 )
+from attngan.metrics.binding import ColourAttentionStream
+from attngan.metrics.roundtrip import CaptionerStream
+from attngan.metrics.scenes import JudgeSceneProbs, JudgeStream
+from attngan.metrics.sharpness import SharpnessStream
 from attngan.metrics.spec import (  # noqa: F401 - the registry's API
     REGISTRY,
     REQUIREMENTS,
@@ -29,6 +33,7 @@ from attngan.metrics.spec import (  # noqa: F401 - the registry's API
 
 if TYPE_CHECKING:
     from attngan.metrics.context import EvalContext
+    from attngan.pipeline import AttnGANPipeline
 
 # The built-in metrics in the report's order (and that of `attngan eval --help`); metrics
 # registered elsewhere follow them, in the order they were registered.
@@ -64,15 +69,13 @@ def default_metrics(given: Iterable[str] | None = None) -> tuple[str, ...]:
 # that reading the registry (`attngan eval --help`) does not import torch.
 
 @register_stream("sharpness")
-def _sharpness(ctx: "EvalContext", pipe) -> tuple[Any, str]:
-    from attngan.metrics.sharpness import SharpnessStream
-
+def _sharpness(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
     return SharpnessStream(ctx.device), ("luminance DCT-II top-octave energy share and its part that follows "
                                          "the octave below, every stage")
 
 
 @register_stream("fid_inception")
-def _fid_inception(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+def _fid_inception(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
     from attngan.metrics.extractors import fid_stream
 
     o = ctx.options
@@ -81,7 +84,7 @@ def _fid_inception(ctx: "EvalContext", pipe) -> tuple[Any, str]:
 
 
 @register_stream("tv_inception_dmgan")
-def _tv_inception_dmgan(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+def _tv_inception_dmgan(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
     from attngan.metrics.extractors import legacy_fid_stream
 
     path = ctx.options.inception
@@ -90,12 +93,11 @@ def _tv_inception_dmgan(ctx: "EvalContext", pipe) -> tuple[Any, str]:
 
 
 @register_stream("is_probs")
-def _is_probs(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+def _is_probs(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
     from attngan.metrics.extractors import classifier_stream
 
     o = ctx.options
     if not (o.is_classifier or o.oracle) and o.judge:
-        from attngan.metrics.scenes import JudgeSceneProbs
         from attngan.networks.scene_judge import load_judge
 
         judge = load_judge(o.judge, ctx.device)
@@ -107,7 +109,7 @@ def _is_probs(ctx: "EvalContext", pipe) -> tuple[Any, str]:
 
 
 @register_stream("oracle")
-def _oracle(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+def _oracle(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
     from attngan.metrics.extractors import OracleStream
     from attngan.metrics.oracle import load_oracle
 
@@ -117,8 +119,7 @@ def _oracle(ctx: "EvalContext", pipe) -> tuple[Any, str]:
 
 
 @register_stream("judge")
-def _judge(ctx: "EvalContext", pipe) -> tuple[Any, str]:
-    from attngan.metrics.scenes import JudgeStream
+def _judge(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
     from attngan.networks.scene_judge import load_judge
 
     path = ctx.options.judge
@@ -127,16 +128,13 @@ def _judge(ctx: "EvalContext", pipe) -> tuple[Any, str]:
 
 
 @register_stream("colour_attention")
-def _colour_attention(ctx: "EvalContext", pipe) -> tuple[Any, str]:
-    from attngan.metrics.binding import ColourAttentionStream
-
+def _colour_attention(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
     return ColourAttentionStream(), "the generator's word attention maps, SynthBirds palette colours"
 
 
 @register_stream("captioner")
-def _captioner(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+def _captioner(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
     from attngan.captioner import Captioner
-    from attngan.metrics.roundtrip import CaptionerStream
 
     name = ctx.options.captioner
     captioner = Captioner.from_pretrained(name, device=str(ctx.device))
@@ -147,7 +145,7 @@ def _captioner(ctx: "EvalContext", pipe) -> tuple[Any, str]:
 
 
 @register_stream("damsm")
-def _damsm(ctx: "EvalContext", pipe) -> tuple[Any, str]:
+def _damsm(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
     from attngan.metrics.extractors import DamsmStream
 
     o = ctx.options

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from attngan.fileio import atomic_write_bytes
 from attngan.metrics.registry import REGISTRY
 
 
@@ -70,8 +71,6 @@ def _value(r: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out: str | Path, log: str | Path | None = None) -> tuple[Path, Path]:
     """report.json and report.md beside it (atomic); one JSON line appended to `log` if given."""
-    from attngan.fileio import atomic_write_bytes
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))

@@ -19,6 +19,8 @@ import numpy as np
 from attngan.metrics.captioning import attribute_recall, caption_scores
 from attngan.metrics.spec import pct, register
 
+# torch, and the data modules that bring PIL, are imported inside the functions: the metric
+# registry imports this module, and reading it (`attngan eval --help`) must not load them.
 if TYPE_CHECKING:
     import torch
 

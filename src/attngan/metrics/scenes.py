@@ -21,16 +21,20 @@ their text but look like the model's would get.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from attngan.errors import AttnGANError
-from attngan.metrics.fid import frechet
+from attngan.metrics.fid import feature_stats, fid_from_stats, frechet
 from attngan.metrics.spec import register, seen_novel_details
 
+# torch, and the data modules that bring PIL, are imported inside the functions: the metric
+# registry imports this module, and reading it (`attngan eval --help`) must not load them.
 if TYPE_CHECKING:
     import torch
 
@@ -177,8 +181,6 @@ class JudgeSceneProbs(JudgeStream):
 
 def bundled_judge_dir():
     """The judge shipped in the package (assets/synthscenes-eval/judge)."""
-    from pathlib import Path
-
     return Path(__file__).resolve().parents[1] / "assets" / "synthscenes-eval" / "judge"
 
 
@@ -268,8 +270,6 @@ def scene_metric(ctx, key: str, extra: str | None = None) -> dict[str, Any]:
 def fid_by_kind(ctx) -> dict[str, Any]:
     """The judge-feature FID of the seen and of the novel prompts' images, each against the real
     test images of that kind (None for a kind with fewer than 2 images on either side)."""
-    from attngan.metrics.fid import feature_stats, fid_from_stats
-
     manifest = scene_manifest(ctx)
     reqs = context_requests(ctx)
     if manifest is None or reqs is None:
@@ -346,8 +346,6 @@ def scene_count_judge(ctx) -> dict[str, Any]:
     **{**_SCENE, "reference": "ours (SynthScenes ground truth; the paper's novel-scene claim, as a number)"},
 )
 def composition_judge(ctx) -> dict[str, Any]:
-    import math
-
     out = scene_metric(ctx, "composition")
     seen, novel = out.get("seen"), out.get("novel")
     out["novel_seen_ratio"] = (novel / seen if seen and novel is not None and not math.isnan(novel)

@@ -70,6 +70,8 @@ import numpy as np
 
 from attngan.metrics.spec import register
 
+# torch, and the data modules that bring PIL, are imported inside the functions: the metric
+# registry imports this module, and reading it (`attngan eval --help`) must not load them.
 if TYPE_CHECKING:
     import torch
     from torch import Tensor

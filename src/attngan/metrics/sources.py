@@ -13,13 +13,18 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 
 from attngan.data.layout import raw_caption_lines
 from attngan.errors import AttnGANError
 from attngan.metrics.extractors import quantize
+
+if TYPE_CHECKING:
+    from attngan.pipeline import AttnGANPipeline
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -46,7 +51,7 @@ class ScoredBatch:
 class GeneratedImages:
     """Samples of a pipeline for the test split's captions, cycled as the paper's protocol."""
 
-    def __init__(self, pipe, dataset, num_images: int, batch: int, seed: int):
+    def __init__(self, pipe: AttnGANPipeline, dataset, num_images: int, batch: int, seed: int):
         self.pipe, self.ds, self.num_images, self.batch = pipe, dataset, num_images, batch
         n, cpi = len(dataset), dataset.cfg.captions_per_image
         idx = np.arange(num_images)
@@ -140,7 +145,7 @@ class PromptImages:
     sample from `seed`, as GeneratedImages): binding, the round trip and the attention metrics on
     prompts written by anyone, not only the test split's captions."""
 
-    def __init__(self, pipe, prompts: list[tuple[str, dict[str, str] | None]], num_images: int, batch: int,
+    def __init__(self, pipe: AttnGANPipeline, prompts: list[tuple[str, dict[str, str] | None]], num_images: int, batch: int,
                  seed: int, name: str = "prompts"):
         self.pipe, self.prompts, self.num_images, self.batch = pipe, prompts, num_images, batch
         for text, _ in prompts:  # every prompt must have a word the model reads: fail before generating
@@ -192,7 +197,6 @@ class FolderImages:
         # True when captions.json gives the data set's class ids (not stand-ins made from the text).
         self.class_ids_given = False
         self.captions, self.class_ids = self._read_captions()
-        from PIL import Image
 
         with Image.open(self.files[0]) as im:
             if im.width != im.height:
@@ -237,8 +241,6 @@ class FolderImages:
         return len(self.files)
 
     def __iter__(self) -> Iterator[ScoredBatch]:
-        from PIL import Image
-
         s = self.image_size
         for b in range(0, len(self.files), self.batch):
             arrs = []

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attngan.config import Config
 from attngan.errors import AttnGANError
 from attngan.networks.damsm import ShapeError, check_shape
 
@@ -375,7 +376,7 @@ def init_weights(module: nn.Module) -> nn.Module:
     return module
 
 
-def build_generator(cfg, nef: int, init: bool = True) -> Generator:
+def build_generator(cfg: Config, nef: int, init: bool = True) -> Generator:
     """G from `cfg.gan` and `cfg.data`; init=False skips weights_init (before loading weights)."""
     g = cfg.gan
     net = Generator(g.gf_dim, g.z_dim, g.condition_dim, nef, g.r_num, cfg.data.branch_num,
@@ -383,7 +384,7 @@ def build_generator(cfg, nef: int, init: bool = True) -> Generator:
     return init_weights(net) if init else net
 
 
-def build_discriminators(cfg, init: bool = True) -> nn.ModuleList:
+def build_discriminators(cfg: Config, init: bool = True) -> nn.ModuleList:
     """One D per stage (64, 128, 256 for bird), or a single conditional D on the last stage (DCGAN)."""
     nef = cfg.text.embedding_dim
     sizes = [cfg.data.base_size * 2**i for i in range(cfg.data.branch_num)]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attngan.config import CaptionerConfig
 from attngan.errors import AttnGANError
 from attngan.networks.damsm import _small_block, check_shape
 
@@ -143,7 +144,7 @@ class ShowAttendTell(nn.Module):
         return self.decoder(self.encoder(images), inputs)
 
 
-def build_captioner(cfg, n_words: int) -> ShowAttendTell:
+def build_captioner(cfg: CaptionerConfig, n_words: int) -> ShowAttendTell:
     """The captioner network of a CaptionerConfig for a vocabulary of `n_words` (incl. <end>)."""
     return ShowAttendTell(n_words, image_size=cfg.image_size, width=cfg.width, embed_dim=cfg.embed_dim,
                           hidden_dim=cfg.hidden_dim, attention_dim=cfg.attention_dim, dropout=cfg.dropout)

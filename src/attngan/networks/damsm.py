@@ -14,8 +14,10 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from attngan.config import Config
 from attngan.errors import AttnGANError
 
 
@@ -136,8 +138,6 @@ class TextEncoder(nn.Module):
         within its own length, then is reversed back. Equal to the packed path (tested, with
         gradients); the extra steps over padding are masked out.
         """
-        from torch.func import functional_call
-
         t_max = int(lengths.max())
         emb = emb[:, :t_max]
         steps = torch.arange(t_max)
@@ -177,6 +177,8 @@ _INCEPTION_TRUNK = (
 class InceptionTrunk(nn.Module):
     def __init__(self) -> None:
         super().__init__()
+        # Imported here: torchvision takes about a second and pulls torch's compiler stack, which
+        # loading a generator or a small-CNN DAMSM never needs.
         from torchvision.models import inception_v3
 
         # init_weights=False: torch's default init is fast; real weights are loaded afterwards.
@@ -350,14 +352,14 @@ class ImageEncoder(nn.Module):
 # --- Builders -------------------------------------------------------------------------------
 
 
-def build_text_encoder(cfg, n_words: int) -> TextEncoder:
+def build_text_encoder(cfg: Config, n_words: int) -> TextEncoder:
     """The DAMSM text encoder from `cfg.text` for a vocabulary of `n_words` (incl. padding id 0)."""
     t = cfg.text
     return TextEncoder(n_words, word_dim=t.word_dim, nef=t.embedding_dim, rnn_type=t.rnn_type,
                        dropout=t.dropout, sentence=t.sentence)
 
 
-def build_image_encoder(cfg) -> ImageEncoder:
+def build_image_encoder(cfg: Config) -> ImageEncoder:
     """The DAMSM image encoder from `cfg.damsm`; Inception weights are loaded separately
     (`load_inception_weights(cfg.damsm.inception_weights)`, or a DAMSM checkpoint over it)."""
     d = cfg.damsm

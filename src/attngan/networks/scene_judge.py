@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from attngan.errors import AttnGANError
 from attngan.fileio import meta_int, meta_names
 from attngan.io import CONFIG_FILE, load_safetensors, load_state, read_folder, state_dict_for_save, write_folder
+from attngan.metrics.inception_fid import weights_digest
 
 JUDGE_KIND = "judge"
 WEIGHTS_FILE = "judge.safetensors"
@@ -185,8 +186,6 @@ def _judge_config(meta: dict[str, Any], path: Path) -> JudgeConfig:
 
 def load_judge(path: str | Path, device: torch.device | str = "cpu") -> SceneJudge:
     """A judge folder (made by `attngan train-oracle` on SynthScenes data), in eval mode."""
-    from attngan.metrics.inception_fid import weights_digest
-
     folder = Path(path)
     meta = read_folder(folder, (JUDGE_KIND,), (WEIGHTS_FILE,))
     w_path = folder / WEIGHTS_FILE

@@ -40,7 +40,7 @@ from attngan.data.synth_birds import MOTIVATING_PROMPTS
 from attngan.errors import AttnGANError
 from attngan.serve.batching import (MAX_WAIT_MS, Job, JobResult, MicroBatcher, QueueFull, ShuttingDown,
                                     WorkerDied)
-from attngan.pipeline import CaptionError
+from attngan.pipeline import AttnGANPipeline, CaptionError
 from attngan.viz import attention_overlay, to_pil, word_confidence
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class BodyLimit:
 
 # The app.
 
-def create_app(pipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms: float = 5.0,
+def create_app(pipeline: AttnGANPipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms: float = 5.0,
                max_body_bytes: int = MAX_BODY_BYTES, captioner=None) -> FastAPI:
     """The web app over a loaded pipeline; starts its inference worker thread. With a `captioner`
     (attngan.captioner.Captioner), every sample also carries what it reads in the final image."""

@@ -18,8 +18,12 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from attngan.pipeline import AttnGANPipeline
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ def _fail(job: Job, exc: BaseException) -> None:
 
 
 class MicroBatcher:
-    def __init__(self, pipeline, max_batch: int = 8, queue_size: int = 64, wait_ms: float = 5.0):
+    def __init__(self, pipeline: AttnGANPipeline, max_batch: int = 8, queue_size: int = 64, wait_ms: float = 5.0):
         if max_batch < 1 or queue_size < 1 or not 0 <= wait_ms <= MAX_WAIT_MS:  # NaN fails too
             raise ValueError(f"max_batch and queue_size must be >= 1, wait_ms from 0 to {MAX_WAIT_MS:g}")
         self.pipeline = pipeline

@@ -28,7 +28,16 @@ from tqdm.auto import tqdm
 from attngan.captioner import (RepeatBlock, caption_tokens, captioner_vocabulary, detokenize,
                                greedy_decode, save_captioner_folder)
 from attngan.config import CaptionerConfig
+from attngan.data.dataset import TextImageDataset, make_loader
+from attngan.data.layout import read_split_captions
+from attngan.data.sampler import EpochSampler
+from attngan.data.vocab import load_vocab
 from attngan.errors import AttnGANError
+from attngan.io import load_damsm
+from attngan.metrics.captioning import attribute_recall, caption_scores
+from attngan.networks.captioner import build_captioner
+from attngan.perf import resolve_device
+from attngan.text import Vocabulary, tokenize
 from attngan.training.checkpoint import rng_state, set_rng_state
 from attngan.training.runstate import RunState
 
@@ -44,10 +53,7 @@ class CaptionedImages(torch.utils.data.Dataset):
     """Images of a split (TextImageDataset: crops, flips, the image cache) with every caption of
     each image as captioner token ids; an item carries one caption, drawn at random when training."""
 
-    def __init__(self, root: Path, split: str, cfg: CaptionerConfig, vocab, train: bool):
-        from attngan.data.dataset import TextImageDataset
-        from attngan.data.vocab import load_vocab
-
+    def __init__(self, root: Path, split: str, cfg: CaptionerConfig, vocab: Vocabulary, train: bool):
         self.train = train
         data_cfg = replace(cfg.data, words_num=1024)  # the image side does not look at captions
         self.images = TextImageDataset(root, split, data_cfg, load_vocab(root), image_sizes=[cfg.image_size],
@@ -87,9 +93,6 @@ class CaptionedImages(torch.utils.data.Dataset):
 def caption_lines(ds) -> list[list[str]]:
     """Each item's caption lines as written; from the word ids (no commas) where the layout has
     no caption text (captions.pickle only)."""
-    from attngan.data.layout import read_split_captions
-    from attngan.text import tokenize
-
     n = ds.cfg.captions_per_image
     try:
         source = read_split_captions(ds.root, ds.split, ds.keys, ds.dataset, n)
@@ -121,8 +124,6 @@ def collate_captions(items: list[dict[str, Any]], start_id: int) -> dict[str, An
 
 def build_vocabulary(root: Path):
     """The data set's words (its vocabulary, as the DAMSM's) plus the comma."""
-    from attngan.data.vocab import load_vocab
-
     return captioner_vocabulary(load_vocab(root).id_to_word)
 
 
@@ -134,8 +135,6 @@ def init_region_encoder(encoder, damsm_dir: str) -> None:
     to read them in order, which on one CPU thread is the difference between a captioner in 25
     minutes and one that does not yet name colours (see MODEL.md).
     """
-    from attngan.io import load_damsm
-
     cfg, _, _, image_encoder = load_damsm(damsm_dir)
     if cfg.damsm.backbone != "small" or 4 * cfg.damsm.small_width != encoder.channels:
         raise AttnGANError(f"init_encoder {damsm_dir}: needs a DAMSM with the small backbone of width "
@@ -166,13 +165,11 @@ def caption_loss(model, batch: dict[str, Any], attention_reg: float, device) -> 
 # Evaluation.
 
 @torch.no_grad()
-def evaluate_captioner(model, ds: CaptionedImages, vocab, cfg: CaptionerConfig, device,
+def evaluate_captioner(model, ds: CaptionedImages, vocab: Vocabulary, cfg: CaptionerConfig, device,
                        max_images: int, synth: bool, batch_size: int = 64) -> dict[str, Any]:
     """Greedy captions (repeats blocked, as the captioner decodes) of the first `max_images` test
     images: BLEU-4 and CIDEr-D against all their captions; on SynthBirds, attribute recall with
     each image's captions as the prompts. Reported only."""
-    from attngan.metrics.captioning import attribute_recall, caption_scores
-
     model.eval()
     n = min(max_images, len(ds))
     captions = []
@@ -205,9 +202,6 @@ def train_captioner(cfg: CaptionerConfig, data_dir: str | Path, out_dir: str | P
     `max_steps` caps the optimiser steps per epoch (speed measurements and tests). Builds what the
     loop takes (vocabulary, data, the model) and holds out_dir's lock throughout (one writer;
     temporaries of killed runs removed)."""
-    from attngan.networks.captioner import build_captioner
-    from attngan.perf import resolve_device
-
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     with RunState.claim(out_dir):
         dev = resolve_device(device)
@@ -226,7 +220,7 @@ def train_captioner(cfg: CaptionerConfig, data_dir: str | Path, out_dir: str | P
                              max_epochs=max_epochs, minutes=minutes, max_steps=max_steps, data_dir=data_dir)
 
 
-def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab, train_ds: CaptionedImages,
+def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab: Vocabulary, train_ds: CaptionedImages,
                   test_ds: CaptionedImages, out_dir: Path, dev: torch.device, *, progress: bool = True,
                   max_epochs: int | None = None, minutes: float = 0.0,
                   max_steps: int | None = None, data_dir: str | Path | None = None) -> dict[str, Any]:
@@ -235,9 +229,6 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab, train_ds:
     After each epoch it scores greedy captions of test_ds (reported only) and snapshots best/ (the
     last epoch) and the state. Progress is counted in images too (`kimg` in each record). Returns
     the last epoch's record."""
-    from attngan.data.dataset import make_loader
-    from attngan.data.sampler import EpochSampler
-
     batch_size = min(cfg.batch_size, len(train_ds))
     epochs = cfg.epochs if max_epochs is None else max_epochs
     # SynthBirds captions come from a grammar that names the attributes: score their recall too.

@@ -21,12 +21,19 @@ from tqdm.auto import tqdm
 
 from attngan import perf
 from attngan.config import Config
+from attngan.data.dataset import make_loader, make_train_loader, open_split
+from attngan.data.vocab import copy_vocab_report, load_vocab
 from attngan.errors import AttnGANError
 from attngan.io import save_damsm_folder
+from attngan.losses import sent_loss, words_loss
+from attngan.metrics.r_precision import r_precision
+from attngan.networks import build_image_encoder, build_text_encoder
 from attngan.perf import resolve_device
+from attngan.text import Vocabulary
 from attngan.training import distributed as dist
 from attngan.training.checkpoint import rng_state, set_rng_state
 from attngan.training.runstate import RunState
+from attngan.viz import attention_grid, save_png
 
 # How best/, the run's one snapshot, is chosen, recorded in its config.json metrics: never by the
 # test split.
@@ -57,8 +64,6 @@ def encode_split(text_encoder, image_encoder, loader, device, max_items: int | N
 def retrieval_metrics(img: torch.Tensor, sent: torch.Tensor, class_ids: torch.Tensor,
                       seed: int = 0) -> dict[str, float]:
     """Image-to-text R-precision (1 true vs 99 other-class captions) and text-to-image recall@1/5."""
-    from attngan.metrics.r_precision import r_precision
-
     # A small test split (new data of a few dozen images) is scored in fewer chunks.
     mean, std = r_precision(img, sent, class_ids, n_neg=99, splits=max(1, min(10, len(img))), seed=seed)
     sim = torch.nn.functional.normalize(sent, dim=1) @ torch.nn.functional.normalize(img, dim=1).T
@@ -76,8 +81,6 @@ def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=c
     """The four DAMSM terms of a batch. `amp` (a context factory) wraps the image encoder, whose
     outputs come back float32, and the word loss's region-word matmul; the softmaxes, cosines and
     matching losses stay float32. `context` is words_loss's (the benchmark compares the two)."""
-    from attngan.losses import sent_loss, words_loss
-
     captions, cap_lens = batch["captions"].to(device), batch["cap_lens"].to(device)
     class_ids = batch["class_ids"].to(device)
     words, sent = text_encoder(captions, cap_lens)
@@ -96,9 +99,6 @@ def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=c
 
 
 def _datasets(cfg: Config, data_dir: Path):
-    from attngan.data.dataset import open_split
-    from attngan.data.vocab import load_vocab
-
     vocab = load_vocab(data_dir, min_count=cfg.data.vocab_min_count)
     data_cfg = replace(cfg.data, words_num=cfg.damsm.words_num)
     sizes = [cfg.damsm.image_size]
@@ -119,9 +119,6 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
     """Pretrain the DAMSM encoders. Re-running with the same out_dir resumes from the last epoch.
     Builds what the loop takes (vocabulary, data, encoders) and holds out_dir's lock throughout
     (one writer; temporaries of killed runs removed)."""
-    from attngan.data.vocab import copy_vocab_report
-    from attngan.networks import build_image_encoder, build_text_encoder
-
     dist.init()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     with RunState.claim(out_dir, main=dist.is_main()):
@@ -149,7 +146,7 @@ def train_damsm(cfg: Config, data_dir: str | Path, out_dir: str | Path, *, devic
                              progress=progress, eval_items=eval_items, data_dir=data_dir)
 
 
-def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: torch.nn.Module, vocab,
+def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: torch.nn.Module, vocab: Vocabulary,
                   train_ds, test_ds, out_dir: Path, dev: torch.device, *, minutes: float = 0.0,
                   epochs: int, progress: bool = True, eval_items: int = 1000,
                   data_dir: str | Path | None = None) -> dict[str, Any]:
@@ -157,8 +154,6 @@ def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: tor
     snapshotting best/ and the state after every epoch; resumes from out_dir/state.pt when it is
     there. Progress is counted in images too (`kimg` in each record). Returns the last epoch's
     record."""
-    from attngan.data.dataset import make_loader, make_train_loader
-
     world = dist.get_world_size()
     batch_size = min(cfg.damsm.batch_size, len(train_ds) // world)  # per process
     # Mixed precision in training steps only; validation and R-precision run in float32.
@@ -297,10 +292,8 @@ def validate(cfg: Config, text_encoder, image_encoder, loader, device, max_items
 
 
 @torch.no_grad()
-def save_attention_preview(cfg: Config, text_encoder, image_encoder, batch, vocab, device, path: Path) -> None:
+def save_attention_preview(cfg: Config, text_encoder, image_encoder, batch, vocab: Vocabulary, device, path: Path) -> None:
     """Word-region attention maps of a fixed test batch, one overlay per word (paper Fig. 5 style)."""
-    from attngan.viz import attention_grid, save_png
-
     text_encoder.eval()
     image_encoder.eval()
     _, attn, _, _ = _damsm_losses(cfg, text_encoder, image_encoder, batch, device)

@@ -21,10 +21,13 @@ from tqdm.auto import tqdm
 
 from attngan import perf, viz
 from attngan.config import Config
+from attngan.data.dataset import collate_sorted, make_train_loader, open_split
 from attngan.errors import AttnGANError
 from attngan.losses import GANLoss, Judge
+from attngan.networks import build_discriminators, build_generator
 from attngan.training import distributed as dist
-from attngan.io import save_model_folder
+from attngan.io import (load_damsm, load_safetensors, load_state, resolve_model, save_model_folder,
+                        with_damsm_sections)
 from attngan.perf import resolve_device
 from attngan.training.checkpoint import rng_state, set_rng_state
 from attngan.training.runstate import RunState
@@ -170,10 +173,6 @@ def train_gan(cfg: Config, data_dir: str | Path, damsm: str | Path, out_dir: str
     """Train AttnGAN; re-running with the same out_dir resumes from its last training state.
     Builds what the loop takes (encoders, data, networks) and holds out_dir's lock throughout
     (one writer; temporaries of killed runs removed)."""
-    from attngan.data.dataset import open_split
-    from attngan.io import load_damsm, with_damsm_sections
-    from attngan.networks import build_discriminators, build_generator
-
     dist.init()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     with RunState.claim(out_dir, main=dist.is_main()):
@@ -210,8 +209,6 @@ def load_init(G: torch.nn.Module, Ds: torch.nn.ModuleList, init_generator: str |
     """Start from a trained generator (a model folder or a bundled model's name), grown to G's
     stages when it has fewer; its discriminators too when the folder has them (import-original
     --netD) and G was not grown."""
-    from attngan.io import load_safetensors, load_state, resolve_model
-
     folder = resolve_model(init_generator)
     sd = load_safetensors(folder / "generator.safetensors")
     grown = grow_state(G, sd)
@@ -231,8 +228,6 @@ def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, 
     resumes from out_dir/state.pt when it is there, and snapshots the EMA model folder and the
     state every snapshot_kimg. Previews draw test_ds's captions. `data_dir` (where train_ds comes
     from) is recorded in the state, so that a resume on other data is noted."""
-    from attngan.data.dataset import make_train_loader
-
     rank, world = dist.get_rank(), dist.get_world_size()
     vocab, text_encoder, image_encoder = damsm
 
@@ -434,8 +429,6 @@ def _gather_rng():
 
 def _fixed_batch(ds, cfg: Config, dev, n: int = 8) -> dict[str, Any]:
     """Test-split captions (unseen classes) and noise reused for every preview grid."""
-    from attngan.data.dataset import collate_sorted
-
     n = min(n, len(ds))
     rng = np.random.get_state()
     np.random.seed(1234)  # the dataset picks a caption at random: keep the previews fixed

@@ -25,9 +25,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from attngan.data.scene_render import BACKGROUNDS, CATEGORY_NAMES, COLOURS
+from attngan.data.synth_scenes import GENERATOR_VERSION, MASK_FIRST_OBJECT, load_manifest
 from attngan.errors import AttnGANError
-from attngan.networks.scene_judge import MIN_ACCURACY, JudgeConfig, SceneJudge, reading, save_judge
+from attngan.networks.scene_judge import (JudgeConfig, MIN_ACCURACY, SceneJudge, load_judge, reading,
+                                          save_judge)
+from attngan.perf import resolve_device
 
 
 @dataclass
@@ -49,10 +54,6 @@ class JudgeData:
 def load_judge_data(root: str | Path, cfg: JudgeConfig, progress: bool = True,
                     limit: int | None = None) -> JudgeData:
     """Every image of a SynthScenes folder with its dense targets on the judge's grid."""
-    from tqdm.auto import tqdm
-
-    from attngan.data.synth_scenes import MASK_FIRST_OBJECT, load_manifest
-
     root = Path(root)
     manifest = load_manifest(root)
     entries = list(manifest["images"].items())
@@ -254,18 +255,11 @@ def train_judge(
 
     `init`: a judge folder to continue from (its input size and width are kept; the schedule
     starts again), so a judge below its bars can be trained further without starting over."""
-    from tqdm.auto import tqdm
-
-    from attngan.data.scene_render import BACKGROUNDS, CATEGORY_NAMES, COLOURS
-    from attngan.perf import resolve_device
-
     t_start, cpu_start = time.perf_counter(), time.process_time()
     dev = resolve_device(device)
     torch.manual_seed(seed)
     start = None
     if init is not None:
-        from attngan.networks.scene_judge import load_judge
-
         start = load_judge(init)
         image_size, width = start.cfg.image_size, start.cfg.width
     cfg = JudgeConfig(categories=list(CATEGORY_NAMES), colours=list(COLOURS), backgrounds=list(BACKGROUNDS),
@@ -351,13 +345,11 @@ def train_judge(
         cfg.info["continued_from"] = {k: before.get(k) for k in ("seed", "epochs", "seconds", "cpu_seconds")}
         if "continued_from" in before:
             cfg.info["continued_from"]["earlier"] = before["continued_from"]
-    from attngan.data.synth_scenes import GENERATOR_VERSION
 
     cfg.info["generator_version"] = GENERATOR_VERSION
     judge.eval()
     if out_dir is not None:
         save_judge(judge, out_dir)
-        from attngan.networks.scene_judge import load_judge
 
         judge = load_judge(out_dir, dev)
     return judge

@@ -19,10 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from attngan.data.cache import stored_size
+from attngan.data.layout import load_cropped, read_image_list
+from attngan.data.synth_captions import COLOURS
 from attngan.errors import AttnGANError
+from attngan.metrics.inception_fid import weights_digest
 from attngan.metrics.oracle import (MIN_ACCURACY, ORACLE_PARTS, WEIGHTS_FILE, AttributeOracle, OracleConfig,
                                     save_oracle)
+from attngan.perf import resolve_device
 from attngan.training.runstate import RunState
 
 
@@ -42,11 +48,6 @@ def load_oracle_data(root: str | Path, colours: list[str], parts: tuple[str, ...
     takes S x S crops; the oracle learns on the same framing (random crops while training, the
     centre crop when testing) so it reads generated images at the scale they are drawn.
     """
-    from tqdm.auto import tqdm
-
-    from attngan.data.cache import stored_size
-    from attngan.data.layout import load_cropped, read_image_list
-
     root = Path(root)
     manifest = _read_manifest(root)
     load = stored_size(image_size)
@@ -166,11 +167,6 @@ def train_oracle(
     held-out images; keeps the epoch with the best worst-attribute accuracy; its per-epoch log
     goes into `info["history"]`.
     """
-    from tqdm.auto import tqdm
-
-    from attngan.data.synth_captions import COLOURS
-    from attngan.perf import resolve_device
-
     t_start = time.perf_counter()
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -240,6 +236,4 @@ def train_oracle(
 
 
 def _digest_of(folder: Path) -> str:
-    from attngan.metrics.inception_fid import weights_digest
-
     return weights_digest(folder / WEIGHTS_FILE)

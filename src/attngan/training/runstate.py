@@ -20,7 +20,9 @@ from typing import Any, Callable, Iterator
 
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_json
+from attngan.io import atomic_torch_save
 from attngan.rundir import claim_run_dir, resume_changes, truncate_jsonl
+from attngan.training.checkpoint import load_training_state
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "resolved_config.json"
@@ -68,8 +70,6 @@ class RunState:
         """The saved state when the folder has one (else None): of this kind, its config changed
         only outside the `fixed` keys (a change there is a one-line error; the others are printed),
         and a note when it trained on another data folder. Sets `images_seen` from it."""
-        from attngan.training.checkpoint import load_training_state
-
         if self.out_dir is None or not self.state_path.is_file():
             return None
         st = load_training_state(self.state_path, self.kind)
@@ -114,7 +114,6 @@ class RunState:
         the kind, the images seen and the data folder."""
         if not self.main or self.out_dir is None:
             return
-        from attngan.io import atomic_torch_save
 
         atomic_torch_save({"kind": self.kind, **state, "images_seen": self.images_seen,
                            **({"data": self.data} if self.data is not None else {})}, self.state_path)
