@@ -138,3 +138,13 @@ def check_writable_file(path: str | os.PathLike, what: str = "--out") -> Path:
 
 def print_config(cfg: Config) -> None:
     print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+
+
+def add_render_arguments(p: argparse.ArgumentParser, data_set: str, native: str, native_help: str) -> None:
+    """The options every generated data set shares: seed, workers, overwrite and output format."""
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    p.add_argument("--workers", type=int, default=1, help="processes (does not change the output)")
+    p.add_argument("--overwrite", action="store_true", help=f"replace an existing {data_set} folder at --out")
+    p.add_argument("--format", choices=(native, "imagefolder", "webdataset"), default=native,
+                   help=f"{native}: {native_help} (default); imagefolder: images + metadata.jsonl; "
+                        "webdataset: train-/test-NNNNNN.tar shards + shards.json")

@@ -10,18 +10,14 @@ HELP = "render SynthBirds, a procedural bird data set with CUB-style captions, i
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from attngan.commands._common import add_render_arguments
+
     p.add_argument("--out", required=True, help="folder to create (e.g. data/birds)")
     p.add_argument("--images", type=int, default=11788, help="number of images (CUB has 11,788)")
     p.add_argument("--classes", type=int, default=None,
                    help="species; 3/4 train, 1/4 test, disjoint (default: 7.5%% of --images, at most 999)")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
-    p.add_argument("--workers", type=int, default=1, help="processes (does not change the output)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing SynthBirds folder at --out")
-    p.add_argument("--format", choices=("cub", "imagefolder", "webdataset"), default="cub",
-                   help="cub: CUB's layout (default); imagefolder: images + metadata.jsonl; "
-                        "webdataset: train-/test-NNNNNN.tar shards + shards.json")
+    add_render_arguments(p, "SynthBirds", "cub", "CUB's layout")
 
 
 MAX_IMAGES = 1_000_000  # 85 times CUB; the manifest and captions are held in memory

@@ -10,19 +10,14 @@ HELP = ("render SynthScenes, a procedural multi-object scene data set with COCO-
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from attngan.commands._common import add_render_arguments
+
     p.add_argument("--out", required=True, help="folder to create (e.g. data/scenes)")
     p.add_argument("--images", type=int, default=5000,
                    help="number of images; 80%% train, 20%% test (half seen, half novel "
                         "compositions): the default gives 500 + 500 test images")
     p.add_argument("--size", type=int, default=256, help="image side in pixels (64 to 1024)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
-    p.add_argument("--workers", type=int, default=1, help="processes (does not change the output)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing SynthScenes folder at --out")
-    p.add_argument("--format", choices=("coco", "imagefolder", "webdataset"), default="coco",
-                   help="coco: COCO 2014's layout with synth_scenes.json (default); imagefolder: "
-                        "images + metadata.jsonl; webdataset: train-/test-NNNNNN.tar shards + shards.json")
-
+    add_render_arguments(p, "SynthScenes", "coco", "COCO 2014's layout with synth_scenes.json")
 
 def run(args: argparse.Namespace) -> int:
     from attngan.commands._common import check_writable_dir

@@ -98,10 +98,7 @@ def _is_probs(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, st
 
     o = ctx.options
     if not (o.is_classifier or o.oracle) and o.judge:
-        from attngan.networks.scene_judge import load_judge
-
-        judge = load_judge(o.judge, ctx.device)
-        return (JudgeSceneProbs(judge, ctx.device),
+        return (JudgeSceneProbs(_scene_judge(ctx), ctx.device),
                 f"SynthScenes judge {Path(o.judge).name}: p(background) x the categories' shares of the object area")
     path = o.is_classifier or o.oracle or o.fid_inception
     stream, what = classifier_stream(path, ctx.device)
@@ -118,13 +115,20 @@ def _oracle(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]
     return OracleStream(oracle, ctx.device), f"SynthBirds oracle {Path(path).name} (valid={oracle.cfg.valid})"
 
 
+def _scene_judge(ctx: "EvalContext"):
+    """The --judge folder's judge, loaded once for the streams that read it (IS and the scene metrics)."""
+    if "judge" not in ctx.memo:
+        from attngan.networks.scene_judge import load_judge
+
+        ctx.memo["judge"] = load_judge(ctx.options.judge, ctx.device)
+    return ctx.memo["judge"]
+
+
 @register_stream("judge")
 def _judge(ctx: "EvalContext", pipe: AttnGANPipeline | None) -> tuple[Any, str]:
-    from attngan.networks.scene_judge import load_judge
-
-    path = ctx.options.judge
-    judge = load_judge(path, ctx.device)
-    return JudgeStream(judge, ctx.device), f"SynthScenes judge {Path(path).name} (valid={judge.cfg.valid})"
+    judge = _scene_judge(ctx)
+    return (JudgeStream(judge, ctx.device),
+            f"SynthScenes judge {Path(ctx.options.judge).name} (valid={judge.cfg.valid})")
 
 
 @register_stream("colour_attention")
