@@ -323,3 +323,14 @@ def test_the_captioner_config_goes_through_the_same_loader(tmp_path):
         load_captioner_config(str(f))
     with pytest.raises(ConfigError, match="neither a captioner preset"):
         load_captioner_config(str(tmp_path / "missing.yaml"))
+
+
+def test_grown_presets_keep_their_two_stage_shapes():
+    # A three-stage CPU preset is grown from a trained two-stage model (`train --init`): everything
+    # but the number of stages must be the two-stage preset's, else the weights would not load.
+    for grown, base in (("synthbirds-128", "tiny"), ("synthscenes-128", "coco-tiny")):
+        g, b = preset(grown).to_dict(), preset(base).to_dict()
+        assert g["data"].pop("branch_num") == 3 and b["data"].pop("branch_num") == 2
+        for section in ("gan", "text", "damsm", "data"):
+            assert g[section] == b[section], (grown, section)
+    assert preset("synthscenes-128").data.captions_per_image == 5

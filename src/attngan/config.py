@@ -290,6 +290,17 @@ def _coco_tiny() -> Config:
     return c
 
 
+def _synthscenes_128() -> Config:
+    # AttnGAN2's structure at CPU size for SynthScenes, as `synthbirds-128` is for SynthBirds: the
+    # lower two stages have exactly `coco-tiny`'s shapes, so a trained two-stage scenes model can be
+    # grown into it (`attngan train --init`, see MODEL.md).
+    c = _coco_tiny()
+    c.name = "synthscenes-128"
+    c.data.branch_num = 3
+    c.train.total_kimg = 100.0
+    return c
+
+
 PRESETS = {
     "bird": _bird,
     "bird-attn1": _bird_attn1,
@@ -298,6 +309,7 @@ PRESETS = {
     "tiny": _tiny,
     "coco-tiny": _coco_tiny,
     "synthbirds-128": _synthbirds_128,
+    "synthscenes-128": _synthscenes_128,
 }
 
 
