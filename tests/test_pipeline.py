@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,6 +109,38 @@ def test_bundled_models_load_generate_and_carry_their_cards(name, stages, size):
     assert card["name"] == (name or "synthbirds-128") and any("attngan" in c for c in card["commands"])
     binding = next(m for m in card["metrics"] if m["name"] == "binding")
     assert {"wing", "belly"} <= set(binding["per_attribute"])
+
+
+SCENES_BUNDLE = Path(__file__).resolve().parents[1] / "src/attngan/assets/synthscenes-128"
+
+
+@pytest.mark.skipif(not (SCENES_BUNDLE / "config.json").is_file(),
+                    reason="the synthscenes-128 bundle is not in src/attngan/assets")
+def test_the_bundled_scene_model_draws_like_the_bird_one(tmp_path, capsys):
+    """`from_pretrained("synthscenes-128")` and `generate --model synthscenes-128`: every stage (as
+    many as its config has), every attentional stage's map of every word; the birds stay the default."""
+    from attngan.cli import main
+    from attngan.pipeline import bundled_model_dir, bundled_model_names
+
+    caption = "a red bus is floating on a lake"
+    assert bundled_model_names()[0] == "synthbirds-128" and "synthscenes-128" in bundled_model_names()
+    assert bundled_model_dir() == bundled_model_dir("synthbirds-128")
+    scenes = AttnGANPipeline.from_pretrained("synthscenes-128", device="cpu")
+    cfg = scenes.config
+    assert cfg.data.dataset == "coco"
+    out = scenes([caption, "two yellow kites flying over the beach"], seed=0)
+    sizes = [cfg.data.base_size * 2**s for s in range(cfg.data.branch_num)]
+    assert [x.shape[-1] for x in out.images] == sizes and all(torch.isfinite(x).all() for x in out.images)
+    assert len(out.attention) == cfg.data.branch_num - 1 >= 1
+    assert out.tokens[0] == caption.split() and out.dropped == [[], []]
+    for att in out.attention:
+        n = len(out.tokens[0])
+        assert torch.allclose(att[0, :n].sum(0), torch.ones_like(att[0, 0]), atol=1e-4)
+
+    assert main(["generate", "--model", "synthscenes-128", caption, "--out", str(tmp_path), "--seed", "0"]) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted([f"000_s0_stage{s}_{px}px.png" for s, px in enumerate(sizes)] + ["000_s0_attention.png"])
+    assert f"000_s0: {caption}" in capsys.readouterr().out
 
 
 def test_an_unknown_bundled_name_is_one_clear_error(tmp_path, monkeypatch):

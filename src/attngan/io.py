@@ -316,7 +316,7 @@ def _captioner_config(meta: dict[str, Any], path: Path) -> CaptionerConfig:
 ENCODERS = {"text_encoder": Part(TEXT_ENCODER_FILE, _text_encoder),
             "image_encoder": Part(IMAGE_ENCODER_FILE, _image_encoder)}
 # Models shipped inside the package, by name; the first one found is the default.
-BUNDLED_MODELS = ("synthbirds-128", "synthbirds-tiny")
+BUNDLED_MODELS = ("synthbirds-128", "synthbirds-tiny", "synthscenes-128")
 KINDS: dict[str, Kind] = {
     # The inference model folder; `attngan train` writes it as a run folder's model/.
     "generator": Kind(("generator",), _model_config,

@@ -71,7 +71,8 @@ class AttnGANPipeline:
     def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "auto",
                         fuse: bool = True, image_encoder: bool = False) -> "AttnGANPipeline":
         """Load a model folder (see attngan/io.py), a GAN run folder (its model/), a bundled model
-        by name ("synthbirds-128", "synthbirds-tiny"), or None: the default bundled model.
+        by name ("synthbirds-128", "synthbirds-tiny", "synthscenes-128"), or None: the default
+        bundled model (synthbirds-128).
 
         `fuse` folds BatchNorm into the convolutions (outputs equal the unfused generator's to
         float rounding, about 1e-5; pass False to keep the generator trainable or to save it).

@@ -8,7 +8,9 @@ HELP = "generate images (every stage) and per-word attention figures from captio
 
 def add_arguments(p) -> None:
     p.add_argument("captions", nargs="*", help="one or more captions (quote each)")
-    p.add_argument("--model", default=None, help="model folder or bundled model name (synthbirds-128, synthbirds-tiny; default: the first bundled)")
+    p.add_argument("--model", default=None,
+                   help="model folder or bundled model name: synthbirds-128 (birds, the default), synthbirds-tiny, "
+                        "synthscenes-128 (multi-object scenes)")
     p.add_argument("--captions-file", default=None, help="a text file, one caption per line")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=1, help="samples per caption")
