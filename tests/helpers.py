@@ -11,9 +11,11 @@ PAGE_WORDS = (
 ).split()
 
 
-def save_random_tiny_model(out_dir: str | Path, seed: int = 0, vocab=None, bn_stats: bool = False) -> Path:
-    """A model folder (config, vocab, safetensors) of randomly initialised `tiny` networks: every
-    shape, file and code path is the real one, its images are noise. `vocab` defaults to PAGE_WORDS;
+def save_random_tiny_model(out_dir: str | Path, seed: int = 0, vocab=None, bn_stats: bool = False,
+                           preset_name: str = "tiny", name: str | None = None) -> Path:
+    """A model folder (config, vocab, safetensors) of randomly initialised `tiny` networks (or those
+    of another CPU-sized preset): every shape, file and code path is the real one, its images are
+    noise, its config named `name` (default: the preset's). `vocab` defaults to PAGE_WORDS;
     `bn_stats` gives the generator non-trivial BatchNorm statistics, so eval-mode paths are exercised."""
     import torch
 
@@ -23,7 +25,8 @@ def save_random_tiny_model(out_dir: str | Path, seed: int = 0, vocab=None, bn_st
     from attngan.text import Vocabulary
 
     torch.manual_seed(seed)
-    cfg = preset("tiny")
+    cfg = preset(preset_name)
+    cfg.name = name or cfg.name
     vocab = vocab if vocab is not None else Vocabulary.build([PAGE_WORDS])
     text_encoder = build_text_encoder(cfg, len(vocab))
     generator = build_generator(cfg, cfg.text.embedding_dim)

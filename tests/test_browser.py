@@ -27,8 +27,10 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Pyt
 uvicorn = pytest.importorskip("uvicorn")
 
 from attngan.pipeline import AttnGANPipeline  # noqa: E402
-from attngan.serve.app import EXAMPLES, create_app  # noqa: E402
+from attngan.serve.app import EXAMPLES, SCENE_EXAMPLES, Served, create_app  # noqa: E402
 from helpers import save_random_tiny_model  # noqa: E402
+
+BIRD_EXAMPLES = EXAMPLES["birds"]
 
 
 class ServerThread:
@@ -120,9 +122,11 @@ def test_page_generates_and_shows_stages_and_attention(pipe, browser):
         first_final = page.get_attribute("#final", "src")
         page.click("#samples .thumb >> nth=1")
         assert page.get_attribute("#final", "src") != first_final
-        page.click(f"button.example:has-text('{EXAMPLES[2]}')")
+        page.click(f"button.example:has-text('{BIRD_EXAMPLES[2]}')")
         page.wait_for_function("() => document.getElementById('tokens').textContent.includes('yellow')", timeout=60_000)
-        assert page.input_value("#caption") == EXAMPLES[2]
+        assert page.input_value("#caption") == BIRD_EXAMPLES[2]
+        # One model: no picker.
+        assert not page.is_visible("#model")
 
         # A caption the model cannot read gives a readable error, not a broken page.
         page.fill("#caption", "zzyzx qwerty")
@@ -137,24 +141,90 @@ def test_page_generates_and_shows_stages_and_attention(pipe, browser):
     app.state.shutdown()
 
 
+def _texts(page, selector: str) -> list[str]:
+    return page.eval_on_selector_all(selector, "els => els.map(e => e.textContent)")
+
+
+def test_page_switches_between_a_bird_and_a_scene_model(pipe, browser, tmp_path_factory):
+    from attngan.text import Vocabulary
+
+    words = sorted({w for text in SCENE_EXAMPLES for w in text.split()})
+    scenes_dir = save_random_tiny_model(tmp_path_factory.mktemp("browser") / "scenes", seed=1,
+                                        vocab=Vocabulary(["<end>", *words]), preset_name="synthscenes-128",
+                                        name="scenes-random")
+    scenes = AttnGANPipeline.from_pretrained(scenes_dir, device="cpu")
+    app = create_app({"tiny": Served(pipe), "scenes-random": Served(scenes, None, "its captioner is not installed")})
+    with ServerThread(app) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems = []
+        page.on("console", lambda m: problems.append(m.text)
+                if m.type == "error" and "status of 422" not in m.text else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(url)
+        page.wait_for_function("() => document.querySelectorAll('#model option').length === 2")
+        assert page.is_visible("#model") and page.input_value("#model") == "tiny"
+        assert _texts(page, "button.example") == list(BIRD_EXAMPLES)
+        assert page.text_content("label[for=caption]") == "Describe a bird"
+
+        # The scene model: its examples, its words, its three stages, and why no caption is shown.
+        page.select_option("#model", "scenes-random")
+        page.wait_for_function("() => document.getElementById('model-info').textContent.includes('scenes-random')")
+        assert "128x128" in page.text_content("#model-info")
+        assert _texts(page, "button.example") == list(SCENE_EXAMPLES)
+        assert page.text_content("label[for=caption]") == "Describe a scene"
+        assert page.title() == "AttnGAN · text to scene"
+        page.fill("#seed", "1")
+        page.select_option("#n", "1")
+        page.click(f"button.example:has-text('{SCENE_EXAMPLES[0]}')")
+        page.wait_for_function("() => document.getElementById('meta').textContent.startsWith('scenes-random')",
+                               timeout=60_000)
+        assert _texts(page, "#tokens .tok") == SCENE_EXAMPLES[0].split()
+        assert _loaded_sizes(page, "#stages img") == [32, 64, 128]
+        assert page.eval_on_selector_all("#att-tabs .tab", "els => els.length") == 2
+        assert "its captioner is not installed" in page.text_content("#final-think")
+        # A bird sentence to the scene model: the words it lacks are named; none known is an error.
+        page.fill("#caption", "a red bus with wings")
+        page.click("#generate")
+        page.wait_for_function("() => document.getElementById('dropped').textContent.includes('wings')",
+                               timeout=60_000)
+        assert _texts(page, "#dropped .tok") == ["with", "wings"]
+        page.fill("#caption", "wings belly")
+        page.click("#generate")
+        page.wait_for_selector("#status.error", timeout=30_000)
+        assert "'caption' for scenes-random" in page.text_content("#status")
+        assert "vocabulary" in page.text_content("#status")
+
+        # Back to the bird model: its examples, and its own two stages.
+        page.select_option("#model", "tiny")
+        assert _texts(page, "button.example") == list(BIRD_EXAMPLES)
+        page.fill("#caption", "a red bird")
+        page.click("#generate")
+        page.wait_for_function("() => document.getElementById('meta').textContent.startsWith('tiny')",
+                               timeout=60_000)
+        assert _loaded_sizes(page, "#stages img") == [32, 64]
+        assert page.is_hidden("#final-think")
+        assert not problems, problems
+        page.close()
+    app.state.shutdown()
+
+
 @pytest.mark.skipif(not os.environ.get("ATTNGAN_SCREENSHOT"), reason="set ATTNGAN_SCREENSHOT=path to save one")
 def test_screenshot(pipe, browser):
     out = Path(os.environ["ATTNGAN_SCREENSHOT"])
     model = os.environ.get("ATTNGAN_SCREENSHOT_MODEL")
-    captioner = None
-    if model:  # "bundled": the shipped model and captioner, as `attngan serve` shows them
-        from attngan.captioner import Captioner
+    models = pipe
+    if model:  # "bundled": the shipped models and captioners, as `attngan serve` shows them
+        from attngan.commands.serve import load_models
 
-        pipe = AttnGANPipeline.from_pretrained(None if model == "bundled" else model, device="cpu")
-        captioner = Captioner.from_pretrained(None, device="cpu") if model == "bundled" else None
-    app = create_app(pipe, captioner=captioner)
+        models = load_models(None if model == "bundled" else [model], None, False, "cpu")
+    app = create_app(models)
     with ServerThread(app) as url:
         page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
         page.goto(url)
         page.wait_for_function("() => document.getElementById('model-info').textContent.length > 20")
         page.fill("#seed", "0")
         page.select_option("#n", "4")
-        page.click(f"button.example:has-text('{EXAMPLES[0]}')")
+        page.click(f"button.example:has-text('{BIRD_EXAMPLES[0]}')")
         page.wait_for_selector("img.attention-overlay", timeout=60_000)
         _loaded_sizes(page, "img.attention-overlay")
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,11 +32,12 @@ from PIL import Image  # noqa: E402
 from attngan import cli  # noqa: E402
 from attngan.errors import AttnGANError  # noqa: E402
 from attngan.pipeline import AttnGANPipeline, PipelineOutput  # noqa: E402
-from attngan.serve.app import EXAMPLES, MAX_BODY_BYTES, create_app  # noqa: E402
+from attngan.serve.app import EXAMPLES, MAX_BODY_BYTES, SCENE_EXAMPLES, Served, create_app  # noqa: E402
 from attngan.serve.batching import Job, MicroBatcher  # noqa: E402
 from helpers import save_random_tiny_model  # noqa: E402
 
 CAPTION = "a bird with wings that are black and a white belly"
+BIRD_EXAMPLES = EXAMPLES["birds"]
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +81,8 @@ def test_index_page_is_self_contained(client):
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     page = r.text
-    for example in EXAMPLES:
-        assert example in page
+    # The model picker and the example chips are filled from /api/v1/models.
+    assert 'id="model"' in page and 'id="examples"' in page
     # Only our own files are referenced, and the browser is told to load nothing else.
     refs = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert refs and all(ref.startswith("/") and not ref.startswith("//") for ref in refs), refs
@@ -107,6 +108,7 @@ def test_health(client):
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["model"] == "tiny" and body["device"] == "cpu"
+    assert body["models"] == ["tiny"]
     assert body["queue"]["capacity"] == 64 and body["queue"]["max_batch"] == 8
     assert body["queue"]["pending"] == 0
 
@@ -120,14 +122,16 @@ def test_model_summary_matches_the_pipeline(client, pipe):
     assert [a["map_resolution"] for a in m["attention_stages"]] == [a.shape[-1] for a in out.attention]
     assert m["attention_stages"][0]["stage"] == 1
     assert m["limits"]["caption_chars"] == 300 and m["limits"]["n"] == 8
-    assert m["examples"] == EXAMPLES
+    assert m["examples"] == list(BIRD_EXAMPLES) and m["subject"] == "bird"
+    assert m["config"]["dataset"] == "birds" and m["captioner"] is None
+    assert client.get("/api/v1/models").json() == {"default": "tiny", "models": [m]}
 
 
 def test_openapi_schema(client):
     schema = client.get("/openapi.json").json()
     assert {"/api/v1/generate", "/api/v1/health", "/api/v1/model"} <= set(schema["paths"])
     props = schema["components"]["schemas"]["GenerateRequest"]["properties"]
-    assert set(props) == {"caption", "seed", "n", "attention"}
+    assert set(props) == {"caption", "seed", "n", "attention", "model"}
     assert props["caption"]["maxLength"] == 300
 
 
@@ -137,7 +141,7 @@ def test_generate_images_stages_and_attention(client, pipe):
     r = client.post("/api/v1/generate", json={"caption": CAPTION + " in a purple zzyzx", "seed": 7, "n": 2})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["seed"] == 7 and body["n"] == 2
+    assert body["seed"] == 7 and body["n"] == 2 and body["model"] == "tiny"
     assert body["tokens"] == CAPTION.split() + ["a"]  # 'in' is not in the vocabulary
     assert body["dropped"] == ["in", "purple", "zzyzx"]
     assert body["truncated"] == []
@@ -209,6 +213,238 @@ def test_long_caption_keeps_the_first_words(client, pipe):
     assert body["tokens"] == words[: pipe.words_num]
     assert body["truncated"] == words[pipe.words_num:]
     assert len(body["samples"][0]["attention"][0]["words"]) == pipe.words_num
+
+
+# Several models: a bird model and a scene model, picked per request.
+
+SCENE_WORDS = sorted({w for text in SCENE_EXAMPLES for w in text.split()} | {"blue", "sky", "in", "cow"})
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(tmp_path_factory) -> Path:
+    """A random model of the scenes preset: three stages (32 -> 128 px) where the bird one has two,
+    of the COCO layout's data set, over the scene examples' words."""
+    from attngan.text import Vocabulary
+
+    return save_random_tiny_model(tmp_path_factory.mktemp("serve") / "scenes-random", seed=1,
+                                  vocab=Vocabulary(["<end>", *SCENE_WORDS]), preset_name="synthscenes-128",
+                                  name="scenes-random")
+
+
+@pytest.fixture(scope="session")
+def scenes_pipe(scenes_dir) -> AttnGANPipeline:
+    return AttnGANPipeline.from_pretrained(scenes_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def two_models(pipe, scenes_pipe):
+    app = create_app({"birds": Served(pipe), "scenes": Served(scenes_pipe, None, "no captioner here")},
+                     batch_wait_ms=0)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_the_scene_examples_are_sentences_of_the_scene_grammar():
+    """Every scene example is in SynthScenes' words, and the scene parser reads an object, its
+    place and a background out of each (what the scene metrics would score it on)."""
+    from attngan.data.scene_captions import VOCABULARY, parse_scene_caption
+    from attngan.text import tokenize
+
+    assert len(SCENE_EXAMPLES) >= 5 and "a red bus is floating on a lake" in SCENE_EXAMPLES
+    for text in SCENE_EXAMPLES:
+        assert set(tokenize(text)) <= set(VOCABULARY), text
+        parsed = parse_scene_caption(text)
+        assert parsed["objects"] and all(o["category"] and o["place"] for o in parsed["objects"]), text
+    assert EXAMPLES["coco"] == SCENE_EXAMPLES
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "src/attngan/assets/synthscenes-128/config.json")
+                    .is_file(), reason="the synthscenes-128 bundle is not in src/attngan/assets")
+def test_the_shipped_scene_model_draws_every_example_it_offers():
+    """The page's scene examples, through the API, on the shipped scene model: every word known,
+    every stage (each twice the one before), every attentional stage's map of every word."""
+    scenes = AttnGANPipeline.from_pretrained("synthscenes-128", device="cpu")
+    stages = scenes.config.data.branch_num
+    app = create_app({"synthscenes-128": Served(scenes)})
+    with TestClient(app, raise_server_exceptions=False) as c:
+        info = c.get("/api/v1/model").json()
+        assert info["subject"] == "scene" and info["examples"] == list(SCENE_EXAMPLES)
+        for k, text in enumerate(info["examples"]):
+            r = c.post("/api/v1/generate", json={"caption": text, "seed": k, "attention": k == 0})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["model"] == "synthscenes-128" and body["dropped"] == [] and body["truncated"] == []
+            assert body["tokens"] == text.split()
+            (sample,) = body["samples"]
+            widths = [st["width"] for st in sample["stages"]]
+            assert widths == [scenes.config.data.base_size * 2**s for s in range(stages)]
+            final = decode_png(sample["stages"][-1]["png"])
+            assert final.std() > 1  # a picture, not a flat colour
+            if k == 0:
+                assert [a["stage"] for a in sample["attention"]] == list(range(1, stages))
+                for att in sample["attention"]:
+                    assert [w["word"] for w in att["words"]] == body["tokens"]
+
+
+def test_the_api_switches_models_by_name(two_models, pipe, scenes_pipe):
+    c = two_models
+    summary = c.get("/api/v1/models").json()
+    assert summary["default"] == "birds" and [m["name"] for m in summary["models"]] == ["birds", "scenes"]
+    birds, scenes = summary["models"]
+    assert [s["width"] for s in birds["stages"]] == [32, 64]
+    assert [s["width"] for s in scenes["stages"]] == [32, 64, 128]
+    assert [a["stage"] for a in scenes["attention_stages"]] == [1, 2]
+    assert (birds["subject"], scenes["subject"]) == ("bird", "scene")
+    assert birds["examples"] == list(BIRD_EXAMPLES) and scenes["examples"] == list(SCENE_EXAMPLES)
+    assert scenes["captioner"] is None and scenes["captioner_note"] == "no captioner here"
+    assert c.get("/api/v1/model", params={"model": "scenes"}).json() == scenes
+    assert c.get("/api/v1/model").json() == birds
+    assert c.get("/api/v1/health").json()["models"] == ["birds", "scenes"]
+
+    caption = "a red bus is floating on a lake"
+    default = c.post("/api/v1/generate", json={"caption": CAPTION, "seed": 3}).json()
+    assert default["model"] == "birds" and len(default["samples"][0]["stages"]) == 2
+    body = c.post("/api/v1/generate", json={"caption": caption, "seed": 3, "model": "scenes"}).json()
+    assert body["model"] == "scenes" and body["tokens"] == caption.split() and body["dropped"] == []
+    (sample,) = body["samples"]
+    assert [st["width"] for st in sample["stages"]] == [32, 64, 128] and len(sample["attention"]) == 2
+    # The images are the scene model's own, as `attngan generate --model ... --seed 3` draws them.
+    ref = scenes_pipe([caption], seed=3)
+    for s in range(3):
+        expected = np.asarray(ref.to_pil(s)[0], dtype=np.int16)
+        assert np.abs(decode_png(sample["stages"][s]["png"]) - expected).max() <= 1
+    # The same caption to the bird model: its words, its vocabulary.
+    birds_body = c.post("/api/v1/generate", json={"caption": caption, "seed": 3, "model": "birds"}).json()
+    assert birds_body["model"] == "birds" and "bus" in birds_body["dropped"]
+
+
+def test_unknown_words_and_models_are_clear_errors(two_models, model_dir):
+    c = two_models
+    # A bird caption to the scene model: its unknown words named, as for the bird model.
+    r = c.post("/api/v1/generate", json={"caption": "wings belly crown", "model": "scenes"})
+    message = assert_clean_error(r, 422, model_dir)
+    assert message.startswith("'caption' for scenes:") and "vocabulary" in message
+    assert r.json()["dropped"] == ["wings", "belly", "crown"]
+    # The paper's own sentence: the words SynthScenes lacks are left out and named.
+    body = c.post("/api/v1/generate", json={"caption": "a red double decker bus is floating on a lake",
+                                            "model": "scenes", "attention": False}).json()
+    assert body["dropped"] == ["double", "decker"] and body["tokens"] == SCENE_EXAMPLES[0].split()
+    for model in ("nope", "synthbirds-999", "", "Birds"):
+        r = c.post("/api/v1/generate", json={"caption": "a red bus", "model": model})
+        message = assert_clean_error(r, 422, model_dir)
+        assert message == "'model': no such model on this server; it serves birds, scenes"
+    for bad in (5, ["birds"], "x" * 201):
+        r = c.post("/api/v1/generate", json={"caption": "a red bus", "model": bad})
+        assert "'model'" in assert_clean_error(r, 422, model_dir)
+    r = c.get("/api/v1/model", params={"model": "nope"})
+    assert "no such model" in assert_clean_error(r, 404, model_dir)
+
+
+def test_requests_for_different_models_are_never_batched_together(pipe, scenes_pipe):
+    """Concurrent requests for both models, with a batch wait that lets them all meet: each answer
+    is its own model's images, equal to those it draws alone, and no batch held two models."""
+    calls: list[str] = []
+
+    class Named(FailingPipeline):
+        def __init__(self, inner, name):
+            super().__init__(inner, RuntimeError("unused"))
+            self.name = name
+
+        def generate_from_ids(self, ids, *args, **kwargs):
+            calls.append(self.name)
+            return self._pipe.generate_from_ids(ids, *args, **kwargs)
+
+    birds, scenes = Named(pipe, "birds"), Named(scenes_pipe, "scenes")
+    app = create_app({"birds": Served(birds), "scenes": Served(scenes)}, max_batch=8, batch_wait_ms=500)
+    bodies = [{"caption": "a red bus on the lake", "seed": 1, "model": "scenes", "attention": False},
+              {"caption": "a red bus on the lake", "seed": 1, "model": "scenes", "attention": False, "n": 2},
+              {"caption": "a red bird", "seed": 2, "model": "birds", "attention": False},
+              {"caption": "a red bird", "seed": 2, "attention": False, "n": 2},
+              {"caption": "two white boats sailing on the lake", "seed": 3, "model": "scenes", "attention": False}]
+    calls.clear()
+    responses = asyncio.run(_post_all(app, bodies))
+    app.state.shutdown()
+    batches = len(calls)
+    assert 2 <= batches < len(bodies)  # several requests shared a batch, one model's only
+    for b, r in zip(bodies, responses):
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["model"] == b.get("model", "birds")
+        ref = (scenes_pipe if got["model"] == "scenes" else pipe)([b["caption"]] * got["n"], seed=b["seed"])
+        assert got["timing"]["batch_images"] <= 8
+        for k, sample in enumerate(got["samples"]):
+            assert len(sample["stages"]) == len(ref.images)
+            expected = np.asarray(ref.to_pil(-1)[k], dtype=np.int16)
+            assert np.abs(decode_png(sample["stages"][-1]["png"]) - expected).max() <= 1
+
+
+# The command's models and the captioner of each.
+
+def _scene_captioner(folder: Path, name: str = "scenes-reader") -> Path:
+    """A random captioner of scene images (its config's data set: coco)."""
+    from attngan.captioner import captioner_vocabulary, save_captioner_folder
+    from attngan.config import load_captioner_config
+    from attngan.networks.captioner import build_captioner
+
+    cfg = load_captioner_config("captioner", {"width": 8, "embed_dim": 32, "hidden_dim": 64,
+                                              "attention_dim": 32, "dropout": 0.0, "name": name})
+    cfg.data.dataset = "coco"
+    vocab = captioner_vocabulary(SCENE_WORDS)
+    torch.manual_seed(0)
+    return save_captioner_folder(folder, cfg, vocab, build_captioner(cfg, len(vocab)).eval())
+
+
+def test_serve_offers_the_bird_and_the_scene_model_by_default():
+    from attngan.captioner import bundled_captioner_names
+    from attngan.commands.serve import load_models
+    from attngan.io import bundled_model_names
+
+    models = load_models(None, None, False, "cpu")
+    assert list(models) == [n for n in ("synthbirds-128", "synthscenes-128") if n in bundled_model_names()]
+    birds = models["synthbirds-128"]
+    assert birds.captioner.config.name == "synthbirds-captioner" and birds.note is None
+    if "synthscenes-128" in models:
+        scenes = models["synthscenes-128"]
+        assert scenes.pipeline.config.data.dataset == "coco"
+        if "synthscenes-captioner" in bundled_captioner_names():
+            assert scenes.captioner.config.data.dataset == "coco" and scenes.note is None
+        else:  # the page says why there is no "I think it's ..." line
+            assert scenes.captioner is None and scenes.note == "synthscenes-captioner is not installed"
+    app = create_app(models)
+    try:
+        with TestClient(app) as c:
+            summary = c.get("/api/v1/models").json()
+            assert summary["default"] == "synthbirds-128" and [m["name"] for m in summary["models"]] == list(models)
+            assert summary["models"][0]["captioner"] == "synthbirds-captioner"
+    finally:
+        app.state.shutdown()
+
+
+def test_captioners_go_to_the_models_of_their_data_set(model_dir, scenes_dir, tmp_path):
+    from attngan.commands.serve import load_models
+
+    reader = _scene_captioner(tmp_path / "reader")
+    models = load_models([str(model_dir), str(scenes_dir)], [str(reader)], False, "cpu")
+    assert list(models) == ["tiny", "scenes-random"]
+    assert models["tiny"].captioner.config.name == "synthbirds-captioner"  # the bundled one of birds
+    assert models["scenes-random"].captioner.config.name == "scenes-reader" and models["scenes-random"].note is None
+    off = load_models([str(model_dir), str(scenes_dir)], [str(reader)], True, "cpu")
+    assert all(m.captioner is None and m.note is None for m in off.values())
+    with pytest.raises(AttnGANError, match=r"reads coco images, and no model served is of that data set \(birds\)"):
+        load_models([str(model_dir)], [str(reader)], False, "cpu")
+    with pytest.raises(AttnGANError, match="two captioners read coco images"):
+        load_models([str(scenes_dir)], [str(reader), str(_scene_captioner(tmp_path / "again"))], False, "cpu")
+    with pytest.raises(AttnGANError, match="two of the models to serve are called 'tiny'"):
+        load_models([str(model_dir), str(model_dir)], None, True, "cpu")
+
+
+def test_a_model_without_a_captioner_says_why(scenes_dir, monkeypatch):
+    from attngan.commands import serve as command
+    from attngan.serve import app as serve_app
+
+    monkeypatch.setitem(serve_app.CAPTIONERS, "coco", "nowhere-captioner")
+    (model,) = command.load_models([str(scenes_dir)], None, False, "cpu").values()
+    assert model.captioner is None and model.note == "nowhere-captioner is not installed"
 
 
 # Bad input: a 4xx with a clear message, nothing internal.
@@ -327,12 +563,12 @@ def test_user_fixable_pipeline_errors_are_422(pipe, model_dir):
 # Micro-batching and the queue bound.
 
 REQUESTS = [  # different lengths (padding), seeds and sample counts, some out-of-vocabulary words
-    {"caption": EXAMPLES[0], "seed": 1, "n": 1},
+    {"caption": BIRD_EXAMPLES[0], "seed": 1, "n": 1},
     {"caption": "a red bird", "seed": 2, "n": 2},
-    {"caption": EXAMPLES[1], "seed": 3, "n": 1},
+    {"caption": BIRD_EXAMPLES[1], "seed": 3, "n": 1},
     {"caption": "bird", "seed": 4, "n": 3},
     {"caption": "this small bird has a blue crown and a short pointed bill", "seed": 5, "n": 1},
-    {"caption": EXAMPLES[2] + " and an xyzzy tail", "seed": 6, "n": 2},
+    {"caption": BIRD_EXAMPLES[2] + " and an xyzzy tail", "seed": 6, "n": 2},
 ]
 
 
@@ -433,6 +669,23 @@ def test_batcher_fills_batches_in_order_and_splits_results():
     assert [r.batch_images for r in results] == [5, 8, 8]
 
 
+def test_batcher_keeps_each_batch_to_one_model():
+    """Jobs of two models queued A, A, B, A: a batch closes at the first job of another model, which
+    opens the next one; every job runs on its own model, in the order they came."""
+    a, b = RecordingPipeline(), RecordingPipeline()
+    batcher = MicroBatcher(a, max_batch=8, queue_size=8, wait_ms=50)
+    jobs = [Job([w], torch.zeros(n, 2), torch.zeros(n, 2), p)
+            for w, n, p in ((1, 2, None), (2, 1, a), (3, 2, b), (4, 1, a))]
+    futures = [batcher.submit(j) for j in jobs]
+    batcher.start()
+    results = [f.result(timeout=10) for f in futures]
+    batcher.stop()
+    assert a.calls == [3, 1] and b.calls == [2]
+    assert [r.batch_images for r in results] == [3, 3, 2, 1]
+    for job, res in zip(jobs, results):
+        assert res.images[0].shape[0] == job.n and torch.all(res.images[0] == job.ids[0])
+
+
 def test_batcher_refuses_beyond_its_queue():
     from attngan.serve.batching import QueueFull
 
@@ -453,6 +706,9 @@ def test_serve_command_errors_are_one_line(tmp_path, capsys):
     assert "does not exist" in err and "Traceback" not in err
     assert cli.main(["serve", "--max-batch", "0"]) == 2
     assert "--max-batch" in capsys.readouterr().err
+    assert cli.main(["serve", "--model", "synthbirds-128", "--model", "synthbirds-128", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "two of the models to serve are called 'synthbirds-128'" in err[0], err
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
@@ -461,20 +717,22 @@ def test_serve_command_errors_are_one_line(tmp_path, capsys):
         assert "cannot listen" in capsys.readouterr().err
 
 
-def test_serve_command_serves_and_stops(model_dir):
+def test_serve_command_serves_and_stops(model_dir, scenes_dir):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "attngan", "serve", "--model", str(model_dir), "--port", "0", "--device", "cpu"],
+        [sys.executable, "-m", "attngan", "serve", "--model", str(model_dir), "--model", str(scenes_dir),
+         "--port", "0", "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        url = None
+        url, banner = None, ""
         deadline = time.monotonic() + 60
         while url is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
             m = re.search(r"open (http://127\.0\.0\.1:\d+/)", line)
-            url = m.group(1) if m else None
+            url, banner = (m.group(1), line) if m else (None, banner)
         assert url, "the server did not print its address"
+        assert "models 'tiny', 'scenes-random' on cpu" in banner
         for _ in range(100):  # uvicorn accepts connections shortly after the banner
             try:
                 r = httpx.get(url + "api/v1/health", timeout=5)
@@ -484,6 +742,8 @@ def test_serve_command_serves_and_stops(model_dir):
         assert r.status_code == 200 and r.json()["status"] == "ok"
         r = httpx.post(url + "api/v1/generate", json={"caption": "a red bird", "seed": 0}, timeout=30)
         assert r.status_code == 200 and decode_png(r.json()["samples"][0]["stages"][-1]["png"]).shape == (64, 64, 3)
+        r = httpx.post(url + "api/v1/generate", json={"caption": "a red bus", "model": "scenes-random"}, timeout=30)
+        assert r.status_code == 200 and decode_png(r.json()["samples"][0]["stages"][-1]["png"]).shape == (128, 128, 3)
         # A request uvicorn itself cannot parse is answered in the API's JSON error shape too.
         host, port = re.search(r"//([\d.]+):(\d+)/", url).groups()
         with socket.create_connection((host, int(port)), timeout=10) as s:

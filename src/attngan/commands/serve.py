@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 NAME = "serve"
-HELP = "serve the web page and JSON API (POST /api/v1/generate) for a model"
+HELP = "serve the web page and JSON API (POST /api/v1/generate) for one model or several"
+
+# Served when no --model is given (those installed), the first the default: a bird model and a
+# scene model, between which the page and the API choose.
+DEFAULT_MODELS = ("synthbirds-128", "synthscenes-128")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default=None, help="model folder or bundled model name (synthbirds-128, synthbirds-tiny; default: the first bundled)")
+    p.add_argument("--model", action="append", default=None,
+                   help="model folder or bundled model name (synthbirds-128, synthbirds-tiny, synthscenes-128); "
+                        "repeat it to serve several, the first being the default (default: synthbirds-128 "
+                        "and synthscenes-128, those installed)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: loopback only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
@@ -17,9 +24,11 @@ def add_arguments(p) -> None:
                         "one request's own samples always run together)")
     p.add_argument("--queue", type=int, default=64,
                    help="most requests waiting; beyond it the server answers 503 with Retry-After")
-    p.add_argument("--captioner", default=None,
-                   help="captioner folder or bundled name shown under each image as \"I think it's ...\" "
-                        "(default: the bundled synthbirds-captioner when installed)")
+    p.add_argument("--captioner", action="append", default=None,
+                   help="captioner folder or bundled name whose reading of each image of the models of its "
+                        "data set is shown under it as \"I think it's ...\"; repeat it for several data sets "
+                        "(default: synthbirds-captioner for bird models, synthscenes-captioner for scene "
+                        "models, when installed)")
     p.add_argument("--no-captioner", action="store_true", help="no captions under the images")
     p.add_argument("--batch-wait-ms", type=float, default=5.0,
                    help="how long a batch waits for more requests to join it, 0 to 1000 (default: 5)")
@@ -132,6 +141,67 @@ def _json_400_protocol(read_timeout: float = 10.0, max_connections: int = MAX_CO
     return JSONErrorH11Protocol
 
 
+def model_name(pipeline, given) -> str:
+    """What the server calls a model: the bundled name it was given by, else its model card's name,
+    else its config's."""
+    from pathlib import Path
+
+    from attngan.io import bundled_model_names
+
+    if given is not None and given in bundled_model_names() and not Path(given).exists():
+        return given
+    card = (pipeline.source.meta.get("model_card") if pipeline.source is not None else None) or {}
+    name = card.get("name") if isinstance(card, dict) else None
+    return name if isinstance(name, str) and name else pipeline.config.name
+
+
+def load_models(models: list[str] | None, captioners: list[str] | None, no_captioner: bool,
+                device: str) -> dict:
+    """{name: Served} of the models to serve (--model, or DEFAULT_MODELS), the default first, each
+    with the captioner of its data set: one of `captioners` (--captioner), else the bundled one of
+    CAPTIONERS when installed, else none and a note saying why."""
+    from attngan.captioner import Captioner, bundled_captioner_names
+    from attngan.errors import AttnGANError
+    from attngan.io import bundled_model_names
+    from attngan.pipeline import AttnGANPipeline
+    from attngan.serve.app import CAPTIONERS, Served
+
+    if not models:
+        installed = bundled_model_names()
+        models = [n for n in DEFAULT_MODELS if n in installed] or [None]
+    pipes = {}
+    for given in models:
+        pipe = AttnGANPipeline.from_pretrained(given, device=device)
+        name = model_name(pipe, given)
+        if name in pipes:
+            raise AttnGANError(f"two of the models to serve are called '{name}'; give each model once")
+        pipes[name] = pipe
+    if no_captioner:
+        return {name: Served(pipe) for name, pipe in pipes.items()}
+    datasets = {pipe.config.data.dataset for pipe in pipes.values()}
+    readers = {}  # data set -> the captioner of its models
+    for given in captioners or ():
+        captioner = Captioner.from_pretrained(given, device=device)
+        dataset = captioner.config.data.dataset
+        if dataset in readers:
+            raise AttnGANError(f"two captioners read {dataset} images; give one --captioner per data set")
+        if dataset not in datasets:
+            raise AttnGANError(f"--captioner {given} reads {dataset} images, and no model served is of "
+                               f"that data set ({', '.join(sorted(datasets))})")
+        readers[dataset] = captioner
+    served = {}
+    for name, pipe in pipes.items():
+        dataset, note = pipe.config.data.dataset, None
+        bundled = CAPTIONERS.get(dataset)
+        if dataset not in readers and bundled in bundled_captioner_names():
+            readers[dataset] = Captioner.from_pretrained(bundled, device=device)
+        elif dataset not in readers:
+            note = (f"{bundled} is not installed" if bundled else
+                    f"no bundled captioner reads {dataset} images (--captioner gives one)")
+        served[name] = Served(pipe, readers.get(dataset), note)
+    return served
+
+
 def run(args) -> int:
     from attngan.errors import AttnGANError
 
@@ -159,23 +229,21 @@ def run(args) -> int:
         from attngan.serve.app import create_app
     except ModuleNotFoundError as e:
         raise AttnGANError(f"attngan serve needs {e.name}: pip install 'attngan[serve]'") from None
-    from attngan.pipeline import AttnGANPipeline
-
     sock = _listen(args.host, args.port)
     try:
-        pipe = AttnGANPipeline.from_pretrained(args.model, device=args.device)
-        captioner = None
-        if not args.no_captioner:
-            from attngan.captioner import Captioner, bundled_captioner_names
-
-            if args.captioner is not None or bundled_captioner_names():
-                captioner = Captioner.from_pretrained(args.captioner, device=args.device)
-        app = create_app(pipe, max_batch=args.max_batch, queue_size=args.queue,
-                         batch_wait_ms=args.batch_wait_ms, captioner=captioner)
+        models = load_models(args.model, args.captioner, args.no_captioner, args.device)
+        app = create_app(models, max_batch=args.max_batch, queue_size=args.queue,
+                         batch_wait_ms=args.batch_wait_ms)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        print(f"attngan serve: model '{pipe.config.name}' on {pipe.device}; "
+        default = next(iter(models.values())).pipeline
+        names = ", ".join(f"'{n}'" for n in models)
+        print(f"attngan serve: model{'s' if len(models) > 1 else ''} {names} on {default.device}; "
               f"open http://{shown}:{port}/  (Ctrl+C stops)", flush=True)
+        for name, served in models.items():
+            if served.note:
+                print(f"attngan serve: note: no \"I think it's ...\" under {name}'s images: {served.note}",
+                      flush=True)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             print("attngan serve: note: listening beyond loopback; there is no authentication", flush=True)
         config = uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,

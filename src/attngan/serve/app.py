@@ -1,15 +1,20 @@
 """The web page and JSON API: a thin shell over AttnGANPipeline.
 
-`create_app(pipeline)` returns a FastAPI app:
+`create_app(pipeline)` or `create_app({name: Served(pipeline, captioner), ...})` returns a FastAPI
+app offering one model or several (the first is the default; a request picks one by "model"):
   GET  /                   the single page (static/index.html, app.js, style.css; works offline)
   POST /api/v1/generate    caption -> PNGs per stage (labelled by resolution) + per-word overlays
   GET  /api/v1/health      liveness and queue state
-  GET  /api/v1/model       config summary, vocabulary size, stage resolutions
+  GET  /api/v1/models      every model's summary (as below), and which is the default
+  GET  /api/v1/model       one model's (?model=NAME; default: the default model): config summary,
+                           vocabulary size, stage resolutions, example prompts, its captioner
   GET  /openapi.json       the schema (the CDN-based /docs pages are off: the app stays offline)
 
-Inference runs in one worker thread (batching.MicroBatcher); PNG encoding runs in a pool of one
-thread per core, so the event loop only parses, validates and answers. Error bodies are `{"error": str}`
-and never carry a traceback or a file path.
+Every model stays loaded for the server's life (each is a few megabytes and loads in well under a
+second, so loading on first use would save little and move the wait onto a user's request).
+Inference runs in one worker thread (batching.MicroBatcher) that runs every model, a batch never
+mixing two; PNG encoding runs in a pool of one thread per core, so the event loop only parses,
+validates and answers. Error bodies are `{"error": str}` and never carry a traceback or a file path.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ import os
 import secrets
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
@@ -49,7 +55,23 @@ MAX_CAPTION_CHARS = 300
 MAX_SAMPLES = 8
 MAX_BODY_BYTES = 16 * 1024
 MAX_SEED = 2**63 - 1
-EXAMPLES = list(MOTIVATING_PROMPTS)  # the page's chips repeat them (tests/test_serve.py keeps them equal)
+# The page's example prompts, by the data set a model was trained on. SynthScenes': the paper's
+# COCO sentences in the scene grammar's words (a red double-decker bus floating on top of a lake, a
+# stop sign flying in blue skies, a herd grazing on a grass field), then sentences of the grammar.
+SCENE_EXAMPLES = (
+    "a red bus is floating on a lake",
+    "a stop sign flying in the sky",
+    "a herd of cows grazing on the grass",
+    "two yellow kites flying over the beach",
+    "a white boat sailing on the lake",
+    "three black cars parked in the snow",
+)
+EXAMPLES: dict[str, tuple[str, ...]] = {"birds": MOTIVATING_PROMPTS, "coco": SCENE_EXAMPLES}
+# What the page calls a model's pictures, by its data set.
+SUBJECTS = {"birds": "bird", "coco": "scene"}
+# The bundled captioner that reads each data set's images ("I think it's ..."), when installed.
+CAPTIONERS = {"birds": "synthbirds-captioner", "coco": "synthscenes-captioner"}
+MAX_MODEL_NAME = 200
 # Overlays are drawn at least this large: the first stages are too small to read word maps on.
 MIN_OVERLAY_PX = 128
 MAX_OVERLAY_PX = 256
@@ -76,6 +98,9 @@ class GenerateRequest(BaseModel):
                                    description="noise seed; omitted: drawn at random and returned")
     n: StrictInt = Field(default=1, ge=1, le=MAX_SAMPLES, description="number of samples")
     attention: StrictBool = Field(default=True, description="include per-word attention overlays")
+    model: StrictStr | None = Field(default=None, max_length=MAX_MODEL_NAME,
+                                    description="the model to draw with (a name from /api/v1/models); "
+                                                "omitted: the server's default model")
 
 
 class StageImage(BaseModel):
@@ -117,6 +142,7 @@ class Timing(BaseModel):
 
 
 class GenerateResponse(BaseModel):
+    model: str = Field(description="the model that drew the images")
     caption: str
     seed: int
     n: int
@@ -160,7 +186,7 @@ def _validation_message(errors: list[dict]) -> tuple[int, str]:
         if not field:
             parts.append("the request body must be a JSON object with a 'caption' string")
         elif kind == "extra_forbidden":
-            parts.append(f"unknown field '{field}' (allowed: caption, seed, n, attention)")
+            parts.append(f"unknown field '{field}' (allowed: caption, seed, n, attention, model)")
         elif kind == "missing":
             parts.append(f"'{field}' is required")
         else:
@@ -218,20 +244,30 @@ class BodyLimit:
 
 # The app.
 
-def create_app(pipeline: AttnGANPipeline, max_batch: int = 8, queue_size: int = 64, batch_wait_ms: float = 5.0,
-               max_body_bytes: int = MAX_BODY_BYTES, captioner=None) -> FastAPI:
-    """The web app over a loaded pipeline; starts its inference worker thread. With a `captioner`
-    (attngan.captioner.Captioner), every sample also carries what it reads in the final image."""
-    if max_batch < 1:
-        raise AttnGANError(f"max_batch must be at least 1, got {max_batch}")
-    if queue_size < 1:
-        raise AttnGANError(f"queue size must be at least 1, got {queue_size}")
-    if not 0 <= batch_wait_ms <= MAX_WAIT_MS:  # NaN fails too
-        raise AttnGANError(f"batch wait must be from 0 to {MAX_WAIT_MS:g} ms, got {batch_wait_ms}")
-    if len(pipeline.vocab) < 2:
-        raise AttnGANError("the model's vocabulary has no words")
-    cfg = pipeline.config
+@dataclass
+class Served:
+    """One model a server offers: its pipeline, and the captioner that reads its final images
+    ("I think it's ..."; attngan.captioner.Captioner), or None with `note` saying why (shown on the
+    page in place of the caption)."""
+    pipeline: AttnGANPipeline
+    captioner: Any = None
+    note: str | None = None
 
+
+@dataclass
+class _Offer:
+    """A served model as the app uses it: what it is, and what one probe sample told of it."""
+    name: str
+    pipeline: AttnGANPipeline
+    captioner: Any
+    att_stage: list[int]   # the image stage each attention map drew
+    info: dict[str, Any]   # its summary (/api/v1/model)
+
+
+def _offer(name: str, served: Served, limits: dict[str, int]) -> _Offer:
+    pipeline, cfg = served.pipeline, served.pipeline.config
+    if len(pipeline.vocab) < 2:
+        raise AttnGANError(f"the vocabulary of model '{name}' has no words")
     # One sample at start-up: warms the model and tells which resolutions it really produces
     # (an AttnDCGAN has one image head; the config alone does not say so).
     z, eps = pipeline.sample_noise(1, 0)
@@ -241,18 +277,9 @@ def create_app(pipeline: AttnGANPipeline, max_batch: int = 8, queue_size: int = 
     # attention[k] drives the stage after it; with a single head (DCGAN) all land on the last image.
     att_stage = [max(0, min(n_stages - 1, n_stages - n_att + k)) for k in range(n_att)]
     att_map_sizes = [int(a.shape[-1]) for a in probe.attention]
-
-    batcher = MicroBatcher(pipeline, max_batch=max_batch, queue_size=queue_size,
-                           wait_ms=batch_wait_ms).start()
-    # PNG encoding gets one thread per core: a whole batch finishing at once must not start
-    # dozens of encoders fighting over the cores (and over the generator's threads).
-    render_pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)),
-                                                        thread_name_prefix="attngan-render")
-    static_dir = resources.files("attngan.serve") / "static"
-    index_html = (static_dir / "index.html").read_text(encoding="utf-8")
-    static = {name: (static_dir / name).read_bytes() for name in STATIC_FILES}
-    model_info = {
-        "name": cfg.name,
+    dataset = cfg.data.dataset
+    info = {
+        "name": name,
         "device": str(pipeline.device),
         "vocabulary_size": len(pipeline.vocab),
         "max_words": pipeline.words_num,
@@ -261,16 +288,54 @@ def create_app(pipeline: AttnGANPipeline, max_batch: int = 8, queue_size: int = 
         "attention_stages": [{"stage": att_stage[k], "map_resolution": att_map_sizes[k]}
                              for k in range(n_att)],
         "config": {
-            "base_size": cfg.data.base_size, "branch_num": cfg.data.branch_num,
+            "dataset": dataset, "base_size": cfg.data.base_size, "branch_num": cfg.data.branch_num,
             "embedding_dim": cfg.text.embedding_dim, "z_dim": cfg.gan.z_dim,
             "condition_dim": cfg.gan.condition_dim, "gf_dim": cfg.gan.gf_dim,
             "r_num": cfg.gan.r_num, "dcgan": cfg.gan.dcgan,
         },
-        "limits": {"caption_chars": MAX_CAPTION_CHARS, "n": MAX_SAMPLES, "body_bytes": max_body_bytes,
-                   "max_batch": max_batch, "queue": queue_size},
-        "examples": EXAMPLES,
-        "captioner": None if captioner is None else captioner.config.name,
+        "limits": limits,
+        "subject": SUBJECTS.get(dataset, "image"),
+        "examples": list(EXAMPLES.get(dataset, ())),
+        "captioner": None if served.captioner is None else served.captioner.config.name,
+        "captioner_note": None if served.captioner is not None else served.note,
     }
+    return _Offer(name, pipeline, served.captioner, att_stage, info)
+
+
+def create_app(models: AttnGANPipeline | dict[str, Served], max_batch: int = 8, queue_size: int = 64,
+               batch_wait_ms: float = 5.0, max_body_bytes: int = MAX_BODY_BYTES, captioner=None) -> FastAPI:
+    """The web app over loaded models; starts its inference worker thread. `models`: one pipeline
+    (called by its config's name; with a `captioner`, every sample also carries what it reads in
+    the final image), or {name: Served} whose first entry is the default model."""
+    if max_batch < 1:
+        raise AttnGANError(f"max_batch must be at least 1, got {max_batch}")
+    if queue_size < 1:
+        raise AttnGANError(f"queue size must be at least 1, got {queue_size}")
+    if not 0 <= batch_wait_ms <= MAX_WAIT_MS:  # NaN fails too
+        raise AttnGANError(f"batch wait must be from 0 to {MAX_WAIT_MS:g} ms, got {batch_wait_ms}")
+    if isinstance(models, dict):
+        if captioner is not None:
+            raise ValueError("with several models, each one's captioner goes in its Served")
+        served = dict(models)
+    else:
+        served = {models.config.name: Served(models, captioner)}
+    if not served:
+        raise AttnGANError("no model to serve")
+    limits = {"caption_chars": MAX_CAPTION_CHARS, "n": MAX_SAMPLES, "body_bytes": max_body_bytes,
+              "max_batch": max_batch, "queue": queue_size}
+    offers = {name: _offer(name, s, limits) for name, s in served.items()}
+    default = next(iter(offers.values()))
+
+    batcher = MicroBatcher(default.pipeline, max_batch=max_batch, queue_size=queue_size,
+                           wait_ms=batch_wait_ms).start()
+    # PNG encoding gets one thread per core: a whole batch finishing at once must not start
+    # dozens of encoders fighting over the cores (and over the generator's threads).
+    render_pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)),
+                                                        thread_name_prefix="attngan-render")
+    static_dir = resources.files("attngan.serve") / "static"
+    index_html = (static_dir / "index.html").read_text(encoding="utf-8")
+    static = {name: (static_dir / name).read_bytes() for name in STATIC_FILES}
+    served_names = ", ".join(offers)
 
     def shutdown() -> None:
         """Stop the inference worker and the encoders (the lifespan does it; in-process tests too)."""
@@ -285,7 +350,8 @@ def create_app(pipeline: AttnGANPipeline, max_batch: int = 8, queue_size: int = 
     app = FastAPI(title="AttnGAN", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Text-to-image generation with attention (Xu et al., CVPR 2018).")
     app.state.batcher = batcher
-    app.state.pipeline = pipeline
+    app.state.pipeline = default.pipeline
+    app.state.models = {name: o.pipeline for name, o in offers.items()}
     app.state.shutdown = shutdown
     app.add_middleware(BodyLimit, limit=max_body_bytes)
 
@@ -329,41 +395,59 @@ def create_app(pipeline: AttnGANPipeline, max_batch: int = 8, queue_size: int = 
 
     # The API.
 
+    def unknown_model() -> str:
+        # The name asked for is not repeated back: the answer lists the ones there are.
+        return f"'model': no such model on this server; it serves {served_names}"
+
     @app.get("/api/v1/health", responses={503: {"model": ErrorResponse,
                                                 "description": "the inference worker has stopped"}})
     async def health() -> Any:
         # A supervisor restarts on a non-200 answer: a server whose worker died must not say ok.
         if not batcher.alive:
-            return JSONResponse({"error": batcher.death_message(), "status": "failed", "model": cfg.name},
+            return JSONResponse({"error": batcher.death_message(), "status": "failed", "model": default.name},
                                 status_code=503)
-        return {"status": "ok", "model": cfg.name, "device": str(pipeline.device),
-                "queue": batcher.stats()}
+        return {"status": "ok", "model": default.name, "models": list(offers),
+                "device": str(default.pipeline.device), "queue": batcher.stats()}
 
-    @app.get("/api/v1/model")
-    async def model() -> dict:
-        return model_info
+    @app.get("/api/v1/models")
+    async def models_summary() -> dict:
+        return {"default": default.name, "models": [o.info for o in offers.values()]}
+
+    @app.get("/api/v1/model", responses={404: {"model": ErrorResponse, "description": "no such model"}})
+    async def model(name: str | None = Query(default=None, alias="model", max_length=MAX_MODEL_NAME,
+                                             description="a model's name; omitted: the default")) -> Any:
+        offer = default if name is None else offers.get(name)
+        if offer is None:
+            return error_response(404, unknown_model())
+        return offer.info
 
     @app.post("/api/v1/generate", response_model=GenerateResponse,
               responses={400: {"model": ErrorResponse, "description": "body is not valid JSON"},
                          413: {"model": ErrorResponse, "description": "body too large"},
                          415: {"model": ErrorResponse, "description": "body not sent as JSON"},
                          422: {"model": ErrorResponse,
-                               "description": "bad field, empty or all out-of-vocabulary caption"},
+                               "description": "bad field, unknown model, empty or all out-of-vocabulary "
+                                              "caption"},
                          503: {"model": ErrorResponse,
                                "description": "queue full (see Retry-After), or the inference worker "
                                               "has stopped"}})
     async def generate(req: GenerateRequest) -> Response:
         t0 = time.perf_counter()
+        offer = default if req.model is None else offers.get(req.model)
+        if offer is None:
+            return error_response(422, unknown_model())
+        pipeline = offer.pipeline
         caption = req.caption.strip()
         try:
             enc = pipeline.encode_caption(caption)  # the same words generate and the report use
         except CaptionError as e:
-            return error_response(422, f"'caption': {e}", **({"dropped": e.dropped} if e.dropped else {}))
+            field = f"'caption' for {offer.name}" if len(offers) > 1 else "'caption'"
+            return error_response(422, f"{field}: {e}", **({"dropped": e.dropped} if e.dropped else {}))
         kept = enc.ids
         seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
         noise, ca_noise = pipeline.sample_noise(req.n, seed)
         try:
-            future = batcher.submit(Job(kept, noise, ca_noise))
+            future = batcher.submit(Job(kept, noise, ca_noise, pipeline))
         except QueueFull as e:
             return error_response(503, str(e), headers={"Retry-After": str(e.retry_after_s)})
         except ShuttingDown as e:
@@ -381,9 +465,10 @@ def create_app(pipeline: AttnGANPipeline, max_batch: int = 8, queue_size: int = 
         tokens = enc.tokens
         t_render = time.perf_counter()
         samples = await asyncio.get_running_loop().run_in_executor(
-            render_pool, _render_samples, result, tokens, req.attention, att_stage, captioner)
+            render_pool, _render_samples, result, tokens, req.attention, offer.att_stage, offer.captioner)
         done = time.perf_counter()
         body = {
+            "model": offer.name,
             "caption": caption,
             "seed": seed,
             "n": req.n,

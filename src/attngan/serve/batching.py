@@ -4,6 +4,10 @@ Requests are queued (bounded) and one worker thread takes the first waiting job,
 collecting jobs that arrive within a few milliseconds until the batch holds `max_batch` images.
 It runs one `generate_from_ids` call and hands each job back its own rows.
 
+A server may offer several models: each job names the pipeline it runs on, and a batch holds the
+jobs of one pipeline only. A job for another model ends the batch being gathered and opens the
+next one, so jobs still run in the order they arrived, and one thread runs every model in turn.
+
 Batching never changes a job's images: each job brings its own noise (drawn from its own seed),
 and the generator masks padding words per sample, so a caption's rows depend only on its words and
 its noise (up to float rounding of the batched matrix products, far below one 8-bit level).
@@ -52,6 +56,7 @@ class Job:
     ids: list[int]                     # word ids of one caption (no padding)
     noise: torch.Tensor                # n x z_dim
     ca_noise: torch.Tensor             # n x condition_dim
+    pipeline: AttnGANPipeline | None = None  # the model it runs on; None: the batcher's own
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -201,12 +206,15 @@ class MicroBatcher:
                 break
             if job is _STOP:
                 return batch, True
-            if size + job.n > self.max_batch:
+            if self._model(job) is not self._model(first) or size + job.n > self.max_batch:
                 self._carry = job  # keeps arrival order: it opens the next batch
                 break
             batch.append(job)
             size += job.n
         return batch, False
+
+    def _model(self, job: Job):
+        return self.pipeline if job.pipeline is None else job.pipeline
 
     def _worker(self) -> None:
         try:
@@ -242,7 +250,7 @@ class MicroBatcher:
             lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
             noise = torch.cat([j.noise for j in batch])
             ca_noise = torch.cat([j.ca_noise for j in batch])
-            out = self.pipeline.generate_from_ids(ids, lens, noise, ca_noise)
+            out = self._model(batch[0]).generate_from_ids(ids, lens, noise, ca_noise)
         except Exception as e:  # handed to every waiting request; the worker keeps running
             log.exception("generation failed for a batch of %d jobs", len(batch))
             for j in batch:

@@ -5,7 +5,9 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const form = $("form"), caption = $("caption"), seed = $("seed"), count = $("n");
-  const withAttention = $("attention"), button = $("generate"), status = $("status");
+  const withAttention = $("attention"), button = $("generate"), status = $("status"), picker = $("model");
+  const models = {};      // the server's models by name (/api/v1/models)
+  let model = null;       // the one chosen
   let last = null;        // the last successful response
   let current = 0;        // the sample on display
   let attStage = 0;       // which attentional stage's overlays are on display
@@ -37,13 +39,42 @@
     status.className = "status" + (kind ? " " + kind : "");
   }
 
-  // Model summary in the header.
-  fetch("/api/v1/model").then((r) => r.json()).then((m) => {
+  // The models: a picker when there are several; each brings its summary, words and examples.
+  function choose(name) {
+    model = models[name];
     const info = $("model-info");
     info.textContent = "";
-    const res = m.stages.map((s) => s.label).join(" → ");
-    info.append(el("b", { text: m.name }), ` · ${res} · ${m.vocabulary_size}-word vocabulary · ${m.device}`);
+    const res = model.stages.map((s) => s.label).join(" → ");
+    info.append(el("b", { text: model.name }),
+                ` · ${res} · ${model.vocabulary_size}-word vocabulary · ${model.device}`);
+    for (const node of document.querySelectorAll(".subject")) node.textContent = model.subject;
+    document.title = `AttnGAN · text to ${model.subject}`;
+    caption.placeholder = model.examples[0] || "";
+    const examples = $("examples");
+    examples.textContent = "";
+    examples.hidden = model.examples.length === 0;
+    if (model.examples.length) examples.append(el("span", { class: "muted", text: "Try:" }));
+    for (const text of model.examples) {
+      const chip = el("button", { type: "button", class: "chip example", text });
+      chip.addEventListener("click", () => {
+        caption.value = text;
+        updateCount();
+        form.requestSubmit();
+      });
+      examples.append(chip);
+    }
+  }
+
+  fetch("/api/v1/models").then((r) => r.json()).then((data) => {
+    for (const m of data.models) {
+      models[m.name] = m;
+      picker.append(el("option", { value: m.name, text: `${m.name} (${m.subject}s)` }));
+    }
+    picker.value = data.default;
+    $("model-row").hidden = data.models.length < 2;
+    choose(data.default);
   }).catch(() => { $("model-info").textContent = "model information unavailable"; });
+  picker.addEventListener("change", () => choose(picker.value));
 
   // Composer.
   const updateCount = () => { $("chars").textContent = String(caption.value.length); };
@@ -51,13 +82,6 @@
   caption.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
   });
-  for (const chip of document.querySelectorAll(".example")) {
-    chip.addEventListener("click", () => {
-      caption.value = chip.textContent.trim();
-      updateCount();
-      form.requestSubmit();
-    });
-  }
   $("new-seed").addEventListener("click", () => {
     seed.value = String(Math.floor(Math.random() * 2147483647));
   });
@@ -67,6 +91,7 @@
     const text = caption.value.trim();
     if (!text) { setStatus("Type a sentence first.", "error"); caption.focus(); return; }
     const body = { caption: text, n: Number(count.value), attention: withAttention.checked };
+    if (model) body.model = model.name;
     if (seed.value !== "") {
       const s = Number(seed.value);
       if (!Number.isSafeInteger(s) || s < 0) { setStatus("The seed must be a whole number ≥ 0.", "error"); return; }
@@ -113,7 +138,7 @@
     $("truncated-row").hidden = last.truncated.length === 0;
     const t = last.timing;
     const shared = t.batch_images > last.n ? `, batched with ${t.batch_images - last.n} other image(s)` : "";
-    $("meta").textContent = `seed ${last.seed} · ${last.n} sample(s) · server ${Math.round(t.total_ms)} ms ` +
+    $("meta").textContent = `${last.model} · seed ${last.seed} · ${last.n} sample(s) · server ${Math.round(t.total_ms)} ms ` +
       `(generator ${Math.round(t.inference_ms)} ms, queue ${Math.round(t.queue_ms)} ms, ` +
       `images ${Math.round(t.render_ms)} ms${shared})`;
     renderSamplePicker();
@@ -141,11 +166,13 @@
     const cap = $("final-caption");
     cap.textContent = "";
     cap.append(el("span", { text: `final stage · ${final.label}` }), downloadLink(final.png, final.label));
-    // What an independent captioner reads in the final image (absent when the server has none).
+    // What an independent captioner reads in the final image; without one, why there is none.
     const think = $("final-think");
+    const note = models[last.model] && models[last.model].captioner_note;
     think.textContent = "";
-    think.hidden = !s.caption;
+    think.hidden = !s.caption && !note;
     if (s.caption) think.append(el("span", { class: "muted", text: "I think it's: " }), el("q", { text: s.caption }));
+    else if (note) think.append(el("span", { class: "muted note", text: `No "I think it's" line: ${note}.` }));
 
     const stages = $("stages");
     stages.textContent = "";
