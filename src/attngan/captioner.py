@@ -2,7 +2,7 @@
 
 `Captioner.from_pretrained(name_or_folder)(images)` is the captioning counterpart of
 AttnGANPipeline: a saved captioner folder (config.json, vocab.json, captioner.safetensors) or a
-bundled one by name ("synthbirds-captioner"), greedy or beam-search decoding, batched, in eval mode.
+bundled one by name ("synthbirds-captioner", "synthscenes-captioner"), greedy or beam-search decoding, batched, in eval mode.
 Used by `attngan caption`, the round-trip metric of `attngan eval`, the demo report and the web page.
 """
 
@@ -24,6 +24,9 @@ from attngan.perf import resolve_device
 from attngan.text import END_TOKEN, Vocabulary, tokenize
 
 WEIGHTS_FILE = CAPTIONER_FILE
+# The bundled captioner of SynthScenes (io.KINDS), which `attngan eval` uses on SynthScenes data;
+# synthbirds-captioner stays the default everywhere else.
+SCENES_CAPTIONER = "synthscenes-captioner"
 
 def caption_tokens(text: str) -> list[str]:
     """Words as the original tokenizer reads them, plus commas: a comma is what tells "a bill that
@@ -338,7 +341,8 @@ class Captioner:
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path | None = None, device: str = "auto") -> "Captioner":
         """A captioner folder (or a train-captioner run folder: its best/), a bundled captioner by
-        name ("synthbirds-captioner"), or None: the default bundled one."""
+        name ("synthbirds-captioner", "synthscenes-captioner"), or None: the default bundled one
+        (synthbirds-captioner)."""
         dev = resolve_device(device)
         cfg, meta, vocab, model = load_captioner_folder(name_or_dir, dev)
         return cls(cfg, vocab, model, dev, meta)

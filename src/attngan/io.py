@@ -330,7 +330,8 @@ KINDS: dict[str, Kind] = {
                   run_snapshot="best", old_run=old_run_snapshot),
     "captioner": Kind(("captioner",), _captioner_config,
                       {"captioner": Part(CAPTIONER_FILE, _captioner)},
-                      bundled={"synthbirds-captioner": "synthbirds-captioner"}, run_snapshot="best"),
+                      bundled={"synthbirds-captioner": "synthbirds-captioner",
+                               "synthscenes-captioner": "synthscenes-captioner"}, run_snapshot="best"),
     "oracle": Kind(("oracle",), oracle_config, {"oracle": Part(ORACLE_FILE, _oracle)},
                    vocab=False, bundled={"synthbirds-eval": "synthbirds-eval/oracle"}),
 }

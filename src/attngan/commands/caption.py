@@ -8,9 +8,10 @@ HELP = "describe images with a captioner (default: the bundled SynthBirds captio
 
 def add_arguments(p) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
-    p.add_argument("--captioner", default=None,
+    p.add_argument("--captioner", "--model", dest="captioner", default=None,
                    help="captioner folder (attngan train-captioner; a run folder uses its best/) or a "
-                        "bundled captioner's name (default: synthbirds-captioner)")
+                        "bundled captioner's name: synthbirds-captioner (the default) or "
+                        "synthscenes-captioner")
     p.add_argument("--beam", type=int, default=None,
                    help="beam width (1 = greedy; default: the captioner's own, see its config.json)")
     p.add_argument("--mention", default=None, metavar="GROUPS",

@@ -62,7 +62,9 @@ def add_arguments(p) -> None:
     w.add_argument("--eval-damsm", default=None, help="DAMSM run folder for r_precision/localisation "
                                                       "(default: the model's own encoders)")
     w.add_argument("--captioner", default=None,
-                   help="captioner folder or bundled name (synthbirds-captioner): roundtrip")
+                   help="captioner folder or bundled name (synthbirds-captioner, synthscenes-captioner): "
+                        "roundtrip (default on SynthScenes data: the bundled synthscenes-captioner where "
+                        "installed)")
     w.add_argument("--oracle", default=None, help="SynthBirds oracle folder (attngan train-oracle): binding, fid_oracle, and IS "
                                                   "when no other classifier is given")
     w.add_argument("--judge", default=None,

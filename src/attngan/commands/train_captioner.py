@@ -8,12 +8,12 @@ HELP = "train an image captioner on a data set's real images and captions (run a
 
 def add_arguments(p) -> None:
     p.add_argument("--config", default="captioner",
-                   help="captioner preset (captioner, synthbirds-captioner) or a YAML of its keys "
+                   help="captioner preset (captioner, synthbirds-captioner, synthscenes-captioner) or a YAML of its keys "
                         "(default: captioner)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set epochs=5 (repeatable; VALUE is YAML)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
-    p.add_argument("--data", required=True, help="data folder (CUB, COCO or SynthBirds layout)")
+    p.add_argument("--data", required=True, help="data folder (CUB, COCO, SynthBirds or SynthScenes layout)")
     p.add_argument("--out", required=True, help="run folder (best/: the last epoch, state.pt, metrics.jsonl)")
     p.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (default: config)")
     p.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget (0 = none)")
@@ -58,6 +58,9 @@ def run(args) -> int:
                             minutes=args.minutes, progress=not args.no_progress)
     if final:
         recall = (f", attribute recall {100 * final['recall_all']:.1f}%" if "recall_all" in final else "")
+        if "recall_objects" in final:  # SynthScenes
+            recall = (f", read back: objects {100 * final['recall_objects']:.1f}%, colours "
+                      f"{100 * final['recall_colours']:.1f}%, place {100 * final['recall_place']:.1f}%")
         print(f"captioner done: BLEU-4 {final['val_bleu4']:.3f}, CIDEr-D {final['val_cider_d']:.3f}"
               f"{recall}; model in {args.out}/best")
     return 0

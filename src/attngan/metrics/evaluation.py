@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from attngan.captioner import SCENES_CAPTIONER
 from attngan.config import DataConfig
 from attngan.data.dataset import TextImageDataset
 from attngan.data.records import local_folder
 from attngan.data.vocab import load_vocab
 from attngan.errors import AttnGANError
+from attngan.io import bundled_names
 from attngan.metrics.context import EvalContext
 from attngan.metrics.options import EvalOptions, check_options
 from attngan.metrics.registry import REGISTRY, STREAMS, MetricSpec, default_metrics, missing_input
@@ -39,10 +41,11 @@ DEFAULT_METRICS = default_metrics()
 
 # Which metrics can run.
 
-def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool, generated: bool
-                   ) -> tuple[list[MetricSpec], dict[str, str]]:
+def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool, generated: bool,
+                   scenes: bool = False) -> tuple[list[MetricSpec], dict[str, str]]:
     """The metrics to run and a note for each one skipped; a requested one that cannot run fails."""
-    inputs = {"has_damsm": has_damsm, "has_captions": has_captions, "synth": synth, "generated": generated}
+    inputs = {"has_damsm": has_damsm, "has_captions": has_captions, "synth": synth, "generated": generated,
+              "scenes": scenes}
     if o.metrics:
         unknown = [m for m in o.metrics if m not in REGISTRY]
         if unknown:
@@ -126,12 +129,16 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     if len(source) < o.splits:
         raise AttnGANError(f"{len(source)} images cannot be cut into {o.splits} splits; raise --num-images or lower --splits")
     synth = (root / "synth_birds.json").is_file()
-    if o.judge is None and (root / "synth_scenes.json").is_file():
-        # SynthScenes data is judged by the shipped judge unless another is named.
-        if (bundled_judge_dir() / "config.json").is_file():
+    scenes = (root / "synth_scenes.json").is_file()
+    if scenes:
+        # SynthScenes data is judged by the shipped judge, and read back by the shipped scenes
+        # captioner, unless others are named (a captioner of birds would read no scene).
+        if o.judge is None and (bundled_judge_dir() / "config.json").is_file():
             o = replace(o, judge=str(bundled_judge_dir()))
+        if o.captioner is None and SCENES_CAPTIONER in bundled_names("captioner"):
+            o = replace(o, captioner=SCENES_CAPTIONER)
     metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, synth,
-                                      generated=images_dir is None)
+                                      generated=images_dir is None, scenes=scenes)
     if not metrics:
         raise AttnGANError("no metric can run: " + "; ".join(f"{k} {v.removeprefix('skipped: ')}" for k, v in skipped.items()))
 

@@ -48,7 +48,8 @@ class StreamSpec:
 
 
 # What a metric may need, each as (is it there?, the note a skipped metric gets). `inputs` holds the
-# options and what evaluate() found: has_damsm, has_captions, generated, synth.
+# options and what evaluate() found: has_damsm, has_captions, generated, synth (SynthBirds data),
+# scenes (SynthScenes data).
 REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
     "is_classifier": (lambda o, i: bool(o.is_classifier or o.fid_inception or o.oracle or o.judge),
                       "needs --is-classifier FILE|ORACLE_DIR, --fid-inception FILE (pt_inception-2015-12-05, "
@@ -62,11 +63,15 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
                  "needs the images' captions: a captions.json {file name: caption} in the --images folder"),
     "oracle": (lambda o, i: bool(o.oracle), "needs --oracle DIR (train one with `attngan train-oracle`)"),
     "captioner": (lambda o, i: bool(o.captioner),
-                  "needs --captioner DIR|NAME (attngan train-captioner; the bundled one: synthbirds-captioner)"),
+                  "needs --captioner DIR|NAME (attngan train-captioner; bundled: synthbirds-captioner, and "
+                  "synthscenes-captioner, used by default on SynthScenes data when installed)"),
     "generated": (lambda o, i: i["generated"],
                   "needs generated images (--model): it reads the generator's attention maps"),
     "synth": (lambda o, i: i["synth"],
               "needs SynthBirds data (synth_birds.json in --data, with its part masks and caption grammar)"),
+    "grammar": (lambda o, i: i["synth"] or i["scenes"],
+                "needs SynthBirds or SynthScenes data (synth_birds.json or synth_scenes.json in --data: the "
+                "caption grammar that reads a caption back)"),
     "judge": (lambda o, i: bool(o.judge),
               "needs a SynthScenes judge: --judge DIR (`attngan train-oracle` on SynthScenes data; the "
               "bundled one is used when --data holds synth_scenes.json)"),

@@ -4,10 +4,11 @@ images and their captions.
 The loss is the cross-entropy per word plus the doubly stochastic attention penalty
 lambda * sum_i (1 - sum_t alpha_ti)^2 (SAT Eq. 14); Adam, lr x `lr_decay` per epoch.
 
-Reads any data layout TextImageDataset reads (CUB, COCO, SynthBirds); the captions are the caption
-files' lines as written (commas kept as tokens). After each epoch it decodes `eval_images` test
-images greedily and scores BLEU-4 / CIDEr-D against all their captions and, on SynthBirds, the
-attribute recall of the captions' grammar; those scores are reported, never used to choose: the
+Reads any data layout TextImageDataset reads (CUB, COCO, SynthBirds, SynthScenes); the captions are
+the caption files' lines as written (commas kept as tokens). After each epoch it decodes
+`eval_images` test images greedily and scores BLEU-4 / CIDEr-D against all their captions and, on
+SynthBirds, the attribute recall of the captions' grammar (on SynthScenes, the objects, colours and
+background read back); those scores are reported, never used to choose: the
 run's snapshot, `best/`, is the last epoch (CAPTIONER_SELECTION). `state.pt` to resume: running
 the same command again continues.
 """
@@ -31,10 +32,13 @@ from attngan.config import CaptionerConfig
 from attngan.data.dataset import TextImageDataset, make_loader
 from attngan.data.layout import read_split_captions
 from attngan.data.sampler import EpochSampler
+from attngan.data.scene_captions import VOCABULARY as SCENE_VOCABULARY
+from attngan.data.synth_scenes import MANIFEST as SCENES_MANIFEST
 from attngan.data.vocab import load_vocab
 from attngan.errors import AttnGANError
 from attngan.io import load_damsm
 from attngan.metrics.captioning import attribute_recall, caption_scores
+from attngan.metrics.roundtrip import SCENE_READINGS, scene_readback
 from attngan.networks.captioner import build_captioner
 from attngan.perf import resolve_device
 from attngan.text import Vocabulary, tokenize
@@ -123,8 +127,18 @@ def collate_captions(items: list[dict[str, Any]], start_id: int) -> dict[str, An
 
 
 def build_vocabulary(root: Path):
-    """The data set's words (its vocabulary, as the DAMSM's) plus the comma."""
-    return captioner_vocabulary(load_vocab(root).id_to_word)
+    """The data set's words (its vocabulary, as the DAMSM's) plus the comma; on SynthScenes also
+    every word the scene caption parser reads (scene_captions.VOCABULARY), after the data set's:
+    a word the rendered captions happen not to use ("under", "which") is still one the parser
+    reads, and a captioner that cannot write it could never be read back saying it."""
+    words = list(load_vocab(root).id_to_word)
+    if is_scenes(root):
+        words += [w for w in SCENE_VOCABULARY if w not in set(words)]
+    return captioner_vocabulary(words)
+
+
+def is_scenes(root: Path) -> bool:
+    return (Path(root) / SCENES_MANIFEST).is_file()
 
 
 def init_region_encoder(encoder, damsm_dir: str) -> None:
@@ -166,10 +180,11 @@ def caption_loss(model, batch: dict[str, Any], attention_reg: float, device) -> 
 
 @torch.no_grad()
 def evaluate_captioner(model, ds: CaptionedImages, vocab: Vocabulary, cfg: CaptionerConfig, device,
-                       max_images: int, synth: bool, batch_size: int = 64) -> dict[str, Any]:
+                       max_images: int, synth: bool, batch_size: int = 64, scenes: bool = False) -> dict[str, Any]:
     """Greedy captions (repeats blocked, as the captioner decodes) of the first `max_images` test
     images: BLEU-4 and CIDEr-D against all their captions; on SynthBirds, attribute recall with
-    each image's captions as the prompts. Reported only."""
+    each image's captions as the prompts; on SynthScenes, the objects, colours and background
+    its caption states of each image's first caption (scene_readback). Reported only."""
     model.eval()
     n = min(max_images, len(ds))
     captions = []
@@ -184,6 +199,11 @@ def evaluate_captioner(model, ds: CaptionedImages, vocab: Vocabulary, cfg: Capti
         r = attribute_recall(prompts, [c for c, rs in zip(captions, refs) for _ in rs])
         out["recall_all"] = r["all"]
         out.update({f"recall_{k}": v for k, v in r["per_attribute"].items()})
+    if scenes:
+        r = scene_readback([rs[0] for rs in refs], captions)
+        out["recall_all"] = r["recall"]["all"]
+        out.update({f"recall_{k}": r[k]["all"] for k in SCENE_READINGS})
+        out["all_back"], out["objects_precision"] = r["all_back"]["all"], r["objects_precision"]["all"]
     out["examples"] = [{"key": ds.keys[i], "caption": captions[i], "reference": refs[i][0]} for i in range(min(4, n))]
     return out
 
@@ -233,6 +253,7 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab: Vocabular
     epochs = cfg.epochs if max_epochs is None else max_epochs
     # SynthBirds captions come from a grammar that names the attributes: score their recall too.
     synth = (test_ds.images.root / "synth_birds.json").is_file()
+    scenes = is_scenes(test_ds.images.root)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
 
     # Resume.
@@ -285,7 +306,7 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab: Vocabular
         train_s = time.time() - t_epoch
 
         # Validation and snapshots.
-        val = evaluate_captioner(model, test_ds, vocab, cfg, dev, cfg.eval_images, synth)
+        val = evaluate_captioner(model, test_ds, vocab, cfg, dev, cfg.eval_images, synth, scenes=scenes)
         examples = val.pop("examples")
         record = {"epoch": epoch + 1, "kimg": run.kimg, "lr": lr, "steps": n_steps, "images": n_steps * batch_size,
                   "train_s": round(train_s, 1), "seconds": round(time.time() - t_start, 1),
@@ -293,7 +314,8 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab: Vocabular
         history.append(record)
         tqdm.write(f"captioner epoch {epoch + 1}: " + "  ".join(
             f"{k}={v:.3f}" for k, v in record.items() if isinstance(v, float) and k in (
-                "train_ce", "val_bleu4", "val_cider_d", "recall_all", "recall_wing", "recall_belly")))
+                "train_ce", "val_bleu4", "val_cider_d", "recall_all", "recall_wing", "recall_belly",
+                "recall_objects", "recall_colours", "recall_place")))
         tqdm.write(f"  e.g. {examples[0]['caption']!r}  (a reference: {examples[0]['reference']!r})")
         run.log({**record, "examples": examples})
         best = max(best, record.get("recall_all", record["val_cider_d"]))  # the best seen, reported
