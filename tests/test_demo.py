@@ -291,8 +291,9 @@ def test_report_renders_at_1400_px_without_horizontal_scrolling(demo_out):
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         requests = []
         page.on("request", lambda r: requests.append(r.url))
-        page.goto((demo_out / "report.html").resolve().as_uri())
-        page.wait_for_function("() => [...document.images].every(im => im.complete)", timeout=30_000)
+        # A page of several MB of embedded images: a busy machine takes longer than the default 30 s.
+        page.goto((demo_out / "report.html").resolve().as_uri(), timeout=180_000)
+        page.wait_for_function("() => [...document.images].every(im => im.complete)", timeout=180_000)
         widths = page.eval_on_selector_all("img", "ims => ims.map(im => im.naturalWidth)")
         scroll_width = page.evaluate("() => document.documentElement.scrollWidth")
         top = page.eval_on_selector_all("#shipped img.stage-top",

@@ -48,6 +48,63 @@ def test_one_hot_attention_lights_its_cell_and_dims_the_rest():
     assert hot2[:, 0].min() >= 56 and hot2[:, 1].max() <= 7
 
 
+def test_a_captions_words_share_one_heat_scale():
+    from attngan.viz import _HEAT_STOPS, attention_overlay, attention_overlays, dimmed
+
+    image = Image.new("RGB", (64, 64), (40, 160, 220))
+    back = dimmed(image)
+    assert back[0, 0] == pytest.approx([36.0, 60.0, 72.0])  # half desaturated (mean 140), at 0.4
+    att = torch.zeros(3, 4, 4)
+    att[0, 1, 2] = 1.0     # a word that drew one region
+    att[1] = 1 / 16        # a word spread evenly over the image
+    att[2, 2, 1] = 0.5     # a word that drew another region, half as strongly
+    word, spread, half = (np.asarray(o, np.float32) for o in attention_overlays(image, att))
+    # 4 -> 64 px bilinearly: the pixels nearest a cell's centre (23/24) keep 0.96875^2 of it, the
+    # peak of all the maps, drawn at the map's top colour and 0.9 opacity over the dimmed image.
+    top = 0.1 * back[0, 0] + 0.9 * _HEAT_STOPS[-1]
+    assert word[23:25, 39:41].reshape(-1, 3) == pytest.approx(np.tile(top, (4, 1)), abs=0.6)
+    # Half the peak on the shared scale: the middle stop at 0.45 opacity (not the top colour, as
+    # the same map drawn alone would be).
+    mid = 0.55 * back[0, 0] + 0.45 * _HEAT_STOPS[2]
+    assert half[39:41, 23:25].reshape(-1, 3) == pytest.approx(np.tile(mid, (4, 1)), abs=0.6)
+    alone = np.asarray(attention_overlay(image, att[2]), np.float32)
+    assert alone[39:41, 23:25].reshape(-1, 3) == pytest.approx(np.tile(top, (4, 1)), abs=0.6)
+    # The even word stays the dimmed image, barely tinted; the others are dimmed away from their cells.
+    assert np.abs(spread - back).max() < 12
+    assert np.abs(word[48:, :16] - back[48:, :16]).max() <= 0.5
+    assert np.abs(half[:16, 48:] - back[:16, 48:]).max() <= 0.5
+
+
+def test_black_lights_the_wing_and_white_the_belly_in_the_shipped_model():
+    """The report's first attention figure, as the demo draws it from the bundled model: the hot
+    pixels of "black" lie on the generated bird's black wing, those of "white" on its white belly,
+    and no other word of the prompt lights anything."""
+    from attngan.apps.demo.settings import MORE_PROMPTS, PROMPTS
+    from attngan.pipeline import AttnGANPipeline
+    from attngan.viz import attention_overlays, dimmed, to_pil, top_words
+
+    pipe = AttnGANPipeline.from_pretrained("synthbirds-128", device="cpu")
+    prompts = PROMPTS + MORE_PROMPTS
+    assert prompts[0] == "a bird with wings that are black and a white belly"
+    out = pipe(prompts, seed=0)  # the demo's call
+    tokens = out.tokens[0]
+    black, white = tokens.index("black"), tokens.index("white")
+    for k, att in enumerate(out.attention):
+        image = to_pil(out.images[len(out.images) - len(out.attention) + k][0])
+        rgb = np.asarray(image, np.float32)
+        wing = rgb.mean(-1) < 60                                            # the black pixels
+        belly = (rgb.mean(-1) > 190) & (rgb.max(-1) - rgb.min(-1) < 50)     # the white ones
+        assert wing.mean() > 0.05 and belly.mean() > 0.02
+        maps = att[0, :len(tokens)]
+        hot = [(np.asarray(o, np.float32) - dimmed(image)).sum(-1) > 200 for o in attention_overlays(image, maps)]
+        for i, part, other, share in ((black, wing, belly, 0.7), (white, belly, wing, 0.45)):
+            assert hot[i].sum() > 0.004 * hot[i].size, tokens[i]
+            assert (hot[i] & part).sum() > share * hot[i].sum(), tokens[i]
+            assert (hot[i] & other).sum() < 0.05 * hot[i].sum(), tokens[i]
+        assert all(h.mean() < 0.01 for i, h in enumerate(hot) if i not in (black, white))
+        assert {black, white} <= set(top_words(maps, len(tokens)))  # and both are framed
+
+
 def test_top_words_are_the_concentrated_ones_and_the_figure_frames_them():
     from attngan.viz import HIGHLIGHT, top_words, word_attention_figure
 
@@ -108,6 +165,33 @@ def test_charts_group_the_metrics_per_section_and_scale_the_bars():
     assert metric_charts([Section("x", "X", "", [], [{"name": "is", "value": 1.0}], [], {})]) == []
 
 
+def test_any_comparison_charts_and_scales_its_axis_to_the_values():
+    from attngan.report import ChartGroup, bar_chart_svg, charts_html
+
+    def bars(svg):
+        return [float(w) for w in re.findall(r"width='([\d.]+)' height='\d+' fill='[^']+'><title>", svg)]
+
+    # Seen vs novel compositions: two series that are not sections, a missing value, percentages.
+    seen = ChartGroup("Seen vs novel", "objects the judge finds (%)", ["count", "colour"],
+                      {"seen": [80.0, 60.0], "novel": [40.0, None]})
+    assert seen.axis() == 100.0
+    svg = bar_chart_svg(seen)
+    assert bars(svg) == pytest.approx([240.0, 120.0, 180.0]) and "n/a" in svg
+    assert ">seen</text>" in svg and ">novel</text>" in svg and ">80.0%</text>" in svg  # legend, values
+    # Without a scale the axis ends at the first round number above the largest value.
+    fid = ChartGroup("FID", "lower is better", ["oracle FID"], {"seen": [31.0], "novel": [47.5]}, unit="", scale=None)
+    assert fid.axis() == 50.0
+    svg = bar_chart_svg(fid)
+    assert bars(svg) == pytest.approx([300 * 31 / 50, 300 * 47.5 / 50]) and ">47.5</text>" in svg
+    assert re.findall(r"class='tick'>([\d.]+)<", svg) == ["0", "12.5", "25", "37.5", "50"]
+    small = ChartGroup("ratio", "", ["a"], {"x": [0.12], "y": [0.3]}, unit="", scale=None)
+    assert small.axis() == pytest.approx(0.5) and ">0.120</text>" in bar_chart_svg(small)
+    page = charts_html([seen, fid])
+    assert page.startswith("<div class='charts'>") and page.count("<svg class='chart'") == 2
+    assert "<strong>Seen vs novel</strong>: objects the judge finds (%)" in page
+    assert charts_html([]) == ""
+
+
 def _report(tmp_path: Path) -> Path:
     """The demo's report for a random tiny model (both parts), with invented numbers."""
     from helpers import save_random_tiny_model
@@ -147,6 +231,8 @@ def test_report_orders_pictures_then_numbers_with_protocols_folded(tmp_path):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
 def test_report_opens_on_pictures_in_chromium(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    from attngan.apps.demo.settings import ATTENTION_COLUMNS, ATTENTION_TILE_PX
+
     path = _report(tmp_path)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -162,12 +248,16 @@ def test_report_opens_on_pictures_in_chromium(tmp_path):
                              ".filter(e => e.getBoundingClientRect().right > window.innerWidth).length")
         src = page.get_attribute("#pictures img", "src")
         charts = page.eval_on_selector_all("svg.chart", "ss => ss.map(s => s.getBoundingClientRect().width)")
+        heat = page.eval_on_selector_all("img.attention",
+                                         "ims => ims.map(im => [im.getBoundingClientRect().width, im.naturalWidth])")
         shot = Image.open(io.BytesIO(page.screenshot()))
         browser.close()
     left, top, width, height = box
     assert top < 900 and top + height <= 900 and width >= 192, box
     assert scroll_width <= 1400 and wide == 0
     assert len(charts) == 3 and all(w > 200 for w in charts)
+    # Every word's heat map is shown at its full size (not shrunk to fit), 7 tiles to a row.
+    assert len(heat) == 2 * 6 and all(w == n >= ATTENTION_COLUMNS * ATTENTION_TILE_PX for w, n in heat), heat
     assert all(r.startswith(("file:", "data:")) for r in requests), requests
     # The first screen shows the picture itself: the screenshot's pixels there are the image's
     # (the model is untrained, so its image is a near-uniform grey; the page around it is white).

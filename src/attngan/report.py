@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,17 +169,27 @@ def comparison_rows(sections: list[Section]) -> list[dict[str, str]]:
 
 
 # Bar charts of the numbers people compare, one per metric group. Each group is a list of bars
-# (a label each) with one value per section; a group that compares other things (seen vs novel
-# compositions, say) is one more entry in CHART_GROUPS.
+# (a label each) with one value per series: the sections for the metrics' charts (CHART_GROUPS),
+# or anything else a table compares (seen vs novel compositions, say), built as a ChartGroup and
+# drawn with charts_html / bar_chart_svg.
 
 @dataclass
 class ChartGroup:
     title: str
     note: str                                # what a bar measures, under the title
     labels: list[str]                        # one row of bars per label
-    values: dict[str, list[float | None]]    # series (a section's title) -> one value per label
+    values: dict[str, list[float | None]]    # series (a section's title, "seen", ...) -> a value per label
     unit: str = "%"
-    scale: float = 100.0                     # the axis runs from 0 to this
+    scale: float | None = 100.0              # the axis runs from 0 to this (None: see axis)
+
+    def axis(self) -> float:
+        """The axis' end: the scale, or without one the first of 1, 2, 2.5, 5 x 10^k at or
+        above the largest value."""
+        if self.scale is not None:
+            return self.scale
+        top = max((v for vs in self.values.values() for v in vs if v is not None and v > 0), default=1.0)
+        step = 10 ** math.floor(math.log10(top))
+        return next(m * step for m in (1, 2, 2.5, 5, 10) if m * step >= top)
 
 
 def _binding_bars(m: dict[str, Any]) -> list[tuple[str, float | None]]:
@@ -232,8 +243,12 @@ SERIES_COLOURS = ("#2f6fb0", "#e07b1f", "#3a9a5b", "#8e5bb5")
 
 
 def bar_chart_svg(g: ChartGroup) -> str:
-    """A horizontal grouped bar chart as inline SVG (no script, no external resource)."""
+    """A horizontal grouped bar chart as inline SVG (no script, no external resource): one row of
+    bars per label, one bar per series, a legend when there are several series; a missing value
+    reads n/a."""
     series = list(g.values)
+    scale = g.axis()
+    digits = 1 if scale >= 10 else 2 if scale >= 1 else 3
     label_w, bar_w, value_w, bar_h, gap = 170, 300, 64, 14, 10
     width = label_w + bar_w + value_w
     legend_h = 22 if len(series) > 1 else 0
@@ -251,7 +266,7 @@ def bar_chart_svg(g: ChartGroup) -> str:
     for t in range(5):  # gridlines at 0, 25, 50, 75, 100 % of the scale
         x = label_w + bar_w * t / 4
         out.append(f"<line x1='{x:.1f}' y1='{top}' x2='{x:.1f}' y2='{height - 16}' class='grid'/>"
-                   f"<text x='{x:.1f}' y='{height - 4}' class='tick'>{g.scale * t / 4:g}</text>")
+                   f"<text x='{x:.1f}' y='{height - 4}' class='tick'>{scale * t / 4:g}</text>")
     for i, label in enumerate(g.labels):
         y0 = top + i * row_h + gap / 2
         out.append(f"<text x='{label_w - 6}' y='{y0 + len(series) * bar_h / 2 + 4:.1f}' class='label'>"
@@ -263,12 +278,23 @@ def bar_chart_svg(g: ChartGroup) -> str:
             if v is None:
                 out.append(f"<text x='{label_w + 4}' y='{y + bar_h - 3}' class='value'>n/a</text>")
                 continue
-            w = bar_w * min(max(v / g.scale, 0.0), 1.0)
+            w = bar_w * min(max(v / scale, 0.0), 1.0)
+            shown = f"{v:.{digits}f}{g.unit}"
             out.append(f"<rect x='{label_w}' y='{y + 1}' width='{w:.1f}' height='{bar_h - 2}' fill='{colour}'>"
-                       f"<title>{html.escape(name)}: {v:.1f}{g.unit}</title></rect>"
-                       f"<text x='{label_w + w + 4:.1f}' y='{y + bar_h - 3}' class='value'>{v:.1f}{g.unit}</text>")
+                       f"<title>{html.escape(name)}: {shown}</title></rect>"
+                       f"<text x='{label_w + w + 4:.1f}' y='{y + bar_h - 3}' class='value'>{shown}</text>")
     out.append("</svg>")
     return "".join(out)
+
+
+def charts_html(groups: list[ChartGroup]) -> str:
+    """Bar charts side by side (wrapping to the window), each titled, with what a bar measures;
+    an empty string for no groups. The page's CSS styles them."""
+    if not groups:
+        return ""
+    return "<div class='charts'>" + "".join(
+        f"<figure><figcaption><strong>{html.escape(g.title)}</strong>: {html.escape(g.note)}</figcaption>"
+        f"{bar_chart_svg(g)}</figure>" for g in groups) + "</div>"
 
 
 def _short(title: str) -> str:
@@ -384,8 +410,9 @@ def _section_pictures_html(s: Section) -> str:
     if s.prompts:
         parts.append("<h3>Prompts</h3><p class='muted'>Every stage at its true resolution, enlarged without "
                      "smoothing; then, for every stage that attends over the words, each word's attention "
-                     "as a heat map over the dimmed image (bright: the regions the word drew), the words "
-                     "that attend most framed.</p>")
+                     "as a heat map over the dimmed image (bright: the regions the word drew), on one scale "
+                     "for all the prompt's words, so a word that spread its attention evenly stays dark; "
+                     "the words that attend most framed.</p>")
         parts += [_prompt_html(p, s.key, i) for i, p in enumerate(s.prompts)]
     parts.append("</section>")
     return "\n".join(parts)
@@ -416,12 +443,7 @@ def _numbers_table(sections: list[Section]) -> str:
 def _numbers_html(sections: list[Section]) -> str:
     if not any(s.metrics for s in sections):
         return ""
-    parts = ["<section id='numbers'><h2>Numbers</h2>"]
-    charts = metric_charts(sections)
-    if charts:
-        parts.append("<div class='charts'>" + "".join(
-            f"<figure><figcaption><strong>{html.escape(g.title)}</strong>: {html.escape(g.note)}</figcaption>"
-            f"{bar_chart_svg(g)}</figure>" for g in charts) + "</div>")
+    parts = ["<section id='numbers'><h2>Numbers</h2>", charts_html(metric_charts(sections))]
     parts.append("<h3>Metrics</h3>" + _numbers_table(sections) + "</section>")
     return "\n".join(parts)
 

@@ -52,7 +52,7 @@ def _font(size: int = 12):
 
 
 # Stops of an inferno-like map (black, purple, red, orange, pale yellow): monotonic in lightness,
-# so the brightest tile region is the most attended one in colour and in greyscale alike.
+# so the brightest region of a caption's tiles is the most attended one in colour and in greyscale alike.
 _HEAT_STOPS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32)
 DIM = 0.4            # brightness of the image under the heat map
 HEAT_OPACITY = 0.9   # the heat's opacity where a map peaks
@@ -68,12 +68,11 @@ def heat_colours(x: np.ndarray) -> np.ndarray:
     return stops[lo] * (1 - t) + stops[lo + 1] * t
 
 
-def upsample_map(att: torch.Tensor, size: int | tuple[int, int]) -> np.ndarray:
-    """h x w attention -> size x size (or H x W), smooth (bilinear) and normalised to [0, 1] per map."""
+def upsample_maps(att: torch.Tensor, size: int | tuple[int, int]) -> np.ndarray:
+    """T x h x w attention -> T x H x W (or size x size), bilinear: the values, not rescaled."""
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    a = F.interpolate(att[None, None].float(), size=hw, mode="bilinear", align_corners=False)[0, 0]
-    a = a - a.min()
-    return (a / a.max().clamp_min(1e-12)).numpy()
+    maps = att.detach().float().cpu()[None]
+    return F.interpolate(maps, size=hw, mode="bilinear", align_corners=False)[0].numpy()
 
 
 def dimmed(image: Image.Image) -> np.ndarray:
@@ -82,19 +81,34 @@ def dimmed(image: Image.Image) -> np.ndarray:
     return (0.5 * base + 0.5 * base.mean(-1, keepdims=True)) * DIM
 
 
-def attention_overlay(image: Image.Image, att: torch.Tensor) -> Image.Image:
-    """One word's attention as a heat map over the dimmed image (the paper's figure style).
-
-    The map is upsampled to the image bilinearly and stretched to [0, 1] between its own minimum
-    and peak; the heat's opacity follows the map, so where the word did not attend the image stays
-    dimmed and where it did the colour runs from purple to pale yellow. The report and the serve
-    page both draw with it.
-    """
-    m = upsample_map(att, (image.height, image.width))
-    back = dimmed(image)
+def _heat_over(back: np.ndarray, m: np.ndarray) -> Image.Image:
+    """[0, 1] map m as heat over the background: its opacity follows the map."""
     a = (HEAT_OPACITY * m)[..., None]
     out = back * (1 - a) + heat_colours(m) * a
     return Image.fromarray(out.round().clip(0, 255).astype(np.uint8), "RGB")
+
+
+def attention_overlays(image: Image.Image, att: torch.Tensor) -> list[Image.Image]:
+    """Each word's attention (T x h x w, one caption) as a heat map over the dimmed image, on one
+    scale shared by the caption's words (the paper's figures do the same).
+
+    The maps are upsampled to the image bilinearly and stretched together between their common
+    minimum and peak: a word that drew one region glows there, a word whose attention is spread
+    evenly stays near the dimmed image, so the words that place the parts stand out at a glance.
+    Where a word did not attend the image stays dimmed; where it did the colour runs from purple
+    to pale yellow. The report, `attngan generate` and the serve page all draw with it.
+    """
+    maps = upsample_maps(att, (image.height, image.width))
+    lo = float(maps.min())
+    span = max(float(maps.max()) - lo, 1e-12)
+    back = dimmed(image)
+    return [_heat_over(back, (m - lo) / span) for m in maps]
+
+
+def attention_overlay(image: Image.Image, att: torch.Tensor) -> Image.Image:
+    """One map alone (h x w) as a heat map over the dimmed image, stretched between its own
+    minimum and peak: attention_overlays for a single word."""
+    return attention_overlays(image, att[None])[0]
 
 
 def word_confidence(att: torch.Tensor, cap_len: int) -> torch.Tensor:
@@ -144,10 +158,11 @@ def word_attention_figure(image: torch.Tensor, attention: torch.Tensor, tokens: 
     strong = set(top_words(att, T)) if highlight else set()
     base = to_pil(image).resize((size, size), Image.BICUBIC)
     height = 18 if size >= 96 else 16
+    overlays = attention_overlays(base, att)  # one scale for all the caption's words, shown or not
     tiles = [_label(base, "image", height)]
     for i in order:
         text = tokens[i][:12] if highlight else f"{i}:{tokens[i][:10]}"
-        tiles.append(_label(attention_overlay(base, att[i]), text, height, strong=i in strong))
+        tiles.append(_label(overlays[i], text, height, strong=i in strong))
     return image_grid(tiles, ncol=min(ncol or len(tiles), len(tiles)))
 
 

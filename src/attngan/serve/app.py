@@ -47,7 +47,7 @@ from attngan.errors import AttnGANError
 from attngan.serve.batching import (MAX_WAIT_MS, Job, JobResult, MicroBatcher, QueueFull, ShuttingDown,
                                     WorkerDied)
 from attngan.pipeline import AttnGANPipeline, CaptionError
-from attngan.viz import attention_overlay, to_pil, word_confidence
+from attngan.viz import attention_overlays, to_pil, word_confidence
 
 log = logging.getLogger(__name__)
 
@@ -517,12 +517,13 @@ def _render_samples(result: JobResult, tokens: list[str], with_attention: bool,
                 base = _overlay_base(result.images[s][k])
                 maps = att[k, :T]
                 scores = word_confidence(maps, T)
+                overlays = attention_overlays(base, maps)  # one scale for the caption's words
                 attention.append({
                     "stage": s,
                     "map_resolution": int(maps.shape[-1]),
                     "overlay_resolution": base.width,
                     "words": [{"index": i, "word": tokens[i], "score": float(f"{float(scores[i]):.4g}"),
-                               "png": _b64_png(attention_overlay(base, maps[i]))} for i in range(T)],
+                               "png": _b64_png(overlays[i])} for i in range(T)],
                 })
         samples.append({"index": k, "stages": stages, "attention": attention, "caption": captions[k]})
     return samples

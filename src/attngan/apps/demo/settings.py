@@ -19,8 +19,8 @@ DAMSM_EPOCHS = 4
 KIMG = 15.0
 
 STAGE_DISPLAY_PX = 256  # every stage is shown this wide (nearest-neighbour), so stages line up
-ATTENTION_TILE_PX = 128  # each word's heat map: large enough to see which part lit
-ATTENTION_COLUMNS = 7   # tiles per row of an attention figure, so it fits the report's column
+ATTENTION_TILE_PX = 160  # each word's heat map: large enough to see the shape of the part it lit
+ATTENTION_COLUMNS = 7   # tiles per row of an attention figure: 7 x 162 px fit the report's column
 
 # The bundled name of the evaluation DAMSM and oracle shipped with the package.
 SHIPPED_EVAL = "synthbirds-eval"
