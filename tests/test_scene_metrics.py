@@ -246,6 +246,8 @@ def test_eval_end_to_end_on_scenes_prints_seen_and_novel(scenes, tmp_path, capsy
     line = next(ln for ln in printed.splitlines() if ln.startswith("- `composition`: seen"))
     assert "novel" in line and "chance seen" in line   # (the ratio is undefined while seen is 0)
     assert "- `fid_judge`: seen" in printed
+    # R-precision by the shipped scenes evaluation DAMSM, not the model's own encoders.
+    assert "damsm: evaluation DAMSM synthscenes-eval" in printed
 
 
 def test_train_oracle_on_scenes_data_trains_a_judge(scenes, tmp_path, capsys):

@@ -37,3 +37,19 @@ def test_export_bundle_writes_a_half_precision_folder_with_its_card(tiny_model_d
     weights = load_file(str(out / "generator.safetensors"))
     assert {v.dtype for k, v in weights.items() if v.is_floating_point() and "running_" not in k} == {
         torch.float16}
+
+
+def test_held_out_grid_draws_one_row_per_held_out_composition(tiny_model_dir, tmp_path):
+    from PIL import Image
+
+    from attngan.data.synth_scenes import HELD_OUT, held_out_prompts
+
+    prompts = held_out_prompts()
+    assert len(prompts) == len(HELD_OUT) == len(set(prompts))
+    out = tmp_path / "grid.png"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "held_out_grid.py"), "--model", str(tiny_model_dir),
+                    "--n", "2", "--size", "32", "--out", str(out)], check=True, capture_output=True, timeout=300)
+    im = Image.open(out)
+    # Two 32 px tiles across (padded by 2), under a 20 px caption; rows stacked with padding 4.
+    row_w, row_h = 2 * (32 + 2) + 2, 20 + (32 + 2) + 2
+    assert im.size == (row_w + 8, len(HELD_OUT) * (row_h + 4) + 4)

@@ -326,7 +326,8 @@ KINDS: dict[str, Kind] = {
     # The two encoders the generator trains against; a model folder holds the ones its generator
     # was trained against, so it serves as a DAMSM too (and a bundled model's name names them).
     "damsm": Kind(("damsm", "generator"), _model_config, dict(ENCODERS),
-                  bundled={**{n: n for n in BUNDLED_MODELS}, "synthbirds-eval": "synthbirds-eval/damsm_eval"},
+                  bundled={**{n: n for n in BUNDLED_MODELS}, "synthbirds-eval": "synthbirds-eval/damsm_eval",
+                           "synthscenes-eval": "synthscenes-eval/damsm_eval"},
                   run_snapshot="best", old_run=old_run_snapshot),
     "captioner": Kind(("captioner",), _captioner_config,
                       {"captioner": Part(CAPTIONER_FILE, _captioner)},

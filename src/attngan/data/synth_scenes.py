@@ -402,7 +402,7 @@ def _write_index(root: Path, records: list[dict], size: int, seed: int) -> None:
 
     # The original's gen_example reads example_filenames.txt and the caption files it names:
     # one prompt per held-out composition.
-    examples = [_example_prompt(h) for h in HELD_OUT]
+    examples = held_out_prompts()
     (root / "example_filenames.txt").write_text("example_captions\n", encoding="utf-8")
     (root / "example_captions.txt").write_text("\n".join(examples) + "\n", encoding="utf-8")
 
@@ -432,6 +432,11 @@ def _write_index(root: Path, records: list[dict], size: int, seed: int) -> None:
         "images": {r["key"]: r["truth"] for r in records},
     }
     _dump(root / MANIFEST, manifest)
+
+
+def held_out_prompts() -> list[str]:
+    """One prompt per held-out composition, in HELD_OUT's order (example_captions.txt)."""
+    return [_example_prompt(h) for h in HELD_OUT]
 
 
 def _example_prompt(held: tuple[str, tuple[str, str]]) -> str:

@@ -35,6 +35,8 @@ from attngan.pipeline import AttnGANPipeline
 
 REPORT_FORMAT = "attngan-eval"
 REPORT_VERSION = 1
+# The scenes evaluation DAMSM's bundled name (assets/synthscenes-eval/damsm_eval).
+SCENES_EVAL_DAMSM = "synthscenes-eval"
 # What runs when --metrics is not given (MetricSpec.default), in the registry's order.
 DEFAULT_METRICS = default_metrics()
 
@@ -137,6 +139,10 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
             o = replace(o, judge=str(bundled_judge_dir()))
         if o.captioner is None and SCENES_CAPTIONER in bundled_names("captioner"):
             o = replace(o, captioner=SCENES_CAPTIONER)
+        # R-precision by a DAMSM the generator never trained against (the model's own is
+        # optimistic): the shipped scenes evaluation DAMSM, unless one is named.
+        if o.eval_damsm is None and SCENES_EVAL_DAMSM in bundled_names("damsm"):
+            o = replace(o, eval_damsm=SCENES_EVAL_DAMSM)
     metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, synth,
                                       generated=images_dir is None, scenes=scenes)
     if not metrics:
