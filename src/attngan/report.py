@@ -57,11 +57,36 @@ class Section:
 
 
 @dataclass
+class SceneNote:
+    """One scene prompt beyond its pictures: where it comes from and what a judge finds in its image."""
+    paper: str                               # the prompt as first written (e.g. the paper's sentence)
+    changes: list[str]                       # each word replaced or dropped for the data set's vocabulary, and why
+    composition: str                         # "seen", or "novel": it holds a pair never together in training
+    held_out: list[str]                      # those pairs, in words
+    found: list[str]                         # what the judge reads in the top-stage image
+    checks: list[tuple[str, bool]]           # each statement of the prompt, right or wrong in the image
+
+    @property
+    def right(self) -> bool:
+        return bool(self.checks) and all(ok for _, ok in self.checks)
+
+
+@dataclass
+class SceneSection:
+    """A scenes part after the sections: a model's prompts with a judge's verdicts, and its metrics
+    for the seen and the novel compositions side by side."""
+    section: Section                         # prompts (stages, attention, caption), metrics, commands, timings
+    notes: list[SceneNote]                   # one per prompt of section.prompts
+    remarks: list[str] = field(default_factory=list)  # what this part lacks, and why
+
+
+@dataclass
 class Report:
     title: str
     summary: str
     sections: list[Section]
     timings: dict[str, float] = field(default_factory=dict)
+    scenes: SceneSection | None = None       # shown after the sections, with its own table
 
 
 def _img(png: bytes, alt: str, cls: str = "", width: int | None = None) -> str:
@@ -465,6 +490,7 @@ def render_html(r: Report) -> str:
     """Pictures first (the opening figure, then each section's stages and attention), then the
     numbers (charts, then the full table), then how each section was made."""
     links = [("pictures", "Pictures")] + [(s.key, s.title) for s in r.sections] + [("numbers", "Numbers")]
+    links += [(r.scenes.section.key, r.scenes.section.title)] if r.scenes is not None else []
     nav = "".join(f"<a href='#{html.escape(k)}'>{html.escape(t)}</a>" for k, t in links)
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(r.title)}"
@@ -473,6 +499,8 @@ def render_html(r: Report) -> str:
     parts += [_section_pictures_html(s) for s in r.sections]
     parts.append(_numbers_html(r.sections))
     parts += [_section_details_html(s) for s in r.sections]
+    if r.scenes is not None:
+        parts.append(scenes_html(r.scenes))
     if r.timings:
         parts.append("<h2>Total time</h2>" + _table([{"part": k, "seconds": f"{v:.1f}"} for k, v in r.timings.items()]))
     parts.append("</body></html>")
@@ -488,7 +516,137 @@ def report_json(r: Report) -> dict[str, Any]:
                                        "captioned": p.captioned, "attributes_back": p.attributes_back,
                                        "stages": [f.label for f in p.stages],
                                        "attention": [f.label for f in p.attention]} for p in s.prompts]}
-                         for s in r.sections]}
+                         for s in r.sections],
+            **({"scenes": scenes_json(r.scenes)} if r.scenes is not None else {})}
+
+
+# The scenes part: each prompt where it comes from, its pictures and the judge's verdict; then
+# every metric for the seen and the novel compositions side by side.
+
+SEEN_NOVEL_EXTRAS = {"objects_precision": "precision: found categories the prompt names",
+                     "object_place": "object in its place (sky or ground)"}
+
+
+def _kind_value(v: float | None, unit: str) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.1f}%" if unit == "%" else f"{v:.2f}"
+
+
+def seen_novel_rows(metrics: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One row per metric: all prompts, the seen and the novel ones, chance for each kind (where
+    the metric has one) and how many of each kind it scored (images, or
+    objects where it scores each object); a metric's side readings (precision, object
+    place) and composition's novel/seen ratio are rows of their own. A void or skipped metric
+    says why."""
+    rows = []
+    for m in metrics:
+        unit = m.get("unit", "")
+        label = m["metric"] + ("" if m.get("higher_is_better", True) else " (lower is better)")
+        if m.get("value") is None:
+            rows.append({"metric": label, "all": "void" if m.get("void") else "n/a", "seen": "", "novel": "",
+                         "chance seen / novel": "", "scored seen / novel": m.get("note") or m.get("protocol", "")})
+            continue
+        shown = _kind_value(m["value"], unit)
+        if m.get("std") is not None:
+            shown = f"{shown.removesuffix('%')} ± {_kind_value(m['std'], unit)}"
+        chance = m.get("chance") or {}
+        rows.append({"metric": label, "all": shown, "seen": _kind_value(m.get("seen"), unit),
+                     "novel": _kind_value(m.get("novel"), unit),
+                     "chance seen / novel": (f"{_kind_value(chance.get('seen'), unit)} / "
+                                             f"{_kind_value(chance.get('novel'), unit)}") if chance else "",
+                     "scored seen / novel": f"{m.get('n_seen', '')} / {m.get('n_novel', '')}"})
+        for extra, words in SEEN_NOVEL_EXTRAS.items():
+            e, c = m.get(extra), m.get(f"{extra}_chance") or {}
+            if isinstance(e, dict):
+                rows.append({"metric": f"  {words}", "all": _kind_value(e.get("all"), unit),
+                             "seen": _kind_value(e.get("seen"), unit), "novel": _kind_value(e.get("novel"), unit),
+                             "chance seen / novel": (f"{_kind_value(c.get('seen'), unit)} / "
+                                                     f"{_kind_value(c.get('novel'), unit)}") if c else "",
+                             "scored seen / novel": ""})
+        if m.get("novel_seen_ratio") is not None:
+            rows.append({"metric": "  novel / seen (1.00: composes as well as it remembers)",
+                         "all": f"{m['novel_seen_ratio']:.2f}", "seen": "", "novel": "", "chance seen / novel": "",
+                         "scored seen / novel": ""})
+    return rows
+
+
+def seen_novel_chart(metrics: list[dict[str, Any]]) -> ChartGroup | None:
+    """The percentage metrics as bars, seen beside novel (None where no metric has both)."""
+    shown = [m for m in metrics if m.get("unit") == "%" and m.get("value") is not None
+             and (m.get("seen") is not None or m.get("novel") is not None)]
+    if not shown:
+        return None
+    return ChartGroup("Seen vs novel compositions",
+                      "each metric for the test prompts whose every pair occurs in training (seen) and for "
+                      "those holding a pair never together in training (novel), %",
+                      [_bar_label(m["metric"]) for m in shown],
+                      {"seen": [m.get("seen") for m in shown], "novel": [m.get("novel") for m in shown]})
+
+
+def _bar_label(title: str) -> str:
+    """A metric's title short enough for a bar's label (the table has the whole title)."""
+    short = title.split(" (")[0]
+    return short.removeprefix("Scene ") if len(short) > 22 else short
+
+
+SCENES_CSS = (".scene-prompt{border-left:4px solid #c9d0de;padding-left:.8rem;margin:1.4rem 0}"
+              ".scene-prompt .prompt{margin:.4rem 0}.verdict ul,.paper ul{margin:.2rem 0}")
+
+
+def _paper_html(n: SceneNote) -> str:
+    kind = ("<span class='no'>novel</span>: " + html.escape("; ".join(n.held_out)) + " never together in training"
+            if n.composition == "novel" else "seen: every pair in it occurs in training")
+    changes = ("<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in n.changes) + "</ul>" if n.changes
+               else " (no word changed)")
+    return (f"<div class='paper muted'>first written as “{html.escape(n.paper)}”{changes}"
+            f"<div>composition {kind}</div></div>")
+
+
+def _verdict_html(n: SceneNote) -> str:
+    found = html.escape("; ".join(n.found)) if n.found else "nothing"
+    checks = "".join(f"<li class='{'ok' if ok else 'no'}'>{html.escape(what)} {'✓' if ok else '✗'}</li>"
+                     for what, ok in n.checks)
+    hits = sum(ok for _, ok in n.checks)
+    overall = (f"<span class='ok'>right</span> (all {len(n.checks)} statements)" if n.right else
+               f"<span class='no'>wrong</span> ({hits} of {len(n.checks)} statements right)")
+    return (f"<div class='think verdict'><strong>The judge</strong> finds: {found}. Against the prompt: "
+            f"{overall}<ul>{checks}</ul></div>")
+
+
+def scenes_html(sc: SceneSection) -> str:
+    """The scenes part: each prompt (its origin, stages, attention, caption, the judge's verdict),
+    then the seen/novel chart and table, then how it was made."""
+    s = sc.section
+    parts = [f"<style>{SCENES_CSS}</style><section id='{html.escape(s.key)}'><h2>{html.escape(s.title)}</h2>",
+             f"<p>{html.escape(s.summary)}</p>"]
+    parts += [f"<p class='muted remark'>{html.escape(r)}</p>" for r in sc.remarks]
+    if s.prompts:
+        parts.append("<h3>Prompts</h3><p class='muted'>Each sentence as first written and as asked for, "
+                     "every stage, the attention of its object and place words, what the captioner reads in "
+                     "the top-stage image, and what the judge finds in it.</p>")
+        for i, (p, n) in enumerate(zip(s.prompts, sc.notes)):
+            parts.append(f"<div class='scene-prompt'>{_paper_html(n)}{_prompt_html(p, s.key, i)}"
+                         f"{_verdict_html(n)}</div>")
+    if s.metrics:
+        chart = seen_novel_chart(s.metrics)
+        parts.append("<h3>Seen vs novel compositions</h3>")
+        if chart is not None:
+            parts.append(f"<div class='charts'><figure><figcaption><strong>{html.escape(chart.title)}</strong>: "
+                         f"{html.escape(chart.note)}</figcaption>{bar_chart_svg(chart)}</figure></div>")
+        parts.append(_table(seen_novel_rows(s.metrics), "metrics seen-novel"))
+    parts.append("</section>")
+    return "\n".join(parts) + _section_details_html(s)
+
+
+def scenes_json(sc: SceneSection) -> dict[str, Any]:
+    """The scenes part as report.json holds a section, with each prompt's note and the remarks."""
+    out = report_json(Report("", "", [sc.section]))["sections"][0]
+    for p, n in zip(out["prompts"], sc.notes):
+        p.update(paper=n.paper, changes=n.changes, composition=n.composition, held_out=n.held_out,
+                 found=n.found, checks=[[what, ok] for what, ok in n.checks], right=n.right)
+    out["remarks"] = sc.remarks
+    return out
 
 
 def write_report(r: Report, out_dir: str | Path) -> Path:

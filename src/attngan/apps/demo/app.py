@@ -1,5 +1,5 @@
-"""`run_demo`: both parts of the demo (the shipped model, then one trained from scratch) and the
-report that shows them side by side."""
+"""`run_demo`: the demo's parts (the shipped model, then one trained from scratch, side by side;
+then the shipped scenes model) and the report that shows them."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from attngan import AttnGANError, io
 from attngan.apps.demo.pieces import (Clock, bundled_eval_dirs, damsm_snapshot, data_command, data_words,
                                       evaluate_model, prepare_data, shipped_eval, train_your_own)
 from attngan.apps.demo.prompts import captioner_folder, prompt_results, stage_sizes, training_plots
-from attngan.apps.demo.settings import DAMSM_EPOCHS, KIMG, classes_for
+from attngan.apps.demo.scenes import scene_pieces, scenes_part
+from attngan.apps.demo.settings import DAMSM_EPOCHS, KIMG, SCENES_PER_SPLIT, classes_for
 from attngan.commandline import quoted
 from attngan.model_card import card_settings, export_bundle
-from attngan.report import Report, Section, comparison_rows, write_report
+from attngan.report import Report, Section, comparison_rows, seen_novel_rows, write_report
 
 
 def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS, kimg: float = KIMG,
@@ -22,16 +23,25 @@ def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS,
              eval_damsm_dir: str | Path | None = None, oracle_dir: str | Path | None = None,
              images: int | None = None, classes: int | None = None, size: int | None = None,
              num_eval: int | None = None, progress: bool = True, bundle: str | Path | None = None,
-             bundle_name: str = "synthbirds-tiny", captioner_dir: str | Path | None = None) -> Path:
-    """Both parts and the report; returns the path of report.html.
+             bundle_name: str = "synthbirds-tiny", captioner_dir: str | Path | None = None,
+             scenes: bool = True, scenes_model_dir: str | Path | None = None,
+             scenes_captioner_dir: str | Path | None = None, scenes_judge_dir: str | Path | None = None,
+             scenes_per_split: int = SCENES_PER_SPLIT) -> Path:
+    """Every part and the report; returns the path of report.html.
 
     `model_dir` is the shipped model (default: the default bundled one); `images`, `classes`,
     `size` override the data set its card names, `num_eval` its number of evaluation images.
+    `scenes` adds the scenes part (apps/demo/scenes.py): `scenes_model_dir`, `scenes_captioner_dir`
+    and `scenes_judge_dir` default to the bundled ones, `scenes_per_split` is its number of test
+    prompts of each kind (seen, novel).
     """
     if damsm_epochs < 1:
         raise AttnGANError("--damsm-epochs must be at least 1")
     if not kimg > 0:
         raise AttnGANError("--kimg must be positive")
+    # Checked before anything is written or rendered.
+    scene_setup = (scene_pieces(scenes_model_dir, scenes_captioner_dir, scenes_judge_dir, scenes_per_split)
+                   if scenes else None)
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,16 +111,28 @@ def run_demo(out: str | Path = "runs/demo", *, damsm_epochs: int = DAMSM_EPOCHS,
         own_prompts, own["metrics"], own["commands"], dict(own["timings"]),
         training_plots(own["damsm_dir"], own["gan_dir"]))
 
+    # Part 3: the shipped scenes model on the paper's MS-COCO sentences; nothing is trained.
+    scene_section = None
+    if scene_setup is not None:
+        scene_section = scenes_part(out / "scenes", scene_setup, seed=seed, device=device, progress=progress)
+        for remark in scene_section.remarks:
+            print(f"[demo] {remark}", flush=True)
+    part_times = {"shipped model": round(sum(timings.values()), 1),
+                  "your own": round(sum(own["timings"].values()), 1)}
+    if scene_section is not None:
+        part_times["scenes"] = round(sum(scene_section.section.timings.values()), 1)
+    scenes_shown = scene_section is not None and bool(scene_section.section.prompts)
+
     total = round(time.time() - t0, 1)
     report = Report(
-        title="AttnGAN demo on SynthBirds",
+        title="AttnGAN demo on SynthBirds" + (" and SynthScenes" if scenes_shown else ""),
         summary=("AttnGAN (text → image, refined stage by stage, each stage attending over the words) on "
                  "SynthBirds, the embedded procedurally rendered bird set. First the model that ships "
                  "with the package, then one you trained just now. Metrics use captions of test species "
-                 "never seen in training."),
-        sections=[shipped, own_section], timings={"shipped model": round(sum(timings.values()), 1),
-                                                  "your own": round(sum(own["timings"].values()), 1),
-                                                  "total": total})
+                 "never seen in training."
+                 + (" Then the shipped SynthScenes model on the paper's MS-COCO sentences, and its "
+                    "metrics for compositions seen in training and novel ones." if scenes_shown else "")),
+        sections=[shipped, own_section], timings={**part_times, "total": total}, scenes=scene_section)
     path = write_report(report, out)
     if bundle is not None:
         folder = export_bundle(own["model_dir"], bundle, own["metrics"],
@@ -135,5 +157,10 @@ def _print_summary(report: Report, path: Path, seconds: float) -> None:
     print(f"{'metric':<34} " + " ".join(f"{heads.get(s.key, s.key):>18}" for s in report.sections))
     for row in comparison_rows(report.sections):  # the report's table, binding's per-part rows included
         print(f"{row['metric']:<34} " + " ".join(f"{row[t]:>18}" for t in titles))
+    if report.scenes is not None and report.scenes.section.metrics:
+        print(f"\n{report.scenes.section.title}")
+        print(f"{'metric':<44} {'all':>14} {'seen':>9} {'novel':>9}")
+        for row in seen_novel_rows(report.scenes.section.metrics):
+            print(f"{row['metric'][:44]:<44} {row['all']:>14} {row['seen']:>9} {row['novel']:>9}")
     print(f"\nreport: {path.resolve()}  ({seconds / 60:.1f} min)")
     print(f"reproduce: {quoted(sys.argv)}")

@@ -16,6 +16,7 @@ from attngan.apps.demo.settings import (ATTENTION_COLUMNS, ATTENTION_TILE_PX, MO
 from attngan.data.dataset import TextImageDataset
 from attngan.data.synth_birds import caption_attributes
 from attngan.metrics.extractors import quantize
+from attngan.pipeline import PipelineOutput
 from attngan.report import Figure, PromptResult, line_plot
 from attngan.viz import png_bytes, to_pil, word_attention_figure
 
@@ -30,29 +31,43 @@ def prompt_results(model_dir, data_dir, eval_damsm_dir, device, seed, captioner_
     retr = ([[] for _ in prompts] if data_dir is None or eval_damsm_dir is None
             else _retrieve(out.images[-1], data_dir, eval_damsm_dir, pipe.device))
     captioned = _caption(out.images[-1], captioner_dir, pipe.device)
-    n_stages, n_att = len(out.images), len(out.attention)
-    display = max(STAGE_DISPLAY_PX, out.images[-1].shape[-1])
     results = []
     for i, caption in enumerate(prompts):
-        stages = []
-        for s, img in enumerate(out.images):
-            h, w = img.shape[-2:]
-            # The true pixels; the page enlarges them without smoothing (image-rendering: pixelated).
-            stages.append(Figure(png_bytes(to_pil(img[i])), f"stage {s + 1} · {w}×{h} px",
-                                 cls="stage-top" if s == n_stages - 1 else "stage", width=display))
-        attention = []
-        for k, att in enumerate(out.attention):
-            s = n_stages - n_att + k  # the stage whose refinement attended with these maps
-            h, w = out.images[s].shape[-2:]
-            ah, aw = att.shape[-2:]
-            fig = word_attention_figure(out.images[s][i], att[i], out.tokens[i], size=ATTENTION_TILE_PX,
-                                        ncol=ATTENTION_COLUMNS, highlight=True)
-            attention.append(Figure(png_bytes(fig), f"word attention at stage {s + 1} ({w}×{h} px image, "
-                                                    f"{aw}×{ah} attention regions)", cls="attention"))
         found = _colours_found(caption, [c for c, _ in retr[i]]) if retr[i] else None
-        results.append(PromptResult(caption, stages, attention, out.tokens[i], out.dropped[i], retr[i], found,
-                                    captioned=captioned[i], attributes_back=_attributes_back(caption, captioned[i])))
+        results.append(PromptResult(caption, stage_figures(out, i), attention_figures(out, i), out.tokens[i],
+                                    out.dropped[i], retr[i], found, captioned=captioned[i],
+                                    attributes_back=_attributes_back(caption, captioned[i])))
     return results
+
+
+def stage_figures(out: PipelineOutput, i: int) -> list[Figure]:
+    """Every stage's image of caption `i`, at its true pixels, shown at one common width."""
+    display = max(STAGE_DISPLAY_PX, out.images[-1].shape[-1])
+    figures = []
+    for s, img in enumerate(out.images):
+        h, w = img.shape[-2:]
+        # The true pixels; the page enlarges them without smoothing (image-rendering: pixelated).
+        figures.append(Figure(png_bytes(to_pil(img[i])), f"stage {s + 1} · {w}×{h} px",
+                              cls="stage-top" if s == len(out.images) - 1 else "stage", width=display))
+    return figures
+
+
+def attention_figures(out: PipelineOutput, i: int, words: list[int] | None = None, which: str = "") -> list[Figure]:
+    """Caption `i`'s word attention at every attentional stage: every word's map, or those of the
+    token positions `words` (described in the label by `which`)."""
+    keep = list(range(len(out.tokens[i]))) if words is None else words
+    tokens = [out.tokens[i][j] for j in keep]
+    n_stages, n_att = len(out.images), len(out.attention)
+    figures = []
+    for k, att in enumerate(out.attention):
+        s = n_stages - n_att + k  # the stage whose refinement attended with these maps
+        h, w = out.images[s].shape[-2:]
+        ah, aw = att.shape[-2:]
+        fig = word_attention_figure(out.images[s][i], att[i][keep], tokens, size=ATTENTION_TILE_PX,
+                                    ncol=ATTENTION_COLUMNS, highlight=True)
+        figures.append(Figure(png_bytes(fig), f"word attention at stage {s + 1} ({w}×{h} px image, "
+                                              f"{aw}×{ah} attention regions){which}", cls="attention"))
+    return figures
 
 
 def stage_sizes(model_dir) -> list[int]:
