@@ -437,6 +437,7 @@ def test_report_has_the_scenes_part(demo_out, scenes_model):
     assert scenes_html.count("I think it") == len(SCENE_PROMPTS)  # the captioner's line, each prompt
     assert scenes_html.count("<strong>The judge</strong> finds: background: ") == len(SCENE_PROMPTS)
     assert "Seen vs novel compositions" in scenes_html and "<th>seen</th><th>novel</th>" in scenes_html
+    assert html.escape("R-precision's encoders: ") in scenes_html  # which DAMSM scored it, as it says
 
     report = json.loads((demo_out / "report.json").read_text())
     scenes = report["scenes"]

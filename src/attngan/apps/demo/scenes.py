@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from attngan import AttnGANError, AttnGANPipeline, Captioner, __version__, io
-from attngan.apps.demo.pieces import Clock, digest
+from attngan.apps.demo.pieces import Clock, damsm_snapshot, digest
 from attngan.apps.demo.prompts import attention_figures, stage_figures, stage_sizes
-from attngan.apps.demo.settings import (SCENE_METRICS, SCENE_PROMPTS, SCENES_CAPTIONER, SCENES_MODEL,
+from attngan.apps.demo.settings import (SCENE_METRICS, SCENE_PROMPTS, SCENES_CAPTIONER, SCENES_EVAL, SCENES_MODEL,
                                         SCENES_PER_SPLIT, SCENES_SPLITS)
 from attngan.commandline import command_line
 from attngan.data.scene_captions import GROUND_NOUNS, NOUNS, parse_scene_caption
@@ -46,12 +46,14 @@ PLACE_WORDS = ({w for phrase in GROUND_NOUNS for w in phrase.split()} | {"sky"})
 @dataclass
 class ScenePieces:
     """What the scenes part shows and scores with; a piece this installation lacks is None, and
-    `remarks` say what is missing and what the report leaves out for it."""
+    `remarks` say what is missing and what the report leaves out for it. Without an evaluation
+    DAMSM, R-precision reads the model's own encoders (and says so)."""
     model_dir: Path | None
     judge_dir: Path | None
     captioner_dir: Path | None
     per_split: int
     remarks: list[str] = field(default_factory=list)
+    eval_damsm_dir: Path | None = None      # R-precision's encoders (None: the model's own)
 
     @property
     def runs(self) -> bool:
@@ -108,7 +110,10 @@ def scene_pieces(model_dir: str | Path | None = None, captioner_dir: str | Path 
         if captioner is None and model is not None and judge is not None:
             remarks.append(f"No scenes captioner in this installation (the bundled {SCENES_CAPTIONER} is "
                            "missing; pass --scenes-captioner DIR): the prompts have no “I think it's” line.")
-    return ScenePieces(model, judge, captioner, per_split, remarks)
+    # A DAMSM the generator never trained against, where one is installed; else R-precision uses the
+    # model's own encoders, and its row says so.
+    eval_damsm = bundled_folder(SCENES_EVAL, "damsm")
+    return ScenePieces(model, judge, captioner, per_split, remarks, eval_damsm)
 
 
 def scenes_part(out_dir: str | Path, pieces: ScenePieces, *, seed: int = 0, device: str = "auto",
@@ -128,7 +133,7 @@ def scenes_part(out_dir: str | Path, pieces: ScenePieces, *, seed: int = 0, devi
                                   commands, progress)
     timings["data"] = clock.lap("SynthScenes test set")
     metrics = evaluate_scenes(pieces.model_dir, data_dir, pieces.judge_dir, 2 * pieces.per_split, ev["seed"],
-                              device, out_dir, commands, progress)
+                              device, out_dir, commands, progress, pieces.eval_damsm_dir)
     timings["evaluation"] = clock.lap("scenes model evaluation")
     prompts, notes = scene_prompts(pieces.model_dir, pieces.judge_dir, pieces.captioner_dir, device, seed)
     timings["prompts"] = clock.lap("scenes model prompts")
@@ -141,7 +146,7 @@ def scenes_part(out_dir: str | Path, pieces: ScenePieces, *, seed: int = 0, devi
                "background; it reads no relations such as “next to”). Then its scene metrics on "
                f"{pieces.per_split} test prompts whose every pair occurs in training (seen) and "
                f"{pieces.per_split} holding a pair never together in training (novel), from a SynthScenes "
-               "test set rendered here; R-precision uses the model's own DAMSM (optimistic).")
+               "test set rendered here." + _encoders(metrics))
     return SceneSection(Section(KEY, f"Scenes: {name}", summary, prompts, metrics, commands, timings), notes,
                         list(pieces.remarks))
 
@@ -184,15 +189,24 @@ def scene_data_key(data_dir: Path) -> dict[str, Any] | None:
             "generator_version": meta.get("generator_version")}
 
 
+def _encoders(metrics: list[dict[str, Any]]) -> str:
+    """Which encoders R-precision used, as its result says."""
+    rp = next((m for m in metrics if m.get("name") == "r_precision" and m.get("encoders")), None)
+    return "" if rp is None else f" R-precision's encoders: {rp['encoders']}."
+
+
 def evaluate_scenes(model_dir: Path, data_dir: Path, judge_dir: Path, num_images: int, seed: int, device: str,
-                    out_dir: Path, commands: list[str], progress: bool = True) -> list[dict[str, Any]]:
+                    out_dir: Path, commands: list[str], progress: bool = True,
+                    eval_damsm_dir: Path | None = None) -> list[dict[str, Any]]:
     """`attngan eval` of the scene metrics on every test image of `data_dir` (one caption each), as
-    report rows; cached in out_dir while the model, the judge, the data and the protocol stay."""
+    report rows; cached in out_dir while the model, the judge, the evaluation DAMSM (None: the
+    model's own), the data and the protocol stay."""
     splits = max(1, min(SCENES_SPLITS, num_images // 2))  # R-precision needs two images a split
     command = command_line("eval", {"model": model_dir, "data": data_dir, "metrics": ",".join(SCENE_METRICS),
-                                    "judge": judge_dir, "num_images": num_images, "splits": splits, "seed": seed,
-                                    "out": out_dir / "eval" / "report.json"})
+                                    "judge": judge_dir, "eval_damsm": eval_damsm_dir, "num_images": num_images,
+                                    "splits": splits, "seed": seed, "out": out_dir / "eval" / "report.json"})
     key = {"model": digest(model_dir), "judge": digest(judge_dir), "data": scene_data_key(data_dir),
+           "eval_damsm": None if eval_damsm_dir is None else digest(damsm_snapshot(eval_damsm_dir)),
            "device": device, "eval": {"num_images": num_images, "splits": splits, "seed": seed,
                                       "metrics": SCENE_METRICS}, "version": __version__}
     cache = out_dir / EVAL_CACHE
@@ -205,8 +219,8 @@ def evaluate_scenes(model_dir: Path, data_dir: Path, judge_dir: Path, num_images
         return saved["metrics"]
     commands.append(command)
     metrics = report_rows(evaluate(data_dir, model_dir=model_dir, metrics=SCENE_METRICS, num_images=num_images,
-                                   splits=splits, judge=judge_dir, device=device, seed=seed, strict=False,
-                                   progress=progress))
+                                   splits=splits, judge=judge_dir, eval_damsm=eval_damsm_dir, device=device,
+                                   seed=seed, strict=False, progress=progress))
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {"key": key, "metrics": metrics})
     return metrics

@@ -51,6 +51,7 @@ def classes_for(n_images: int) -> int:
 # sentences, then its scene metrics for seen and novel compositions on a test set rendered here.
 SCENES_MODEL = "synthscenes-128"
 SCENES_CAPTIONER = "synthscenes-captioner"
+SCENES_EVAL = "synthscenes-eval"  # the bundled evaluation DAMSM for SynthScenes' R-precision, where installed
 # Test prompts of each kind (seen, novel): the judge's shares to within about +-3.5 points (one
 # standard error). The set rendered for them (the test split is a fifth of it), their evaluation
 # and the prompts cost about 36 s of CPU time with a three-stage 128 px model: the scenes part
