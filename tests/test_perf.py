@@ -175,6 +175,19 @@ def test_pipeline_bf16_is_opt_in_and_close_to_float32(tiny_model_dir):
         AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu", amp="fp8")
 
 
+def test_generate_amp_option(tiny_model_dir, tmp_path, capsys):
+    from attngan import cli
+
+    out = tmp_path / "g"
+    assert cli.main(["generate", "--model", str(tiny_model_dir), "--amp", "bf16", "--out", str(out),
+                     "a bird with black wings"]) == 0
+    assert len(list(out.glob("*_stage*.png"))) == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["generate", "--model", str(tiny_model_dir), "--amp", "fp16", "a bird"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--amp" in err
+
+
 # --- Allocator ----------------------------------------------------------------------------------
 
 # A child process reallocates a 64 MiB buffer and reports the page faults after warm-up: in the
@@ -306,6 +319,40 @@ def _tiny_batch(cfg, B: int = 4, T: int = 6):
             "mask": torch.arange(T)[None] >= lens[:, None], "cap_lens": lens,
             "class_ids": torch.arange(B), "z": torch.randn(B, cfg.gan.z_dim, generator=g),
             "ca_noise": torch.randn(B, cfg.gan.condition_dim, generator=g)}
+
+
+def test_small_map_convolutions_compute_what_the_convolutions_compute(monkeypatch):
+    from attngan.networks import attngan
+
+    torch.manual_seed(0)
+    for cin, cout, k, stride, pad, size, bias in ((16, 32, 4, 2, 1, 8, False), (32, 16, 3, 1, 1, 4, True),
+                                                  (8, 8, 4, 2, 1, 32, False)):
+        conv = torch.nn.Conv2d(cin, cout, k, stride, pad, bias=bias)
+        x = torch.randn(3, cin, size, size, requires_grad=True)
+        y, ref = attngan.small_map_conv(conv, x), conv(x)
+        small = ref.shape[2] * ref.shape[3] <= attngan.SMALL_MAP_PIXELS
+        assert y.is_contiguous() is not small  # the matrix product hands back channels-last
+        torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+        g = torch.randn_like(ref)
+        for a, b in zip(torch.autograd.grad(y, (x, conv.weight), g), torch.autograd.grad(ref, (x, conv.weight), g)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # A whole discriminator (64 px: its last blocks map 8x8 and 4x4), against plain convolutions.
+    cfg = preset("tiny")
+    D = build_discriminators(cfg)[-1]
+    x = torch.rand(4, 3, D.image_size, D.image_size) * 2 - 1
+    sent = torch.randn(4, cfg.text.embedding_dim)
+    outs = {}
+    for pixels in (attngan.SMALL_MAP_PIXELS, 0):
+        monkeypatch.setattr(attngan, "SMALL_MAP_PIXELS", pixels)
+        D.zero_grad(set_to_none=True)
+        code = D(x)
+        loss = sum(o.sum() for o in D.logits(code, sent))
+        loss.backward()
+        outs[pixels] = (code.detach(), [q.grad.clone() for q in D.parameters()])
+    (a, ga), (b, gb) = outs.values()
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
 
 
 def test_frozen_discriminators_give_the_same_step_without_their_gradients(amp):
