@@ -43,14 +43,16 @@ def add_common_arguments(parser, quick_help: str) -> None:
 
 
 def switches_of(name: str, named: dict[str, set[str]], switches: tuple[str, ...]) -> set[str]:
-    """A configuration's switches: a named set ("off", "on") or switches joined by +."""
+    """A configuration's switches: a named set ("off", "on") or switches and named sets joined by
+    + ("on+bf16")."""
     if name in named:
         return set(named[name])
     parts = set(name.split("+"))
-    if parts - set(switches):
+    unknown = parts - set(switches) - set(named)
+    if unknown:
         sys.exit(f"unknown configuration {name!r}: use {', '.join(named)}, or switches joined by + "
                  f"({', '.join(switches)})")
-    return parts
+    return set().union(*(named.get(p, {p}) for p in parts))
 
 
 def child_argv(script: str, spec: dict) -> list[str]:

@@ -2,23 +2,27 @@
 
 Random-weight networks (bird G with random BatchNorm statistics, bird text encoder) and random
 captions; the path timed is AttnGANPipeline.generate_from_ids (inference_mode, text encoder + G).
-Each configuration runs in its own long-lived subprocess, so the allocator settings that the CLI
-applies before torch loads (attngan.perf.configure_allocator_env) really apply and the
-all-off process runs with glibc's defaults; the processes take turns, one timed pass each, so
-both see the same load from other jobs (benchmarks/_paired.py). Reported per configuration:
+Each configuration runs in its own long-lived subprocess, so the allocator setting
+(attngan.perf.configure_allocator_env, which the pipeline applies when it is created) applies to
+its process only and the all-off process runs with glibc's defaults (ATTNGAN_ALLOCATOR=default);
+the processes take turns, one timed pass each, so both see the same load from other jobs
+(benchmarks/_paired.py). Reported per configuration:
 batch-1 latency (median, one caption), batch-16 throughput, minor page faults per pass, peak RSS,
 achieved GFLOP/s against a 2048x2048 float32 matmul timed in the same process; then the on/off
 ratios (median of per-round ratios) and the largest pixel difference between their images
-(at most 1e-3: BN folding only moves float error).
+(at most 1e-3 in float32: the folding only moves float error; bf16 moves more, ~1e-2).
 
     python benchmarks/bench_infer.py [--quick] [--device cpu|cuda] [--threads 2] [--compile]
-        [--configs on,alloc,fuse,channels_last] [--rounds N]
+        [--configs on,alloc,fuse,on+bf16] [--rounds N]
 
-Switches: alloc (perf.configure_allocator_env), fuse (BatchNorm folded into the convolutions,
-pipeline.fuse()), channels_last, tf32 (perf.configure_backends, CUDA), compile (torch.compile of
-G; minutes to compile on a CPU, so opt-in). "on" = fuse on the CPU, what generate and serve run
-(channels_last measured no faster there; alloc is the training commands' setting and is reported
-with its peak memory); + channels_last + tf32 on a GPU (so GPU images may differ by more than 1e-3).
+Switches: alloc (perf.configure_allocator_env, applied by the pipeline; off = ATTNGAN_ALLOCATOR=
+default), fuse (the generator's inference form, AttnGANPipeline(fuse=True): BatchNorm and the
+upsampling folded into the convolutions, channels-last), bf16 (AttnGANPipeline(amp="bf16"): bf16
+autocast, opt-in; on a CPU without native bf16 it is emulated and slow), tf32
+(perf.configure_backends, CUDA), compile (torch.compile of G; minutes to compile on a CPU, so
+opt-in). "on" = alloc + fuse: what `attngan generate`, `attngan serve` and
+AttnGANPipeline.from_pretrained run by default; + tf32 on a GPU (so GPU images may differ by more
+than 1e-3). "off" = neither: the plain generator under glibc's defaults.
 """
 
 from __future__ import annotations
@@ -34,10 +38,9 @@ from pathlib import Path
 import _measure
 from _paired import add_common_arguments, child_argv, switches_of, load_average, paired_speedup, run_paired, serve
 
-SWITCHES = ("alloc", "fuse", "channels_last", "tf32", "compile")
-# "on" is what `attngan generate` / `serve` run: BN folding. The allocator setting ("alloc") is the
-# training commands' (cli.ALLOCATOR_COMMANDS): it raises inference's peak memory, measured here.
-PRESETS_ON = {"off": set(), "on": {"fuse"}}  # + channels_last on a GPU
+SWITCHES = ("alloc", "fuse", "bf16", "tf32", "compile")
+# "on" is the default path of `attngan generate` / `serve` / AttnGANPipeline.
+PRESETS_ON = {"off": set(), "on": {"alloc", "fuse"}}  # + tf32 on a GPU
 CAPTION_WORDS = 12
 
 
@@ -47,10 +50,8 @@ CAPTION_WORDS = 12
 def setup(spec: dict):
     """Build the pipeline for one configuration; return its timed steps, info and finish()."""
     switches = set(spec["switches"])
-    if "alloc" in switches:
-        from attngan.perf import configure_allocator_env
-
-        configure_allocator_env()  # before torch is imported, as the CLI does
+    if "alloc" not in switches:
+        os.environ["ATTNGAN_ALLOCATOR"] = "default"  # the pipeline would apply it otherwise
     import torch
 
     from attngan.config import preset
@@ -74,11 +75,8 @@ def setup(spec: dict):
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
-    pipe = AttnGANPipeline(cfg, vocab, text_encoder, G, device=dev)
-    if "fuse" in switches:
-        pipe.fuse()
-    if "channels_last" in switches:
-        pipe.generator = pipe.generator.to(memory_format=torch.channels_last)
+    pipe = AttnGANPipeline(cfg, vocab, text_encoder, G, device=dev, fuse="fuse" in switches,
+                           amp="bf16" if "bf16" in switches else "off")
     if "compile" in switches:
         pipe.generator = perf.maybe_compile(pipe.generator, True)
 
@@ -133,11 +131,11 @@ def main() -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
-        PRESETS_ON["on"].update({"channels_last", "tf32"})
+        PRESETS_ON["on"].add("tf32")
     if args.compile:
         PRESETS_ON["on"].add("compile")
     names = args.configs.split(",") if args.configs else (
-        ["on"] if args.quick else ["on", "alloc", "fuse", "channels_last"])
+        ["on"] if args.quick else ["on", "alloc", "fuse", "on+bf16"])
     names = [n for n in names if n != "off"]
     lat_rounds = args.rounds or (5 if args.quick else 15)
     thr_rounds = args.rounds or (3 if args.quick else 6)
@@ -190,7 +188,8 @@ def report(results: dict, images: dict, args, seconds: float, load_before: str) 
         print(f"  {name:<14} throughput@16 x{paired_speedup(off['throughput']['seconds'], on['throughput']['seconds']):.2f}"
               f"   latency@1 x{paired_speedup(off['latency']['seconds'], on['latency']['seconds']):.2f}"
               f"   peak memory x{_summary(pair[name])['peak_mem_mb'] / _summary(pair['off'])['peak_mem_mb']:.2f}"
-              f"   images {'equal within 1e-3' if diff <= 1e-3 else 'DIFFER by more than 1e-3'} (max {diff:.1e})")
+              f"   images {'equal within 1e-3' if diff <= 1e-3 else 'differ by more than 1e-3'} (max {diff:.1e}"
+              f"{', bf16' if 'bf16' in pair[name]['info']['switches'] else ''})")
     for name, pair in results.items():
         s_off, s_on = _summary(pair["off"]), _summary(pair[name])
         print(f"  seconds per image, batch 16 vs batch 1: off {1 / s_off['img_s']:.3f} vs {s_off['lat']:.3f}; "

@@ -303,6 +303,20 @@ def test_from_pretrained_builds_the_image_encoder_only_when_asked(tiny_model_dir
     assert "image_encoder" in eager.source.modules and eager.image_encoder is eager.source.modules["image_encoder"]
 
 
+def test_generate_never_builds_the_image_encoder(tiny_model_dir, tmp_path, monkeypatch):
+    from attngan import cli
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the DAMSM image encoder was built")
+
+    monkeypatch.setattr(io, "build_image_encoder", refuse)
+    out = tmp_path / "g"
+    assert cli.main(["generate", "--model", str(tiny_model_dir), "--out", str(out), "a bird with black wings"]) == 0
+    assert len(list(out.glob("*_stage*.png"))) == 2
+    with pytest.raises(AssertionError, match="image encoder was built"):  # the check can fail
+        io.load(tiny_model_dir, "generator", "cpu", ("generator", "image_encoder"))
+
+
 def test_from_pretrained_folds_batchnorm_by_default_and_draws_the_same_images(tiny_model_dir, tmp_path):
     from attngan.pipeline import AttnGANPipeline
 

@@ -76,6 +76,44 @@ def test_fused_generator_matches_the_plain_one(variant):
     torch.testing.assert_close(mu, ref_mu)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_folded_blocks_compute_what_the_blocks_compute(channels_last):
+    from attngan.networks.attngan import ResBlock, UpBlock
+    from attngan.networks.inference import FoldedResBlock, FoldedUpBlock, phase_kernels
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for cin, cout, size in ((8, 4, 4), (6, 3, 5), (16, 8, 12)):  # odd sizes and widths too
+        up = UpBlock(cin, cout)
+        _random_bn_statistics(up)
+        up.eval()
+        x = torch.randn(3, cin, size, size).contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            ref = up(x)
+            folded = perf.fuse_generator(torch.nn.Sequential(up), channels_last=channels_last)[0]
+            out = folded(x)
+        assert isinstance(folded, FoldedUpBlock) and out.shape == ref.shape == (3, cout, 2 * size, 2 * size)
+        assert out.is_contiguous(memory_format=fmt)
+        torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+        res = ResBlock(cin)
+        _random_bn_statistics(res)
+        res.eval()
+        with torch.inference_mode():
+            ref = res(x)
+            folded = perf.fuse_generator(torch.nn.Sequential(res))[0]
+            out = folded(x)
+        assert isinstance(folded, FoldedResBlock)
+        torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+    # The phase kernels themselves: nearest x2 then a 3x3 kernel, against four 2x2 kernels.
+    w = torch.randn(5, 2, 3, 3, dtype=torch.float64)
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2), w, padding=1)
+    k = phase_kernels(w)
+    for p, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        z = torch.nn.functional.conv2d(x, k[p], padding=1)
+        torch.testing.assert_close(z[:, :, dy:dy + 6, dx:dx + 6], ref[:, :, dy::2, dx::2], atol=1e-12, rtol=0)
+
+
 def test_fused_generator_refuses_train_mode():
     cfg = preset("tiny")
     fused = perf.fuse_generator(build_generator(cfg, cfg.text.embedding_dim))
@@ -85,93 +123,176 @@ def test_fused_generator_refuses_train_mode():
         fused(z, sent, words, mask, ca_noise=eps)
 
 
-def test_pipeline_fuse_and_channels_last_give_the_same_images(tiny_model_dir):
+def test_pipeline_runs_the_inference_form_by_default_and_leaves_the_given_generator_alone(tiny_model_dir):
+    from attngan.networks.inference import FoldedUpBlock
     from attngan.pipeline import AttnGANPipeline
 
     captions = ["a bird with black wings and a white belly", "this bird has a short pointed bill"]
     plain = AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu", fuse=False)
-    fast = AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu", fuse=True)
-    fast.generator = fast.generator.to(memory_format=torch.channels_last)
+    fast = AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu")
+    assert getattr(fast.generator, "is_fused", False) and not getattr(plain.generator, "is_fused", False)
+    assert any(isinstance(m, FoldedUpBlock) for m in fast.generator.modules())
     a, b = plain(captions, seed=3), fast(captions, seed=3)
-    assert getattr(fast.generator, "is_fused", False)
     for x, y in zip(a.images, b.images):
-        assert float((x - y).abs().max()) < 1e-4
+        assert y.is_contiguous()  # channels-last inside, plain layout for the caller
+        assert float((x - y).abs().max()) < 1e-5
     for x, y in zip(a.attention, b.attention):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    # Built from modules: the pipeline folds a copy; the generator passed in keeps its BatchNorm.
+    given = plain.generator
+    built = AttnGANPipeline(plain.config, plain.vocab, plain.text_encoder, given)
+    assert getattr(built.generator, "is_fused", False) and built.generator is not given
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in given.modules())
+    c = built(captions, seed=3)
+    for x, y in zip(b.images, c.images):
+        assert torch.equal(x, y)
+
+
+def test_pipeline_bf16_is_opt_in_and_close_to_float32(tiny_model_dir):
+    from attngan.networks.inference import FoldedUpBlock
+    from attngan.pipeline import AttnGANPipeline
+
+    captions = ["a bird with black wings and a white belly", "this bird has a short pointed bill"]
+    exact = AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu")
+    auto = AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu", amp="auto")
+    low = AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu", amp="bf16")
+    assert exact.amp == "off"
+    seen: dict[str, set] = {"off": set(), "bf16": set()}
+    for name, pipe in (("off", exact), ("bf16", low)):
+        for m in pipe.generator.modules():
+            if isinstance(m, (torch.nn.Conv2d, FoldedUpBlock)):
+                m.register_forward_hook(lambda mod, a, out, s=seen[name]: s.add(out.dtype))
+    a, b, c = exact(captions, seed=3), auto(captions, seed=3), low(captions, seed=3)
+    assert seen == {"off": {torch.float32}, "bf16": {torch.bfloat16}}
+    # auto is float32 on a CPU without native bf16 (the suite pins that): the same images.
+    for x, y in zip(a.images + a.attention, b.images + b.attention):
+        assert torch.equal(x, y)
+    # bf16: float32 images back, close to float32's but not equal.
+    assert all(x.dtype == torch.float32 for x in c.images)
+    diffs = [float((x - y).abs().max()) for x, y in zip(a.images, c.images)]
+    assert max(diffs) < 0.05 and max(diffs) > 0, diffs
+    with pytest.raises(AttnGANError, match="amp must be one of off, auto, bf16"):
+        AttnGANPipeline.from_pretrained(tiny_model_dir, device="cpu", amp="fp8")
+
+
+def test_generate_amp_option(tiny_model_dir, tmp_path, capsys):
+    from attngan import cli
+
+    out = tmp_path / "g"
+    assert cli.main(["generate", "--model", str(tiny_model_dir), "--amp", "bf16", "--out", str(out),
+                     "a bird with black wings"]) == 0
+    assert len(list(out.glob("*_stage*.png"))) == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["generate", "--model", str(tiny_model_dir), "--amp", "fp16", "a bird"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--amp" in err
 
 
 # --- Allocator ----------------------------------------------------------------------------------
 
-# A child process reallocates a 64 MiB buffer and reports the page faults after warm-up.
+# A child process reallocates a 64 MiB buffer and reports the page faults after warm-up: in the
+# main thread, then in a thread started afterwards (as `attngan serve` runs inference). How the
+# allocator gets set up is the first argument: "plain" (not at all), "cli" (as the CLI does,
+# before torch is imported) or "pipeline" (by creating an AttnGANPipeline, torch already loaded).
 _FAULTS_CHILD = r"""
-import os, sys
+import os, sys, threading
 if sys.argv[1] == "cli":
     from attngan import cli
     cli._configure_allocator()
 import torch
+if sys.argv[1] == "pipeline":
+    from attngan.pipeline import AttnGANPipeline
+    pipe = AttnGANPipeline.from_pretrained(sys.argv[3], device="cpu")
+    pipe(["a bird with black wings"], seed=0)
 sys.path.insert(0, sys.argv[2])
 from _measure import minor_faults
 torch.set_num_threads(1)
-for _ in range(16):  # warm-up: glibc 2.36 memalign needs up to ~10 rounds to find reusable chunks
-    x = torch.ones(16 * 2**20); del x
-f0 = minor_faults()
-for _ in range(3):
-    x = torch.ones(16 * 2**20); del x
-print(minor_faults() - f0, os.environ.get("ATTNGAN_ALLOCATOR_APPLIED"), os.environ.get("MALLOC_MMAP_MAX_"), sep="|")
+
+def faults() -> int:
+    for _ in range(16):  # warm-up: glibc 2.36 memalign needs a few rounds to find reusable chunks
+        x = torch.ones(16 * 2**20); del x
+    f0 = minor_faults()
+    for _ in range(3):
+        x = torch.ones(16 * 2**20); del x
+    return minor_faults() - f0
+
+main = faults()
+box = []
+t = threading.Thread(target=lambda: box.append(faults()))
+t.start(); t.join()
+print(main, box[0], os.environ.get("ATTNGAN_ALLOCATOR_APPLIED"), os.environ.get("MALLOC_MMAP_MAX_"),
+      os.environ.get("MALLOC_ARENA_MAX"), sep="|")
 """
 
 
-def _faults(mode: str, **env) -> tuple[int, str, str]:
+def _faults(mode: str, model_dir="", **env) -> tuple[int, int, str, str, str]:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("MALLOC_", "ATTNGAN_ALLOCATOR", "THP_MEM"))}
-    out = subprocess.run([sys.executable, "-c", _FAULTS_CHILD, mode, str(BENCHMARKS)], env={**clean, **env},
-                         capture_output=True, text=True, timeout=120, check=True).stdout.strip().split("|")
-    return int(out[0]), out[1], out[2]
+    out = subprocess.run([sys.executable, "-c", _FAULTS_CHILD, mode, str(BENCHMARKS), str(model_dir)],
+                         env={**clean, "OMP_NUM_THREADS": "1", **env}, capture_output=True, text=True,
+                         timeout=300, check=True).stdout.strip().splitlines()[-1].split("|")
+    return int(out[0]), int(out[1]), out[2], out[3], out[4]
+
+
+# Three 64 MiB buffers mapped afresh fault 3 x 16k times (4 KiB pages).
+_FRESH = 3 * 10_000
 
 
 @pytest.mark.skipif(perf._glibc() is None, reason="mallopt needs glibc")
 def test_cli_allocator_settings_stop_the_page_faults():
-    # glibc default: each 64 MiB buffer is mmapped, zero-filled and unmapped again (16k faults each).
-    faults_default, marker, _ = _faults("plain")
-    assert marker == "None" and faults_default > 3 * 10_000
-    # What the CLI sets before torch loads: the freed buffer stays mapped and is reused. (With
-    # PyTorch's huge pages off: they alone cut first-touch faults 512x and would hide mallopt.)
-    faults_cli, marker, mmap_max = _faults("cli", THP_MEM_ALLOC_ENABLE="0")
-    assert "M_MMAP_MAX=0" in marker and "M_TRIM_THRESHOLD=max" in marker and mmap_max == "0"
-    assert faults_cli < 0.05 * faults_default, (faults_cli, faults_default)
-    faults_cli_thp, marker, _ = _faults("cli")
-    assert "THP_MEM_ALLOC_ENABLE=1" in marker and faults_cli_thp < 0.05 * faults_default
+    # glibc default: each 64 MiB buffer is mmapped, zero-filled and unmapped again.
+    main, thread, marker, _, _ = _faults("plain")
+    assert marker == "None" and main > _FRESH and thread > _FRESH
+    # What the CLI sets before torch loads: the freed buffer stays in the heap and is reused, also
+    # by a thread started later (it shares the main heap instead of an arena of its own).
+    main_cli, thread_cli, marker, mmap_max, arenas = _faults("cli")
+    assert "M_MMAP_MAX=0" in marker and "M_TRIM_THRESHOLD=max" in marker and "M_ARENA_MAX=1" in marker
+    assert mmap_max == "0" and arenas == "1"
+    assert main_cli < 0.05 * main and thread_cli < 0.05 * thread, (main_cli, thread_cli, main, thread)
+    # No transparent-huge-page alignment: it fragmented the heap (more peak memory).
+    assert "THP" not in marker
     # Processes started from a configured one (torchrun workers, spawned loader workers) get the
     # same settings from the environment it exported.
     perf_env = subprocess.run([sys.executable, "-c", "import os; from attngan.perf import "
                                "configure_allocator_env as c; c(); print(os.environ['MALLOC_MMAP_MAX_'], "
-                               "os.environ['MALLOC_TRIM_THRESHOLD_'])"], capture_output=True, text=True,
-                              timeout=60, check=True).stdout.split()
-    env = {"MALLOC_MMAP_MAX_": perf_env[0], "MALLOC_TRIM_THRESHOLD_": perf_env[1]}
-    faults_child, marker, _ = _faults("plain", **env)
-    assert marker == "None" and faults_child < 0.05 * faults_default, (faults_child, faults_default)
+                               "os.environ['MALLOC_TRIM_THRESHOLD_'], os.environ['MALLOC_ARENA_MAX'])"],
+                              capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    env = {"MALLOC_MMAP_MAX_": perf_env[0], "MALLOC_TRIM_THRESHOLD_": perf_env[1], "MALLOC_ARENA_MAX": perf_env[2]}
+    main_child, thread_child, marker, _, _ = _faults("plain", **env)
+    assert marker == "None" and main_child < 0.05 * main and thread_child < 0.05 * thread
     # The opt-out leaves glibc alone.
-    faults_opt_out, marker, _ = _faults("cli", ATTNGAN_ALLOCATOR="default")
-    assert marker == "default" and faults_opt_out > 3 * 10_000
+    main_out, _, marker, _, _ = _faults("cli", ATTNGAN_ALLOCATOR="default")
+    assert marker == "default" and main_out > _FRESH
+
+
+@pytest.mark.skipif(perf._glibc() is None, reason="mallopt needs glibc")
+def test_a_pipeline_created_from_python_applies_the_allocator_setting(tiny_model_dir):
+    # No CLI involved: torch is loaded first, then the library sets the allocator up when the
+    # pipeline is created, so the same call runs as it would under `attngan generate`.
+    main, thread, marker, mmap_max, _ = _faults("pipeline", tiny_model_dir)
+    assert "M_MMAP_MAX=0" in marker and mmap_max == "0"
+    main_off, thread_off, marker_off, _, _ = _faults("pipeline", tiny_model_dir, ATTNGAN_ALLOCATOR="default")
+    assert marker_off == "default" and main_off > _FRESH and thread_off > _FRESH
+    assert main < 0.05 * main_off and thread < 0.05 * thread_off, (main, thread, main_off, thread_off)
 
 
 def _allocator_after(argv: list[str]) -> str:
     code = (f"import os; from attngan import cli; cli.main({argv!r}); "
             "print('APPLIED=' + str(os.environ.get('ATTNGAN_ALLOCATOR_APPLIED')))")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ATTNGAN_ALLOCATOR"))}
-    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=120).stdout
+    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=300).stdout
     return out.rsplit("APPLIED=", 1)[1].strip()
 
 
-def test_cli_main_configures_the_allocator_for_training_only(tmp_path):
+def test_cli_main_configures_the_allocator_for_commands_that_run_networks(tmp_path):
     train = ["train", "--config", "tiny", "--data", "x", "--damsm", "x", "--out", str(tmp_path / "r"),
              "--dry-run"]
     applied = _allocator_after(train)
-    assert "THP_MEM_ALLOC_ENABLE=1" in applied
+    assert applied != "None"
     if perf._glibc() is not None:
         assert "M_MMAP_MAX=0" in applied
-    # Inference keeps glibc's default (lower peak memory); so does an empty command line.
-    assert _allocator_after(["generate", "--seed", "-1", "--out", str(tmp_path / "g"), "a bird"]) == "None"
+    # Inference too (a bad seed fails before any model is read); an empty command line sets nothing.
+    assert _allocator_after(["generate", "--seed", "-1", "--out", str(tmp_path / "g"), "a bird"]) == applied
     assert _allocator_after([]) == "None"
 
 
@@ -198,6 +319,40 @@ def _tiny_batch(cfg, B: int = 4, T: int = 6):
             "mask": torch.arange(T)[None] >= lens[:, None], "cap_lens": lens,
             "class_ids": torch.arange(B), "z": torch.randn(B, cfg.gan.z_dim, generator=g),
             "ca_noise": torch.randn(B, cfg.gan.condition_dim, generator=g)}
+
+
+def test_small_map_convolutions_compute_what_the_convolutions_compute(monkeypatch):
+    from attngan.networks import attngan
+
+    torch.manual_seed(0)
+    for cin, cout, k, stride, pad, size, bias in ((16, 32, 4, 2, 1, 8, False), (32, 16, 3, 1, 1, 4, True),
+                                                  (8, 8, 4, 2, 1, 32, False)):
+        conv = torch.nn.Conv2d(cin, cout, k, stride, pad, bias=bias)
+        x = torch.randn(3, cin, size, size, requires_grad=True)
+        y, ref = attngan.small_map_conv(conv, x), conv(x)
+        small = ref.shape[2] * ref.shape[3] <= attngan.SMALL_MAP_PIXELS
+        assert y.is_contiguous() is not small  # the matrix product hands back channels-last
+        torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+        g = torch.randn_like(ref)
+        for a, b in zip(torch.autograd.grad(y, (x, conv.weight), g), torch.autograd.grad(ref, (x, conv.weight), g)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # A whole discriminator (64 px: its last blocks map 8x8 and 4x4), against plain convolutions.
+    cfg = preset("tiny")
+    D = build_discriminators(cfg)[-1]
+    x = torch.rand(4, 3, D.image_size, D.image_size) * 2 - 1
+    sent = torch.randn(4, cfg.text.embedding_dim)
+    outs = {}
+    for pixels in (attngan.SMALL_MAP_PIXELS, 0):
+        monkeypatch.setattr(attngan, "SMALL_MAP_PIXELS", pixels)
+        D.zero_grad(set_to_none=True)
+        code = D(x)
+        loss = sum(o.sum() for o in D.logits(code, sent))
+        loss.backward()
+        outs[pixels] = (code.detach(), [q.grad.clone() for q in D.parameters()])
+    (a, ga), (b, gb) = outs.values()
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
 
 
 def test_frozen_discriminators_give_the_same_step_without_their_gradients(amp):

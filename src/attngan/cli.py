@@ -22,11 +22,11 @@ COMMAND_MODULES = [
 ]
 
 
-# Commands whose large, repeated CPU buffers page-fault under glibc's default malloc: they run
-# faster with the allocator kept mapped (benchmarks/bench_train.py). Inference commands keep the
-# default, whose peak memory is lower (benchmarks/bench_infer.py prints both).
+# Commands whose large, repeated CPU buffers page-fault under glibc's default malloc: the allocator
+# setting (attngan.perf) keeps them in the heap, set here before torch is imported. Inference gets it
+# too (AttnGANPipeline applies it itself as well, so the library runs as fast as the CLI).
 ALLOCATOR_COMMANDS = {"demo", "train", "train-damsm", "train-oracle", "train-captioner", "eval",
-                      "eval-damsm"}
+                      "eval-damsm", "generate", "serve", "caption"}
 
 
 def _configure_allocator() -> None:

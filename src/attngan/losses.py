@@ -163,8 +163,11 @@ def sent_loss(
 
 
 def _bce(prob: torch.Tensor, target: float) -> torch.Tensor:
-    # D outputs probabilities (sigmoid inside), so this is BCELoss as the original.
-    return F.binary_cross_entropy(prob, torch.full_like(prob, target))
+    # D outputs probabilities (sigmoid inside), so this is BCELoss as the original. Always float32
+    # and outside autocast: the D step runs inside one autocast (see gan_step), where CUDA refuses
+    # binary_cross_entropy.
+    with torch.autocast(prob.device.type, enabled=False):
+        return F.binary_cross_entropy(prob.float(), torch.full_like(prob, target, dtype=torch.float32))
 
 
 # Discriminator loss (Eq. 6-7, StackGAN++ joint uncond + cond terms, plus mismatched pairs).

@@ -1,36 +1,42 @@
 """Speed switches shared by training, inference and the benchmarks.
 
-CPU allocator (what the CLI sets before torch is imported, and why)
--------------------------------------------------------------------
+CPU allocator (what the CLI and AttnGANPipeline set, and why)
+-------------------------------------------------------------
 glibc's malloc serves every request above its mmap threshold (128 KiB, growing to at most 32 MiB)
 with a fresh `mmap` and hands it back with `munmap` on free; smaller freed memory at the top of the
 heap is returned with `brk` once it exceeds the trim threshold. AttnGAN's activations are far
 larger than 32 MiB (the 256 px stage at batch 16 is ~270 MB per tensor), so on every forward and
-backward pass the kernel maps, zero-fills and unmaps the same few GB again: about 1.1 million minor
-page faults per pass at inference batch 16 or training batch 4, a quarter to 40% of the CPU time,
-which made batch 16 slower per image than batch 1. `configure_allocator_env()` therefore:
+backward pass the kernel maps, zero-fills and unmaps the same few GB again: about 0.9-1.1 million
+minor page faults per pass at inference batch 16 or training batch 4, a quarter to 40% of the CPU
+time. `configure_allocator_env()` therefore:
 
-* calls `mallopt(M_MMAP_MAX, 0)`: no allocation is served by mmap, all come from the heap;
+* calls `mallopt(M_MMAP_MAX, 0)`: no allocation is served by mmap, all come from the heap
+  (M_MMAP_THRESHOLD cannot do this: glibc caps it at 32 MiB, below the large activations);
 * calls `mallopt(M_TRIM_THRESHOLD, -1)` (SIZE_MAX): freed heap memory is never given back, so the
-  next pass reuses pages that are already mapped (0 page faults per pass after warm-up);
-* exports `MALLOC_MMAP_MAX_=0` and `MALLOC_TRIM_THRESHOLD_=...` so processes started from this one
-  (torchrun workers, spawned DataLoader workers) start with the same settings (glibc reads these
-  variables only when a process starts; mallopt is the in-process equivalent, so no re-exec);
-* sets `THP_MEM_ALLOC_ENABLE=1` (read by PyTorch's CPU allocator on first use): tensors of 2 MiB
-  and more are 2 MiB-aligned and advised as transparent huge pages, so the first touch of a
-  buffer faults once per 2 MiB instead of once per 4 KiB.
+  next pass reuses pages that are already mapped (no page faults per pass after the first);
+* calls `mallopt(M_ARENA_MAX, 1)`: threads started afterwards share the main heap. A thread's own
+  arena gets heaps of at most 64 MiB and serves anything larger by mmap whatever M_MMAP_MAX says,
+  so an inference thread (`attngan serve`'s batcher) would page-fault as before;
+* exports `MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_` and `MALLOC_ARENA_MAX` so processes started
+  from this one (torchrun workers, spawned DataLoader workers) start with the same settings
+  (glibc reads these variables only when a process starts; mallopt is the in-process equivalent).
 
-The price is memory: the process keeps its heap until it exits, and because PyTorch's aligned
-allocations (posix_memalign) do not fit back into the chunk of an identical freed tensor on glibc
-2.36, the heap needs a few passes to settle and settles above the default peak (measured on the
-bird preset: +15% peak RSS in training at batch 4, +40-60% in inference at batch 16).
-`ATTNGAN_ALLOCATOR=default` in the environment leaves glibc's defaults alone; on a non-glibc
-system (macOS, musl) only the PyTorch variable is set. `ATTNGAN_ALLOCATOR_APPLIED` records what was
-done (tests and benchmarks read it).
+It leaves transparent huge pages alone. PyTorch's `THP_MEM_ALLOC_ENABLE=1` (which an earlier
+version set) aligns every tensor of 2 MiB or more to 2 MiB; inside the heap that alignment
+fragments it, and the heap settled 40% above the default peak (bird preset, inference batch 16).
+Without it the heap settles within a few percent of the live peak.
+
+The price is that the process keeps its heap at its peak until it exits, instead of returning it
+after each pass. The CLI applies the setting before torch is imported, for every command that
+runs networks (cli.ALLOCATOR_COMMANDS); `AttnGANPipeline` applies it when it is created, so a
+pipeline runs at the same speed from Python as from `attngan generate` or `serve` (threads that
+already exist keep the arena they have). `ATTNGAN_ALLOCATOR=default` in the environment leaves
+glibc's defaults alone, in both places; on a non-glibc system (macOS, musl) nothing is changed.
+`ATTNGAN_ALLOCATOR_APPLIED` records what was done (tests and benchmarks read it).
 
 Other switches (TrainConfig): mixed precision (`amp`: bf16 autocast where the CPU or GPU runs bf16
 natively, see `amp_dtype`), channels_last, torch.compile, TF32 matmuls on CUDA
-(`configure_backends`), and BatchNorm folding for inference (`fuse_generator`).
+(`configure_backends`), and the inference form of the generator (`fuse_generator`).
 """
 
 from __future__ import annotations
@@ -53,9 +59,14 @@ APPLIED_VAR = "ATTNGAN_ALLOCATOR_APPLIED"    # what configure_allocator_env() di
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 # "Never trim" for the environment variable: glibc's parser refuses SIZE_MAX itself (checked:
 # the setting is then silently ignored), 2**63 - 1 is accepted and is just as unreachable.
 _NEVER_TRIM = str(2**63 - 1)
+# (mallopt parameter, value, what it is called in APPLIED_VAR, the variable children read).
+_SETTINGS = ((_M_MMAP_MAX, 0, "M_MMAP_MAX=0", "MALLOC_MMAP_MAX_", "0"),
+             (_M_TRIM_THRESHOLD, -1, "M_TRIM_THRESHOLD=max", "MALLOC_TRIM_THRESHOLD_", _NEVER_TRIM),
+             (_M_ARENA_MAX, 1, "M_ARENA_MAX=1", "MALLOC_ARENA_MAX", "1"))
 
 
 # --- CPU allocator --------------------------------------------------------------------------
@@ -77,29 +88,32 @@ def _glibc():
         return None
 
 
-def configure_allocator_env() -> dict[str, str]:
-    """Keep large CPU buffers mapped between passes (see the module docstring). Idempotent.
+def allocator_opted_out() -> bool:
+    """True when ATTNGAN_ALLOCATOR=default (or off, 0) asks to leave glibc's malloc alone."""
+    return os.environ.get(OPT_OUT_VAR, "").strip().lower() in ("default", "off", "0")
 
-    Call it as early as possible, ideally before torch is imported (the CLI does); later calls
-    still fix malloc but PyTorch may already have read THP_MEM_ALLOC_ENABLE. Returns what was set.
-    """
+
+def configure_allocator_env() -> dict[str, str]:
+    """Keep large CPU buffers in the heap between passes (see the module docstring). Idempotent;
+    process-wide. Returns what was set (empty when opted out or not on glibc).
+
+    Best called before torch is imported and before other threads start (the CLI does so); later
+    calls still hold for every allocation from then on, except in threads that already have an
+    arena of their own."""
     applied: dict[str, str] = {}
-    if os.environ.get(OPT_OUT_VAR, "").lower() in ("default", "off", "0"):
+    if allocator_opted_out():
         os.environ[APPLIED_VAR] = "default"
         return applied
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    applied["THP_MEM_ALLOC_ENABLE"] = os.environ["THP_MEM_ALLOC_ENABLE"]
     libc = _glibc()
     if libc is not None:
-        # Both calls return 1 on success; a failure leaves glibc's defaults, which are only slower.
-        ok_mmap = libc.mallopt(_M_MMAP_MAX, 0) == 1
-        ok_trim = libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
-        if ok_mmap:
-            applied["mallopt"] = "M_MMAP_MAX=0"
-            os.environ["MALLOC_MMAP_MAX_"] = "0"
-        if ok_trim:
-            applied["mallopt"] = (applied.get("mallopt", "") + " M_TRIM_THRESHOLD=max").strip()
-            os.environ["MALLOC_TRIM_THRESHOLD_"] = _NEVER_TRIM
+        done = []
+        for param, value, name, var, env_value in _SETTINGS:
+            # Each call returns 1 on success; a failure leaves glibc's default, which is only slower.
+            if libc.mallopt(param, value) == 1:
+                done.append(name)
+                os.environ[var] = env_value
+        if done:
+            applied["mallopt"] = " ".join(done)
     os.environ[APPLIED_VAR] = "; ".join(f"{k}={v}" for k, v in applied.items()) or "none"
     return applied
 
@@ -303,33 +317,50 @@ def _inference_only(module, args) -> None:
         raise AttnGANError("a fused generator (BatchNorm folded) is for inference only; call .eval()")
 
 
-def fuse_generator(generator, inplace: bool = False):
+def fuse_generator(generator, inplace: bool = False, channels_last: bool = False):
     """A copy of `generator` (or, `inplace`, the generator itself, for a caller that owns it) for
-    eval-mode inference with every BatchNorm folded into the bias-free convolution or linear layer
-    before it (conv -> BN -> GLU becomes conv(+bias) -> GLU).
+    eval-mode inference: every BatchNorm folded into the bias-free convolution or linear layer
+    before it, and the blocks in their inference form (networks/inference.py): each UpBlock's
+    nearest x2 upsampling folded into its convolution (2.25x fewer multiply-adds, no upsampled
+    copy), each ResBlock adding its identity in place. `channels_last` stores the convolution
+    weights channels-last, so every feature map after the first convolution is NHWC (oneDNN runs
+    NHWC convolutions without converting their inputs and outputs; the pipeline uses it).
 
-    Outputs match the unfused generator in eval mode within float error; the copy refuses to run in
-    train mode (batch statistics cannot be folded). Handles Generator (InitStage fc+BN, UpBlock,
-    ResBlock); any BatchNorm left unfolded is an error, so a new block type is not silently skipped.
+    Outputs match the unfused generator in eval mode within float error (about 1e-6); the result
+    refuses to run in train mode (batch statistics cannot be folded). Handles Generator (InitStage
+    fc+BN, UpBlock, ResBlock); any BatchNorm left unfolded is an error, so a new block type is not
+    silently skipped.
     """
+    import torch
     from torch import nn
 
-    from attngan.networks.attngan import InitStage, ResBlock, UpBlock
+    from attngan.networks.attngan import InitStage, NextStage, ResBlock, UpBlock
+    from attngan.networks.inference import FoldedNextStage, FoldedResBlock, FoldedUpBlock
 
     fused = (generator if inplace else copy.deepcopy(generator)).eval()
-    pairs = {InitStage: [("fc", "bn")], UpBlock: [("conv", "bn")],
-             ResBlock: [("conv1", "bn1"), ("conv2", "bn2")]}
-    for module in fused.modules():
-        for layer_name, bn_name in pairs.get(type(module), []):
-            bn = getattr(module, bn_name)
-            if isinstance(bn, nn.Identity):
-                continue  # already fused
-            _fold_bn(getattr(module, layer_name), bn)
-            setattr(module, bn_name, nn.Identity())
+    for parent in list(fused.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, UpBlock):
+                _fold_bn(child.conv, child.bn)
+                setattr(parent, name, FoldedUpBlock(child.conv.weight.detach(), child.conv.bias.detach()))
+            elif isinstance(child, ResBlock):
+                _fold_bn(child.conv1, child.bn1)
+                _fold_bn(child.conv2, child.bn2)
+                setattr(parent, name, FoldedResBlock(child.conv1, child.conv2))
+    for parent in list(fused.modules()):  # after the blocks inside them are folded
+        for name, child in list(parent.named_children()):
+            if isinstance(child, NextStage):
+                setattr(parent, name, FoldedNextStage(child.attn, child.res, child.up))
+            elif isinstance(child, InitStage) and not isinstance(child.bn, nn.Identity):
+                _fold_bn(child.fc, child.bn)
+                child.bn = nn.Identity()
     left = [n for n, m in fused.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
         raise ValueError(f"fuse_generator: no folding rule for BatchNorm layers {left[:3]}")
     fused.requires_grad_(False)
-    fused.register_forward_pre_hook(_inference_only)
+    if channels_last:
+        fused.to(memory_format=torch.channels_last)
+    if not getattr(fused, "is_fused", False):
+        fused.register_forward_pre_hook(_inference_only)
     fused.is_fused = True
     return fused

@@ -1,7 +1,11 @@
 """AttnGANPipeline: captions in, every stage's image and every attention map out.
 
 One `__call__` that the CLI (`attngan generate`), the demo report and the web app all wrap.
-Runs in eval mode under `torch.inference_mode`, batched, CPU or GPU.
+Runs in eval mode under `torch.inference_mode`, batched, CPU or GPU. By default the generator runs
+in its inference form (`perf.fuse_generator`: BatchNorm and upsampling folded into the
+convolutions, channels-last) in float32, and a pipeline on the CPU applies the allocator setting
+(`perf.configure_allocator_env`, opt out with ATTNGAN_ALLOCATOR=default) when it is created, so
+it runs as fast from Python as from the CLI. `amp="auto"` or `"bf16"` opts in to bf16 autocast.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from attngan.config import Config
 from attngan.errors import AttnGANError, check_seed
 from attngan.io import (BUNDLED_MODELS, Loaded, bundled_model_dir,  # noqa: F401 - part of this API
                         bundled_model_names, load, resolve_model)
-from attngan.perf import fuse_generator, resolve_device
+from attngan.perf import autocast, configure_allocator_env, fuse_generator, resolve_device
 from attngan.text import Vocabulary, tokenize
 from attngan.viz import to_pil
 
 log = logging.getLogger(__name__)
+
+# Inference precision: float32 (exact), bf16 where native, bf16 always (see perf.amp_dtype).
+AMP_MODES = ("off", "auto", "bf16")
 
 
 @dataclass
@@ -55,12 +62,23 @@ class EncodedCaption:
 class AttnGANPipeline:
     def __init__(self, config: Config, vocab: Vocabulary, text_encoder: torch.nn.Module,
                  generator: torch.nn.Module, image_encoder: torch.nn.Module | None = None,
-                 device: str | torch.device = "cpu", source: Loaded | None = None):
+                 device: str | torch.device = "cpu", source: Loaded | None = None,
+                 fuse: bool = True, amp: str = "off"):
+        """`fuse` runs a folded copy of `generator` (see `fuse`; the module passed in is left as it
+        is, apart from eval mode). `amp`: off (float32, the default), auto (bf16 autocast where the
+        device runs bf16 natively, float32 elsewhere) or bf16 (bf16 even where emulated: slower)."""
         self.config = config
         self.vocab = vocab
         self.device = torch.device(device)
+        if amp not in AMP_MODES:  # a one-line error here, not at the first caption
+            raise AttnGANError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+        self.amp = amp
+        if self.device.type == "cpu":
+            configure_allocator_env()  # process-wide and idempotent: see attngan.perf
         self.text_encoder = text_encoder.to(self.device).eval()
         self.generator = generator.to(self.device).eval()
+        if fuse:
+            self.fuse()
         self._image_encoder = image_encoder.to(self.device).eval() if image_encoder is not None else None
         self.source = source  # the model folder read (io.load), where the image encoder is built from
         self.words_num = config.data.words_num
@@ -69,24 +87,24 @@ class AttnGANPipeline:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None, device: str = "auto",
-                        fuse: bool = True, image_encoder: bool = False) -> "AttnGANPipeline":
+                        fuse: bool = True, image_encoder: bool = False, amp: str = "off") -> "AttnGANPipeline":
         """Load a model folder (see attngan/io.py), a GAN run folder (its model/), a bundled model
         by name ("synthbirds-128", "synthbirds-tiny", "synthscenes-128"), or None: the default
         bundled model (synthbirds-128).
 
-        `fuse` folds BatchNorm into the convolutions (outputs equal the unfused generator's to
-        float rounding, about 1e-5; pass False to keep the generator trainable or to save it).
+        `fuse` runs the generator's inference form (outputs equal the unfused generator's to float
+        rounding, about 1e-6; pass False to keep the generator trainable or to save it).
         The DAMSM image encoder, which generation never runs, is built on first use of
-        `image_encoder` unless `image_encoder=True` builds it now."""
+        `image_encoder` unless `image_encoder=True` builds it now. `amp`: see the constructor."""
         dev = resolve_device(device)
         parts = ("generator", "text_encoder") + (("image_encoder",) if image_encoder else ())
         loaded = load(model_dir, "generator", dev, parts)
         m = loaded.modules
         generator = m["generator"]
         if fuse:  # folded in place: the pipeline owns this generator, so no second copy is made
-            generator = m["generator"] = fuse_generator(generator.eval(), inplace=True)
+            generator = m["generator"] = fuse_generator(generator.eval(), inplace=True, channels_last=True)
         return cls(loaded.config, loaded.vocab, m["text_encoder"], generator, m.get("image_encoder"),
-                   dev, source=loaded)
+                   dev, source=loaded, fuse=fuse, amp=amp)
 
     @property
     def image_encoder(self) -> torch.nn.Module | None:
@@ -101,8 +119,11 @@ class AttnGANPipeline:
         self._image_encoder = module
 
     def fuse(self) -> "AttnGANPipeline":
-        """Fold BatchNorm into the preceding convolutions (eval-mode outputs unchanged)."""
-        self.generator = fuse_generator(self.generator)
+        """Run the generator's inference form: a copy with BatchNorm folded into the convolutions,
+        the upsampling folded into the convolution after it, channels-last (eval-mode outputs
+        unchanged to float rounding). A no-op when it already runs it."""
+        if not getattr(self.generator, "is_fused", False):
+            self.generator = fuse_generator(self.generator, channels_last=True)
         return self
 
     # Text.
@@ -178,10 +199,13 @@ class AttnGANPipeline:
         captions = captions[:, :T].to(self.device)
         words, sent = self.text_encoder(captions, cap_lens.to(self.device))
         mask = captions == 0
-        images, attention, _, _ = self.generator(noise.to(self.device), sent, words, mask,
-                                                 ca_noise=ca_noise.to(self.device))
-        return PipelineOutput(images=[x.float().cpu() for x in images],
-                              attention=[a.float().cpu() for a in attention],
+        with autocast(self.amp, self.device):
+            images, attention, _, _ = self.generator(noise.to(self.device), sent, words, mask,
+                                                     ca_noise=ca_noise.to(self.device))
+        # Contiguous: a channels-last generator's images would otherwise reach the caller with
+        # channels-last strides.
+        return PipelineOutput(images=[x.float().cpu().contiguous() for x in images],
+                              attention=[a.float().cpu().contiguous() for a in attention],
                               tokens=[[self.vocab.id_to_word[int(i)] for i in row[: int(n)]]
                                       for row, n in zip(captions.cpu(), cap_lens)],
                               seed=seed)

@@ -17,6 +17,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="generated", help="output folder")
     p.add_argument("--top-words", type=int, default=5, help="words shown in the attention figure")
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="off", choices=["off", "auto", "bf16"],
+                   help="off: float32 (default, exact); bf16: bf16 autocast (faster where the CPU or GPU "
+                        "has bf16 natively, emulated and slower elsewhere); auto: bf16 only where native")
 
 
 # Samples are held in memory until written: bounds well beyond any figure or grid.
@@ -52,7 +55,7 @@ def run(args) -> int:
     from attngan.pipeline import AttnGANPipeline
     from attngan.viz import save_png, word_attention_figure
 
-    pipe = AttnGANPipeline.from_pretrained(args.model, device=args.device)
+    pipe = AttnGANPipeline.from_pretrained(args.model, device=args.device, amp=args.amp)
     expanded = [c for c in captions for _ in range(args.n)]
     out = pipe(expanded, seed=args.seed)
     for s, stage in enumerate(out.images):

@@ -83,8 +83,12 @@ class GANModels:
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         if t.channels_last:
             G, Ds = G.to(memory_format=torch.channels_last), Ds.to(memory_format=torch.channels_last)
-        opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=t.betas)
-        opt_Ds = [torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=t.betas) for D in Ds]
+        # Fused Adam: one pass over each tensor instead of a chain of elementwise ops with
+        # temporaries the size of the weights (D_256's largest is 134 MB); same update to float
+        # rounding. CPU and CUDA have the kernel.
+        fused = device.type in ("cpu", "cuda")
+        opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=t.betas, fused=fused)
+        opt_Ds = [torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=t.betas, fused=fused) for D in Ds]
 
         def wrap(m: torch.nn.Module) -> torch.nn.Module:
             ddp = torch.nn.parallel.DistributedDataParallel(m) if world > 1 else m
@@ -128,7 +132,11 @@ def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor]
     d_terms: dict[str, torch.Tensor] = {}
     for i, c in enumerate(m.critics):
         real = reals[i - n] if cfg.gan.dcgan else reals[i]
-        terms = loss.d_phase(Judge(c.d_step, c.D, m.amp), real, fakes[i - n].detach(), sent)
+        # One autocast around D(real), D(fake) and their heads: D's weights are cast to bf16 once
+        # for both (autocast caches the cast within its outermost context), so the backward pass
+        # also converts and sums one weight gradient per layer instead of two.
+        with m.amp():
+            terms = loss.d_phase(Judge(c.d_step, c.D, m.amp), real, fakes[i - n].detach(), sent)
         errD = terms["loss"].float()
         d_terms[f"d_loss{i}"] = errD.detach()
         d_terms[f"d_prob_real{i}"] = terms["prob_real"]
@@ -136,6 +144,9 @@ def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor]
         c.opt.zero_grad(set_to_none=True)
         scaler.scale(errD).backward()
         scaler.step(c.opt)
+        # Stepped: the D's gradients (98M numbers for the bird preset) are not read again, and
+        # freed now they are not held through the G phase, where the step's memory peaks.
+        c.opt.zero_grad(set_to_none=True)
 
     # G phase: the updated Ds judge the same fakes. With freeze_d_in_g_step they run without
     # weight gradients: the backward pass then skips the ~98M D weight gradients of the bird preset.

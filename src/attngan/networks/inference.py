@@ -1,0 +1,125 @@
+"""The generator's blocks in their inference form: BatchNorm folded into the convolutions, the
+nearest-neighbour upsampling folded into the convolution after it, GLUs in one pass.
+
+`perf.fuse_generator` swaps these in for UpBlock and ResBlock. They compute the eval-mode function
+of the blocks they replace (to float rounding, about 1e-6) with fewer operations and less memory:
+
+* FoldedUpBlock: nearest x2 then conv3x3 equals four 2x2 convolutions of the input itself, one
+  per output phase (row parity dy, column parity dx). In the upsampled image, output row 2i+dy
+  reads input rows i-1, i (dy = 0, kernel rows {0} and {1, 2} summed) or i, i+1 (dy = 1, kernel
+  rows {0, 1} and {2}); columns likewise. The four phase kernels run as one 2x2 convolution with
+  four times the output channels over the zero-padded input: 16 multiply-adds per output pixel
+  and input channel instead of 36, and the 4x larger upsampled copy is never made. The phases are
+  then interleaved into the output.
+* FoldedNextStage: word attention computed in the image features' own memory layout (pixels
+  x channels when they are channels-last, so neither the query nor the context is copied), the
+  context freed once joined to the features.
+* FoldedResBlock: conv(+bias) -> GLU -> conv(+bias), the identity added in place into the fresh
+  convolution output (inference only: nothing keeps that output for a backward pass).
+* GLU as torch's fused `glu` kernel: the same values as a * sigmoid(b), bit for bit, without the
+  sigmoid's temporary.
+
+Only ever built from a trained, eval-mode block; they have no BatchNorm and cannot train.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attngan.networks.attngan import _wide
+
+# Output phases (dy, dx) of a 2x upsampling, in the order their kernels are stacked.
+PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
+# For each parity: which of the 3x3 kernel's rows (or columns) land on the two input taps.
+_TAPS = {0: ((0,), (1, 2)), 1: ((0, 1), (2,))}
+
+
+def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """A conv3x3 weight (Cout x Cin x 3 x 3) applied after nearest x2 upsampling -> the four phase
+    kernels (4 x Cout x Cin x 2 x 2, in PHASES order) that give the same output from the input."""
+    w = weight.double()
+    out = w.new_zeros(len(PHASES), *w.shape[:2], 2, 2)
+    for p, (dy, dx) in enumerate(PHASES):
+        for a, rows in enumerate(_TAPS[dy]):
+            for b, cols in enumerate(_TAPS[dx]):
+                out[p, :, :, a, b] = w[:, :, list(rows)][:, :, :, list(cols)].sum(dim=(2, 3))
+    return out.to(weight.dtype)
+
+
+class FoldedUpBlock(nn.Module):
+    """UpBlock (nearest x2, conv3x3, BN, GLU) with BN folded into `weight`/`bias` (conv3x3 shape)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        two_c, cin = weight.shape[:2]
+        self.out_channels = c = two_c // 2
+        k = phase_kernels(weight)                      # 4 x 2c x cin x 2 x 2
+        # Channel order [value half of every phase, gate half of every phase]: one GLU over the
+        # whole output then pairs each phase's value channel with its own gate.
+        k = torch.cat([k[:, :c], k[:, c:]]).reshape(2 * len(PHASES) * c, cin, 2, 2)
+        b = torch.cat([bias[:c].repeat(len(PHASES)), bias[c:].repeat(len(PHASES))])
+        self.weight = nn.Parameter(k.contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(b.contiguous(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        c = self.out_channels
+        # padding=1 with a 2x2 kernel: (h + 1) x (w + 1) outputs, output (i, j) reading padded
+        # input rows i, i + 1 = input rows i - 1, i; phase (dy, dx) is that grid shifted by (dy, dx).
+        u = F.glu(F.conv2d(x, self.weight, self.bias, padding=1), dim=1)
+        fmt = torch.channels_last if u.is_contiguous(memory_format=torch.channels_last) and not \
+            u.is_contiguous() else torch.contiguous_format
+        out = torch.empty((b, c, 2 * h, 2 * w), dtype=u.dtype, device=u.device, memory_format=fmt)
+        for p, (dy, dx) in enumerate(PHASES):
+            out[:, :, dy::2, dx::2] = u[:, p * c:(p + 1) * c, dy:dy + h, dx:dx + w]
+        return out
+
+
+class FoldedResBlock(nn.Module):
+    """ResBlock (conv-BN-GLU-conv-BN plus identity) with both BNs folded into the convolutions."""
+
+    def __init__(self, conv1: nn.Conv2d, conv2: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = conv1, conv2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(F.glu(self.conv1(x), dim=1)).add_(x)
+
+
+class FoldedNextStage(nn.Module):
+    """NextStage ([h, attention context] -> residual blocks -> UpBlock) with folded blocks."""
+
+    def __init__(self, attn: nn.Module, res: nn.ModuleList, up: nn.Module) -> None:
+        super().__init__()
+        self.attn, self.res, self.up = attn, res, up
+
+    def forward(self, h: torch.Tensor, words: torch.Tensor, mask: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        context, attn = attend(self.attn.proj, h, words, mask)
+        x = torch.cat([h, context], dim=1)
+        del context  # not needed past the join: the blocks below run with one less buffer alive
+        for block in self.res:
+            x = block(x)
+        return self.up(x), attn
+
+
+def attend(proj: nn.Module, h: torch.Tensor, words: torch.Tensor, mask: torch.Tensor | None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """WordAttention's forward (c_j = sum_i beta_{j,i} e'_i, softmax over the words) with the context
+    in h's memory layout: h B x C x H x W, words B x nef x T, mask B x T (True = padding)
+    -> context B x C x H x W, attention B x T x H x W."""
+    b, c, hh, ww = h.shape
+    t = words.size(2)
+    e = proj(words.unsqueeze(3)).squeeze(3)                      # B x C x T
+    query = h.flatten(2).transpose(1, 2)                          # B x HW x C
+    logits = torch.bmm(query, e)                                  # B x HW x T
+    if mask is not None:
+        logits.masked_fill_(mask.unsqueeze(1), float("-inf"))
+    beta = torch.softmax(_wide(logits), dim=2)                    # float32 under autocast too
+    context = torch.bmm(beta.to(e.dtype), e.transpose(1, 2))      # B x HW x C: pixels x channels
+    context = context.view(b, hh, ww, c).permute(0, 3, 1, 2)      # channels-last
+    if not h.is_contiguous(memory_format=torch.channels_last) or h.is_contiguous():
+        context = context.contiguous()
+    return context, beta.transpose(1, 2).reshape(b, t, hh, ww)
