@@ -266,16 +266,19 @@ def _tiny() -> Config:
     return c
 
 
-def _synthbirds_128() -> Config:
+def _grown_128(two_stage: Config, name: str) -> Config:
     # AttnGAN2's structure (three stages, two word-attention models) at CPU size: 32 -> 64 -> 128 px.
-    # The lower two stages have exactly the `tiny` shapes, so the shipped two-stage model can be
-    # grown into it (`attngan train --init`, see MODEL.md); the DAMSM is tiny's (64 px input: the
-    # top image is resized to it, as the paper's Inception encoder resizes to 299).
-    c = _tiny()
-    c.name = "synthbirds-128"
-    c.data.branch_num = 3
-    c.train.total_kimg = 100.0
-    return c
+    # The lower two stages keep the two-stage preset's shapes exactly, so a trained two-stage model
+    # can be grown into it (`attngan train --init`, see MODEL.md); the DAMSM is the two-stage one's
+    # (64 px input: the top image is resized to it, as the paper's Inception encoder resizes to 299).
+    two_stage.name = name
+    two_stage.data.branch_num = 3
+    two_stage.train.total_kimg = 100.0
+    return two_stage
+
+
+def _synthbirds_128() -> Config:
+    return _grown_128(_tiny(), "synthbirds-128")
 
 
 def _coco_tiny() -> Config:
@@ -291,14 +294,7 @@ def _coco_tiny() -> Config:
 
 
 def _synthscenes_128() -> Config:
-    # AttnGAN2's structure at CPU size for SynthScenes, as `synthbirds-128` is for SynthBirds: the
-    # lower two stages have exactly `coco-tiny`'s shapes, so a trained two-stage scenes model can be
-    # grown into it (`attngan train --init`, see MODEL.md).
-    c = _coco_tiny()
-    c.name = "synthscenes-128"
-    c.data.branch_num = 3
-    c.train.total_kimg = 100.0
-    return c
+    return _grown_128(_coco_tiny(), "synthscenes-128")
 
 
 PRESETS = {
