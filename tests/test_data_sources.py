@@ -114,6 +114,72 @@ def test_an_unknown_folder_is_one_line_everywhere(tmp_path):
         detect_source(tmp_path / "nowhere")
 
 
+# A layout's own instruments for `attngan eval` (DataSource.evaluation_defaults).
+
+class InstrumentedListSource(ListSource):
+    """The toy layout, with the defaults its evaluation should use."""
+
+    name = "toy-list-instrumented"
+
+    def __init__(self, defaults: dict):
+        self.defaults = defaults
+
+    def evaluation_defaults(self, root: Path) -> dict:
+        assert (root / "list.tsv").is_file()  # asked about the data folder itself
+        return dict(self.defaults)
+
+
+def test_a_sources_evaluation_defaults_apply_unless_the_user_names_another(tmp_path):
+    from attngan.metrics.evaluation import evaluate
+    from attngan.metrics.spec import REGISTRY, register
+
+    root = make_list_folder(tmp_path / "toy")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        (images / f"{i}.png").write_bytes(_png((40 * i, 90, 200), size=(32, 32)))
+    judge = tmp_path / "judge"
+    judge.mkdir()
+    (judge / "config.json").write_text("{}")
+
+    # A metric that reports the options the evaluation ran it with; it needs the data's grammar,
+    # which on data that is neither SynthBirds nor SynthScenes only "scenes" can say is there.
+    @register(name="toy_options", title="Options", protocol="the options it ran with", reference="this test",
+              streams=(), real=False, unit="", higher_is_better=True, requires=("grammar",))
+    def toy_options(ctx):
+        o = ctx.options
+        return {"value": 0.0, "std": None, "judge": o.judge, "captioner": o.captioner, "eval_damsm": o.eval_damsm}
+
+    def used(defaults: dict, **named) -> dict:
+        source = register_source(InstrumentedListSource(defaults), first=True)
+        try:
+            report = evaluate(root, images_dir=images, metrics=["toy_options"], splits=1, device="cpu",
+                              progress=False, **named)
+        finally:
+            unregister_source(source.name)
+        r = report["results"]["toy_options"]
+        return {k: r[k] for k in ("judge", "captioner", "eval_damsm")}
+
+    mine = {"judge": str(judge), "captioner": "synthbirds-captioner", "eval_damsm": "synthscenes-eval"}
+    try:
+        assert used({**mine, "scenes": True}) == mine
+        # A name the user gives wins over the source's; the others keep the source's.
+        assert used({**mine, "scenes": True}, eval_damsm="synthbirds-eval", judge=str(tmp_path)) == {
+            **mine, "eval_damsm": "synthbirds-eval", "judge": str(tmp_path)}
+        # A default that names nothing installed is passed over, as a shipped folder left out of an
+        # installation is.
+        assert used({"scenes": True, "judge": str(tmp_path / "gone"), "captioner": "no-such-captioner",
+                     "eval_damsm": "synthbirds-eval"}) == {"judge": None, "captioner": None,
+                                                           "eval_damsm": "synthbirds-eval"}
+        # Without "scenes" the metric that needs the scenes' grammar cannot run.
+        with pytest.raises(AttnGANError, match="toy_options' needs SynthBirds or SynthScenes data"):
+            used(mine)
+        with pytest.raises(TypeError, match="evaluation_defaults gave 'oracle'"):
+            used({"oracle": str(judge)})
+    finally:
+        REGISTRY.pop("toy_options")
+
+
 # MS-COCO 2014 as a renderer writes it: downloaded folders, caption and instance json files, and
 # the release's filenames.pickle beside them.
 

@@ -7,7 +7,8 @@
 
 When both are there, filenames.pickle gives the split's keys and text/ their captions; the caption
 json files fill in for a missing text/ folder. No bounding boxes; without class_info.pickle every
-image is its own class.
+image is its own class. SynthScenes (data/synth_scenes.py) is written in this layout, with its
+ground truth beside it, and evaluates with the shipped scenes instruments (`evaluation_defaults`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +29,8 @@ from attngan.fileio import atomic_write_bytes
 
 COCO_JSON = {"train": "captions_train2014.json", "test": "captions_val2014.json"}
 IMAGE_FOLDERS = ("images", "train2014", "val2014")
+# The scenes evaluation DAMSM's bundled name (assets/synthscenes-eval/damsm_eval).
+SCENES_EVAL_DAMSM = "synthscenes-eval"
 
 
 def coco_json_captions(root: Path, split: str) -> dict[str, list[str]]:
@@ -110,6 +114,20 @@ class COCOSource(DataSource):
             return [by_key[k] for k in split_keys(root, split) if k in by_key]
         raise AttnGANError(f"missing {root / split / 'filenames.pickle'}: cannot list the {split} "
                            "captions to build a vocabulary")
+
+    def evaluation_defaults(self, root: Path) -> dict[str, Any]:
+        # Imported here: reading records needs neither the captioner nor the metrics.
+        from attngan.captioner import SCENES_CAPTIONER
+        from attngan.data.synth_scenes import MANIFEST
+        from attngan.metrics.scenes import bundled_judge_dir
+
+        if not (root / MANIFEST).is_file():
+            return {}
+        # SynthScenes data is judged by the shipped judge and read back by the shipped scenes
+        # captioner (a captioner of birds would read no scene); its R-precision is by a DAMSM the
+        # generator never trained against (the model's own is optimistic).
+        return {"scenes": True, "judge": str(bundled_judge_dir()), "captioner": SCENES_CAPTIONER,
+                "eval_damsm": SCENES_EVAL_DAMSM}
 
 
 SOURCE = COCOSource()

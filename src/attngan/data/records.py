@@ -13,6 +13,9 @@ and, inherited from `DataSource` unless the layout has its own:
     train_stream(root, cfg, vocab, sizes) a streamed training set, or None (indexed records)
     varying_captions                      images carry any number of captions (padded by
                                           repeating their own), not a fixed count per image
+    evaluation_defaults(root)             what `attngan eval` uses on this data unless the user
+                                          names another: {"judge", "captioner", "eval_damsm":
+                                          a folder or bundled name; "scenes": scene metrics apply}
 
 `register_source(source)` adds a source; `detect_source(root)` is the only place that decides
 which source reads a folder. Readers of paths named by the data itself (keys, metadata rows)
@@ -81,6 +84,13 @@ class DataSource:
         """The source's own vocabulary, or None for the default (attngan.data.vocab.load_vocab):
         the release's captions.pickle or vocab.json, else one built from `caption_lines`."""
         return None
+
+    def evaluation_defaults(self, root: Path) -> dict[str, Any]:
+        """What `attngan eval` uses on the data in `root` where the user names none: "judge",
+        "captioner", "eval_damsm" (a folder or bundled name each; one not installed is passed
+        over) and "scenes" (True: the data has the ground truth the scene metrics read). Empty:
+        the evaluation's own defaults."""
+        return {}
 
 
 # The built-in sources, in detection order (an image folder's metadata file wins over another

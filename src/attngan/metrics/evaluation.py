@@ -17,26 +17,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attngan.captioner import SCENES_CAPTIONER
 from attngan.config import DataConfig
 from attngan.data.dataset import TextImageDataset
-from attngan.data.records import local_folder
+from attngan.data.records import detect_source
 from attngan.data.vocab import load_vocab
 from attngan.errors import AttnGANError
-from attngan.io import bundled_names
+from attngan.io import CONFIG_FILE, resolve
 from attngan.metrics.context import EvalContext
 from attngan.metrics.options import EvalOptions, check_options
 from attngan.metrics.registry import REGISTRY, STREAMS, MetricSpec, default_metrics, missing_input
 from attngan.metrics.report import jsonable
-from attngan.metrics.scenes import bundled_judge_dir
 from attngan.metrics.sources import FolderImages, GeneratedImages, PromptImages, read_prompts
 from attngan.perf import resolve_device
 from attngan.pipeline import AttnGANPipeline
 
 REPORT_FORMAT = "attngan-eval"
 REPORT_VERSION = 1
-# The scenes evaluation DAMSM's bundled name (assets/synthscenes-eval/damsm_eval).
-SCENES_EVAL_DAMSM = "synthscenes-eval"
 # What runs when --metrics is not given (MetricSpec.default), in the registry's order.
 DEFAULT_METRICS = default_metrics()
 
@@ -83,6 +79,36 @@ def _prompt_metrics(o: EvalOptions) -> EvalOptions:
     return replace(o, metrics=[m for m in DEFAULT_METRICS if m in PROMPT_METRICS], strict=False)
 
 
+# What the data source defaults (DataSource.evaluation_defaults).
+
+# The options a data source may default, each with the kind of saved folder it names (None: a
+# folder, no bundled name); besides them it may say "scenes", whether the scene metrics apply.
+SOURCE_DEFAULTS = {"judge": None, "captioner": "captioner", "eval_damsm": "damsm"}
+
+
+def _installed(value: str, kind: str | None) -> bool:
+    """Whether a default names a folder that is there (a shipped one may be left out of an
+    installation, and the evaluation then goes on without it)."""
+    try:
+        folder = resolve(value, kind) if kind else Path(value)
+    except AttnGANError:
+        return False
+    return (folder / CONFIG_FILE).is_file()
+
+
+def _with_source_defaults(o: EvalOptions, defaults: dict[str, Any]) -> EvalOptions:
+    """The options with the data source's defaults for the ones the user left unnamed."""
+    unknown = sorted(set(defaults) - {*SOURCE_DEFAULTS, "scenes"})
+    if unknown:
+        raise TypeError(f"evaluation_defaults gave '{unknown[0]}'; it may give "
+                        f"{', '.join(SOURCE_DEFAULTS)} and scenes")
+    for name, kind in SOURCE_DEFAULTS.items():
+        value = defaults.get(name)
+        if value is not None and getattr(o, name) is None and _installed(str(value), kind):
+            o = replace(o, **{name: str(value)})
+    return o
+
+
 # The run.
 
 def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_dir: str | Path | None = None,
@@ -105,7 +131,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
         prompts = read_prompts(o.prompts)
         o = _prompt_metrics(o)
 
-    root = local_folder(data_dir, o.split)  # shards: their split as a local image folder
+    data_source = detect_source(data_dir)
+    root = data_source.folder(Path(data_dir), o.split)  # shards: their split as a local image folder
     device = resolve_device(o.device)
     torch.manual_seed(o.seed)
 
@@ -131,18 +158,10 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     if len(source) < o.splits:
         raise AttnGANError(f"{len(source)} images cannot be cut into {o.splits} splits; raise --num-images or lower --splits")
     synth = (root / "synth_birds.json").is_file()
-    scenes = (root / "synth_scenes.json").is_file()
-    if scenes:
-        # SynthScenes data is judged by the shipped judge, and read back by the shipped scenes
-        # captioner, unless others are named (a captioner of birds would read no scene).
-        if o.judge is None and (bundled_judge_dir() / "config.json").is_file():
-            o = replace(o, judge=str(bundled_judge_dir()))
-        if o.captioner is None and SCENES_CAPTIONER in bundled_names("captioner"):
-            o = replace(o, captioner=SCENES_CAPTIONER)
-        # R-precision by a DAMSM the generator never trained against (the model's own is
-        # optimistic): the shipped scenes evaluation DAMSM, unless one is named.
-        if o.eval_damsm is None and SCENES_EVAL_DAMSM in bundled_names("damsm"):
-            o = replace(o, eval_damsm=SCENES_EVAL_DAMSM)
+    # The data's own instruments (SynthScenes: the shipped judge, captioner and evaluation DAMSM).
+    defaults = data_source.evaluation_defaults(Path(data_dir))
+    o = _with_source_defaults(o, defaults)
+    scenes = bool(defaults.get("scenes"))
     metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, synth,
                                       generated=images_dir is None, scenes=scenes)
     if not metrics:
