@@ -23,7 +23,7 @@ from attngan.data.cache import fingerprint, resolve_cache_dir
 from attngan.data.dataset import TextImageDataset, make_loader
 from attngan.data.layout import read_image_list
 from attngan.fileio import atomic_write
-from attngan.metrics.extractors import quantize
+from attngan.metrics.extractors import FeatureArrays, quantize
 from attngan.metrics.options import EvalOptions
 
 
@@ -123,13 +123,12 @@ class EvalContext:
             ds = torch.utils.data.Subset(ds, range(min(self.options.real_images, len(ds))))
         # The seed draws the crops and flips of --real-transform original (centre crops ignore it).
         loader = make_loader(ds, self.options.batch, shuffle=False, workers=0, drop_last=False, seed=self.options.seed)
-        parts: dict[str, list[np.ndarray]] = {}
+        feats = FeatureArrays()
         for batch in tqdm(loader, desc=f"real {self.options.split} images ({stream.name})",
                           disable=not self.options.progress, leave=False):
             images = quantize(batch["images"][0]) if sizes is None else [quantize(x) for x in batch["images"]]
-            for k, v in stream(images, None).items():
-                parts.setdefault(k, []).append(v)
-        return {k: np.concatenate(v) for k, v in parts.items()}
+            feats.add(stream(images, None))
+        return feats.arrays()
 
     def caption_pool(self) -> tuple[np.ndarray, np.ndarray]:
         """Sentence codes of every caption of the split and their images' classes: the pool

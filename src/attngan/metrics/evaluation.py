@@ -24,6 +24,7 @@ from attngan.data.vocab import load_vocab
 from attngan.errors import AttnGANError
 from attngan.io import CONFIG_FILE, resolve
 from attngan.metrics.context import EvalContext
+from attngan.metrics.extractors import FeatureArrays
 from attngan.metrics.options import EvalOptions, check_options
 from attngan.metrics.registry import REGISTRY, STREAMS, MetricSpec, default_metrics, missing_input
 from attngan.metrics.report import jsonable
@@ -176,7 +177,7 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     # One pass over the images feeds every stream.
     t0 = time.perf_counter()
     gen_streams = [ctx.streams[s] for s in dict.fromkeys(s for m in metrics for s in m.streams)]
-    parts: dict[str, dict[str, list[np.ndarray]]] = {s.name: {} for s in gen_streams}
+    feats = {s.name: FeatureArrays() for s in gen_streams}
     classes = []
     n_done = 0
     # (Metrics that read no stream, e.g. localisation alone, need no generated images.)
@@ -187,8 +188,7 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
                 # Every other stream reads the top stage only.
                 x = (batch.stages or [batch.images]) if getattr(s, "reads_stages", False) else batch.images
                 out = s.from_batch(batch) if getattr(s, "reads_batch", False) else s(x, batch.captions)
-                for k, v in out.items():
-                    parts[s.name].setdefault(k, []).append(v)
+                feats[s.name].add(out)
             if batch.captions is not None:
                 ctx.captions.extend(batch.captions)
                 ctx.full_captions.extend(batch.full_captions or batch.captions)
@@ -199,7 +199,7 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
             n_done += batch.images.shape[0]
             bar.update(batch.images.shape[0])
     ctx.timings["images_s"] = time.perf_counter() - t0
-    ctx.generated = {name: {k: np.concatenate(v) for k, v in d.items()} for name, d in parts.items()}
+    ctx.generated = {name: f.arrays() for name, f in feats.items()}
     ctx.class_ids = np.concatenate(classes) if classes else None
 
     results: dict[str, dict[str, Any]] = {}

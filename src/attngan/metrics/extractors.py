@@ -75,6 +75,21 @@ class Stream(Protocol):
     def __call__(self, images: Tensor, captions: list[str] | None) -> dict[str, np.ndarray]: ...
 
 
+class FeatureArrays:
+    """A stream's output batch by batch, joined into one array per key at the end: what the metrics
+    read of the generated images (evaluation.py) and of the real ones (context.py)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[np.ndarray]] = {}
+
+    def add(self, out: dict[str, np.ndarray]) -> None:
+        for k, v in out.items():
+            self._parts.setdefault(k, []).append(v)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self._parts.items()}
+
+
 # How an InceptionStream turns the network's (pool3, logits) into its output:
 #   pool            pool3 features;
 #   probs           softmax(fc(pool3)), with the classifier bias;
