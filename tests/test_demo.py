@@ -427,6 +427,7 @@ def test_seen_novel_rows_show_both_kinds_chance_and_the_ratio():
 
 def test_report_has_the_scenes_part(demo_out, scenes_model):
     from attngan.apps.demo.settings import SCENE_METRICS, SCENE_PROMPTS
+    from attngan.report import seen_novel_rows
 
     page = (demo_out / "report.html").read_text(encoding="utf-8")
     scenes_html = page.split("<section id='scenes'>")[1]
@@ -455,6 +456,14 @@ def test_report_has_the_scenes_part(demo_out, scenes_model):
     for m in scenes["metrics"]:
         assert (m["n_seen"], m["n_novel"]) == (SCENES_PER_SPLIT, SCENES_PER_SPLIT) or m["name"] in (
             "scene_objects", "scene_colour", "scene_count"), m["name"]  # those score each object
+    # The round trip through the scenes captioner has a row of numbers: all, seen, novel and chance.
+    roundtrip = next(m for m in scenes["metrics"] if m["name"] == "roundtrip")
+    assert all(isinstance(roundtrip[k], float) for k in ("value", "seen", "novel"))
+    assert set(roundtrip["chance"]) == {"all", "seen", "novel"} and roundtrip["real_ceiling"]["images"] > 0
+    row = next(r for r in seen_novel_rows(scenes["metrics"]) if r["metric"] == roundtrip["metric"])
+    assert all(re.fullmatch(r"\d+\.\d%", row[k]) for k in ("all", "seen", "novel")), row
+    assert row["scored seen / novel"] == f"{SCENES_PER_SPLIT} / {SCENES_PER_SPLIT}"
+    assert f"<td>{html.escape(roundtrip['metric'])}</td><td>{row['all']}</td>" in scenes_html
     assert scenes["commands"][0].startswith("attngan synth-scenes --out ")
     assert "--images 30 --size 64 --seed 1" in scenes["commands"][0]  # not the training set's seed
     assert scenes["commands"][1].startswith("attngan eval --model ") and "--num-images 6" in scenes["commands"][1]
@@ -492,8 +501,10 @@ def test_scenes_part_gives_the_same_numbers_with_other_threads_on_a_busy_machine
         for p in spinners:
             p.kill()
             p.join()
+    from attngan.apps.demo.settings import SCENE_METRICS
+
     assert idle_rows == busy_rows  # the table as the report shows it
-    assert len(idle["metrics"]) == len(busy["metrics"]) == 8
+    assert [m["name"] for m in idle["metrics"]] == [m["name"] for m in busy["metrics"]] == SCENE_METRICS
     for a, b in zip(idle["metrics"], busy["metrics"]):
         assert a.keys() == b.keys() and a["name"] == b["name"]
         for key in a:

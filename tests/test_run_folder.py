@@ -381,6 +381,31 @@ def test_run_state_snapshots_counts_images_and_notes_a_resume_on_other_data(tmp_
     assert load_training_state(out / "state.pt")["epoch"] == 1 and quiet.rows == []
 
 
+def test_run_state_keeps_the_first_best_scored_epoch_and_restores_its_weights():
+    import torch
+
+    from attngan.training.runstate import RunState
+
+    model = torch.nn.Linear(2, 1)
+    run = RunState(None, "judge")
+    with pytest.raises(AttnGANError, match="scored no epoch"):
+        run.restore_best(model)
+    kept = []
+    # Scores as the oracle makes them (tuples, compared in order); epoch 2 is the best, and epoch
+    # 4 only ties it, so epoch 2 stays.
+    for epoch, score in enumerate([(0.5, 0.1), (0.9, 0.2), (0.9, 0.1), (0.9, 0.2)], start=1):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        kept.append(run.keep_best(model, epoch, {"epoch": epoch}, score))
+    assert kept == [True, True, False, False]
+    assert (run.best_epoch, run.best_score, run.best_result) == (2, (0.9, 0.2), {"epoch": 2})
+    # The kept weights are a copy: training on after the best epoch does not change them.
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    run.restore_best(model)
+    assert torch.equal(model.weight, torch.full((1, 2), 2.0))
+
+
 def test_replace_dir_parks_the_previous_version_under_a_temporary_name(tmp_path, monkeypatch):
     from attngan import io
     from attngan.fileio import temporary_writer, tmp_dir_beside

@@ -33,6 +33,7 @@ from attngan.errors import AttnGANError
 from attngan.networks.scene_judge import (JudgeConfig, MIN_ACCURACY, SceneJudge, load_judge, reading,
                                           save_judge)
 from attngan.perf import resolve_device
+from attngan.training.runstate import RunState
 
 
 @dataclass
@@ -291,12 +292,12 @@ def train_judge(
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     deadline = t_start + 60 * minutes if minutes > 0 else math.inf
-    best: tuple[float, dict[str, Tensor], dict, int] | None = None
+    run = RunState(None, "judge")
     epochs = 0
     if start is not None:
         # The starting judge is the one to beat: a continuation never ships a worse one.
         acc = judge_accuracy(judge, data, held_idx)
-        best = (_worst(acc), {k: v.detach().clone() for k, v in judge.state_dict().items()}, acc, 0)
+        run.keep_best(judge, 0, acc, _worst(acc))
     bar = tqdm(total=max_epochs, desc="judge epochs", disable=not progress)
     for epoch in range(max_epochs):
         judge.train()
@@ -321,21 +322,20 @@ def train_judge(
         epochs = epoch + 1
         acc = judge_accuracy(judge, data, held_idx)
         score = _worst(acc)
-        if best is None or score > best[0]:
-            best = (score, {k: v.detach().clone() for k, v in judge.state_dict().items()}, acc, epochs)
+        run.keep_best(judge, epochs, acc, score)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", worst_margin=f"{score:+.3f}")
         if time.perf_counter() > deadline:
             break
     bar.close()
-    assert best is not None
-    judge.load_state_dict(best[1])
-    cfg.accuracy = {kind: {h: (round(v, 5) if h != "n" else v) for h, v in a.items()} for kind, a in best[2].items()}
-    cfg.valid = best[0] >= 0
+    run.restore_best(judge)
+    cfg.accuracy = {kind: {h: (round(v, 5) if h != "n" else v) for h, v in a.items()}
+                    for kind, a in run.best_result.items()}
+    cfg.valid = run.best_score >= 0
     cfg.info = {
         "seed": seed, "split_seed": seed_split, "novel_repeat": novel_repeat,
         "heldout_fraction_of_test": heldout, "train_images": int(len(train_idx)),
-        "heldout_images": int(len(held_idx)), "epochs": epochs, "best_epoch": best[3],
+        "heldout_images": int(len(held_idx)), "epochs": epochs, "best_epoch": run.best_epoch,
         "seconds": round(time.perf_counter() - t_start, 1), "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "min_accuracy": MIN_ACCURACY, "threads": torch.get_num_threads(),
     }

@@ -181,7 +181,6 @@ def train_oracle(
     gen = torch.Generator().manual_seed(seed)
     held_labels = {h: v[held_idx] for h, v in data.labels.items()}
     held_images = data.images[held_idx]
-    best: tuple[tuple[float, float], dict[str, Tensor], dict[str, float], int] | None = None
     deadline = t_start + 60 * minutes if minutes > 0 else math.inf
     epochs = 0
     run = RunState(None, "oracle")
@@ -208,8 +207,7 @@ def train_oracle(
         epochs = epoch + 1
         acc = oracle_accuracy(oracle, held_images, held_labels)
         score = (min(acc[p] for p in cfg.parts), float(np.mean(list(acc.values()))))
-        if best is None or score > best[0]:
-            best = (score, {k: v.detach().clone() for k, v in oracle.state_dict().items()}, acc, epochs)
+        run.keep_best(oracle, epochs, acc, score)
         run.log({"epoch": epochs, "kimg": run.kimg, "loss": float(loss.detach()),
                  **{f"heldout_{h}": round(v, 5) for h, v in acc.items()}})
         bar.update(1)
@@ -217,15 +215,14 @@ def train_oracle(
         if min(acc.values()) >= 1.0 or time.perf_counter() > deadline:
             break
     bar.close()
-    assert best is not None
-    oracle.load_state_dict(best[1])
-    acc = best[2]
+    run.restore_best(oracle)
+    acc = run.best_result
     cfg.accuracy = {h: round(v, 5) for h, v in acc.items()}
     cfg.valid = all(acc[p] >= MIN_ACCURACY for p in cfg.parts)
     cfg.info = {
         "data": str(Path(data_dir).resolve()) if data_dir else None, "seed": seed, "heldout_fraction": heldout,
         "train_images": int(len(train_idx)), "heldout_images": int(len(held_idx)),
-        "epochs": epochs, "best_epoch": best[3], "seconds": round(time.perf_counter() - t_start, 1),
+        "epochs": epochs, "best_epoch": run.best_epoch, "seconds": round(time.perf_counter() - t_start, 1),
         "min_accuracy": MIN_ACCURACY, "images_seen": run.images_seen, "history": run.rows,
     }
     oracle.eval()

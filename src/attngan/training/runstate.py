@@ -1,4 +1,4 @@
-"""A training run's state in its run folder, one helper for every loop (GAN, DAMSM, captioner, oracle).
+"""A training run's state in its run folder, one helper for every loop (GAN, DAMSM, captioner, oracle, judge).
 
 A loop makes one RunState for its folder and goes through it for everything that is not its own
 maths: `claim` (one writer; the temporaries of killed writers removed), `resume` (the last
@@ -7,7 +7,9 @@ maths: `claim` (one writer; the temporaries of killed writers removed), `resume`
 `snapshot` (the resumable state, written atomically) and `images_seen` (progress counted in images
 in every loop, so runs of different kinds read alike). What a loop saves and restores (networks,
 optimisers, counters, RNG states) stays the loop's: the helper adds only the state's kind, the
-images seen and the data folder it trained on.
+images seen and the data folder it trained on. A loop that scores each epoch on held-out data and
+ships its best epoch (the oracle's, the judge's) keeps that epoch through `keep_best` and
+`restore_best`; how it scores is its own.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from attngan.errors import AttnGANError
 from attngan.fileio import atomic_write_json
 from attngan.io import atomic_torch_save
 from attngan.rundir import claim_run_dir, resume_changes, truncate_jsonl
 from attngan.training.checkpoint import load_training_state
+
+if TYPE_CHECKING:
+    import torch
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "resolved_config.json"
@@ -37,9 +42,9 @@ def data_identity(data_dir: str | os.PathLike | None) -> str | None:
 
 
 class RunState:
-    """The run folder `out_dir` of a loop of `kind` ("attngan", "damsm", "captioner", "oracle"),
-    logging to `log_name`. `main` is False on the other processes of a distributed run: they
-    read the state but write nothing. `out_dir=None` keeps the log in memory only (`rows`)."""
+    """The run folder `out_dir` of a loop of `kind` ("attngan", "damsm", "captioner", "oracle",
+    "judge"), logging to `log_name`. `main` is False on the other processes of a distributed run:
+    they read the state but write nothing. `out_dir=None` keeps the log in memory only (`rows`)."""
 
     def __init__(self, out_dir: str | os.PathLike | None, kind: str, log_name: str = "metrics.jsonl", *,
                  main: bool = True, data_dir: str | os.PathLike | None = None):
@@ -48,6 +53,11 @@ class RunState:
         self.data = data_identity(data_dir)
         self.images_seen = 0
         self.rows: list[dict[str, Any]] = []
+        # The epoch keep_best holds: its score, its held-out result, its number and its weights.
+        self.best_score: Any = None
+        self.best_result: Any = None
+        self.best_epoch = 0
+        self._best_weights: dict[str, Any] | None = None
 
     @staticmethod
     @contextmanager
@@ -117,3 +127,19 @@ class RunState:
 
         atomic_torch_save({"kind": self.kind, **state, "images_seen": self.images_seen,
                            **({"data": self.data} if self.data is not None else {})}, self.state_path)
+
+    def keep_best(self, model: torch.nn.Module, epoch: int, result: Any, score: Any) -> bool:
+        """After `model` was scored on held-out data at `epoch`: keep a copy of its weights, with
+        `result` and `epoch`, when `score` beats every score kept before (a tie keeps the earlier
+        epoch). Scores are compared with `>` (numbers or tuples of them). True when kept."""
+        if self._best_weights is not None and not score > self.best_score:
+            return False
+        self.best_score, self.best_result, self.best_epoch = score, result, epoch
+        self._best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return True
+
+    def restore_best(self, model: torch.nn.Module) -> None:
+        """Load the weights keep_best holds into `model`."""
+        if self._best_weights is None:
+            raise AttnGANError(f"this {self.kind} run scored no epoch, so it has none to keep")
+        model.load_state_dict(self._best_weights)

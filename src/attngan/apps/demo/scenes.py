@@ -1,7 +1,8 @@
 """The demo's scenes part: the shipped SynthScenes model (nothing is trained) on the paper's MS-COCO
 sentences, each with its stages, the attention of its object and place words, what the scenes
 captioner reads in its image and what the SynthScenes judge finds there; then the scene metrics
-for seen and novel compositions, on a test set rendered here and scored by the shipped judge.
+for seen and novel compositions, on a test set rendered here and scored by the shipped judge, with
+the round trip through the scenes captioner.
 
 The work is fixed (the prompts, the test prompts of each kind, the seeds), so a busy machine
 takes longer and reports the same numbers. The test set and the evaluation are cached in the
@@ -133,7 +134,7 @@ def scenes_part(out_dir: str | Path, pieces: ScenePieces, *, seed: int = 0, devi
                                   commands, progress)
     timings["data"] = clock.lap("SynthScenes test set")
     metrics = evaluate_scenes(pieces.model_dir, data_dir, pieces.judge_dir, 2 * pieces.per_split, ev["seed"],
-                              device, out_dir, commands, progress, pieces.eval_damsm_dir)
+                              device, out_dir, commands, progress, pieces.eval_damsm_dir, pieces.captioner_dir)
     timings["evaluation"] = clock.lap("scenes model evaluation")
     prompts, notes = scene_prompts(pieces.model_dir, pieces.judge_dir, pieces.captioner_dir, device, seed)
     timings["prompts"] = clock.lap("scenes model prompts")
@@ -146,7 +147,9 @@ def scenes_part(out_dir: str | Path, pieces: ScenePieces, *, seed: int = 0, devi
                "background; it reads no relations such as “next to”). Then its scene metrics on "
                f"{pieces.per_split} test prompts whose every pair occurs in training (seen) and "
                f"{pieces.per_split} holding a pair never together in training (novel), from a SynthScenes "
-               "test set rendered here." + _encoders(metrics))
+               "test set rendered here."
+               + (" The round trip reads each image back through the scenes captioner." if pieces.captioner_dir
+                  else "") + _encoders(metrics))
     return SceneSection(Section(KEY, f"Scenes: {name}", summary, prompts, metrics, commands, timings), notes,
                         list(pieces.remarks))
 
@@ -197,16 +200,19 @@ def _encoders(metrics: list[dict[str, Any]]) -> str:
 
 def evaluate_scenes(model_dir: Path, data_dir: Path, judge_dir: Path, num_images: int, seed: int, device: str,
                     out_dir: Path, commands: list[str], progress: bool = True,
-                    eval_damsm_dir: Path | None = None) -> list[dict[str, Any]]:
+                    eval_damsm_dir: Path | None = None, captioner_dir: Path | None = None) -> list[dict[str, Any]]:
     """`attngan eval` of the scene metrics on every test image of `data_dir` (one caption each), as
     report rows; cached in out_dir while the model, the judge, the evaluation DAMSM (None: the
-    model's own), the data and the protocol stay."""
+    model's own), the round trip's captioner (None: the round trip is skipped), the data and the
+    protocol stay."""
     splits = max(1, min(SCENES_SPLITS, num_images // 2))  # R-precision needs two images a split
     command = command_line("eval", {"model": model_dir, "data": data_dir, "metrics": ",".join(SCENE_METRICS),
-                                    "judge": judge_dir, "eval_damsm": eval_damsm_dir, "num_images": num_images,
+                                    "judge": judge_dir, "eval_damsm": eval_damsm_dir, "captioner": captioner_dir,
+                                    "num_images": num_images,
                                     "splits": splits, "seed": seed, "out": out_dir / "eval" / "report.json"})
     key = {"model": digest(model_dir), "judge": digest(judge_dir), "data": scene_data_key(data_dir),
            "eval_damsm": None if eval_damsm_dir is None else digest(damsm_snapshot(eval_damsm_dir)),
+           "captioner": None if captioner_dir is None else digest(captioner_dir),
            "device": device, "eval": {"num_images": num_images, "splits": splits, "seed": seed,
                                       "metrics": SCENE_METRICS}, "version": __version__}
     cache = out_dir / EVAL_CACHE
@@ -219,7 +225,8 @@ def evaluate_scenes(model_dir: Path, data_dir: Path, judge_dir: Path, num_images
         return saved["metrics"]
     commands.append(command)
     metrics = report_rows(evaluate(data_dir, model_dir=model_dir, metrics=SCENE_METRICS, num_images=num_images,
-                                   splits=splits, judge=judge_dir, eval_damsm=eval_damsm_dir, device=device,
+                                   splits=splits, judge=judge_dir, eval_damsm=eval_damsm_dir,
+                                   captioner=captioner_dir, device=device,
                                    seed=seed, strict=False, progress=progress))
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {"key": key, "metrics": metrics})

@@ -54,12 +54,15 @@ SCENES_CAPTIONER = "synthscenes-captioner"
 SCENES_EVAL = "synthscenes-eval"  # the bundled evaluation DAMSM for SynthScenes' R-precision, where installed
 # Test prompts of each kind (seen, novel): the judge's shares to within about +-3.5 points (one
 # standard error). The set rendered for them (the test split is a fifth of it), their evaluation
-# and the prompts cost about 36 s of CPU time with a three-stage 128 px model: the scenes part
-# adds well under 1.5 minutes to the demo on 2 cores.
+# and the prompts cost about 36 s of CPU time with a three-stage 128 px model (the round trip's
+# captions of 400 generated and 400 real images about 3 s of it): the scenes part adds well under
+# 1.5 minutes to the demo on 2 cores.
 SCENES_PER_SPLIT = 200
 SCENES_SPLITS = 10  # IS and R-precision: mean and std over this many splits
+# The round trip reads the generated scenes back through the scenes captioner (and its ceiling, the
+# same prompts' real renders); without a captioner its row says it was skipped.
 SCENE_METRICS = ["scene_objects", "scene_place", "scene_colour", "scene_count", "composition", "fid_judge",
-                 "r_precision", "is"]
+                 "r_precision", "is", "roundtrip"]
 
 # The paper's MS-COCO sentences (its unseen scenes, then its COCO examples), each as the paper
 # wrote it, as the demo asks for it in SynthScenes' vocabulary, and each word replaced or dropped
