@@ -293,10 +293,11 @@ def small_map_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 class _PatchProduct(torch.autograd.Function):
     """patches (N x cin*kh*kw) times a conv weight (cout x cin x kh x kw) flattened -> N x cout.
 
-    As F.linear with weight.flatten(1), except that the weight's gradient comes back in the
-    weight's own shape and storage rather than as a view of a 2-D product: autograd then adds the
-    gradients of D(real) and D(fake) in place, instead of into a third weight-sized buffer (134 MB
-    for D_256's largest layer, at the moment the D step's memory peaks)."""
+    As F.linear with weight.flatten(1), except that the weight's gradient is made in the weight's
+    own shape and storage instead of as a view of a 2-D product. The live tensors of the D step
+    peak the same either way, but the process's peak RSS did not: bird preset, batch 4, one thread,
+    float32, two runs each: 3.65-3.72 GB against 3.96-4.03 GB (the heap reuses the freed
+    gradient buffers better)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
