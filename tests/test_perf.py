@@ -355,6 +355,33 @@ def test_small_map_convolutions_compute_what_the_convolutions_compute(monkeypatc
         torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
 
 
+def test_small_map_product_gradients_accumulate_and_follow_autocast():
+    from attngan.networks import attngan
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(32, 64, 4, 2, 1, bias=True)
+    x1, x2 = torch.randn(2, 32, 8, 8), torch.randn(2, 32, 8, 8)
+    # D(real) then D(fake) into the same weight: the weight's gradient has the weight's own shape
+    # and layout, the second adds into the first, and the sum is the two convolutions' gradients.
+    attngan.small_map_conv(conv, x1).sum().backward()
+    first = conv.weight.grad
+    storage = first.untyped_storage().data_ptr()
+    assert first.shape == conv.weight.shape and first.is_contiguous()
+    attngan.small_map_conv(conv, x2).square().sum().backward()
+    assert conv.weight.grad.untyped_storage().data_ptr() == storage
+    ref = torch.autograd.grad(conv(x1).sum() + conv(x2).square().sum(), conv.weight)[0]
+    torch.testing.assert_close(conv.weight.grad, ref, atol=1e-4, rtol=1e-4)
+    # Under bf16 autocast (emulated where the CPU has no bf16): bf16 product, float32 gradient.
+    conv.weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attngan.small_map_conv(conv, x1)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert conv.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(conv.weight.grad, torch.autograd.grad(conv(x1).sum(), conv.weight)[0],
+                               atol=0.05, rtol=0.02)
+
+
 def test_frozen_discriminators_give_the_same_step_without_their_gradients(amp):
     from attngan.losses import GANLoss
     from attngan.training.gan_loop import gan_step

@@ -284,8 +284,42 @@ def small_map_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     cols = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))   # B x cin*kh*kw x ho*wo
     # One 2-D product (the patches of the whole batch x the weight matrix): a product per sample
     # would repeat the weights per sample (under bf16 autocast it also ran 2x slower).
-    y = F.linear(cols.transpose(1, 2).reshape(b * ho * wo, -1), conv.weight.flatten(1), conv.bias)
+    y = _PatchProduct.apply(cols.transpose(1, 2).reshape(b * ho * wo, -1), conv.weight)
+    if conv.bias is not None:
+        y = y + conv.bias.to(y.dtype)
     return y.view(b, ho, wo, conv.out_channels).permute(0, 3, 1, 2)   # channels-last, no copy
+
+
+class _PatchProduct(torch.autograd.Function):
+    """patches (N x cin*kh*kw) times a conv weight (cout x cin x kh x kw) flattened -> N x cout.
+
+    As F.linear with weight.flatten(1), except that the weight's gradient is made in the weight's
+    own shape and storage instead of as a view of a 2-D product. The live tensors of the D step
+    peak the same either way, but the process's peak RSS did not: bird preset, batch 4, one thread,
+    float32, two runs each: 3.65-3.72 GB against 3.96-4.03 GB (the heap reuses the freed
+    gradient buffers better)."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, patches: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(patches, weight)
+        return torch.mm(patches, weight.flatten(1).t())
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad: torch.Tensor):
+        patches, weight = ctx.saved_tensors
+        grad_patches = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_patches = torch.mm(grad, weight.flatten(1)).to(patches.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format)
+            matrix = grad_weight.view(weight.size(0), -1)
+            if grad.dtype == patches.dtype == weight.dtype:
+                torch.mm(grad.t(), patches, out=matrix)
+            else:  # bf16 under autocast: the gradient of a float32 weight is float32
+                matrix.copy_(torch.mm(grad.t(), patches))
+        return grad_patches, grad_weight
 
 
 # Strided 4x4 conv, BN, LeakyReLU 0.2: one halving step of D (the original's downBlock).
