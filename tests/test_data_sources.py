@@ -263,6 +263,46 @@ def test_a_registered_sources_ground_truth_is_the_answer(tmp_path, instrumented)
     assert ground_truth(root, coco.SOURCE) is None  # asked of another source: its own answer
 
 
+def test_the_captioner_and_train_oracle_follow_the_ground_truth(tmp_path, instrumented, monkeypatch, capsys):
+    from attngan.cli import main
+    from attngan.config import load_captioner_config
+    from attngan.data.scene_captions import VOCABULARY
+    from attngan.training import captioner_loop
+
+    root = make_list_folder(tmp_path / "toy", n=12)
+    seen = []
+    real_evaluate = captioner_loop.evaluate_captioner
+
+    def evaluate_captioner(model, ds, vocab, cfg, device, max_images, synth, scenes=False, **kw):
+        seen.append((synth, scenes))  # the scores themselves read the toy's captions as neither
+        return real_evaluate(model, ds, vocab, cfg, device, max_images, False, scenes=False, **kw)
+
+    monkeypatch.setattr(captioner_loop, "evaluate_captioner", evaluate_captioner)
+    cfg = load_captioner_config("captioner", {"width": 8, "embed_dim": 16, "hidden_dim": 16,
+                                              "attention_dim": 16, "batch_size": 4, "eval_images": 2,
+                                              "max_len": 12, "image_size": 32,
+                                              "data": {"captions_per_image": 2}})
+    for n, truth in enumerate(("synth_birds", "synth_scenes", None)):
+        instrumented(truth=truth)
+        # The vocabulary: the scene parser's words on SynthScenes only.
+        words = set(captioner_loop.build_vocabulary(root).id_to_word)
+        assert set(VOCABULARY) <= words if truth == "synth_scenes" else not set(VOCABULARY) <= words
+        # The scores after each epoch: attribute recall on SynthBirds, the scene read-back on
+        # SynthScenes.
+        captioner_loop.train_captioner(cfg, root, tmp_path / f"cap{n}", device="cpu", max_epochs=1,
+                                       progress=False, max_steps=1)
+        assert seen[-1] == (truth == "synth_birds", truth == "synth_scenes")
+        # train-oracle trains the judge on SynthScenes (whose width must be 8 at least), else the
+        # bird oracle (which needs synth_birds.json).
+        assert main(["train-oracle", "--data", str(root), "--out", str(tmp_path / "o"), "--width", "4"]) == 2
+        err = capsys.readouterr().err
+        if truth == "synth_scenes":
+            assert "at least 8 for the judge" in err
+        else:
+            assert "synth_birds.json" in err and "judge" not in err
+    assert len(seen) == 3
+
+
 # MS-COCO 2014 as a renderer writes it: downloaded folders, caption and instance json files, and
 # the release's filenames.pickle beside them.
 
