@@ -168,8 +168,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     if not metrics:
         raise AttnGANError("no metric can run: " + "; ".join(f"{k} {v.removeprefix('skipped: ')}" for k, v in skipped.items()))
 
-    ctx = EvalContext(options=o, device=device, data_root=root, ground_truth=truth, data_cfg=data_cfg, vocab=vocab,
-                      image_size=source.image_size, stage_ids=list(source.stage_ids),
+    ctx = EvalContext(options=o, device=device, data_root=root, data_cfg=data_cfg, vocab=vocab,
+                      image_size=source.image_size, ground_truth=truth, stage_ids=list(source.stage_ids),
                       stage_sizes=list(source.stage_sizes), class_ids=None,
                       class_ids_given=getattr(source, "class_ids_given", True))
     _build_streams(ctx, metrics, pipe)
