@@ -204,6 +204,55 @@ def f(root, dataset, fmt):
     assert layout_branches("if kind in ('part', 'bird'):\n    pass\n") == []
 
 
+# Which ground truth a folder carries is decided in one place too: its data source's
+# `ground_truth` (attngan.data.records.ground_truth). Outside the data package a file test of a
+# manifest's name, literal or through a MANIFEST constant, is a second answer in the making.
+MANIFEST_NAMES = {"synth_birds.json", "synth_scenes.json"}
+FILE_TESTS = {"is_file", "exists", "isfile"}
+
+
+def manifest_tests(source: str) -> list[tuple[int, str]]:
+    """(line, code) of every file test (`.is_file()`, `.exists()`, `os.path.isfile(...)`) of a
+    path that names a manifest: a literal file name or a name ending in MANIFEST."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in FILE_TESTS):
+            continue
+        parts = [node.func.value, *node.args]
+        names = {n.id if isinstance(n, ast.Name) else n.attr for p in parts for n in ast.walk(p)
+                 if isinstance(n, (ast.Name, ast.Attribute))}
+        if (any(v in MANIFEST_NAMES for p in parts for v in _literals(p))
+                or any(n.endswith("MANIFEST") for n in names)):
+            found.append((node.lineno, ast.unparse(node)[:80]))
+    return sorted(set(found))
+
+
+def test_no_ground_truth_file_test_outside_the_data_package():
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("data/"):
+            continue
+        bad += [f"{rel}:{line}: {code}" for line, code in manifest_tests(path.read_text(encoding="utf-8"))]
+    assert bad == [], ("a test of a manifest's file name outside the data package (ask "
+                       f"attngan.data.records.ground_truth instead): {bad}")
+
+
+def test_the_manifest_test_scan_finds_each_form():
+    planted = '''
+def f(root, os, Path):
+    a = (root / "synth_birds.json").is_file()
+    if os.path.exists(os.path.join(root, "synth_scenes.json")):
+        pass
+    b = (Path(root) / SCENES_MANIFEST).is_file()
+    c = os.path.isfile(root / synth_birds.MANIFEST)
+    d = (root / "config.json").is_file()
+    e = (root / "synth_birds.json").read_text()
+'''
+    assert [line for line, _ in manifest_tests(planted)] == [3, 4, 6, 7]
+
+
 # Applications (attngan.apps) are programs on the public API that docs/ARCHITECTURE.md lists: the
 # library never imports them (the CLI's command module is their one door), and they import
 # nothing of the package outside that list.

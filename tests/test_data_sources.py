@@ -21,8 +21,8 @@ from PIL import Image
 
 from attngan.config import DataConfig
 from attngan.data.dataset import TextImageDataset
-from attngan.data.records import (DataSource, Record, detect_source, inside, register_source,
-                                  split_records, unregister_source)
+from attngan.data.records import (DataSource, Record, detect_source, ground_truth, inside,
+                                  register_source, split_records, unregister_source)
 from attngan.data.vocab import load_vocab
 from attngan.errors import AttnGANError
 from test_dataset import caption_lines, make_coco_json, make_cub
@@ -114,22 +114,41 @@ def test_an_unknown_folder_is_one_line_everywhere(tmp_path):
         detect_source(tmp_path / "nowhere")
 
 
-# A layout's own instruments for `attngan eval` (DataSource.evaluation_defaults).
+# A layout's own instruments for `attngan eval` (DataSource.evaluation_defaults) and the ground
+# truth it carries (DataSource.ground_truth).
 
 class InstrumentedListSource(ListSource):
-    """The toy layout, with the defaults its evaluation should use."""
+    """The toy layout, with the defaults its evaluation should use and the ground truth it says it
+    carries."""
 
     name = "toy-list-instrumented"
 
-    def __init__(self, defaults: dict):
+    def __init__(self, defaults: dict, truth: str | None = None):
         self.defaults = defaults
+        self.truth = truth
+
+    def ground_truth(self, root: Path) -> str | None:
+        assert (root / "list.tsv").is_file()  # asked about the data folder itself
+        return self.truth
 
     def evaluation_defaults(self, root: Path) -> dict:
-        assert (root / "list.tsv").is_file()  # asked about the data folder itself
+        assert (root / "list.tsv").is_file()
         return dict(self.defaults)
 
 
-def test_a_sources_evaluation_defaults_apply_unless_the_user_names_another(tmp_path):
+@pytest.fixture
+def instrumented():
+    """Registers an InstrumentedListSource(defaults, truth) ahead of the others; removed after."""
+    def register(defaults: dict | None = None, truth: str | None = None) -> DataSource:
+        return register_source(InstrumentedListSource(defaults or {}, truth), first=True)
+
+    try:
+        yield register
+    finally:
+        unregister_source(InstrumentedListSource.name)
+
+
+def test_a_sources_evaluation_defaults_and_ground_truth_decide_the_evaluation(tmp_path, instrumented):
     from attngan.metrics.evaluation import evaluate
     from attngan.metrics.spec import REGISTRY, register
 
@@ -142,42 +161,146 @@ def test_a_sources_evaluation_defaults_apply_unless_the_user_names_another(tmp_p
     judge.mkdir()
     (judge / "config.json").write_text("{}")
 
-    # A metric that reports the options the evaluation ran it with; it needs the data's grammar,
-    # which on data that is neither SynthBirds nor SynthScenes only "scenes" can say is there.
-    @register(name="toy_options", title="Options", protocol="the options it ran with", reference="this test",
-              streams=(), real=False, unit="", higher_is_better=True, requires=("grammar",))
-    def toy_options(ctx):
+    # Metrics that report the options and the ground truth the evaluation ran them with; one needs
+    # a caption grammar (SynthBirds' or SynthScenes'), the other SynthBirds' part masks, which on
+    # a layout that is neither only the source's ground_truth can say are there.
+    def report(ctx):
         o = ctx.options
-        return {"value": 0.0, "std": None, "judge": o.judge, "captioner": o.captioner, "eval_damsm": o.eval_damsm}
+        return {"value": 0.0, "std": None, "judge": o.judge, "captioner": o.captioner,
+                "eval_damsm": o.eval_damsm, "truth": ctx.ground_truth}
 
-    def used(defaults: dict, **named) -> dict:
-        source = register_source(InstrumentedListSource(defaults), first=True)
+    for name, needs in (("toy_options", "grammar"), ("toy_birds", "synth")):
+        register(name=name, title="Options", protocol="the options it ran with", reference="this test",
+                 streams=(), real=False, unit="", higher_is_better=True, requires=(needs,))(report)
+
+    def used(defaults: dict, truth: str | None = "synth_scenes", metric: str = "toy_options",
+             **named) -> dict:
+        instrumented(defaults, truth)
         try:
-            report = evaluate(root, images_dir=images, metrics=["toy_options"], splits=1, device="cpu",
-                              progress=False, **named)
+            out = evaluate(root, images_dir=images, metrics=[metric], splits=1, device="cpu",
+                           progress=False, **named)
         finally:
-            unregister_source(source.name)
-        r = report["results"]["toy_options"]
-        return {k: r[k] for k in ("judge", "captioner", "eval_damsm")}
+            unregister_source(InstrumentedListSource.name)
+        r = out["results"][metric]
+        return {k: r[k] for k in ("judge", "captioner", "eval_damsm", "truth")}
 
     mine = {"judge": str(judge), "captioner": "synthbirds-captioner", "eval_damsm": "synthscenes-eval"}
     try:
-        assert used({**mine, "scenes": True}) == mine
+        assert used(mine) == {**mine, "truth": "synth_scenes"}
         # A name the user gives wins over the source's; the others keep the source's.
-        assert used({**mine, "scenes": True}, eval_damsm="synthbirds-eval", judge=str(tmp_path)) == {
-            **mine, "eval_damsm": "synthbirds-eval", "judge": str(tmp_path)}
+        assert used(mine, eval_damsm="synthbirds-eval", judge=str(tmp_path)) == {
+            **mine, "eval_damsm": "synthbirds-eval", "judge": str(tmp_path), "truth": "synth_scenes"}
         # A default that names nothing installed is passed over, as a shipped folder left out of an
         # installation is.
-        assert used({"scenes": True, "judge": str(tmp_path / "gone"), "captioner": "no-such-captioner",
+        assert used({"judge": str(tmp_path / "gone"), "captioner": "no-such-captioner",
                      "eval_damsm": "synthbirds-eval"}) == {"judge": None, "captioner": None,
-                                                           "eval_damsm": "synthbirds-eval"}
-        # Without "scenes" the metric that needs the scenes' grammar cannot run.
+                                                           "eval_damsm": "synthbirds-eval",
+                                                           "truth": "synth_scenes"}
+        # The ground truth alone decides which of the data's metrics run: both grammars read a
+        # caption back, SynthBirds' masks are SynthBirds' only, and without one neither runs.
+        assert used({}, "synth_birds")["truth"] == "synth_birds"
+        assert used({}, "synth_birds", metric="toy_birds")["truth"] == "synth_birds"
+        with pytest.raises(AttnGANError, match="toy_birds' needs SynthBirds data"):
+            used({}, "synth_scenes", metric="toy_birds")
         with pytest.raises(AttnGANError, match="toy_options' needs SynthBirds or SynthScenes data"):
-            used(mine)
+            used(mine, None)
+        # Defaults name instruments only: which ground truth the data has is not one of them.
         with pytest.raises(TypeError, match="evaluation_defaults gave 'oracle'"):
             used({"oracle": str(judge)})
+        with pytest.raises(TypeError, match="evaluation_defaults gave 'scenes'.*ground_truth"):
+            used({"scenes": True}, None)
     finally:
         REGISTRY.pop("toy_options")
+        REGISTRY.pop("toy_birds")
+
+
+def test_ground_truth_is_the_manifest_beside_the_layout_that_writes_it(tmp_path):
+    from attngan.data import coco, cub
+    from attngan.data.convert import synth_birds_as
+    from attngan.data.synth_birds import MANIFEST as BIRDS, generate_synth_birds
+    from attngan.data.synth_scenes import MANIFEST as SCENES, generate_synth_scenes, synth_scenes_as
+
+    birds = generate_synth_birds(tmp_path / "birds", images=12, classes=4, size=32, progress=False)
+    scenes = generate_synth_scenes(tmp_path / "scenes", images=10, size=64, progress=False)
+    assert (detect_source(birds), ground_truth(birds)) == (cub.SOURCE, "synth_birds")
+    assert (detect_source(scenes), ground_truth(scenes)) == (coco.SOURCE, "synth_scenes")
+    # The same layouts without a manifest: real CUB and COCO data.
+    plain_cub, plain_coco = make_cub(tmp_path / "cub"), make_coco_json(tmp_path / "coco")
+    assert (detect_source(plain_cub), ground_truth(plain_cub)) == (cub.SOURCE, None)
+    assert (detect_source(plain_coco), ground_truth(plain_coco)) == (coco.SOURCE, None)
+    # A manifest is the ground truth of the layout its generator writes, not of any folder it is
+    # copied into (its keys are that layout's).
+    (plain_cub / SCENES).write_text("{}")
+    (plain_coco / BIRDS).write_text("{}")
+    assert ground_truth(plain_cub) is None and ground_truth(plain_coco) is None
+    # Converted copies keep the images, captions and splits but not the manifest: no ground truth.
+    converted = [make(fmt, tmp_path / f"{what}-{fmt}", images=n, size=64, seed=0, progress=False, **extra)
+                 for what, make, n, extra in (("birds", synth_birds_as, 12, {"classes": 4}),
+                                              ("scenes", synth_scenes_as, 10, {}))
+                 for fmt in ("imagefolder", "webdataset")]
+    for folder in converted:
+        assert not (folder / BIRDS).exists() and not (folder / SCENES).exists()
+        assert detect_source(folder).name in ("imagefolder", "shards")
+        assert ground_truth(folder) is None
+    # A folder no source reads has none either (its reader says what is wrong with it).
+    (tmp_path / "stuff").mkdir()
+    assert ground_truth(tmp_path / "stuff") is None and ground_truth(tmp_path / "nowhere") is None
+
+
+def test_a_registered_sources_ground_truth_is_the_answer(tmp_path, instrumented):
+    from attngan.data import coco
+
+    root = make_list_folder(tmp_path / "toy")
+    for truth in ("synth_birds", "synth_scenes", None):
+        source = instrumented(truth=truth)
+        assert detect_source(root) is source and ground_truth(root) == truth
+        # A caller that has detected the source already gets the same answer from it.
+        assert ground_truth(root, source) == truth
+    # The answer is checked: a name that is none of the ground truths is the source's bug.
+    instrumented(truth="synth_fish")
+    with pytest.raises(TypeError, match="'toy-list-instrumented' gave the ground truth 'synth_fish'"):
+        ground_truth(root)
+    assert ground_truth(root, coco.SOURCE) is None  # asked of another source: its own answer
+
+
+def test_the_captioner_and_train_oracle_follow_the_ground_truth(tmp_path, instrumented, monkeypatch, capsys):
+    from attngan.cli import main
+    from attngan.config import load_captioner_config
+    from attngan.data.scene_captions import VOCABULARY
+    from attngan.training import captioner_loop
+
+    root = make_list_folder(tmp_path / "toy", n=12)
+    seen = []
+    real_evaluate = captioner_loop.evaluate_captioner
+
+    def evaluate_captioner(model, ds, vocab, cfg, device, max_images, synth, scenes=False, **kw):
+        seen.append((synth, scenes))  # the scores themselves read the toy's captions as neither
+        return real_evaluate(model, ds, vocab, cfg, device, max_images, False, scenes=False, **kw)
+
+    monkeypatch.setattr(captioner_loop, "evaluate_captioner", evaluate_captioner)
+    cfg = load_captioner_config("captioner", {"width": 8, "embed_dim": 16, "hidden_dim": 16,
+                                              "attention_dim": 16, "batch_size": 4, "eval_images": 2,
+                                              "max_len": 12, "image_size": 32,
+                                              "data": {"captions_per_image": 2}})
+    for n, truth in enumerate(("synth_birds", "synth_scenes", None)):
+        instrumented(truth=truth)
+        # The vocabulary: the scene parser's words on SynthScenes only.
+        words = set(captioner_loop.build_vocabulary(root).id_to_word)
+        assert set(VOCABULARY) <= words if truth == "synth_scenes" else not set(VOCABULARY) <= words
+        # The scores after each epoch: attribute recall on SynthBirds, the scene read-back on
+        # SynthScenes.
+        captioner_loop.train_captioner(cfg, root, tmp_path / f"cap{n}", device="cpu", max_epochs=1,
+                                       progress=False, max_steps=1)
+        assert seen[-1] == (truth == "synth_birds", truth == "synth_scenes")
+        # train-oracle trains the judge on SynthScenes (whose width must be 8 at least), else the
+        # bird oracle (which needs synth_birds.json).
+        assert main(["train-oracle", "--data", str(root), "--out", str(tmp_path / "o"), "--width", "4"]) == 2
+        err = capsys.readouterr().err
+        if truth == "synth_scenes":
+            assert "at least 8 for the judge" in err
+        else:
+            assert "synth_birds.json" in err and "judge" not in err
+    assert len(seen) == 3
 
 
 # MS-COCO 2014 as a renderer writes it: downloaded folders, caption and instance json files, and

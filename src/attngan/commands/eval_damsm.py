@@ -26,9 +26,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import json
     from dataclasses import replace
-    from pathlib import Path
 
     from attngan.data.dataset import make_loader, open_split
+    from attngan.data.records import ground_truth
     from attngan.errors import AttnGANError, check_seed
 
     check_seed(args.seed, "--seed")
@@ -46,7 +46,7 @@ def run(args) -> int:
     img, sent, classes = encode_split(te, ie, loader, dev, args.max_items or None)
     out = retrieval_metrics(img, sent, classes, seed=args.seed)
     out["n_images"] = int(img.shape[0])
-    if (Path(args.data) / "synth_birds.json").is_file():
+    if ground_truth(args.data) == "synth_birds":
         out["localisation"] = localisation(args, cfg, vocab, te, ie, ds, dev)
     print(json.dumps(out, indent=2))
     return 0

@@ -1,7 +1,8 @@
 """`attngan train-oracle`: the SynthBirds attribute oracle that the binding metric relies on, or on SynthScenes data the scene judge.
 
-One command for both instruments: the data folder says which one it trains (synth_scenes.json:
-the judge of networks/scene_judge.py, trained by training/judge_loop.py; else the bird oracle).
+One command for both instruments: the data folder's ground truth (its data source's
+`ground_truth`) says which one it trains (SynthScenes: the judge of networks/scene_judge.py,
+trained by training/judge_loop.py; else the bird oracle).
 """
 
 from __future__ import annotations
@@ -33,12 +34,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from attngan.commands._common import check_minutes, check_writable_dir
+    from attngan.data.records import ground_truth
     from attngan.errors import AttnGANError, check_seed
 
-    judge = (Path(args.data) / "synth_scenes.json").is_file()
+    judge = ground_truth(args.data) == "synth_scenes"
     defaults = (10.0, 40, 0.5, 16) if judge else (5.0, 200, 0.1, 16)
     for name, value in zip(("minutes", "epochs", "heldout", "width"), defaults):
         if getattr(args, name) is None:

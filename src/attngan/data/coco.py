@@ -8,7 +8,8 @@
 When both are there, filenames.pickle gives the split's keys and text/ their captions; the caption
 json files fill in for a missing text/ folder. No bounding boxes; without class_info.pickle every
 image is its own class. SynthScenes (data/synth_scenes.py) is written in this layout, with its
-ground truth beside it, and evaluates with the shipped scenes instruments (`evaluation_defaults`).
+ground truth (synth_scenes.json) beside it (`ground_truth`), and evaluates with the shipped scenes
+instruments (`evaluation_defaults`).
 """
 
 from __future__ import annotations
@@ -115,18 +116,23 @@ class COCOSource(DataSource):
         raise AttnGANError(f"missing {root / split / 'filenames.pickle'}: cannot list the {split} "
                            "captions to build a vocabulary")
 
+    def ground_truth(self, root: Path) -> str | None:
+        # Imported here: reading records needs none of the renderer's modules.
+        from attngan.data.synth_scenes import MANIFEST
+
+        return "synth_scenes" if (root / MANIFEST).is_file() else None
+
     def evaluation_defaults(self, root: Path) -> dict[str, Any]:
         # Imported here: reading records needs neither the captioner nor the metrics.
         from attngan.captioner import SCENES_CAPTIONER
-        from attngan.data.synth_scenes import MANIFEST
         from attngan.metrics.scenes import bundled_judge_dir
 
-        if not (root / MANIFEST).is_file():
+        if self.ground_truth(root) != "synth_scenes":
             return {}
         # SynthScenes data is judged by the shipped judge and read back by the shipped scenes
         # captioner (a captioner of birds would read no scene); its R-precision is by a DAMSM the
         # generator never trained against (the model's own is optimistic).
-        return {"scenes": True, "judge": str(bundled_judge_dir()), "captioner": SCENES_CAPTIONER,
+        return {"judge": str(bundled_judge_dir()), "captioner": SCENES_CAPTIONER,
                 "eval_damsm": SCENES_EVAL_DAMSM}
 
 

@@ -6,7 +6,8 @@ release arranges it under `root`:
     optional captions.pickle (word ids, read when there is no text/ folder)
 
 Every image is cropped around its bounding box. Without class_info.pickle the class is the
-number of the key's CUB class folder (`002.Laysan_Albatross/...` -> 2).
+number of the key's CUB class folder (`002.Laysan_Albatross/...` -> 2). SynthBirds' ground truth
+(synth_birds.json) beside this layout makes the folder SynthBirds (`ground_truth`).
 """
 
 from __future__ import annotations
@@ -104,6 +105,12 @@ class CUBSource(DataSource):
 
     def caption_lines(self, root: Path, split: str) -> list[list[str]]:
         return release_caption_lines(root, split)
+
+    def ground_truth(self, root: Path) -> str | None:
+        # Imported here: reading records needs none of the renderer's modules.
+        from attngan.data.synth_birds import MANIFEST
+
+        return "synth_birds" if (root / MANIFEST).is_file() else None
 
 
 SOURCE = CUBSource()

@@ -13,13 +13,16 @@ and, inherited from `DataSource` unless the layout has its own:
     train_stream(root, cfg, vocab, sizes) a streamed training set, or None (indexed records)
     varying_captions                      images carry any number of captions (padded by
                                           repeating their own), not a fixed count per image
+    ground_truth(root)                    the exact ground truth the folder carries beside its
+                                          images: "synth_birds", "synth_scenes" or None
     evaluation_defaults(root)             what `attngan eval` uses on this data unless the user
                                           names another: {"judge", "captioner", "eval_damsm":
-                                          a folder or bundled name; "scenes": scene metrics apply}
+                                          a folder or bundled name}
 
 `register_source(source)` adds a source; `detect_source(root)` is the only place that decides
-which source reads a folder. Readers of paths named by the data itself (keys, metadata rows)
-go through `inside()`, so data never reaches a file outside its folder.
+which source reads a folder, and `ground_truth(root)` the only place that says which ground truth
+it has (the evaluation, the captioner and train-oracle ask it). Readers of paths named by the data
+itself (keys, metadata rows) go through `inside()`, so data never reaches a file outside its folder.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ if TYPE_CHECKING:
     from attngan.text import Vocabulary
 
 SPLITS = ("train", "test")
+# The ground truths a folder may carry (DataSource.ground_truth): a generated data set's manifest
+# beside its images, which metrics, the captioner and the instruments' training read.
+GROUND_TRUTHS = ("synth_birds", "synth_scenes")
 # Longer names are refused: file systems allow 255 bytes per name and a few thousand per path.
 MAX_KEY_CHARS = 255
 
@@ -85,11 +91,18 @@ class DataSource:
         the release's captions.pickle or vocab.json, else one built from `caption_lines`."""
         return None
 
+    def ground_truth(self, root: Path) -> str | None:
+        """The exact ground truth the data in `root` carries, one of GROUND_TRUTHS: "synth_birds"
+        (synth_birds.json and its part masks, data.synth_birds.load_manifest reads it) or
+        "synth_scenes" (synth_scenes.json and its object masks, data.synth_scenes.load_manifest);
+        None for data without one. Decided from file names, as `detect` is."""
+        return None
+
     def evaluation_defaults(self, root: Path) -> dict[str, Any]:
         """What `attngan eval` uses on the data in `root` where the user names none: "judge",
         "captioner", "eval_damsm" (a folder or bundled name each; one not installed is passed
-        over) and "scenes" (True: the data has the ground truth the scene metrics read). Empty:
-        the evaluation's own defaults."""
+        over). Empty: the evaluation's own defaults. Which metrics the data's ground truth
+        allows is `ground_truth`'s answer, not a default."""
         return {}
 
 
@@ -149,6 +162,20 @@ def detect_source(root: str | os.PathLike) -> DataSource:
         raise AttnGANError(f"dataset folder not found: {root}")
     names = ", ".join(s.name for s in sources())
     raise AttnGANError(f"{root} is in no known data layout ({names}): see docs/custom-data.md")
+
+
+def ground_truth(root: str | os.PathLike, source: DataSource | None = None) -> str | None:
+    """The ground truth of the data in `root` (one of GROUND_TRUTHS), as its source (`source`
+    when the caller has detected it) answers; None for data without one and for a folder no
+    source reads (whoever reads it next says why)."""
+    source = source or find_source(root)
+    if source is None:
+        return None
+    truth = source.ground_truth(Path(root))
+    if truth is not None and truth not in GROUND_TRUTHS:
+        raise TypeError(f"the data source '{source.name}' gave the ground truth {truth!r}; it may "
+                        f"give {', '.join(GROUND_TRUTHS)} or None")
+    return truth
 
 
 def check_split(split: str) -> str:

@@ -35,6 +35,7 @@ class EvalContext:
     data_cfg: Any                              # DataConfig of the real images
     vocab: Any                                 # vocabulary of the data folder's captions
     image_size: int
+    ground_truth: str | None = None            # the data's (DataSource.ground_truth): what it carries
     stage_ids: list[int | None] = field(default_factory=list)   # the scored stages (None: a folder)
     stage_sizes: list[int] = field(default_factory=list)
     streams: dict[str, Any] = field(default_factory=dict)      # built by registry.STREAMS

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from attngan.config import DataConfig
 from attngan.data.dataset import TextImageDataset
-from attngan.data.records import detect_source
+from attngan.data.records import detect_source, ground_truth
 from attngan.data.vocab import load_vocab
 from attngan.errors import AttnGANError
 from attngan.io import CONFIG_FILE, resolve
@@ -83,7 +83,7 @@ def _prompt_metrics(o: EvalOptions) -> EvalOptions:
 # What the data source defaults (DataSource.evaluation_defaults).
 
 # The options a data source may default, each with the kind of saved folder it names (None: a
-# folder, no bundled name); besides them it may say "scenes", whether the scene metrics apply.
+# folder, no bundled name).
 SOURCE_DEFAULTS = {"judge": None, "captioner": "captioner", "eval_damsm": "damsm"}
 
 
@@ -99,10 +99,10 @@ def _installed(value: str, kind: str | None) -> bool:
 
 def _with_source_defaults(o: EvalOptions, defaults: dict[str, Any]) -> EvalOptions:
     """The options with the data source's defaults for the ones the user left unnamed."""
-    unknown = sorted(set(defaults) - {*SOURCE_DEFAULTS, "scenes"})
+    unknown = sorted(set(defaults) - set(SOURCE_DEFAULTS))
     if unknown:
         raise TypeError(f"evaluation_defaults gave '{unknown[0]}'; it may give "
-                        f"{', '.join(SOURCE_DEFAULTS)} and scenes")
+                        f"{', '.join(SOURCE_DEFAULTS)} (the data's ground truth is ground_truth's answer)")
     for name, kind in SOURCE_DEFAULTS.items():
         value = defaults.get(name)
         if value is not None and getattr(o, name) is None and _installed(str(value), kind):
@@ -158,18 +158,18 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
         has_captions = True
     if len(source) < o.splits:
         raise AttnGANError(f"{len(source)} images cannot be cut into {o.splits} splits; raise --num-images or lower --splits")
-    synth = (root / "synth_birds.json").is_file()
-    # The data's own instruments (SynthScenes: the shipped judge, captioner and evaluation DAMSM).
-    defaults = data_source.evaluation_defaults(Path(data_dir))
-    o = _with_source_defaults(o, defaults)
-    scenes = bool(defaults.get("scenes"))
-    metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, synth,
-                                      generated=images_dir is None, scenes=scenes)
+    # The data's ground truth decides the metrics that read it; its own instruments (SynthScenes:
+    # the shipped judge, captioner and evaluation DAMSM) are the defaults.
+    truth = ground_truth(data_dir, data_source)
+    o = _with_source_defaults(o, data_source.evaluation_defaults(Path(data_dir)))
+    metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions,
+                                      truth == "synth_birds", generated=images_dir is None,
+                                      scenes=truth == "synth_scenes")
     if not metrics:
         raise AttnGANError("no metric can run: " + "; ".join(f"{k} {v.removeprefix('skipped: ')}" for k, v in skipped.items()))
 
     ctx = EvalContext(options=o, device=device, data_root=root, data_cfg=data_cfg, vocab=vocab,
-                      image_size=source.image_size, stage_ids=list(source.stage_ids),
+                      image_size=source.image_size, ground_truth=truth, stage_ids=list(source.stage_ids),
                       stage_sizes=list(source.stage_sizes), class_ids=None,
                       class_ids_given=getattr(source, "class_ids_given", True))
     _build_streams(ctx, metrics, pipe)

@@ -189,10 +189,10 @@ def bundled_judge_dir():
 def scene_manifest(ctx) -> dict | None:
     """The data folder's SynthScenes ground truth, or None when it is not SynthScenes."""
     if "scene_manifest" not in ctx.memo:
-        from attngan.data.synth_scenes import MANIFEST, load_manifest
+        from attngan.data.synth_scenes import load_manifest
 
-        root = ctx.data_root
-        ctx.memo["scene_manifest"] = load_manifest(root) if (root / MANIFEST).is_file() else None
+        scenes = ctx.ground_truth == "synth_scenes"
+        ctx.memo["scene_manifest"] = load_manifest(ctx.data_root) if scenes else None
     return ctx.memo["scene_manifest"]
 
 

@@ -31,9 +31,9 @@ from attngan.captioner import (RepeatBlock, caption_tokens, captioner_vocabulary
 from attngan.config import CaptionerConfig
 from attngan.data.dataset import TextImageDataset, make_loader
 from attngan.data.layout import read_split_captions
+from attngan.data.records import ground_truth
 from attngan.data.sampler import EpochSampler
 from attngan.data.scene_captions import VOCABULARY as SCENE_VOCABULARY
-from attngan.data.synth_scenes import MANIFEST as SCENES_MANIFEST
 from attngan.data.vocab import load_vocab
 from attngan.errors import AttnGANError
 from attngan.io import load_damsm
@@ -132,13 +132,9 @@ def build_vocabulary(root: Path):
     a word the rendered captions happen not to use ("under", "which") is still one the parser
     reads, and a captioner that cannot write it could never be read back saying it."""
     words = list(load_vocab(root).id_to_word)
-    if is_scenes(root):
+    if ground_truth(root) == "synth_scenes":
         words += [w for w in SCENE_VOCABULARY if w not in set(words)]
     return captioner_vocabulary(words)
-
-
-def is_scenes(root: Path) -> bool:
-    return (Path(root) / SCENES_MANIFEST).is_file()
 
 
 def init_region_encoder(encoder, damsm_dir: str) -> None:
@@ -251,9 +247,10 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab: Vocabular
     the last epoch's record."""
     batch_size = min(cfg.batch_size, len(train_ds))
     epochs = cfg.epochs if max_epochs is None else max_epochs
-    # SynthBirds captions come from a grammar that names the attributes: score their recall too.
-    synth = (test_ds.images.root / "synth_birds.json").is_file()
-    scenes = is_scenes(test_ds.images.root)
+    # SynthBirds captions come from a grammar that names the attributes: score their recall too
+    # (SynthScenes: the objects, colours and background read back).
+    truth = ground_truth(test_ds.images.root, test_ds.images.source)
+    synth, scenes = truth == "synth_birds", truth == "synth_scenes"
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
 
     # Resume.
