@@ -4,6 +4,7 @@ G step, amp (bf16 only where native for `auto`; losses and softmaxes in float32 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import subprocess
@@ -380,6 +381,57 @@ def test_small_map_product_gradients_accumulate_and_follow_autocast():
     assert conv.weight.grad.dtype == torch.float32
     torch.testing.assert_close(conv.weight.grad, torch.autograd.grad(conv(x1).sum(), conv.weight)[0],
                                atol=0.05, rtol=0.02)
+
+
+def test_small_map_weights_are_cast_once_per_phase_under_autocast():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from attngan.networks import attngan
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(32, 64, 4, 2, 1, bias=False)
+    x1, x2 = torch.randn(2, 32, 8, 8), torch.randn(2, 32, 8, 8)
+
+    class WeightCasts(TorchDispatchMode):  # counts bf16 copies of a weight-sized tensor
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default) and \
+                    isinstance(out, torch.Tensor) and out.numel() == conv.weight.numel() and \
+                    out.dtype == torch.bfloat16:
+                self.n += 1
+            return out
+
+    def phase(casts):
+        with casts, torch.autocast("cpu", dtype=torch.bfloat16):
+            y = attngan.small_map_conv(conv, x1).float().sum() + attngan.small_map_conv(conv, x2).float().sum()
+        return y
+
+    # D(real) and D(fake) in one phase: one cast, and the backward pass reuses it.
+    with WeightCasts() as forward:
+        y = phase(attngan.weight_casts())
+    assert forward.n == 1
+    with WeightCasts() as backward:
+        y.backward()
+    assert backward.n == 0
+    assert attngan._CASTS is None  # nothing outlives the phase
+    # Without the context each call casts for itself (still never again in its backward).
+    with WeightCasts() as plain:
+        phase(contextlib.nullcontext())
+    assert plain.n == 2
+    # A weight changed between phases is cast afresh: the next phase computes with the new one.
+    grad = conv.weight.grad.clone()
+    with torch.no_grad():
+        conv.weight.mul_(-1)
+    conv.weight.grad = None
+    phase(attngan.weight_casts()).backward()
+    torch.testing.assert_close(conv.weight.grad, grad, atol=0.05, rtol=0.02)  # linear: same gradient
+    with attngan.weight_casts(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y_new = attngan.small_map_conv(conv, x1).float()
+    torch.testing.assert_close(y_new, conv(x1).detach(), atol=0.1, rtol=0.02)
 
 
 def test_frozen_discriminators_give_the_same_step_without_their_gradients(amp):

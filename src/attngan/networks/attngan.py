@@ -8,6 +8,7 @@ Deliberate difference from the original: the word-attention padding mask is appl
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -293,33 +294,74 @@ def small_map_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 class _PatchProduct(torch.autograd.Function):
     """patches (N x cin*kh*kw) times a conv weight (cout x cin x kh x kw) flattened -> N x cout.
 
-    As F.linear with weight.flatten(1), except that the weight's gradient is made in the weight's
-    own shape and storage instead of as a view of a 2-D product. The live tensors of the D step
-    peak the same either way, but the process's peak RSS did not: bird preset, batch 4, one thread,
-    float32, two runs each: 3.65-3.72 GB against 3.96-4.03 GB (the heap reuses the freed
-    gradient buffers better)."""
+    As F.linear with weight.flatten(1), except:
+    * the weight's gradient is made in the weight's own shape and storage instead of as a view of
+      a 2-D product. The live tensors of the D step peak the same either way, but the process's
+      peak RSS did not: bird preset, batch 4, one thread, float32, two runs each: 3.65-3.72 GB
+      against 3.96-4.03 GB (the heap reuses the freed gradient buffers better);
+    * under autocast the weight is cast once (see `weight_casts`) and the backward pass reuses the
+      forward's cast: autocast itself re-casts a view of a weight at every call, forward and
+      backward, and these weights are D's largest (up to 34M numbers)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, patches: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(patches, weight)
-        return torch.mm(patches, weight.flatten(1).t())
+        w = weight.flatten(1)
+        if torch.is_autocast_enabled("cpu"):
+            low = torch.get_autocast_dtype("cpu")
+            w = _cast_once(weight, low)
+            patches = patches.to(low)
+        ctx.weight_shape, ctx.weight_dtype, ctx.patches_dtype = weight.shape, weight.dtype, patches.dtype
+        ctx.save_for_backward(patches, w)
+        return torch.mm(patches, w.t())
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad: torch.Tensor):
-        patches, weight = ctx.saved_tensors
+        patches, w = ctx.saved_tensors
+        grad = grad.to(w.dtype)
         grad_patches = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_patches = torch.mm(grad, weight.flatten(1)).to(patches.dtype)
+            grad_patches = torch.mm(grad, w).to(ctx.patches_dtype)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format)
-            matrix = grad_weight.view(weight.size(0), -1)
-            if grad.dtype == patches.dtype == weight.dtype:
+            grad_weight = torch.empty(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad.device)
+            matrix = grad_weight.view(ctx.weight_shape[0], -1)
+            if grad.dtype == ctx.weight_dtype:
                 torch.mm(grad.t(), patches, out=matrix)
             else:  # bf16 under autocast: the gradient of a float32 weight is float32
                 matrix.copy_(torch.mm(grad.t(), patches))
         return grad_patches, grad_weight
+
+
+# Inside `weight_casts()`: id(weight) -> its flattened low-precision copy.
+_CASTS: dict[int, torch.Tensor] | None = None
+
+
+@contextlib.contextmanager
+def weight_casts():
+    """Within this context each small-map weight is cast to the autocast dtype once: D(real) and
+    D(fake) share the cast. The weights must not change inside it (the training step opens one
+    per D step and one for the G step, around the optimiser's step, never across it)."""
+    global _CASTS
+    outer = _CASTS
+    if outer is None:
+        _CASTS = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _CASTS = None
+
+
+def _cast_once(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if weight.dtype == dtype:
+        return weight.flatten(1)
+    hit = _CASTS.get(id(weight)) if _CASTS is not None else None
+    if hit is None or hit.dtype != dtype:
+        hit = weight.detach().flatten(1).to(dtype)
+        if _CASTS is not None:
+            _CASTS[id(weight)] = hit
+    return hit
 
 
 # Strided 4x4 conv, BN, LeakyReLU 0.2: one halving step of D (the original's downBlock).

@@ -25,6 +25,7 @@ from attngan.data.dataset import collate_sorted, make_train_loader, open_split
 from attngan.errors import AttnGANError
 from attngan.losses import GANLoss, Judge
 from attngan.networks import build_discriminators, build_generator
+from attngan.networks.attngan import weight_casts
 from attngan.training import distributed as dist
 from attngan.io import (load_damsm, load_safetensors, load_state, resolve_model, save_model_folder,
                         with_damsm_sections)
@@ -133,9 +134,10 @@ def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor]
     for i, c in enumerate(m.critics):
         real = reals[i - n] if cfg.gan.dcgan else reals[i]
         # One autocast around D(real), D(fake) and their heads: D's weights are cast to bf16 once
-        # for both (autocast caches the cast within its outermost context), so the backward pass
-        # also converts and sums one weight gradient per layer instead of two.
-        with m.amp():
+        # for both (autocast caches the cast within its outermost context; weight_casts does the
+        # same for the small-map layers' weights), so the backward pass also converts and sums one
+        # weight gradient per layer instead of two.
+        with m.amp(), weight_casts():
             terms = loss.d_phase(Judge(c.d_step, c.D, m.amp), real, fakes[i - n].detach(), sent)
         errD = terms["loss"].float()
         d_terms[f"d_loss{i}"] = errD.detach()
@@ -152,7 +154,8 @@ def gan_step(m: GANModels, loss: GANLoss, cfg: Config, reals: list[torch.Tensor]
     # weight gradients: the backward pass then skips the ~98M D weight gradients of the bird preset.
     judges = [Judge(c.g_step, c.D, m.amp) for c in m.critics]
     with perf.frozen([c.D for c in m.critics]) if cfg.train.freeze_d_in_g_step else nullcontext():
-        g_terms = loss.g_phase(judges, fakes, words, sent, cap_lens, class_ids, mu, logvar, amp=m.amp)
+        with weight_casts():  # the stepped Ds' weights, cast once for this phase
+            g_terms = loss.g_phase(judges, fakes, words, sent, cap_lens, class_ids, mu, logvar, amp=m.amp)
         errG = sum(v.float() for v in g_terms.values())
         finite = bool(torch.isfinite(errG)) and all(bool(torch.isfinite(v)) for v in d_terms.values())
         finite = dist.all_true(finite)  # every rank skips together, or DDP's all-reduce would hang
