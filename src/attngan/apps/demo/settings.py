@@ -54,7 +54,7 @@ SCENES_CAPTIONER = "synthscenes-captioner"
 SCENES_EVAL = "synthscenes-eval"  # the bundled evaluation DAMSM for SynthScenes' R-precision, where installed
 # Test prompts of each kind (seen, novel): the judge's shares to within about +-3.5 points (one
 # standard error). The set rendered for them (the test split is a fifth of it), their evaluation
-# and the prompts cost about 36 s of CPU time with a three-stage 128 px model (the round trip's
+# and the prompts cost 25-36 s of CPU time with a three-stage 128 px model (the round trip's
 # captions of 400 generated and 400 real images about 3 s of it): the scenes part adds well under
 # 1.5 minutes to the demo on 2 cores.
 SCENES_PER_SPLIT = 200
