@@ -70,8 +70,8 @@ class UpBlock(nn.Module):
 
 # Input pixels per image from which an UpBlock on the CPU runs as one transposed convolution
 # (upsample_conv3x3). Below it the plain path is faster: there the cost is in the weights, not in
-# the pixels (bird preset, batch 4, one thread, forward and backward: 8x8 maps 1.7x slower, 16x16
-# ones break even in bf16 and 1.6x faster in float32, 128x128 ones 1.7x / 2.8x faster).
+# the pixels (bird preset, batch 4, one thread, forward and backward, float32 / bf16: 8x8 maps
+# 1.8x / 5x slower, 16x16 ones 1.5x faster / even, 128x128 ones 1.8x / 2.4x faster).
 FOLDED_UPSAMPLE_PIXELS = 256
 
 
