@@ -295,9 +295,9 @@ def test_two_processes_equal_one_process_with_doubled_batch(tmp_path, amp):
         diff += float((ranks[0][k] - v).abs().sum())
         move += float((v - start[k]).abs().sum())
         if amp == "off":
-            # (Adam divides by sqrt(v): a gradient of ~0 may move a single weight by ~1e-5 either
-            # way, so the per-element bound is loose and the mean difference is held tight.)
-            torch.testing.assert_close(ranks[0][k], v, atol=2e-5, rtol=1e-5, msg=lambda m: f"{k}: {m}")
+            # (Adam divides by sqrt(v): a gradient of ~0 may move a single weight by a few 1e-5
+            # either way, so the per-element bound is loose and the mean difference is held tight.)
+            torch.testing.assert_close(ranks[0][k], v, atol=5e-5, rtol=1e-5, msg=lambda m: f"{k}: {m}")
             assert float((ranks[0][k] - v).abs().mean()) < 1e-6, k
     # bf16 rounds a half batch's activations otherwise than the doubled batch's, and Adam turns a
     # gradient's rounding into a step of lr's size, so there the weights agree in the aggregate:

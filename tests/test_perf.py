@@ -1,6 +1,7 @@
 """Speed switches change speed, not results: BN folding, the allocator settings, frozen Ds in the
-G step, amp (bf16 only where native for `auto`; losses and softmaxes in float32 under autocast)
-(attngan.perf and gan_loop.gan_step)."""
+G step, amp (bf16 only where native for `auto`; losses and softmaxes in float32 under autocast),
+D's small-map products and the UpBlock's upsampling folded into its convolution in training
+(attngan.perf, networks/attngan.py and gan_loop.gan_step)."""
 
 from __future__ import annotations
 
@@ -354,6 +355,114 @@ def test_small_map_convolutions_compute_what_the_convolutions_compute(monkeypatc
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     for u, v in zip(ga, gb):
         torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
+
+
+def _plain_up_block(up, x):
+    """UpBlock's function written out: nearest x2 -> conv3x3 (+bias) -> BN -> GLU."""
+    F = torch.nn.functional
+    y = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), up.conv.weight, up.conv.bias,
+                 padding=1)
+    stats = (None, None) if up.training else (up.bn.running_mean, up.bn.running_var)
+    return F.glu(F.batch_norm(y, *stats, up.bn.weight, up.bn.bias, training=up.training), dim=1)
+
+
+def _output_and_grads(forward, x, params, g):
+    x = x.detach().requires_grad_()
+    y = forward(x)
+    return y, torch.autograd.grad(y, [x] + params, g)
+
+
+def _worst(a, b):
+    """Largest difference relative to b's largest magnitude."""
+    return float((a - b).detach().abs().max() / b.detach().abs().max())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_up_block_transposed_convolution_equals_the_plain_path_with_gradients(channels_last):
+    from attngan.networks import attngan
+
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    up = attngan.UpBlock(6, 5).train()
+    _random_bn_statistics(up)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 6, 16, 20).contiguous(memory_format=fmt)  # not square
+    assert 16 * 20 >= attngan.FOLDED_UPSAMPLE_PIXELS  # the folded path runs
+    g = torch.randn(3, 5, 32, 40)
+    params = [up.conv.weight, up.bn.weight, up.bn.bias]
+    ref, ref_grads = _output_and_grads(lambda v: _plain_up_block(up, v), x, params, g)
+    y, grads = _output_and_grads(up, x, params, g)
+    assert y.shape == ref.shape and y.is_contiguous(memory_format=fmt)
+    assert grads[0].is_contiguous(memory_format=fmt)  # x's gradient in x's layout
+    assert _worst(y, ref) < 1e-5
+    for a, b in zip(grads, ref_grads):  # x, the 3x3 weight, BN's weight and bias
+        assert a.shape == b.shape and _worst(a, b) < 1e-5
+    # Eval mode (running statistics) takes the same path.
+    up.eval()
+    with torch.no_grad():
+        assert _worst(up(x), _plain_up_block(up, x)) < 1e-5
+    # The fold carries a convolution bias too (generator convolutions have none; in an UpBlock
+    # the train-mode BN would cancel its gradient, so it is checked on the convolution alone).
+    conv = torch.nn.Conv2d(6, 10, 3, 1, 1, bias=True)
+    params, g = [conv.weight, conv.bias], torch.randn(3, 10, 32, 40)
+    ref, ref_grads = _output_and_grads(lambda v: conv(F.interpolate(v, scale_factor=2)), x, params,
+                                       g)
+    y, grads = _output_and_grads(lambda v: attngan.upsample_conv3x3(v, conv), x, params, g)
+    assert _worst(y, ref) < 1e-5
+    for a, b in zip(grads, ref_grads):  # x, the 3x3 weight, the bias
+        assert a.shape == b.shape and _worst(a, b) < 1e-5
+
+
+def test_up_block_check_catches_a_wrong_phase(monkeypatch):
+    """Each phase's taps matter: a phase given another's kernel is wrong exactly on its pixels."""
+    from attngan.networks import attngan
+
+    torch.manual_seed(1)
+    up = attngan.UpBlock(4, 3).eval()
+    _random_bn_statistics(up)
+    x = torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        ref = _plain_up_block(up, x)
+        good = attngan.upsampled_kernel
+        for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            def swapped(w, dy=dy, dx=dx):
+                k = good(w).clone()
+                k[:, :, dy::2, dx::2] = good(w)[:, :, 1 - dy::2, 1 - dx::2]
+                return k
+            monkeypatch.setattr(attngan, "upsampled_kernel", swapped)
+            err = (up(x) - ref).abs()
+            monkeypatch.setattr(attngan, "upsampled_kernel", good)
+            mask = torch.zeros_like(err, dtype=torch.bool)
+            mask[:, :, dy::2, dx::2] = True
+            assert float(err[mask].max() / ref.abs().max()) > 1e-2   # this phase is caught...
+            assert float(err[~mask].max() / ref.abs().max()) < 1e-5  # ...and only this one
+        assert _worst(up(x), ref) < 1e-5
+
+
+def test_up_block_folds_from_the_map_size_where_it_wins_and_follows_autocast(monkeypatch):
+    from attngan.networks import attngan
+
+    calls = []
+    fold = attngan.upsample_conv3x3
+    monkeypatch.setattr(attngan, "upsample_conv3x3",
+                        lambda x, conv: calls.append(tuple(x.shape[2:])) or fold(x, conv))
+    torch.manual_seed(2)
+    up = attngan.UpBlock(8, 4).train()
+    small = torch.randn(2, 8, 8, 8)
+    assert 8 * 8 < attngan.FOLDED_UPSAMPLE_PIXELS
+    up(small)
+    assert calls == []  # small maps: the plain path, faster there
+    x = torch.randn(2, 8, 16, 16, requires_grad=True)
+    ref = _plain_up_block(up, x)
+    ref.square().sum().backward()
+    ref_wgrad, up.conv.weight.grad = up.conv.weight.grad, None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = up(x)
+    assert calls == [(16, 16)] and y.dtype == torch.bfloat16
+    y.float().square().sum().backward()
+    assert up.conv.weight.grad.dtype == torch.float32
+    assert _worst(y.float(), ref) < 3e-2  # bf16 rounding
+    assert _worst(up.conv.weight.grad, ref_wgrad) < 5e-2
 
 
 def test_small_map_product_gradients_accumulate_and_follow_autocast():

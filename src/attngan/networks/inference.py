@@ -5,12 +5,11 @@ nearest-neighbour upsampling folded into the convolution after it, GLUs in one p
 of the blocks they replace (to float rounding, about 1e-6) with fewer operations and less memory:
 
 * FoldedUpBlock: nearest x2 then conv3x3 equals four 2x2 convolutions of the input itself, one
-  per output phase (row parity dy, column parity dx). In the upsampled image, output row 2i+dy
-  reads input rows i-1, i (dy = 0, kernel rows {0} and {1, 2} summed) or i, i+1 (dy = 1, kernel
-  rows {0, 1} and {2}); columns likewise. The four phase kernels run as one 2x2 convolution with
-  four times the output channels over the zero-padded input: 16 multiply-adds per output pixel
-  and input channel instead of 36, and the 4x larger upsampled copy is never made. The phases are
-  then interleaved into the output.
+  per output phase (row parity dy, column parity dx; `upsampled_kernel` in networks/attngan.py
+  derives them, and the training form's transposed convolution runs the same kernels). Here the
+  four run as one 2x2 convolution with four times the output channels over the zero-padded
+  input: 16 multiply-adds per output pixel and input channel instead of 36, and the 4x larger
+  upsampled copy is never made. The phases are then interleaved into the output.
 * FoldedNextStage: word attention computed in the image features' own memory layout (pixels
   x channels when they are channels-last, so neither the query nor the context is copied), the
   context freed once joined to the features.
@@ -28,24 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attngan.networks.attngan import _wide
+from attngan.networks.attngan import _wide, upsampled_kernel
 
 # Output phases (dy, dx) of a 2x upsampling, in the order their kernels are stacked.
 PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
-# For each parity: which of the 3x3 kernel's rows (or columns) land on the two input taps.
-_TAPS = {0: ((0,), (1, 2)), 1: ((0, 1), (2,))}
 
 
 def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
     """A conv3x3 weight (Cout x Cin x 3 x 3) applied after nearest x2 upsampling -> the four phase
     kernels (4 x Cout x Cin x 2 x 2, in PHASES order) that give the same output from the input."""
-    w = weight.double()
-    out = w.new_zeros(len(PHASES), *w.shape[:2], 2, 2)
-    for p, (dy, dx) in enumerate(PHASES):
-        for a, rows in enumerate(_TAPS[dy]):
-            for b, cols in enumerate(_TAPS[dx]):
-                out[p, :, :, a, b] = w[:, :, list(rows)][:, :, :, list(cols)].sum(dim=(2, 3))
-    return out.to(weight.dtype)
+    k = upsampled_kernel(weight.double())  # summed in float64: the folded weights round once
+    return torch.stack([k[:, :, dy::2, dx::2] for dy, dx in PHASES]).to(weight.dtype)
 
 
 class FoldedUpBlock(nn.Module):
