@@ -100,10 +100,16 @@ def upsample_conv3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     It runs channels-last inside, the layout oneDNN computes it in (NCHW in and out took 2-3x as
     long, mostly in conversions it made itself); the output and x's gradient keep x's layout."""
     fmt = _layout(x)
-    # A transposed convolution's tap k takes output pixel o from input (o + 1 - k) / 2: K flipped.
-    k = upsampled_kernel(conv.weight).flip(2, 3).transpose(0, 1)
-    y = F.conv_transpose2d(_as_layout(x, torch.channels_last), k, conv.bias, stride=2, padding=1)
+    y = F.conv_transpose2d(_as_layout(x, torch.channels_last), transposed_upsampled_kernel(conv.weight),
+                           conv.bias, stride=2, padding=1)
     return _as_layout(y, fmt)
+
+
+def transposed_upsampled_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """upsampled_kernel(weight) as conv_transpose2d's weight (Cin x Cout x 4 x 4, stride 2,
+    padding 1): a transposed convolution's tap k takes output pixel o from input (o + 1 - k) / 2,
+    so the kernel is flipped."""
+    return upsampled_kernel(weight).flip(2, 3).transpose(0, 1)
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:

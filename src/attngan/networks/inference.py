@@ -6,10 +6,9 @@ of the blocks they replace (to float rounding, about 1e-6) with fewer operations
 
 * FoldedUpBlock: nearest x2 then conv3x3 equals four 2x2 convolutions of the input itself, one
   per output phase (row parity dy, column parity dx; `upsampled_kernel` in networks/attngan.py
-  derives them, and the training form's transposed convolution runs the same kernels). Here the
-  four run as one 2x2 convolution with four times the output channels over the zero-padded
-  input: 16 multiply-adds per output pixel and input channel instead of 36, and the 4x larger
-  upsampled copy is never made. The phases are then interleaved into the output.
+  derives them), and those four are one stride-2 transposed convolution with a 4x4 kernel, as in
+  training: 16 multiply-adds per output pixel and input channel instead of 36, the 4x larger
+  upsampled copy never made, the phases written interleaved by the convolution itself.
 * FoldedNextStage: word attention computed in the image features' own memory layout (pixels
   x channels when they are channels-last, so neither the query nor the context is copied), the
   context freed once joined to the features.
@@ -27,46 +26,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attngan.networks.attngan import _wide, upsampled_kernel
-
-# Output phases (dy, dx) of a 2x upsampling, in the order their kernels are stacked.
-PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
-
-
-def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
-    """A conv3x3 weight (Cout x Cin x 3 x 3) applied after nearest x2 upsampling -> the four phase
-    kernels (4 x Cout x Cin x 2 x 2, in PHASES order) that give the same output from the input."""
-    k = upsampled_kernel(weight.double())  # summed in float64: the folded weights round once
-    return torch.stack([k[:, :, dy::2, dx::2] for dy, dx in PHASES]).to(weight.dtype)
-
+from attngan.networks.attngan import _wide, transposed_upsampled_kernel
 
 class FoldedUpBlock(nn.Module):
-    """UpBlock (nearest x2, conv3x3, BN, GLU) with BN folded into `weight`/`bias` (conv3x3 shape)."""
+    """UpBlock (nearest x2, conv3x3, BN, GLU) with BN folded into `weight`/`bias` (conv3x3 shape),
+    the upsampling folded too: one stride-2 transposed convolution of the input (the training
+    path's `upsample_conv3x3`, its kernel made once here, summed in float64)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         super().__init__()
-        two_c, cin = weight.shape[:2]
-        self.out_channels = c = two_c // 2
-        k = phase_kernels(weight)                      # 4 x 2c x cin x 2 x 2
-        # Channel order [value half of every phase, gate half of every phase]: one GLU over the
-        # whole output then pairs each phase's value channel with its own gate.
-        k = torch.cat([k[:, :c], k[:, c:]]).reshape(2 * len(PHASES) * c, cin, 2, 2)
-        b = torch.cat([bias[:c].repeat(len(PHASES)), bias[c:].repeat(len(PHASES))])
+        k = transposed_upsampled_kernel(weight.double()).to(weight.dtype)
         self.weight = nn.Parameter(k.contiguous(), requires_grad=False)
-        self.bias = nn.Parameter(b.contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(bias.clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        c = self.out_channels
-        # padding=1 with a 2x2 kernel: (h + 1) x (w + 1) outputs, output (i, j) reading padded
-        # input rows i, i + 1 = input rows i - 1, i; phase (dy, dx) is that grid shifted by (dy, dx).
-        u = F.glu(F.conv2d(x, self.weight, self.bias, padding=1), dim=1)
-        fmt = torch.channels_last if u.is_contiguous(memory_format=torch.channels_last) and not \
-            u.is_contiguous() else torch.contiguous_format
-        out = torch.empty((b, c, 2 * h, 2 * w), dtype=u.dtype, device=u.device, memory_format=fmt)
-        for p, (dy, dx) in enumerate(PHASES):
-            out[:, :, dy::2, dx::2] = u[:, p * c:(p + 1) * c, dy:dy + h, dx:dx + w]
-        return out
+        return F.glu(F.conv_transpose2d(x, self.weight, self.bias, stride=2, padding=1), dim=1)
 
 
 class FoldedResBlock(nn.Module):
