@@ -79,6 +79,17 @@ def given_folder(given: str | Path, kind: str) -> Path:
     return io.resolve(given, kind)
 
 
+def _given_or_bundled(given: str | Path | None, bundled: str, kind: str, what: str) -> Path | None:
+    """The folder the user gave (checked now, before any work), else the bundled one (None when
+    this installation lacks it)."""
+    if given is None:
+        return bundled_folder(bundled, kind)
+    folder = given_folder(given, kind)
+    if not (folder / io.CONFIG_FILE).is_file():
+        raise AttnGANError(f"{given} is not a {what} folder (no {io.CONFIG_FILE})")
+    return folder
+
+
 def scene_pieces(model_dir: str | Path | None = None, captioner_dir: str | Path | None = None,
                  judge_dir: str | Path | None = None, per_split: int = SCENES_PER_SPLIT) -> ScenePieces:
     """The scenes part's model, judge and captioner: those given (checked here, before any work),
@@ -86,15 +97,10 @@ def scene_pieces(model_dir: str | Path | None = None, captioner_dir: str | Path 
     if per_split < 1:
         raise AttnGANError(f"--scenes-per-split must be at least 1 (got {per_split})")
     remarks = []
-    if model_dir is not None:
-        model = given_folder(model_dir, "generator")
-        if not (model / io.CONFIG_FILE).is_file():
-            raise AttnGANError(f"{model_dir} is not a model folder (no {io.CONFIG_FILE})")
-    else:
-        model = bundled_folder(SCENES_MODEL, "generator")
-        if model is None:
-            remarks.append(f"This installation has no SynthScenes model (the bundled {SCENES_MODEL} is missing; "
-                           "pass --scenes-model DIR): the scenes part is left out.")
+    model = _given_or_bundled(model_dir, SCENES_MODEL, "generator", "model")
+    if model is None:
+        remarks.append(f"This installation has no SynthScenes model (the bundled {SCENES_MODEL} is missing; "
+                       "pass --scenes-model DIR): the scenes part is left out.")
     judge = Path(judge_dir) if judge_dir is not None else bundled_judge_dir()
     if not (judge / io.CONFIG_FILE).is_file():
         if judge_dir is not None:
@@ -102,15 +108,10 @@ def scene_pieces(model_dir: str | Path | None = None, captioner_dir: str | Path 
         remarks.append("This installation has no SynthScenes judge (synthscenes-eval/judge): the scenes part, "
                        "which it scores, is left out.")
         judge = None
-    if captioner_dir is not None:
-        captioner = given_folder(captioner_dir, "captioner")
-        if not (captioner / io.CONFIG_FILE).is_file():
-            raise AttnGANError(f"{captioner_dir} is not a captioner folder (no {io.CONFIG_FILE})")
-    else:
-        captioner = bundled_folder(SCENES_CAPTIONER, "captioner")
-        if captioner is None and model is not None and judge is not None:
-            remarks.append(f"No scenes captioner in this installation (the bundled {SCENES_CAPTIONER} is "
-                           "missing; pass --scenes-captioner DIR): the prompts have no “I think it's” line.")
+    captioner = _given_or_bundled(captioner_dir, SCENES_CAPTIONER, "captioner", "captioner")
+    if captioner is None and model is not None and judge is not None:
+        remarks.append(f"No scenes captioner in this installation (the bundled {SCENES_CAPTIONER} is "
+                       "missing; pass --scenes-captioner DIR): the prompts have no “I think it's” line.")
     # A DAMSM the generator never trained against, where one is installed; else R-precision uses the
     # model's own encoders, and its row says so.
     eval_damsm = bundled_folder(SCENES_EVAL, "damsm")
