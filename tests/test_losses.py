@@ -214,10 +214,10 @@ class TableD:
 
     def __init__(self, uncond: bool = True):
         self.uncond = uncond
-        self.calls = 0
+        self.calls = []
 
-    def __call__(self, x):
-        self.calls += 1
+    def __call__(self, x, batches=1):
+        self.calls.append(batches)
         return x[:, 0, 0, 0]  # the "code" is a number per image
 
     def logits(self, code, sent=None):
@@ -237,7 +237,7 @@ def test_discriminator_loss_weighting_by_hand(uncond):
     sent = torch.tensor([[0.2], [-0.4], [1.0]])
     d = TableD(uncond)
     terms = discriminator_loss(d, real, fake, sent)
-    assert d.calls == 2  # real and fake in separate calls; the wrong pairs reuse the real code
+    assert d.calls == [2]  # real and fake as two batches of one call; the wrong pairs reuse the real code
     r, f, s = real[:, 0, 0, 0], fake[:, 0, 0, 0], sent[:, 0]
     cond_real = _bce_by_hand(torch.sigmoid(r + s), 1)
     cond_fake = _bce_by_hand(torch.sigmoid(f + s), 0)
@@ -253,7 +253,7 @@ def test_discriminator_loss_weighting_by_hand(uncond):
     assert float(terms["loss"]) == pytest.approx(expected, rel=1e-6)
     d2 = TableD(uncond)
     again = discriminator_loss(d2, real, fake, sent, reuse_real_code=False)
-    assert d2.calls == 3 and float(again["loss"]) == pytest.approx(expected, rel=1e-6)
+    assert d2.calls == [2, 1] and float(again["loss"]) == pytest.approx(expected, rel=1e-6)
 
 
 def test_discriminator_loss_real_network_and_options():
@@ -309,3 +309,23 @@ def test_words_loss_matches_reference_at_paper_shapes():
     (r0 + r1).backward()
     for a, b in zip(ours, refs):
         assert torch.allclose(a.grad, b.grad, atol=1e-5)
+
+
+def test_gan_loss_stores_a_cpu_image_encoder_channels_last():
+    import copy
+
+    from attngan.config import preset
+    from attngan.losses import GANLoss
+    from attngan.networks import build_image_encoder
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    enc = build_image_encoder(cfg).eval().requires_grad_(False)
+    plain = copy.deepcopy(enc)
+    GANLoss(cfg, enc)
+    spatial = [m.weight for m in enc.modules() if isinstance(m, torch.nn.Conv2d) and m.weight[0, 0].numel() > 1]
+    assert spatial and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                           for w in spatial)
+    x = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_()
+    for a, b in zip(enc(x), plain(x)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -17,6 +17,7 @@ import torch
 
 from attngan.config import preset
 from attngan.errors import AttnGANError
+from attngan.networks.damsm import ShapeError
 from attngan.networks import build_discriminators, build_generator, build_image_encoder
 from attngan import perf
 
@@ -357,6 +358,42 @@ def test_small_map_convolutions_compute_what_the_convolutions_compute(monkeypatc
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     for u, v in zip(ga, gb):
         torch.testing.assert_close(u, v, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pixels", ["default", 0])
+def test_discriminator_stacked_batches_equal_separate_calls(monkeypatch, pixels):
+    """D(cat[real, fake], batches=2) in train mode: the codes, the running statistics and every
+    gradient as from D(real) and D(fake) called one after the other; with SMALL_MAP_PIXELS 0
+    (no layer joined) the same holds through the per-batch path alone."""
+    from attngan.networks import attngan
+
+    if pixels != "default":
+        monkeypatch.setattr(attngan, "SMALL_MAP_PIXELS", pixels)
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    sep = build_discriminators(cfg)[-1].train()  # 64 px: its last layers map 8x8 and 4x4
+    joined = copy.deepcopy(sep)
+    real = torch.rand(3, 3, sep.image_size, sep.image_size) * 2 - 1
+    fake = (torch.rand(3, 3, sep.image_size, sep.image_size) * 2 - 1).requires_grad_()
+    sent = torch.randn(3, cfg.text.embedding_dim)
+    w = torch.randn(2, 3, 8 * sep.ndf, 4, 4)
+
+    def run(D, codes):
+        loss = sum((c * wi).sum() + sum(o.sum() for o in D.logits(c, sent)) for c, wi in zip(codes, w))
+        grads = torch.autograd.grad(loss, [fake, *D.parameters()])
+        return [c.detach() for c in codes], grads
+
+    a, ga = run(sep, [sep(real), sep(fake)])
+    b, gb = run(joined, list(joined(torch.cat([real, fake]), batches=2).chunk(2)))
+    for u, v in zip(a + list(ga), b + list(gb)):
+        torch.testing.assert_close(u, v, atol=1e-5, rtol=1e-4)
+    for (name, u), v in zip(sep.named_buffers(), joined.buffers()):
+        torch.testing.assert_close(u, v, atol=1e-6, rtol=1e-6, msg=name)
+    # One batch statistic over both (a plain call on the stacked images) is not what was checked.
+    pooled = copy.deepcopy(sep)(torch.cat([real, fake]))
+    assert (pooled[:3] - a[0]).abs().max() > 1e-3
+    with pytest.raises(ShapeError, match="do not split into 2 batches"):
+        joined(torch.cat([real, fake[:2]]), batches=2)
 
 
 def _plain_up_block(up, x):

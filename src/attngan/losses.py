@@ -182,14 +182,14 @@ def discriminator_loss(
     uncond + cond D: (uncond_real + cond_real) / 2 + (uncond_fake + cond_fake + cond_wrong) / 3;
     cond-only D (AttnDCGAN): cond_real + (cond_fake + cond_wrong) / 2.
     The wrong pair is image k with sentence k + 1 of the batch (B - 1 pairs; none at B = 1, where
-    cond_wrong is 0). Real and fake go through D in separate calls, so in train mode each has its
-    own BN batch statistics. reuse_real_code=True is what the original does (the cond head sees
-    real_code[:-1]); False runs D again on real[:-1], which equals it in eval mode but not under
-    train-mode BN (statistics over B - 1 images)."""
+    cond_wrong is 0). Real and fake go through D as two batches of one call (`D(x, batches=2)`):
+    in train mode each has its own BN batch statistics, as in the original's two calls.
+    reuse_real_code=True is what the original does (the cond head sees real_code[:-1]); False runs
+    D again on real[:-1], which equals it in eval mode but not under train-mode BN (statistics over
+    B - 1 images)."""
     check_shape(fake, tuple(real.shape), "discriminator_loss fake")
     check_shape(sent, (real.size(0), None), "discriminator_loss sentence")
-    real_code = D(real)
-    fake_code = D(fake.detach())
+    real_code, fake_code = D(torch.cat([real, fake.detach()]), batches=2).chunk(2)
     uncond_real, cond_real = D.logits(real_code, sent)
     uncond_fake, cond_fake = D.logits(fake_code, sent)
     terms = {"cond_real": _bce(cond_real, 1.0), "cond_fake": _bce(cond_fake, 0.0)}
@@ -244,9 +244,9 @@ class Judge:
     def __init__(self, wrapped: torch.nn.Module, plain: torch.nn.Module, amp):
         self.wrapped, self.plain, self.amp = wrapped, plain, amp
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, batches: int = 1) -> torch.Tensor:
         with self.amp():
-            return self.wrapped(x)
+            return self.wrapped(x, batches) if batches > 1 else self.wrapped(x)
 
     def logits(self, code: torch.Tensor, sent: torch.Tensor | None = None):
         with self.amp():
@@ -266,6 +266,14 @@ class GANLoss:
     def __init__(self, cfg: "Config", image_encoder: torch.nn.Module):
         self.cfg = cfg
         self.image_encoder = image_encoder
+        # The frozen image encoder is stored channels-last (in place) on the CPU, and wherever
+        # train.channels_last asks: its convolutions and pools then skip oneDNN's layout reorders,
+        # and since it never trains, BatchNorm's slow channels-last backward never runs. Bird
+        # preset, batch 4, one thread, forward + the fakes' gradient: 1.19-1.25 -> 0.91-0.95 s in
+        # float32, 0.84-0.88 -> 0.40-0.42 s in bf16; the same numbers to float rounding.
+        weight = next(image_encoder.parameters(), None)
+        if cfg.train.channels_last or (weight is not None and weight.device.type == "cpu"):
+            image_encoder.to(memory_format=torch.channels_last)
 
     def d_phase(self, D, real, fake, sent) -> dict[str, torch.Tensor]:
         return discriminator_loss(D, real, fake, sent, reuse_real_code=self.cfg.train.reuse_real_features)

@@ -261,9 +261,7 @@ def training_loop(cfg: Config, models: GANModels, damsm: FrozenDAMSM, train_ds, 
     run.begin(cfg.to_dict(), lambda r: _number(r.get("kimg")) * 1000 <= run.images_seen + 0.5)
     dist.barrier()
 
-    if cfg.train.channels_last:
-        image_encoder = image_encoder.to(memory_format=torch.channels_last)
-    loss = GANLoss(cfg, image_encoder)
+    loss = GANLoss(cfg, image_encoder)  # it stores the encoder channels-last where that is faster
     B = cfg.train.batch_size
     loader, sampler = make_train_loader(train_ds, B, seed=cfg.seed, loader_seed=cfg.seed + rank,
                                         rank=rank, world=world, workers=cfg.data.workers)
