@@ -57,6 +57,23 @@ def test_dry_run_prints_resolved_config(capsys):
     assert cfg["name"] == "tiny" and cfg["train"]["damsm_lambda"] == 0.0
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_train_hints_at_bf16_only_where_native_and_off_stdout(capsys, monkeypatch, native):
+    import json
+
+    from attngan import perf
+
+    monkeypatch.setenv(perf.NATIVE_BF16_ENV, "1" if native else "0")
+    args = ["train", "--config", "tiny", "--dry-run", "--data", "x", "--damsm", "synthbirds-tiny", "--out", "z"]
+    assert main(args + ["--set", "train.amp=off"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["train"]["amp"] == "off"  # the hint never mixes into the printed config
+    assert ("train.amp=auto" in err) is native
+    assert main(args + ["--set", "train.amp=auto"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["train"]["amp"] == "auto" and "hint" not in err
+
+
 def test_training_help_names_every_preset(capsys):
     from attngan.cli import main
     from attngan.config import PRESETS

@@ -656,6 +656,9 @@ def test_amp_auto_is_bf16_only_where_native(monkeypatch, native):
     with perf.autocast("auto", "cpu"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (expected or torch.float32)
     assert perf.describe_amp("auto", "cpu").startswith("bf16" if native else "float32")
+    # A float32 run is pointed at bf16 only where bf16 is native, and never when amp is set.
+    assert ("train.amp=auto" in (perf.amp_hint("off", "cpu") or "")) is native
+    assert perf.amp_hint("auto", "cpu") is None and perf.amp_hint("bf16", "cpu") is None
     assert not perf.grad_scaler("auto", "cpu").is_enabled()  # bf16 keeps float32's exponent range
     # The same rule for GPUs: bf16 only where native, never emulated.
     monkeypatch.setattr(perf, "native_bf16", lambda device: native)

@@ -200,6 +200,17 @@ def describe_amp(amp: str, device: Any) -> str:
     return f"{name} autocast (train.amp={amp}{how})"
 
 
+def amp_hint(amp: str, device: Any) -> str | None:
+    """A one-line hint when a run trains in float32 (train.amp=off) on a device with native bf16,
+    where train.amp=auto would train faster; None otherwise."""
+    if amp != "off" or not native_bf16(device):
+        return None
+    import torch
+
+    return (f"this {torch.device(device).type} has native bf16: --set train.amp=auto trains in bf16 "
+            f"autocast, faster (float32 stays the default: the original's numerics)")
+
+
 def autocast(amp: str, device: Any):
     """A context manager: autocast to `amp_dtype(amp, device)`, or a no-op where that is float32.
     The losses cast their inputs to float32 (softmaxes, DAMSM cosines, BCE), see GANLoss."""

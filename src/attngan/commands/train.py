@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 NAME = "train"
 HELP = "train the attentional generator and discriminators (run again, or --resume, to continue)"
 
@@ -52,6 +54,10 @@ def run(args) -> int:
 
     if dist.is_main():
         print_config(cfg)
+        from attngan.perf import amp_hint, resolve_device
+
+        if hint := amp_hint(cfg.train.amp, resolve_device(args.device)):
+            print(f"hint: {hint}", file=sys.stderr)  # stdout stays the config alone (--dry-run)
     if args.dry_run:
         return 0
     from attngan.training.gan_loop import train_gan
