@@ -273,9 +273,10 @@ def test_the_captioner_and_train_oracle_follow_the_ground_truth(tmp_path, instru
     seen = []
     real_evaluate = captioner_loop.evaluate_captioner
 
-    def evaluate_captioner(model, ds, vocab, cfg, device, max_images, synth, scenes=False, **kw):
-        seen.append((synth, scenes))  # the scores themselves read the toy's captions as neither
-        return real_evaluate(model, ds, vocab, cfg, device, max_images, False, scenes=False, **kw)
+    def evaluate_captioner(model, ds, vocab, cfg, device, max_images, truth, **kw):
+        seen.append((truth == "synth_birds", truth == "synth_scenes"))
+        # The scores themselves read the toy's captions as neither.
+        return real_evaluate(model, ds, vocab, cfg, device, max_images, None, **kw)
 
     monkeypatch.setattr(captioner_loop, "evaluate_captioner", evaluate_captioner)
     cfg = load_captioner_config("captioner", {"width": 8, "embed_dim": 16, "hidden_dim": 16,

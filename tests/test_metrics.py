@@ -274,17 +274,17 @@ def test_every_metric_states_what_it_needs_and_the_notes_come_from_there():
     # The stage diagnostic and the DAMSM's localisation run when named.
     assert DEFAULT_METRICS == tuple(n for n, s in REGISTRY.items() if n not in ("sharpness", "localisation"))
     bare = EvalOptions()
-    none = {"has_damsm": False, "has_captions": False, "synth": False, "generated": False, "scenes": False}
+    none = {"has_damsm": False, "has_captions": False, "ground_truth": None, "generated": False}
     assert "--fid-inception" in missing_input(REGISTRY["fid"], bare, **none)
     assert "--model" in missing_input(REGISTRY["attention_colour"], bare, **none)
     assert "DAMSM" in missing_input(REGISTRY["r_precision"], bare, **none)
     assert "captioner" in missing_input(REGISTRY["roundtrip"], bare, **none)
     everything = SimpleNamespace(is_classifier=None, fid_inception="f", inception="i", oracle="o",
                                  captioner="c", judge="j")
-    given = {"has_damsm": True, "has_captions": True, "synth": True, "generated": True, "scenes": False}
+    given = {"has_damsm": True, "has_captions": True, "ground_truth": "synth_birds", "generated": True}
     assert all(missing_input(spec, everything, **given) is None for spec in REGISTRY.values())
-    assert "SynthBirds or SynthScenes" in missing_input(REGISTRY["roundtrip"], everything, **dict(given, synth=False))
+    assert "SynthBirds or SynthScenes" in missing_input(REGISTRY["roundtrip"], everything, **dict(given, ground_truth=None))
     # The round trip reads captions back with either data set's grammar; the part colours need the birds.
-    assert missing_input(REGISTRY["roundtrip"], everything, **dict(given, synth=False, scenes=True)) is None
-    assert "SynthBirds" in missing_input(REGISTRY["attention_colour"], everything, **dict(given, synth=False, scenes=True))
+    assert missing_input(REGISTRY["roundtrip"], everything, **dict(given, ground_truth="synth_scenes")) is None
+    assert "SynthBirds" in missing_input(REGISTRY["attention_colour"], everything, **dict(given, ground_truth="synth_scenes"))
     assert "--judge" in missing_input(REGISTRY["composition"], bare, **dict(given, has_captions=True))

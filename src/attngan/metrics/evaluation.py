@@ -40,11 +40,12 @@ DEFAULT_METRICS = default_metrics()
 
 # Which metrics can run.
 
-def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, synth: bool, generated: bool,
-                   scenes: bool = False) -> tuple[list[MetricSpec], dict[str, str]]:
-    """The metrics to run and a note for each one skipped; a requested one that cannot run fails."""
-    inputs = {"has_damsm": has_damsm, "has_captions": has_captions, "synth": synth, "generated": generated,
-              "scenes": scenes}
+def select_metrics(o: EvalOptions, has_damsm: bool, has_captions: bool, ground_truth: str | None,
+                   generated: bool) -> tuple[list[MetricSpec], dict[str, str]]:
+    """The metrics to run and a note for each one skipped; a requested one that cannot run fails.
+    `ground_truth` is the data's (DataSource.ground_truth)."""
+    inputs = {"has_damsm": has_damsm, "has_captions": has_captions, "ground_truth": ground_truth,
+              "generated": generated}
     if o.metrics:
         unknown = [m for m in o.metrics if m not in REGISTRY]
         if unknown:
@@ -162,9 +163,8 @@ def evaluate(data_dir: str | Path, options: EvalOptions | None = None, *, model_
     # the shipped judge, captioner and evaluation DAMSM) are the defaults.
     truth = ground_truth(data_dir, data_source)
     o = _with_source_defaults(o, data_source.evaluation_defaults(Path(data_dir)))
-    metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions,
-                                      truth == "synth_birds", generated=images_dir is None,
-                                      scenes=truth == "synth_scenes")
+    metrics, skipped = select_metrics(o, pipe is not None or bool(o.eval_damsm), has_captions, truth,
+                                      generated=images_dir is None)
     if not metrics:
         raise AttnGANError("no metric can run: " + "; ".join(f"{k} {v.removeprefix('skipped: ')}" for k, v in skipped.items()))
 

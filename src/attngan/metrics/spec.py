@@ -48,9 +48,9 @@ class StreamSpec:
 
 
 # What a metric may need, each as (is it there?, the note a skipped metric gets). `inputs` holds the
-# options and what evaluate() found: has_damsm, has_captions, generated, synth (SynthBirds data),
-# scenes (SynthScenes data).
-REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
+# options and what evaluate() found: has_damsm, has_captions, generated (bools) and ground_truth (the
+# data's, DataSource.ground_truth: "synth_birds", "synth_scenes" or None).
+REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, Any]], bool], str]] = {
     "is_classifier": (lambda o, i: bool(o.is_classifier or o.fid_inception or o.oracle or o.judge),
                       "needs --is-classifier FILE|ORACLE_DIR, --fid-inception FILE (pt_inception-2015-12-05, "
                       "improved-gan's network), --oracle DIR (SynthBirds) or --judge DIR (SynthScenes)"),
@@ -67,9 +67,9 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
                   "synthscenes-captioner, used by default on SynthScenes data when installed)"),
     "generated": (lambda o, i: i["generated"],
                   "needs generated images (--model): it reads the generator's attention maps"),
-    "synth": (lambda o, i: i["synth"],
+    "synth": (lambda o, i: i["ground_truth"] == "synth_birds",
               "needs SynthBirds data (synth_birds.json in --data, with its part masks and caption grammar)"),
-    "grammar": (lambda o, i: i["synth"] or i["scenes"],
+    "grammar": (lambda o, i: i["ground_truth"] in ("synth_birds", "synth_scenes"),
                 "needs SynthBirds or SynthScenes data (synth_birds.json or synth_scenes.json in --data: the "
                 "caption grammar that reads a caption back)"),
     "judge": (lambda o, i: bool(o.judge),
@@ -78,7 +78,7 @@ REQUIREMENTS: dict[str, tuple[Callable[[Any, dict[str, bool]], bool], str]] = {
 }
 
 
-def missing_input(spec: MetricSpec, options: Any, **inputs: bool) -> str | None:
+def missing_input(spec: MetricSpec, options: Any, **inputs: Any) -> str | None:
     """Why `spec` cannot run with these options and inputs (the first missing one), or None."""
     for need in spec.requires:
         present, why = REQUIREMENTS[need]

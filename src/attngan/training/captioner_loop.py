@@ -176,11 +176,12 @@ def caption_loss(model, batch: dict[str, Any], attention_reg: float, device) -> 
 
 @torch.no_grad()
 def evaluate_captioner(model, ds: CaptionedImages, vocab: Vocabulary, cfg: CaptionerConfig, device,
-                       max_images: int, synth: bool, batch_size: int = 64, scenes: bool = False) -> dict[str, Any]:
+                       max_images: int, truth: str | None, batch_size: int = 64) -> dict[str, Any]:
     """Greedy captions (repeats blocked, as the captioner decodes) of the first `max_images` test
     images: BLEU-4 and CIDEr-D against all their captions; on SynthBirds, attribute recall with
     each image's captions as the prompts; on SynthScenes, the objects, colours and background
-    its caption states of each image's first caption (scene_readback). Reported only."""
+    its caption states of each image's first caption (scene_readback). `truth` is the data's
+    ground truth (data.records.ground_truth). Reported only."""
     model.eval()
     n = min(max_images, len(ds))
     captions = []
@@ -190,12 +191,12 @@ def evaluate_captioner(model, ds: CaptionedImages, vocab: Vocabulary, cfg: Capti
             captions.append(detokenize([vocab.id_to_word[i] for i in ids]))
     refs = [ds.texts[i] for i in range(n)]
     out: dict[str, Any] = {"val_" + k: v for k, v in caption_scores(captions, refs).items()}
-    if synth:
+    if truth == "synth_birds":
         prompts = [r for rs in refs for r in rs]
         r = attribute_recall(prompts, [c for c, rs in zip(captions, refs) for _ in rs])
         out["recall_all"] = r["all"]
         out.update({f"recall_{k}": v for k, v in r["per_attribute"].items()})
-    if scenes:
+    if truth == "synth_scenes":
         r = scene_readback([rs[0] for rs in refs], captions)
         out["recall_all"] = r["recall"]["all"]
         out.update({f"recall_{k}": r[k]["all"] for k in SCENE_READINGS})
@@ -250,7 +251,6 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab: Vocabular
     # SynthBirds captions come from a grammar that names the attributes: score their recall too
     # (SynthScenes: the objects, colours and background read back).
     truth = ground_truth(test_ds.images.root, test_ds.images.source)
-    synth, scenes = truth == "synth_birds", truth == "synth_scenes"
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
 
     # Resume.
@@ -303,7 +303,7 @@ def training_loop(cfg: CaptionerConfig, model: torch.nn.Module, vocab: Vocabular
         train_s = time.time() - t_epoch
 
         # Validation and snapshots.
-        val = evaluate_captioner(model, test_ds, vocab, cfg, dev, cfg.eval_images, synth, scenes=scenes)
+        val = evaluate_captioner(model, test_ds, vocab, cfg, dev, cfg.eval_images, truth)
         examples = val.pop("examples")
         record = {"epoch": epoch + 1, "kimg": run.kimg, "lr": lr, "steps": n_steps, "images": n_steps * batch_size,
                   "train_s": round(train_s, 1), "seconds": round(time.time() - t_start, 1),
