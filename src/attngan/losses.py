@@ -246,7 +246,7 @@ class Judge:
 
     def __call__(self, x: torch.Tensor, batches: int = 1) -> torch.Tensor:
         with self.amp():
-            return self.wrapped(x, batches) if batches > 1 else self.wrapped(x)
+            return self.wrapped(x, batches)
 
     def logits(self, code: torch.Tensor, sent: torch.Tensor | None = None):
         with self.amp():

@@ -561,14 +561,11 @@ class Discriminator(nn.Module):
         check_shape(x, (None, 3, self.image_size, self.image_size), f"D{self.image_size} images")
         if batches < 1 or x.size(0) % batches:
             raise ShapeError(f"D{self.image_size}: {x.size(0)} images do not split into {batches} batches")
-        parts = list(x.chunk(batches)) if batches > 1 else [x]
+        parts = list(x.chunk(batches))
         for layer in [*self.encoder, *self.down, *self.blocks]:
             if len(parts) > 1 and as_product(layer.conv, parts[0]):
-                parts = [torch.cat(parts)]
-            if len(parts) == 1:
-                parts = [layer(parts[0], batches)]
-            else:
-                parts = [layer(p) for p in parts]
+                parts = [torch.cat(parts)]  # joined from here on: the maps only get smaller
+            parts = [layer(parts[0], batches)] if len(parts) == 1 else [layer(p) for p in parts]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def logits(
