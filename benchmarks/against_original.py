@@ -51,7 +51,7 @@ import time
 import types
 from pathlib import Path
 
-from _paired import ALLOCATOR_ENV, Child, child_argv, load_average, serve
+from _paired import ALLOCATOR_ENV, child_argv, load_average, run_paired, serve
 
 N_WORDS = 5450        # the bird vocabulary of the original release
 WORDS_NUM = 18        # its caption width (TEXT.WORDS_NUM)
@@ -401,24 +401,9 @@ def measure(name: str, args) -> dict:
             "original": str(Path(args.original).resolve()), "set": args.set, "infer_amp": args.infer_amp}
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     os.environ.update(env)
-    sides = {side: Child(side, child_argv(__file__, {**spec, "side": side})) for side in ("original", "ours")}
-    out = {side: {"info": c.read(), "seconds": [], "faults": []} for side, c in sides.items()}
-    try:
-        for side, c in sides.items():
-            for _ in range(warmup):
-                c.ask({"cmd": "step", "name": name})
-        order = list(sides)
-        for r in range(rounds):
-            for side in (order if r % 2 == 0 else order[::-1]):
-                res = sides[side].ask({"cmd": "step", "name": name})
-                out[side]["seconds"].append(res["seconds"])
-                out[side]["faults"].append(res["faults"])
-        for side, c in sides.items():
-            out[side]["final"] = c.close()
-    finally:
-        for c in sides.values():
-            if c.proc.poll() is None:
-                c.proc.kill()
+    runs = run_paired({side: child_argv(__file__, {**spec, "side": side}) for side in ("original", "ours")},
+                      {name: (warmup, rounds)})
+    out = {side: {"info": r["info"], "final": r["final"], **r["steps"][name]} for side, r in runs.items()}
     o, u = out["original"], out["ours"]
     out["ratio_median"] = statistics.median(o["seconds"]) / statistics.median(u["seconds"])
     out["ratio_paired"] = statistics.median(a / b for a, b in zip(o["seconds"], u["seconds"]))
