@@ -20,17 +20,21 @@ three stages, a 5,450-word vocabulary, captions of 18 words down to 3, the same 
              sentence losses, KL), G's backward and Adam step, the weight average.
              The original's iteration is trainer.py's loop body; ours is `gan_loop.gan_step`
              after the text encoder, as `attngan train` runs it.
+  damsm_b8   one DAMSM pretraining iteration at batch 8, 299 px images: image encoder
+             (Inception-v3 trunk, frozen, in training mode as both run it) and bi-LSTM forward,
+             word and sentence losses, backward, the LSTM's gradient clipped, Adam (the
+             original's cfg/DAMSM/bird.yml; ours as `attngan train-damsm` runs its loop body).
 
 Each side runs in its own long-lived process (benchmarks/_paired.py): both are built, warmed up,
 then take turns, one timed step each, the order flipping every round, so noise from other jobs
 hits both. The original runs under glibc's default allocator, as its own scripts do; ours under
-the allocator setting `attngan generate` / `attngan train` apply (ATTNGAN_ALLOCATOR=default opts
-out). Printed per measurement: both medians, the ratio of medians and the median of the per-round
-ratios (above 1: ours is faster), peak resident memory after the build (VmHWM, reset once the
-networks exist), CPU seconds (user, system) and minor page faults per step.
+the allocator setting the CLI applies (ATTNGAN_ALLOCATOR=default opts out). Printed per
+measurement: both medians, the ratio of medians and the median of the per-round ratios (above 1:
+ours is faster), peak resident memory after the build (VmHWM, reset once the networks exist), CPU
+seconds (user, system) and minor page faults per step.
 
     python benchmarks/against_original.py --original path/to/AttnGAN
-        [--only infer_b1,infer_b16,train_b4] [--threads 2] [--quick]
+        [--only infer_b1,infer_b16,train_b4,damsm_b8] [--threads 2] [--quick]
         [--set train.amp=auto] [--infer-amp auto] [--json out.json]
 
 --set changes our training config as `attngan train --set` does (train.amp=auto: bf16 autocast
@@ -61,7 +65,9 @@ MEASUREMENTS = {
     "infer_b1": ("infer", 1, 3, 30, 5),
     "infer_b16": ("infer", 16, 3, 5, 2),
     "train_b4": ("train", 4, 2, 7, 2),
+    "damsm_b8": ("damsm", 8, 2, 10, 2),
 }
+DEFAULT = ("infer_b1", "infer_b16", "train_b4")
 
 # (file under code/, text, replacement, how often it must occur, why)
 ORIGINAL_PATCHES = [
@@ -98,6 +104,8 @@ def make_inputs(kind: str, batch: int, seed: int = 0) -> dict:
     out = {"captions": captions, "cap_lens": torch.tensor(lens), "class_ids": list(range(1, batch + 1))}
     if kind == "train":
         out["reals"] = [torch.rand(batch, 3, s, s, generator=gen) * 2 - 1 for s in (64, 128, 256)]
+    if kind == "damsm":
+        out["images"] = torch.rand(batch, 3, 299, 299, generator=gen) * 2 - 1
     return out
 
 
@@ -234,12 +242,16 @@ def setup_original(spec: dict):
     import torch
 
     torch.set_num_threads(spec["threads"])
-    orig = load_original(spec["original"])
-    cfg, model, losses = orig.cfg, orig.model, orig.losses
     kind, B = spec["kind"], spec["batch"]
+    orig = load_original(spec["original"], "cfg/DAMSM/bird.yml" if kind == "damsm" else "cfg/bird_attn2.yml")
+    cfg, model, losses = orig.cfg, orig.model, orig.losses
     inp = make_inputs(kind, B)
     captions, cap_lens = inp["captions"], inp["cap_lens"]
+    class_ids = np.array(inp["class_ids"])  # the original's data loader hands the losses numpy ids
+    labels = torch.arange(B)
     torch.manual_seed(0)
+    if kind == "damsm":
+        return _original_damsm_step(cfg, model, losses, inp, class_ids, labels)
     text_encoder = model.RNN_ENCODER(N_WORDS, nhidden=cfg.TEXT.EMBEDDING_DIM).eval().requires_grad_(False)
     netG = model.G_NET()
     netG.apply(orig.utils.weights_init)
@@ -272,8 +284,6 @@ def setup_original(spec: dict):
     opt_g = torch.optim.Adam(netG.parameters(), lr=lr_g, betas=(0.5, 0.999))
     average = [p.detach().clone() for p in netG.parameters()]
     real_labels, fake_labels = torch.ones(B), torch.zeros(B)
-    match_labels = torch.arange(B)
-    class_ids = np.array(inp["class_ids"])
     reals = inp["reals"]
 
     def step():
@@ -288,7 +298,7 @@ def setup_original(spec: dict):
             opt.step()
         netG.zero_grad()
         err_g, _ = losses.generator_loss(netsD, image_encoder, fakes, real_labels, words, sent,
-                                         match_labels, cap_lens, class_ids)
+                                         labels, cap_lens, class_ids)
         err_g = err_g + losses.KL_loss(mu, logvar)
         err_g.backward()
         opt_g.step()
@@ -299,13 +309,38 @@ def setup_original(spec: dict):
     return step, {"how": "trainer.py's iteration: G_NET, D_NET64/128/256, CNN_ENCODER, miscc.losses"}
 
 
+def _original_damsm_step(cfg, model, losses, inp, class_ids, labels):
+    import torch
+
+    B = len(labels)
+    captions, cap_lens, images = inp["captions"], inp["cap_lens"], inp["images"]
+    text_encoder = model.RNN_ENCODER(N_WORDS, nhidden=cfg.TEXT.EMBEDDING_DIM).train()
+    image_encoder = model.CNN_ENCODER(cfg.TEXT.EMBEDDING_DIM).train()  # its trunk frozen by itself
+    params = list(text_encoder.parameters()) + [p for p in image_encoder.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.TRAIN.ENCODER_LR, betas=(0.5, 0.999))
+
+    def step():
+        # pretrain_DAMSM.py's train() loop body, data loading and logging aside
+        text_encoder.zero_grad()
+        image_encoder.zero_grad()
+        regions, code = image_encoder(images)
+        words, sent = text_encoder(captions, cap_lens, text_encoder.init_hidden(B))
+        w0, w1, _ = losses.words_loss(regions, words, labels, cap_lens, class_ids, B)
+        s0, s1 = losses.sent_loss(code, sent, labels, class_ids, B)
+        (w0 + w1 + s0 + s1).backward()
+        torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), cfg.TRAIN.RNN_GRAD_CLIP)
+        opt.step()
+
+    return step, {"how": "pretrain_DAMSM.py's iteration: CNN_ENCODER + RNN_ENCODER, miscc.losses"}
+
+
 # --- Our side -----------------------------------------------------------------------------------
 
 
 def setup_ours(spec: dict):
     from attngan.perf import configure_allocator_env
 
-    configure_allocator_env()  # as `attngan generate` / `attngan train` do before torch loads
+    configure_allocator_env()  # as the CLI does before torch loads (generate, train, train-damsm)
     import torch
 
     from attngan.commands._common import parse_overrides
@@ -319,6 +354,8 @@ def setup_ours(spec: dict):
     inp = make_inputs(kind, B)
     captions, cap_lens = inp["captions"], inp["cap_lens"]
     torch.manual_seed(0)
+    if kind == "damsm":
+        return _our_damsm_step(cfg, inp)
     text_encoder = build_text_encoder(cfg, N_WORDS).eval().requires_grad_(False)
     G = build_generator(cfg, cfg.text.embedding_dim)
 
@@ -354,6 +391,39 @@ def setup_ours(spec: dict):
             raise RuntimeError("non-finite losses on our side")
 
     return step, {"how": f"gan_loop.gan_step (train.amp={cfg.train.amp})"}
+
+
+def _our_damsm_step(cfg, inp):
+    import torch
+
+    from attngan import perf
+    from attngan.networks import build_image_encoder, build_text_encoder
+    from attngan.training.damsm_loop import _damsm_losses
+
+    dev = torch.device("cpu")
+    text_encoder = build_text_encoder(cfg, N_WORDS).train()
+    image_encoder = build_image_encoder(cfg).train()
+    if cfg.damsm.channels_last:
+        image_encoder = image_encoder.to(memory_format=torch.channels_last)
+    params = list(text_encoder.parameters()) + list(image_encoder.projection_parameters())
+    opt = torch.optim.Adam(params, lr=cfg.damsm.lr, betas=cfg.damsm.betas)
+    batch = {"captions": inp["captions"], "cap_lens": inp["cap_lens"], "images": [inp["images"]],
+             "class_ids": torch.tensor(inp["class_ids"])}
+
+    def step():
+        # damsm_loop.training_loop's per-batch body
+        terms, *_ = _damsm_losses(cfg, text_encoder, image_encoder, batch, dev,
+                                  lambda: perf.encoder_autocast(cfg.damsm.amp, dev))
+        loss = sum(terms.values())
+        if not torch.isfinite(loss):  # the loop would skip the update: not a comparable step
+            raise RuntimeError("non-finite DAMSM loss on our side")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), cfg.damsm.rnn_grad_clip)
+        opt.step()
+
+    layout = "channels-last" if cfg.damsm.channels_last else "NCHW"
+    return step, {"how": f"damsm_loop's training step (damsm.amp={cfg.damsm.amp}, image encoder {layout})"}
 
 
 # --- Child and parent ---------------------------------------------------------------------------
@@ -423,7 +493,8 @@ def report(name: str, r: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--original", help="a checkout of the original AttnGAN repository")
-    parser.add_argument("--only", default=",".join(MEASUREMENTS), help="comma-separated measurements")
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help=f"comma-separated, from {', '.join(MEASUREMENTS)} (default: {', '.join(DEFAULT)})")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per side")
     parser.add_argument("--quick", action="store_true", help="one warm-up step and a few rounds each")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -35,6 +35,7 @@ def test_caption_lengths_run_from_the_widest_to_the_shortest_and_inputs_are_padd
     lens = ao.caption_lengths(16)
     assert lens[0] == ao.WORDS_NUM and lens[-1] == ao.SHORTEST
     assert lens == sorted(lens, reverse=True)
+    assert tuple(ao.make_inputs("damsm", 2)["images"].shape) == (2, 3, 299, 299)
     inp = ao.make_inputs("train", 4)
     caps = inp["captions"]
     for row, n in zip(caps, inp["cap_lens"].tolist()):
@@ -169,11 +170,16 @@ print(json.dumps({"how": info["how"], "allocator": os.environ.get("ATTNGAN_ALLOC
 """
 
 
-@pytest.mark.parametrize("kind,batch", [("infer", 1), ("train", 2)])
+OUR_STEPS = {"infer": "AttnGANPipeline.generate_from_ids (amp=off)",
+             "train": "gan_loop.gan_step (train.amp=off)",
+             # the bird preset's frozen Inception trunk runs forward only: channels-last by default
+             "damsm": "damsm_loop's training step (damsm.amp=off, image encoder channels-last)"}
+
+
+@pytest.mark.parametrize("kind,batch", [("infer", 1), ("train", 2), ("damsm", 2)])
 def test_our_side_runs_the_project_steps_under_its_allocator(kind, batch):
     out = _run(_OURS, kind, str(batch), timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["how"] == ("AttnGANPipeline.generate_from_ids (amp=off)" if kind == "infer"
-                          else "gan_loop.gan_step (train.amp=off)")
+    assert got["how"] == OUR_STEPS[kind]
     assert got["allocator"] and got["allocator"] != "default"
