@@ -5,8 +5,8 @@ repository (taoxugit/AttnGAN; the folder that holds `code/model.py`, or `code/` 
 --original. Its networks and losses are imported from there unchanged, apart from the few text
 replacements in ORIGINAL_PATCHES that today's Python and torch need (each must match exactly as
 often as listed, so a different checkout fails loudly instead of running half-patched), and
-stand-ins for two imports only its picture-drawing helpers use (easydict's attribute dict,
-scikit-image). No weights are read: both sides start from random weights, which leaves their
+stand-ins for two packages it imports: easydict (its config's attribute dict, rewritten here) and
+scikit-image (imported by its picture-drawing helpers, never called). No weights are read: both sides start from random weights, which leaves their
 speed unchanged; the frozen image encoder's BatchNorm statistics are taken from the real batch
 on both sides so that its activations stay finite.
 
