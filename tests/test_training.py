@@ -342,3 +342,42 @@ def test_a_first_run_on_a_fresh_data_folder_trains_what_a_run_with_the_cache_bui
         captioner.append(digest(tmp_path / f"cap{i}" / "best" / "captioner.safetensors"))
     assert gan[0] == gan[1] == gan[2]
     assert captioner[0] == captioner[1] == captioner[2]
+
+
+def test_bird_damsm_pretrains_its_frozen_inception_trunk_channels_last(synth, tmp_path, monkeypatch):
+    # The bird preset's own DAMSM path, end to end: Inception weights from a torchvision-layout
+    # file, the trunk channels-last (the default: it runs forward only), only the projections move.
+    from torchvision.models import inception_v3
+
+    from attngan.io import load_damsm
+    from attngan.networks.damsm import ImageEncoder
+    from attngan.training.damsm_loop import train_damsm
+
+    torch.manual_seed(1)
+    weights = tmp_path / "inception_v3_google-test.pth"
+    state = inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
+    torch.save(state, weights)
+    cfg = preset("bird")
+    assert cfg.damsm.backbone == "inception" and cfg.damsm.channels_last
+    cfg.data.workers = 0
+    cfg.damsm.inception_weights = str(weights)
+    cfg.damsm.batch_size, cfg.damsm.snapshot_epochs = 8, 1
+    seen, initial = [], {}
+    forward = ImageEncoder.forward
+
+    def recording(self, images):
+        if not seen:
+            initial["global_proj"] = self.global_proj.weight.detach().clone()
+        seen.append((images.is_contiguous(memory_format=torch.channels_last),
+                     self.trunk.Conv2d_1a_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)))
+        return forward(self, images)
+
+    monkeypatch.setattr(ImageEncoder, "forward", recording)
+    out = train_damsm(cfg, synth, tmp_path / "run", device="cpu", max_epochs=1, progress=False, eval_items=16)
+    assert out["bad_steps"] == 0 and all(v == v for v in out.values() if isinstance(v, float))
+    assert seen and all(img and w for img, w in seen)  # every training step ran NHWC
+    _, _, _, ie = load_damsm(tmp_path / "run" / "best")
+    trunk = ie.trunk.state_dict()
+    for key in ("Conv2d_1a_3x3.conv.weight", "Mixed_7c.branch_pool.conv.weight"):
+        assert torch.equal(trunk[key], state[key])  # frozen: the loaded weights, unchanged
+    assert not torch.equal(ie.global_proj.weight, initial["global_proj"])  # the projections trained
