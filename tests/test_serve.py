@@ -181,6 +181,32 @@ def test_generate_matches_the_pipeline_and_seeds_reproduce(client, pipe):
         assert body["samples"][k]["stages"][-1]["png"] != other["samples"][k]["stages"][-1]["png"]
 
 
+def test_each_sample_gets_the_caption_of_its_own_image(pipe):
+    # Samples render as separate tasks and the captions come from one batch beside them: sample k
+    # must carry the reading of image k.
+    seen = []
+
+    class Reader:
+        config = type("ReaderConfig", (), {"name": "reader"})
+
+        def __call__(self, images):
+            seen.append(images.clone())
+            return [f"image {k}" for k in range(images.shape[0])]
+
+    app = create_app({"birds": Served(pipe, Reader())})
+    try:
+        with TestClient(app) as c:
+            body = c.post("/api/v1/generate", json={"caption": CAPTION, "seed": 3, "n": 4}).json()
+    finally:
+        app.state.shutdown()
+    (batch,) = seen
+    assert [s["index"] for s in body["samples"]] == [0, 1, 2, 3]
+    for k, sample in enumerate(body["samples"]):
+        assert sample["caption"] == f"image {k}"
+        want = ((batch[k].permute(1, 2, 0) + 1) * 127.5).numpy()
+        assert np.abs(decode_png(sample["stages"][-1]["png"]) - want).max() <= 1
+
+
 def test_word_overlays_are_the_shared_heat_maps(client, pipe):
     """The page's word overlays are viz.attention_overlays' heat maps (one scale for the caption's
     words), as the demo report draws them."""

@@ -464,8 +464,15 @@ def create_app(models: AttnGANPipeline | dict[str, Served], max_batch: int = 8, 
             return error_response(422, str(e))
         tokens = enc.tokens
         t_render = time.perf_counter()
-        samples = await asyncio.get_running_loop().run_in_executor(
-            render_pool, _render_samples, result, tokens, req.attention, offer.att_stage, offer.captioner)
+        # One task per sample (and one for the captions): a request for several samples uses every
+        # encoder thread instead of one.
+        loop = asyncio.get_running_loop()
+        captions = loop.run_in_executor(render_pool, _caption_final_images, result, offer.captioner)
+        samples = await asyncio.gather(*(
+            loop.run_in_executor(render_pool, _render_sample, result, k, tokens, req.attention, offer.att_stage)
+            for k in range(result.images[0].shape[0])))
+        for sample, text in zip(samples, await captions):
+            sample["caption"] = text
         done = time.perf_counter()
         body = {
             "model": offer.name,
@@ -494,36 +501,37 @@ def _overlay_base(image: torch.Tensor) -> Image.Image:
     return im if im.width == size else im.resize((size, size), Image.BICUBIC)
 
 
-def _render_samples(result: JobResult, tokens: list[str], with_attention: bool,
-                    att_stage: list[int], captioner=None) -> list[dict]:
-    """PNG-encode one request's images and per-word overlays, and caption the final images
-    (runs in the thread pool)."""
+def _caption_final_images(result: JobResult, captioner=None) -> list[str | None]:
+    """The captioner's reading of each final image (one batch), or None per sample without one."""
+    if captioner is None:
+        return [None] * result.images[-1].shape[0]
     # Captioned as an image file would be: rounded to 8 bits first.
-    captions = (captioner(((result.images[-1].float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1)
-                if captioner is not None else [None] * result.images[-1].shape[0])
-    n = result.images[0].shape[0]
+    return captioner(((result.images[-1].float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1)
+
+
+def _render_sample(result: JobResult, k: int, tokens: list[str], with_attention: bool,
+                   att_stage: list[int]) -> dict:
+    """PNG-encode sample k's images and per-word overlays (runs in the thread pool); its
+    "caption" is filled in by the caller."""
     T = len(tokens)
-    samples = []
-    for k in range(n):
-        stages = []
-        for s, img in enumerate(result.images):
-            h, w = int(img.shape[-2]), int(img.shape[-1])
-            stages.append({"stage": s, "width": w, "height": h, "label": f"{w}x{h}",
-                           "png": _b64_png(to_pil(img[k]))})
-        attention = []
-        if with_attention:
-            for a, att in enumerate(result.attention):
-                s = att_stage[a]
-                base = _overlay_base(result.images[s][k])
-                maps = att[k, :T]
-                scores = word_confidence(maps, T)
-                overlays = attention_overlays(base, maps)  # one scale for the caption's words
-                attention.append({
-                    "stage": s,
-                    "map_resolution": int(maps.shape[-1]),
-                    "overlay_resolution": base.width,
-                    "words": [{"index": i, "word": tokens[i], "score": float(f"{float(scores[i]):.4g}"),
-                               "png": _b64_png(overlays[i])} for i in range(T)],
-                })
-        samples.append({"index": k, "stages": stages, "attention": attention, "caption": captions[k]})
-    return samples
+    stages = []
+    for s, img in enumerate(result.images):
+        h, w = int(img.shape[-2]), int(img.shape[-1])
+        stages.append({"stage": s, "width": w, "height": h, "label": f"{w}x{h}",
+                       "png": _b64_png(to_pil(img[k]))})
+    attention = []
+    if with_attention:
+        for a, att in enumerate(result.attention):
+            s = att_stage[a]
+            base = _overlay_base(result.images[s][k])
+            maps = att[k, :T]
+            scores = word_confidence(maps, T)
+            overlays = attention_overlays(base, maps)  # one scale for the caption's words
+            attention.append({
+                "stage": s,
+                "map_resolution": int(maps.shape[-1]),
+                "overlay_resolution": base.width,
+                "words": [{"index": i, "word": tokens[i], "score": float(f"{float(scores[i]):.4g}"),
+                           "png": _b64_png(overlays[i])} for i in range(T)],
+            })
+    return {"index": k, "stages": stages, "attention": attention, "caption": None}
