@@ -385,8 +385,11 @@ def test_discriminator_stacked_batches_equal_separate_calls(monkeypatch, pixels)
 
     a, ga = run(sep, [sep(real), sep(fake)])
     b, gb = run(joined, list(joined(torch.cat([real, fake]), batches=2).chunk(2)))
+    # Relative to each tensor's largest value: the joined matrix products sum in another order
+    # (9e-7 of the largest value with AVX-512 kernels, 4e-7 with AVX2 ones; some weight gradients
+    # reach ~100, so a fixed absolute tolerance would depend on the CPU's kernels).
     for u, v in zip(a + list(ga), b + list(gb)):
-        torch.testing.assert_close(u, v, atol=1e-5, rtol=1e-4)
+        assert u.shape == v.shape and _worst(u, v) <= 1e-5
     for (name, u), v in zip(sep.named_buffers(), joined.buffers()):
         torch.testing.assert_close(u, v, atol=1e-6, rtol=1e-6, msg=name)
     # One batch statistic over both (a plain call on the stacked images) is not what was checked.
