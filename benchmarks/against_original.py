@@ -516,9 +516,13 @@ def main() -> None:
         parser.error(f"unknown measurement(s) {', '.join(unknown)}: use {', '.join(MEASUREMENTS)}")
     for var in ALLOCATOR_ENV:
         os.environ.pop(var, None)
+    import torch
+
     from attngan.perf import native_bf16
 
-    print(f"cpu: {cpu_model()}, {os.cpu_count()} logical cores, native bf16: {native_bf16('cpu')}; "
+    # torch's kernel level: below the CPU's own when limited (ATEN_CPU_CAPABILITY and the like)
+    print(f"cpu: {cpu_model()}, {os.cpu_count()} logical cores, torch kernels "
+          f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16('cpu')}; "
           f"{args.threads} threads per side; load average {load_average()}")
     print(f"ours: --set {' '.join(args.set) or '(none)'}, inference amp {args.infer_amp}")
     results = {}
