@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -55,6 +54,7 @@ import time
 import types
 from pathlib import Path
 
+import _measure
 from _paired import ALLOCATOR_ENV, child_argv, load_average, run_paired, serve
 
 N_WORDS = 5450        # the bird vocabulary of the original release
@@ -122,38 +122,6 @@ def calibrate_batchnorm(module, images) -> None:
     with torch.no_grad():
         module(images)
     module.eval()
-
-
-# --- Memory -------------------------------------------------------------------------------------
-
-
-def _status_mb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak() -> bool:
-    """Start the peak resident memory afresh from now (Linux: clear_refs 5 resets VmHWM)."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_mb() -> float:
-    peak = _status_mb("VmHWM")
-    if peak is None:  # no /proc: the process's peak since it started
-        ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak = ru / 2**20 if sys.platform == "darwin" else ru / 1024
-    return peak
 
 
 # --- The original side --------------------------------------------------------------------------
@@ -435,7 +403,7 @@ def setup(spec: dict):
     import torch
 
     info.update(build_s=round(time.perf_counter() - t0, 1), torch=torch.__version__,
-                threads=torch.get_num_threads(), peak_reset=reset_peak())
+                threads=torch.get_num_threads(), peak_reset=_measure.reset_peak_rss())
     usage = []
 
     def timed():
@@ -446,21 +414,10 @@ def setup(spec: dict):
 
     def finish():
         timed_usage = usage[spec["warmup"]:] or usage
-        return {"peak_mb": peak_mb(), "user_s": statistics.median(u for u, _ in timed_usage),
+        return {"peak_mb": _measure.peak_rss_mb(), "user_s": statistics.median(u for u, _ in timed_usage),
                 "sys_s": statistics.median(s for _, s in timed_usage)}
 
     return {spec["name"]: timed}, info, finish
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(name: str, args) -> dict:
@@ -521,7 +478,7 @@ def main() -> None:
     from attngan.perf import native_bf16
 
     # torch's kernel level: below the CPU's own when limited (ATEN_CPU_CAPABILITY and the like)
-    print(f"cpu: {cpu_model()}, {os.cpu_count()} logical cores, torch kernels "
+    print(f"cpu: {_measure.cpu_description()['name']}, {os.cpu_count()} logical cores, torch kernels "
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16('cpu')}; "
           f"{args.threads} threads per side; load average {load_average()}")
     print(f"ours: --set {' '.join(args.set) or '(none)'}, inference amp {args.infer_amp}")
@@ -532,7 +489,7 @@ def main() -> None:
     if args.json:
         from attngan.fileio import atomic_write_json
 
-        atomic_write_json(args.json, {"cpu": cpu_model(), "args": vars(args), "results": results})
+        atomic_write_json(args.json, {"cpu": _measure.cpu_description(), "args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

@@ -234,27 +234,6 @@ def report(results: dict, args, seconds: float, load_before: str) -> None:
 # --- Precision: float32 vs the preset's default train.amp -------------------------------------
 
 
-def cpu_description() -> dict:
-    """The CPU's model name and the /proc/cpuinfo flags that decide bf16 speed (Linux; elsewhere
-    the platform module's name and no flags)."""
-    import platform
-
-    name, flags = "", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and not name:
-                    name = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return {"name": name or platform.processor() or platform.machine(),
-            "flags": {f: f in flags for f in wanted} if flags else {}}
-
-
 def run_precision(args, device: str) -> None:
     import torch
 
@@ -284,7 +263,7 @@ def run_precision(args, device: str) -> None:
     if dev.type == "cuda":
         where = torch.cuda.get_device_name(dev)
     else:
-        cpu = cpu_description()
+        cpu = _measure.cpu_description()
         flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["flags"].items()) or "unknown"
         where = f"{cpu['name']}, {args.threads} threads; cpu flags: {flags}"
     native = perf.native_bf16(dev)
