@@ -9,13 +9,15 @@ median round ratio is reported.
 
 Child side: `serve(setup)` where `setup() -> (steps: dict[name, fn], info: dict, finish: fn)`.
 Protocol (one JSON line each way): parent sends {"cmd": "step", "name": ...} or {"cmd": "done"};
-the child answers {"seconds", "faults"} or finish()'s dict, prefixed with "@@".
+the child answers {"seconds", "faults", "user_s", "sys_s"} (wall time, minor page faults and CPU
+time of the step) or finish()'s dict, prefixed with "@@".
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,7 @@ import tempfile
 import time
 
 PREFIX = "@@"
+STEP_KEYS = ("seconds", "faults", "user_s", "sys_s")  # what a child reports per timed step
 # Variables the allocator switch sets; removed from every child so "off" really is off.
 ALLOCATOR_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_",
                  "MALLOC_ARENA_MAX", "THP_MEM_ALLOC_ENABLE", "ATTNGAN_ALLOCATOR_APPLIED", "ATTNGAN_ALLOCATOR")
@@ -65,8 +68,6 @@ def child_argv(script: str, spec: dict) -> list[str]:
 
 def serve(setup) -> None:
     """Run in the child: set up, say ready, then answer step/done requests on stdin."""
-    from _measure import minor_faults
-
     steps, info, finish = setup()
     _say(info)
     for line in sys.stdin:
@@ -75,9 +76,11 @@ def serve(setup) -> None:
             _say(finish())
             return
         fn = steps[msg["name"]]
-        f0, t0 = minor_faults(), time.perf_counter()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         fn()
-        _say({"seconds": time.perf_counter() - t0, "faults": minor_faults() - f0})
+        seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        _say({"seconds": seconds, "faults": r1.ru_minflt - r0.ru_minflt,
+              "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime})
 
 
 def _say(obj: dict) -> None:
@@ -120,7 +123,7 @@ def run_paired(children: dict[str, list[str]], steps: dict[str, tuple[int, int]]
     warm each child up, then interleave one timed step per child per round.
 
     Returns per configuration: info (from setup), final (from finish), and per step name the
-    lists `seconds` and `faults`, one entry per round, aligned across configurations.
+    lists of STEP_KEYS, one entry per round, aligned across configurations.
     """
     procs = {name: Child(name, argv) for name, argv in children.items()}
     out = {name: {"info": p.read(), "steps": {}} for name, p in procs.items()}
@@ -129,13 +132,13 @@ def run_paired(children: dict[str, list[str]], steps: dict[str, tuple[int, int]]
             for name, p in procs.items():
                 for _ in range(warmup):
                     p.ask({"cmd": "step", "name": step})
-                out[name]["steps"][step] = {"seconds": [], "faults": []}
+                out[name]["steps"][step] = {k: [] for k in STEP_KEYS}
             order = list(procs)
             for r in range(rounds):
                 for name in (order if r % 2 == 0 else order[::-1]):
                     res = procs[name].ask({"cmd": "step", "name": step})
-                    out[name]["steps"][step]["seconds"].append(res["seconds"])
-                    out[name]["steps"][step]["faults"].append(res["faults"])
+                    for k in STEP_KEYS:
+                        out[name]["steps"][step][k].append(res[k])
         for name, p in procs.items():
             out[name]["final"] = p.close()
     finally:

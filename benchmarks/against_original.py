@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -404,27 +403,18 @@ def setup(spec: dict):
 
     info.update(build_s=round(time.perf_counter() - t0, 1), torch=torch.__version__,
                 threads=torch.get_num_threads(), peak_reset=_measure.reset_peak_rss())
-    usage = []
-
-    def timed():
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        step()
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        usage.append((r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime))
 
     def finish():
-        timed_usage = usage[spec["warmup"]:] or usage
-        return {"peak_mb": _measure.peak_rss_mb(), "user_s": statistics.median(u for u, _ in timed_usage),
-                "sys_s": statistics.median(s for _, s in timed_usage)}
+        return {"peak_mb": _measure.peak_rss_mb()}
 
-    return {spec["name"]: timed}, info, finish
+    return {spec["name"]: step}, info, finish
 
 
 def measure(name: str, args) -> dict:
     kind, batch, warmup, rounds, quick_rounds = MEASUREMENTS[name]
     rounds = quick_rounds if args.quick else rounds
     warmup = 1 if args.quick else warmup
-    spec = {"name": name, "kind": kind, "batch": batch, "threads": args.threads, "warmup": warmup,
+    spec = {"name": name, "kind": kind, "batch": batch, "threads": args.threads,
             "original": str(Path(args.original).resolve()), "set": args.set, "infer_amp": args.infer_amp}
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     os.environ.update(env)
@@ -443,7 +433,7 @@ def report(name: str, r: dict) -> None:
         s, f = r[side], r[side]["final"]
         print(f"  {side:<9} median {statistics.median(s['seconds']):7.3f} s  "
               f"[{min(s['seconds']):.3f} .. {max(s['seconds']):.3f}]  peak {f['peak_mb']:7.0f} MB  "
-              f"cpu {f['user_s']:.2f} user + {f['sys_s']:.2f} sys s  "
+              f"cpu {statistics.median(s['user_s']):.2f} user + {statistics.median(s['sys_s']):.2f} sys s  "
               f"faults {statistics.median(s['faults']):,.0f}/step  ({s['info']['how']})")
 
 
