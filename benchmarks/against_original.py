@@ -23,7 +23,8 @@ three stages, a 5,450-word vocabulary, captions of 18 words down to 3, the same 
   damsm_b8   one DAMSM pretraining iteration at batch 8, 299 px images: image encoder
              (Inception-v3 trunk, frozen, in training mode as both run it) and bi-LSTM forward,
              word and sentence losses, backward, the LSTM's gradient clipped, Adam (the
-             original's cfg/DAMSM/bird.yml; ours as `attngan train-damsm` runs its loop body).
+             original's cfg/DAMSM/bird.yml; ours `damsm_loop.damsm_step`, as `attngan
+             train-damsm` runs it).
 
 Each side runs in its own long-lived process (benchmarks/_paired.py): both are built, warmed up,
 then take turns, one timed step each, the order flipping every round, so noise from other jobs
@@ -365,12 +366,12 @@ def _our_damsm_step(cfg, inp):
 
     from attngan import perf
     from attngan.networks import build_image_encoder, build_text_encoder
-    from attngan.training.damsm_loop import _damsm_losses
+    from attngan.training.damsm_loop import damsm_step
 
     dev = torch.device("cpu")
     text_encoder = build_text_encoder(cfg, N_WORDS).train()
     image_encoder = build_image_encoder(cfg).train()
-    if cfg.damsm.channels_last:
+    if cfg.damsm.channels_last:  # as train_damsm stores it
         image_encoder = image_encoder.to(memory_format=torch.channels_last)
     params = list(text_encoder.parameters()) + list(image_encoder.projection_parameters())
     opt = torch.optim.Adam(params, lr=cfg.damsm.lr, betas=cfg.damsm.betas)
@@ -378,19 +379,13 @@ def _our_damsm_step(cfg, inp):
              "class_ids": torch.tensor(inp["class_ids"])}
 
     def step():
-        # damsm_loop.training_loop's per-batch body
-        terms, *_ = _damsm_losses(cfg, text_encoder, image_encoder, batch, dev,
-                                  lambda: perf.encoder_autocast(cfg.damsm.amp, dev))
-        loss = sum(terms.values())
-        if not torch.isfinite(loss):  # the loop would skip the update: not a comparable step
+        _, finite = damsm_step(cfg, text_encoder, image_encoder, batch, dev, opt,
+                               lambda: perf.encoder_autocast(cfg.damsm.amp, dev))
+        if not finite:  # the loop would skip the update: not a comparable step
             raise RuntimeError("non-finite DAMSM loss on our side")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), cfg.damsm.rnn_grad_clip)
-        opt.step()
 
     layout = "channels-last" if cfg.damsm.channels_last else "NCHW"
-    return step, {"how": f"damsm_loop's training step (damsm.amp={cfg.damsm.amp}, image encoder {layout})"}
+    return step, {"how": f"damsm_loop.damsm_step (damsm.amp={cfg.damsm.amp}, image encoder {layout})"}
 
 
 # --- Child and parent ---------------------------------------------------------------------------

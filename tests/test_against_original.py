@@ -173,7 +173,7 @@ print(json.dumps({"how": info["how"], "allocator": os.environ.get("ATTNGAN_ALLOC
 OUR_STEPS = {"infer": "AttnGANPipeline.generate_from_ids (amp=off)",
              "train": "gan_loop.gan_step (train.amp=off)",
              # the bird preset's frozen Inception trunk runs forward only: channels-last by default
-             "damsm": "damsm_loop's training step (damsm.amp=off, image encoder channels-last)"}
+             "damsm": "damsm_loop.damsm_step (damsm.amp=off, image encoder channels-last)"}
 
 
 @pytest.mark.parametrize("kind,batch", [("infer", 1), ("train", 2), ("damsm", 2)])

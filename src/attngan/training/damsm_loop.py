@@ -98,6 +98,22 @@ def _damsm_losses(cfg: Config, text_encoder, image_encoder, batch, device, amp=c
     return {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}, attn, code, sent
 
 
+def damsm_step(cfg: Config, text_encoder, image_encoder, batch, device, opt,
+               amp=contextlib.nullcontext) -> tuple[dict[str, torch.Tensor], bool]:
+    """One DAMSM pretraining step: the four losses, then one Adam step with the LSTM's gradient
+    clipped, when every rank's loss is finite (all ranks skip together under DDP). Returns the
+    loss terms and whether they were finite (nothing was updated otherwise)."""
+    terms, *_ = _damsm_losses(cfg, text_encoder, image_encoder, batch, device, amp)
+    loss = sum(terms.values())
+    if not dist.all_true(bool(torch.isfinite(loss))):
+        return terms, False
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), cfg.damsm.rnn_grad_clip)
+    opt.step()
+    return terms, True
+
+
 def _datasets(cfg: Config, data_dir: Path):
     vocab = load_vocab(data_dir, min_count=cfg.data.vocab_min_count)
     data_cfg = replace(cfg.data, words_num=cfg.damsm.words_num)
@@ -207,18 +223,13 @@ def training_loop(cfg: Config, text_encoder: torch.nn.Module, image_encoder: tor
                    disable=not (progress and dist.is_main()))
         for batch in bar:
             run.add_images(batch["captions"].shape[0] * world)
-            terms, *_ = _damsm_losses(cfg, te, ie, batch, dev, amp)
-            loss = sum(terms.values())
-            if not dist.all_true(bool(torch.isfinite(loss))):  # all ranks skip together (DDP)
+            terms, finite = damsm_step(cfg, te, ie, batch, dev, opt, amp)
+            if not finite:
                 bad_steps += 1
                 if bad_steps > cfg.damsm.max_bad_steps:
                     raise AttnGANError(f"DAMSM loss was NaN/inf in {bad_steps} steps; aborting "
                                        f"(lower damsm.lr or check the data)")
                 continue
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), cfg.damsm.rnn_grad_clip)
-            opt.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n_steps += 1
